@@ -1,0 +1,36 @@
+"""What crosses the wire between a gateway and the collector.
+
+Both sides import this package and nothing else of each other: the batch and
+ack formats (``payload``) and the topic names (``topics``) are defined here
+once, so a gateway and a collector built from the same release always agree.
+"""
+
+from cityedge.uplink.payload import (
+    FORMAT_VERSION,
+    SUPPORTED_VERSIONS,
+    Ack,
+    Batch,
+    PayloadError,
+    WireReading,
+    decode_ack,
+    decode_batch,
+    encode_ack,
+    encode_batch,
+)
+from cityedge.uplink.seqranges import SeqRanges
+from cityedge.uplink.topics import Topics
+
+__all__ = [
+    "FORMAT_VERSION",
+    "SUPPORTED_VERSIONS",
+    "Ack",
+    "Batch",
+    "PayloadError",
+    "SeqRanges",
+    "Topics",
+    "WireReading",
+    "decode_ack",
+    "decode_batch",
+    "encode_ack",
+    "encode_batch",
+]

@@ -1,0 +1,299 @@
+"""Uplink batch and ack formats, version 1 (JSON), encoded and validated sans-IO.
+
+A batch carries many readings (the broker's cost is per message), the gateway's
+send time and clock state, and the tags that say where the readings come from.
+Every payload names its format version; the collector accepts the versions in
+``SUPPORTED_VERSIONS`` and rejects others with a reason.
+
+Batch, version 1::
+
+    {"v": 1, "gateway": "gw-1", "epoch": "<hex>", "batch": 7,
+     "sent_ns": 1700000000000000000,
+     "clock": {"synced": true, "boot": "<hex>", "mono_ns": 123456789},
+     "site": {"district": "...", "site": "...", "site_kind": "dust_zone"},
+     "sensors": {"pm-1": {"model": "pms5003"}},
+     "readings": [{"seq": 1, "sensor": "pm-1", "m": "particulate", "t": 17..., "boot": "<hex>",
+                   "mono": 123, "f": {"pm2_5_ugm3": 12}}]}
+
+Ack, version 1::
+
+    {"v": 1, "gateway": "gw-1", "epoch": "<hex>", "batch": 7, "seqs": [[1, 500]]}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cityedge.uplink.seqranges import SeqRanges
+
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+
+# A batch is one MQTT message or one HTTP request; Mosquitto's default
+# message_size_limit is 256 MB, but a gateway on a slow uplink should not build
+# messages that take minutes to send. 5,000 readings is about 1 MB of JSON.
+MAX_READINGS_PER_BATCH = 5000
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+
+# InfluxDB accepts nearly any name; these keep names portable to 2.x/3.x and
+# readable in InfluxQL without quoting. Korean text is fine in tag *values*.
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+EPOCH_RE = re.compile(r"^[0-9a-f]{8,64}$")
+
+FieldValue = int | float | bool | str
+
+
+class PayloadError(ValueError):
+    """The peer sent a payload we cannot accept; ``reason`` is a short stable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class WireReading:
+    """One reading as it travels: identity (seq), origin, event time and values.
+
+    ``boot`` and ``mono_ns`` are the gateway's boot id and monotonic clock when
+    the reading was taken; the collector derives clock corrections from them so
+    that a resend gets the same timestamp as the first send.
+    """
+
+    seq: int
+    sensor: str
+    measurement: str
+    time_ns: int
+    boot: str
+    mono_ns: int
+    fields: Mapping[str, FieldValue]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A reading inside an otherwise good batch that failed validation."""
+
+    seq: int
+    reason: str
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    gateway: str
+    epoch: str
+    batch_id: int
+    sent_ns: int
+    clock_synced: bool
+    boot: str
+    mono_ns: int
+    site: Mapping[str, str]
+    sensors: Mapping[str, Mapping[str, str]]
+    readings: tuple[WireReading, ...]
+    rejected: tuple[Rejected, ...] = field(default=())
+    version: int = FORMAT_VERSION
+
+    def all_seqs(self) -> SeqRanges:
+        return SeqRanges.of([r.seq for r in self.readings] + [r.seq for r in self.rejected])
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    gateway: str
+    epoch: str
+    batch_id: int
+    seqs: SeqRanges
+
+
+def encode_batch(batch: Batch) -> bytes:
+    doc = {
+        "v": batch.version,
+        "gateway": batch.gateway,
+        "epoch": batch.epoch,
+        "batch": batch.batch_id,
+        "sent_ns": batch.sent_ns,
+        "clock": {"synced": batch.clock_synced, "boot": batch.boot, "mono_ns": batch.mono_ns},
+        "site": dict(batch.site),
+        "sensors": {k: dict(v) for k, v in batch.sensors.items()},
+        "readings": [
+            {
+                "seq": r.seq,
+                "sensor": r.sensor,
+                "m": r.measurement,
+                "t": r.time_ns,
+                "boot": r.boot,
+                "mono": r.mono_ns,
+                "f": dict(r.fields),
+            }
+            for r in batch.readings
+        ],
+    }
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def encode_ack(ack: Ack) -> bytes:
+    doc = {
+        "v": FORMAT_VERSION,
+        "gateway": ack.gateway,
+        "epoch": ack.epoch,
+        "batch": ack.batch_id,
+        "seqs": ack.seqs.as_pairs(),
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _load(data: bytes) -> dict[str, Any]:
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise PayloadError("too_large", f"{len(data)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError("bad_json", str(exc)) from None
+    if not isinstance(doc, dict):
+        raise PayloadError("bad_json", f"expected an object, got {type(doc).__name__}")
+    version = doc.get("v")
+    if version not in SUPPORTED_VERSIONS:
+        raise PayloadError(
+            "unsupported_version",
+            f"v={version!r}; this collector accepts {sorted(SUPPORTED_VERSIONS)}",
+        )
+    return doc
+
+
+def _req(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = doc.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise PayloadError("bad_field", f"{where}{key}: expected {names}, got {value!r:.60}")
+    return value
+
+
+def _str_map(value: Any, where: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and NAME_RE.match(k) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise PayloadError("bad_field", f"{where}: expected a map of name -> string")
+    return value
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_reading(raw: Any, sensors: Mapping[str, Any]) -> WireReading:
+    """Validate one reading; raises PayloadError naming the problem."""
+    if not isinstance(raw, dict):
+        raise PayloadError("bad_reading", "expected an object")
+    sensor, measurement, fields = raw.get("sensor"), raw.get("m"), raw.get("f")
+    if not isinstance(sensor, str) or sensor not in sensors:
+        raise PayloadError("unknown_sensor", f"sensor {sensor!r} is not in the batch's sensors")
+    if not isinstance(measurement, str) or not NAME_RE.match(measurement):
+        raise PayloadError("bad_measurement", f"measurement {measurement!r}")
+    for key in ("t", "mono"):
+        if not _int(raw.get(key)) or raw[key] < 0:
+            raise PayloadError("bad_time", f"{key}={raw.get(key)!r}: expected a non-negative int")
+    if not isinstance(raw.get("boot"), str):
+        raise PayloadError("bad_time", "boot: expected a string")
+    if not isinstance(fields, dict) or not fields:
+        raise PayloadError("no_fields", "f: expected a non-empty object")
+    for name, value in fields.items():
+        if not NAME_RE.match(name) or name in ("seq", "epoch", "time"):
+            raise PayloadError("bad_field_name", f"field {name!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PayloadError("bad_value", f"{name}={value!r} is not finite")
+        if not isinstance(value, int | float | str):
+            raise PayloadError("bad_value", f"{name}={value!r:.40}: expected a number, bool or string")
+    return WireReading(
+        seq=raw["seq"],
+        sensor=sensor,
+        measurement=measurement,
+        time_ns=raw["t"],
+        boot=raw["boot"],
+        mono_ns=raw["mono"],
+        fields=fields,
+    )
+
+
+def decode_batch(data: bytes, topic_gateway: str | None = None) -> Batch:
+    """Parse and validate a batch.
+
+    A broken envelope raises PayloadError. A broken reading inside a good
+    envelope does not: it comes back in ``Batch.rejected`` with its seq, so the
+    collector can dead-letter and ack it instead of losing the whole batch.
+    """
+    doc = _load(data)
+    gateway = _req(doc, "gateway", str, "")
+    if not ID_RE.match(gateway):
+        raise PayloadError("bad_field", f"gateway {gateway!r}: expected {ID_RE.pattern}")
+    if topic_gateway is not None and gateway != topic_gateway:
+        raise PayloadError(
+            "gateway_mismatch", f"payload says {gateway!r}, topic says {topic_gateway!r}"
+        )
+    epoch = _req(doc, "epoch", str, "")
+    if not EPOCH_RE.match(epoch):
+        raise PayloadError("bad_field", f"epoch {epoch!r}: expected 8-64 lowercase hex digits")
+    clock = _req(doc, "clock", dict, "")
+    sensors = _req(doc, "sensors", dict, "")
+    for sensor_id, tags in sensors.items():
+        if not ID_RE.match(sensor_id):
+            raise PayloadError("bad_field", f"sensors: id {sensor_id!r}")
+        _str_map(tags, f"sensors.{sensor_id}")
+    items = _req(doc, "readings", list, "")
+    if not items:
+        raise PayloadError("empty_batch", "readings is empty")
+    if len(items) > MAX_READINGS_PER_BATCH:
+        raise PayloadError("too_large", f"{len(items)} readings > {MAX_READINGS_PER_BATCH}")
+
+    readings: list[WireReading] = []
+    rejected: list[Rejected] = []
+    seen: set[int] = set()
+    for raw in items:
+        seq = raw.get("seq") if isinstance(raw, dict) else None
+        if not _int(seq) or seq < 1:
+            # Without a seq the reading has no identity to ack or dead-letter.
+            raise PayloadError("bad_seq", f"reading without a valid seq: {raw!r:.80}")
+        if seq in seen:
+            raise PayloadError("duplicate_seq", f"seq {seq} appears twice in one batch")
+        seen.add(seq)
+        try:
+            readings.append(_check_reading(raw, sensors))
+        except PayloadError as exc:
+            text = json.dumps(raw, ensure_ascii=False, separators=(",", ":"))
+            rejected.append(Rejected(seq=seq, reason=f"{exc.reason}: {exc.detail}", raw=text))
+
+    return Batch(
+        gateway=gateway,
+        epoch=epoch,
+        batch_id=_req(doc, "batch", int, ""),
+        sent_ns=_req(doc, "sent_ns", int, ""),
+        clock_synced=_req(clock, "synced", bool, "clock."),
+        boot=_req(clock, "boot", str, "clock."),
+        mono_ns=_req(clock, "mono_ns", int, "clock."),
+        site=_str_map(doc.get("site", {}), "site"),
+        sensors=sensors,
+        readings=tuple(readings),
+        rejected=tuple(rejected),
+        version=doc["v"],
+    )
+
+
+def decode_ack(data: bytes) -> Ack:
+    doc = _load(data)
+    pairs = _req(doc, "seqs", list, "")
+    try:
+        seqs = SeqRanges.from_pairs(pairs)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError("bad_field", f"seqs: {exc}") from None
+    return Ack(
+        gateway=_req(doc, "gateway", str, ""),
+        epoch=_req(doc, "epoch", str, ""),
+        batch_id=_req(doc, "batch", int, ""),
+        seqs=seqs,
+    )

@@ -1,0 +1,51 @@
+"""Every MQTT topic cityedge uses, in one place.
+
+``{prefix}/{gateway}/up``      gateway -> collector, batches of readings (QoS 1)
+``{prefix}/{gateway}/ack``     collector -> gateway, end-to-end acks (QoS 1)
+``{prefix}/{gateway}/status``  gateway health: retained ``online``, last will ``offline``
+``{prefix}/{gateway}/down``    collector -> gateway, commands and alert displays
+
+Collectors subscribe to uplinks through an MQTT 5 shared subscription so that
+several of them split the load and each batch reaches exactly one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "cityedge/v1"
+DEFAULT_SHARE_GROUP = "collectors"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    prefix: str = DEFAULT_PREFIX
+
+    def up(self, gateway: str) -> str:
+        return f"{self.prefix}/{gateway}/up"
+
+    def ack(self, gateway: str) -> str:
+        return f"{self.prefix}/{gateway}/ack"
+
+    def status(self, gateway: str) -> str:
+        return f"{self.prefix}/{gateway}/status"
+
+    def down(self, gateway: str) -> str:
+        return f"{self.prefix}/{gateway}/down"
+
+    def up_subscription(self, share_group: str | None = DEFAULT_SHARE_GROUP) -> str:
+        topic = f"{self.prefix}/+/up"
+        return f"$share/{share_group}/{topic}" if share_group else topic
+
+    def status_subscription(self) -> str:
+        return f"{self.prefix}/+/status"
+
+    def gateway_of(self, topic: str) -> str | None:
+        """The gateway id in ``{prefix}/{gateway}/<kind>``, or None if the topic is not ours."""
+        head = self.prefix + "/"
+        if not topic.startswith(head):
+            return None
+        rest = topic[len(head) :].split("/")
+        if len(rest) != 2 or not rest[0]:
+            return None
+        return rest[0]

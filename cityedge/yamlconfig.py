@@ -1,0 +1,181 @@
+"""YAML config files bound to dataclasses, with errors that say file:line, key and expectation.
+
+Installers edit these files by hand on a gateway; "invalid config" is not an
+answer. Every config in cityedge (agent, collector, rules) is a tree of frozen
+dataclasses, and ``load(path, cls)`` checks types, required keys, unknown keys
+(typos), enum values (``Literal``) and numeric bounds (``field(metadata=...)``)
+before any connection is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+KeyPath = tuple[str | int, ...]
+
+
+class ConfigError(ValueError):
+    """A config file is wrong; the message names file:line, key path and what was expected."""
+
+    def __init__(self, file: str, line: int | None, path: KeyPath, message: str) -> None:
+        self.file, self.line, self.path, self.message = file, line, path, message
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {format_path(path) or '<top>'}: {message}")
+
+
+def format_path(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+class Located:
+    """Parsed YAML plus the line of every key path, for error messages."""
+
+    def __init__(self, file: str, data: Any, lines: dict[KeyPath, int]) -> None:
+        self.file, self.data, self.lines = file, data, lines
+
+    def line(self, path: KeyPath) -> int | None:
+        while path and path not in self.lines:
+            path = path[:-1]
+        return self.lines.get(path)
+
+    def error(self, path: KeyPath, message: str) -> ConfigError:
+        return ConfigError(self.file, self.line(path), path, message)
+
+
+def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.safe_load(yaml.serialize(key_node))
+            if key in out:
+                raise ConfigError(file, key_node.start_mark.line + 1, path, f"duplicate key {key!r}")
+            out[key] = _walk(value_node, (*path, key), lines, file)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(item, (*path, i), lines, file) for i, item in enumerate(node.value)]
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def parse(text: str, file: str = "<string>") -> Located:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(file, mark.line + 1 if mark else None, (), f"not valid YAML: {exc}") from None
+    lines: dict[KeyPath, int] = {}
+    data = {} if node is None else _walk(node, (), lines, file)
+    return Located(file, data, lines)
+
+
+def load(path: Path | str, cls: type[T]) -> T:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), None, (), f"cannot read: {exc.strerror}") from None
+    doc = parse(text, str(path))
+    return bind(cls, doc.data, doc)
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    origin = get_origin(tp)
+    if origin in (list, tuple):
+        return f"a list of {_type_name(get_args(tp)[0])}"
+    if origin in (dict, Mapping):
+        return f"a mapping of {_type_name(get_args(tp)[1])}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, "null" if tp is type(None) else str(tp)
+    )
+
+
+def bind(tp: Any, value: Any, doc: Located, path: KeyPath = ()) -> Any:
+    """Convert ``value`` to type ``tp`` or raise ConfigError at ``path``."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _bind_dataclass(tp, value, doc, path)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arm in get_args(tp):
+            try:
+                return bind(arm, value, doc, path)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+        items = [bind(get_args(tp)[0], v, doc, (*path, i)) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin in (dict, Mapping):
+        if not isinstance(value, dict):
+            raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+        key_tp, val_tp = get_args(tp)
+        return {
+            bind(key_tp, k, doc, (*path, k)): bind(val_tp, v, doc, (*path, k))
+            for k, v in value.items()
+        }
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is type(None) and value is None:
+        return None
+    if isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+
+
+def _bind_dataclass(cls: Any, value: Any, doc: Located, path: KeyPath) -> Any:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise doc.error(path, f"expected a mapping, got {value!r:.60}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in value:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise doc.error((*path, key), f"unknown key {key!r}; expected one of: {known}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in value:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise doc.error(path, f"missing required key {name!r} ({_type_name(hints[name])})")
+            continue
+        bound = bind(hints[name], value[name], doc, (*path, name))
+        low, high = f.metadata.get("min"), f.metadata.get("max")
+        if low is not None and bound < low:
+            raise doc.error((*path, name), f"expected >= {low}, got {bound!r}")
+        if high is not None and bound > high:
+            raise doc.error((*path, name), f"expected <= {high}, got {bound!r}")
+        kwargs[name] = bound
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        # __post_init__ cross-checks raise ValueError("key: message").
+        key, _, message = str(exc).partition(": ")
+        sub = (*path, key) if key in fields else path
+        raise doc.error(sub, message if key in fields else str(exc)) from None

@@ -1,0 +1,1 @@
+"""The collector: validate what gateways send, write it to InfluxDB, then acknowledge."""

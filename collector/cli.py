@@ -1,0 +1,55 @@
+"""``edge-collector``: run the collector, or check its config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from cityedge.yamlconfig import ConfigError
+from collector.config import load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-collector", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="validate, write to InfluxDB, ack to gateways")
+    run.add_argument("--config", default=os.environ.get("CITYEDGE_COLLECTOR_CONFIG"), required=
+                     "CITYEDGE_COLLECTOR_CONFIG" not in os.environ,
+                     help="collector YAML config (env CITYEDGE_COLLECTOR_CONFIG)")
+    run.add_argument("--log-level", default=os.environ.get("CITYEDGE_LOG_LEVEL", "INFO"),
+                     help="DEBUG, INFO, WARNING (env CITYEDGE_LOG_LEVEL; default INFO)")
+    check = sub.add_parser("check", help="validate a config file and exit")
+    check.add_argument("--config", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        print(f"{args.config}: ok")
+        return 0
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from collector.service import CollectorService
+
+    async def _run() -> None:
+        service = CollectorService(loaded)
+        service.install_signal_handlers()
+        await service.serve()
+
+    asyncio.run(_run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

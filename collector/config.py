@@ -1,0 +1,68 @@
+"""The collector's configuration (configs/collector.sample.yaml documents every key)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cityedge import yamlconfig
+from cityedge.uplink.topics import DEFAULT_PREFIX, DEFAULT_SHARE_GROUP
+
+
+@dataclass(frozen=True)
+class MqttSourceConfig:
+    host: str = "127.0.0.1"
+    port: int = field(default=1883, metadata={"min": 1, "max": 65535})
+    client_id: str = "cityedge-collector-1"
+    username: str | None = None
+    password: str | None = None
+    keepalive: int = field(default=30, metadata={"min": 5})
+    topic_prefix: str = DEFAULT_PREFIX
+    # Empty string: a plain subscription (one collector only).
+    share_group: str = DEFAULT_SHARE_GROUP
+    # Unacked batches the broker may send us at once: bounds our memory.
+    receive_maximum: int = field(default=200, metadata={"min": 1, "max": 65535})
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_points: int = field(default=5000, metadata={"min": 1})
+    linger: float = field(default=0.05, metadata={"min": 0.0, "max": 10.0})
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    writer: dict[str, Any]
+    mqtt: MqttSourceConfig | None = field(default_factory=MqttSourceConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    health_interval: float = field(default=10.0, metadata={"min": 1.0})
+    shutdown_timeout: float = field(default=10.0, metadata={"min": 0.0})
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: CollectorConfig
+    doc: yamlconfig.Located
+
+
+def load_config(path: Path | str) -> LoadedConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise yamlconfig.ConfigError(str(path), None, (), f"cannot read: {exc.strerror}") from None
+    doc = yamlconfig.parse(text, str(path))
+    config = yamlconfig.bind(CollectorConfig, doc.data, doc)
+    make_writer(config, doc)  # validates the writer's options now, before any connection
+    return LoadedConfig(config, doc)
+
+
+def make_writer(config: CollectorConfig, doc: yamlconfig.Located) -> Any:
+    from collector.writers import REGISTRY
+
+    options = dict(config.writer)
+    kind = options.pop("type", None)
+    if kind not in REGISTRY:
+        raise doc.error(("writer", "type"), f"expected one of {', '.join(sorted(REGISTRY))}, got {kind!r}")
+    return REGISTRY[kind](options, doc, ("writer",))

@@ -1,0 +1,86 @@
+"""Ingest, sans-IO: an uplink payload in; the points to write and the ack to send after, out.
+
+Nothing here writes, sends or reads a clock. The caller writes ``points`` and
+``dead_letters`` to InfluxDB and only after that sends ``ack``: DESIGN
+invariant 3. The points are a pure function of the payload's readings, so a
+resent reading makes the identical point (invariant 4).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from cityedge.uplink import Ack, Batch, PayloadError, SeqRanges, WireReading, decode_batch
+from cityedge.uplink.payload import Rejected
+from collector.lineprotocol import Point
+
+DEADLETTER_MEASUREMENT = "cityedge_deadletter"
+SITE_TAGS = {"district": "district", "site": "site", "kind": "site_kind"}
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    gateway: str
+    points: tuple[Point, ...]
+    dead_letters: tuple[Point, ...]
+    ack: Ack
+
+    @property
+    def readings(self) -> int:
+        return len(self.ack.seqs)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The payload as a whole cannot be used; nothing in it can be acked."""
+
+    gateway: str | None
+    reason: str
+    detail: str
+
+
+def reading_tags(batch: Batch, sensor: str) -> dict[str, str]:
+    tags = {tag: batch.site.get(key, "") for key, tag in SITE_TAGS.items()}
+    tags.update(batch.sensors.get(sensor, {}))
+    tags["gateway"] = batch.gateway
+    tags["sensor"] = sensor
+    return tags
+
+
+def reading_point(batch: Batch, reading: WireReading) -> Point:
+    fields = dict(reading.fields)
+    # Identity as fields, never tags (invariant 4): a tag would make every
+    # reading its own series and defeat the overwrite that makes resends safe.
+    fields["seq"] = reading.seq
+    fields["epoch"] = batch.epoch
+    return Point(reading.measurement, reading_tags(batch, reading.sensor), fields, reading.time_ns)
+
+
+def dead_letter_point(batch: Batch, rejected: Rejected) -> Point:
+    try:
+        t = json.loads(rejected.raw).get("t")
+    except (ValueError, AttributeError):
+        t = None
+    time_ns = t if isinstance(t, int) and not isinstance(t, bool) and t >= 0 else rejected.seq
+    code, _, detail = rejected.reason.partition(": ")
+    return Point(
+        DEADLETTER_MEASUREMENT,
+        {"gateway": batch.gateway, "reason": code},
+        {"seq": rejected.seq, "epoch": batch.epoch, "detail": detail, "raw": rejected.raw},
+        time_ns,
+    )
+
+
+def ingest(payload: bytes, topic_gateway: str | None) -> Accepted | Refused:
+    try:
+        batch = decode_batch(payload, topic_gateway)
+    except PayloadError as exc:
+        return Refused(topic_gateway, exc.reason, exc.detail)
+    seqs: SeqRanges = batch.all_seqs()
+    return Accepted(
+        gateway=batch.gateway,
+        points=tuple(reading_point(batch, r) for r in batch.readings),
+        dead_letters=tuple(dead_letter_point(batch, r) for r in batch.rejected),
+        ack=Ack(batch.gateway, batch.epoch, batch.batch_id, seqs),
+    )

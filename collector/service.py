@@ -1,0 +1,108 @@
+"""The collector's one lifecycle: start, serve, shut down gracefully (uvicorn's Server shape)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from collector.config import LoadedConfig, make_writer
+from collector.delivery import WritePipeline
+from collector.lineprotocol import Point
+from collector.sources.mqtt import MqttSource
+
+log = logging.getLogger(__name__)
+
+HEALTH_MEASUREMENT = "cityedge_collector"
+
+
+class CollectorService:
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.config = loaded.config
+        self.writer = make_writer(loaded.config, loaded.doc)
+        b = loaded.config.batching
+        self.pipeline = WritePipeline(self.writer, max_points=b.max_points, linger=b.linger)
+        self.mqtt = MqttSource(loaded.config.mqtt, self.pipeline) if loaded.config.mqtt else None
+        self.should_exit = asyncio.Event()
+        self.started = asyncio.Event()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig)
+
+    def handle_exit(self, sig: int) -> None:
+        if self.should_exit.is_set():
+            log.warning("second %s: exiting now", signal.Signals(sig).name)
+            raise SystemExit(1)
+        log.info("%s: finishing in-flight writes, then exiting", signal.Signals(sig).name)
+        self.should_exit.set()
+
+    async def serve(self) -> None:
+        await self.writer.start()
+        tasks = [asyncio.create_task(self.pipeline.run(), name="pipeline")]
+        if self.mqtt is not None:
+            await self.mqtt.start()
+            tasks.append(asyncio.create_task(self.mqtt.run(), name="mqtt-source"))
+        tasks.append(asyncio.create_task(self._health_loop(), name="health"))
+        log.info("collector running")
+        self.started.set()
+        try:
+            await self._until_exit(tasks)
+        finally:
+            await self.shutdown(tasks)
+
+    async def _until_exit(self, tasks: list[asyncio.Task[None]]) -> None:
+        waiter = asyncio.create_task(self.should_exit.wait())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        for t in done:
+            if t is not waiter and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+
+    async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        # Stop taking new batches first; what the pipeline holds gets written and acked.
+        for t in tasks:
+            if t.get_name() in ("mqtt-source", "health"):
+                t.cancel()
+        await self.pipeline.close()
+        pipeline_task = next(t for t in tasks if t.get_name() == "pipeline")
+        try:
+            await asyncio.wait_for(asyncio.shield(pipeline_task), self.config.shutdown_timeout)
+        except TimeoutError:
+            log.warning("shutdown timeout: %d points unwritten; gateways will resend them",
+                        self.pipeline.pending_points)
+            pipeline_task.cancel()
+        except Exception:  # noqa: BLE001  the pipeline's own error was logged where it happened
+            log.exception("pipeline failed during shutdown")
+        await asyncio.sleep(0.2)  # let paho send the last acks
+        if self.mqtt is not None:
+            await self.mqtt.close()
+        await self.writer.close()
+
+    def health_point(self) -> Point:
+        s = self.pipeline.stats
+        fields: dict[str, int | float | str] = {
+            "batches": s.batches,
+            "readings": s.readings,
+            "writes": s.writes,
+            "write_retries": s.write_retries,
+            "dead_letters": s.dead_letters,
+            "rejected_points": s.rejected_points,
+            "pending_points": self.pipeline.pending_points,
+            "last_write_ms": round(s.last_write_s * 1000, 3),
+        }
+        tags = {"collector": "-"}
+        if self.mqtt is not None and self.mqtt.client is not None:
+            tags["collector"] = self.mqtt.config.client_id
+            fields["refused_batches"] = sum(self.mqtt.refused.values())
+            fields["mqtt_reconnects"] = max(0, self.mqtt.client.stats.connects - 1)
+        return Point(HEALTH_MEASUREMENT, tags, fields, time.time_ns())
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_interval)
+            with contextlib.suppress(Exception):
+                await self.writer.write([self.health_point()])

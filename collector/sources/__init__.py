@@ -1,0 +1,1 @@
+"""Where batches come from: MQTT (shared subscription) and HTTP, same semantics."""

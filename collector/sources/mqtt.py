@@ -1,0 +1,79 @@
+"""MQTT source: uplink batches in, end-to-end acks out after the write.
+
+The broker ack (PUBACK) is manual and sent last, after our own ack to the
+gateway: a collector killed between write and ack leaves the message unacked
+at the broker, and the gateway's resend covers the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from cityedge.mqtt import Message, MqttClient, MqttOptions
+from cityedge.uplink import Topics, encode_ack
+from collector.config import MqttSourceConfig
+from collector.delivery import WritePipeline
+from collector.ingest import Refused, ingest
+
+log = logging.getLogger(__name__)
+
+
+class MqttSource:
+    def __init__(self, config: MqttSourceConfig, pipeline: WritePipeline) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.topics = Topics(config.topic_prefix)
+        self.refused: Counter[str] = Counter()
+        self.client: MqttClient | None = None
+
+    async def start(self, connect_timeout: float = 10.0) -> None:
+        c = self.config
+        options = MqttOptions(
+            host=c.host,
+            port=c.port,
+            client_id=c.client_id,
+            keepalive=c.keepalive,
+            username=c.username,
+            password=c.password,
+            manual_ack=True,
+            receive_maximum=c.receive_maximum,
+            incoming_queue=c.receive_maximum + 10,
+            subscriptions=[(self.topics.up_subscription(c.share_group or None), 1)],
+        )
+        self.client = MqttClient(options)
+        self.client.start()
+        await self.client.wait_connected(connect_timeout)
+
+    async def run(self) -> None:
+        assert self.client is not None
+        while True:
+            message = await self.client.get()
+            self.handle(message)
+
+    def handle(self, message: Message) -> None:
+        assert self.client is not None
+        gateway = self.topics.gateway_of(message.topic)
+        result = ingest(message.payload, gateway)
+        if isinstance(result, Refused):
+            self.refused[result.reason] += 1
+            log.warning("refused batch from %s on %s: %s: %s",
+                        gateway, message.topic, result.reason, result.detail)
+            self.client.ack(message)  # nothing in it can ever be written
+            return
+        fut = self.pipeline.submit(result)
+        client, ack_topic = self.client, self.topics.ack(result.gateway)
+        payload = encode_ack(result.ack)
+
+        def written(f: asyncio.Future[None]) -> None:
+            if f.cancelled():
+                return
+            client.publish(ack_topic, payload, qos=1)
+            client.ack(message)
+
+        fut.add_done_callback(written)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()

@@ -1,0 +1,16 @@
+"""Where points go: one folder per database API, each registering a factory by name."""
+
+from collector.writers import influxdb_v1  # noqa: F401  (registers itself)
+from collector.writers.base import REGISTRY, Writer, register
+from collector.writers.errors import Rejected, Retryable, Throttled, TooLarge, WriteError
+
+__all__ = [
+    "REGISTRY",
+    "Rejected",
+    "Retryable",
+    "Throttled",
+    "TooLarge",
+    "WriteError",
+    "Writer",
+    "register",
+]

@@ -1,0 +1,33 @@
+"""The writer plugin interface and the name -> factory registry.
+
+A writer validates its config without touching the network, connects in
+``start()``, writes points or raises a classified ``WriteError``, and closes.
+Buffering, batching, retry and dead-lettering belong to the collector, not to
+the writer (Telegraf's models/ vs plugins/ split).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from cityedge.yamlconfig import KeyPath, Located
+from collector.lineprotocol import Point
+
+
+class Writer(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def write(self, points: Sequence[Point]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+WriterFactory = Callable[[dict[str, Any], Located, KeyPath], Writer]
+REGISTRY: dict[str, WriterFactory] = {}
+
+
+def register(name: str, factory: WriterFactory) -> None:
+    REGISTRY[name] = factory

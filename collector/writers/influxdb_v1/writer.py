@@ -1,0 +1,103 @@
+"""Writes line protocol to InfluxDB 1.x over HTTP (aiohttp)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from cityedge import yamlconfig
+from collector import lineprotocol
+from collector.lineprotocol import Point
+from collector.writers.errors import Retryable, classify
+
+
+@dataclass(frozen=True)
+class InfluxV1Config:
+    url: str = "http://127.0.0.1:8086"
+    database: str = "cityedge"
+    username: str | None = None
+    password: str | None = None
+    retention_policy: str | None = None
+    timeout: float = field(default=10.0, metadata={"min": 0.1})
+    create_database: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url: expected http:// or https://, got {self.url!r}")
+
+
+class InfluxV1Writer:
+    name = "influxdb_v1"
+
+    def __init__(self, config: InfluxV1Config) -> None:
+        self.config = config
+        self._session: aiohttp.ClientSession | None = None
+        self.points_written = 0
+        self.requests = 0
+
+    @classmethod
+    def from_options(
+        cls, options: dict[str, Any], doc: yamlconfig.Located, path: yamlconfig.KeyPath
+    ) -> InfluxV1Writer:
+        return cls(yamlconfig.bind(InfluxV1Config, options, doc, path))
+
+    def _params(self) -> dict[str, str]:
+        p = {"db": self.config.database, "precision": "ns"}
+        if self.config.retention_policy:
+            p["rp"] = self.config.retention_policy
+        if self.config.username is not None:
+            p["u"] = self.config.username
+            p["p"] = self.config.password or ""
+        return p
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.config.timeout)
+        )
+        if self.config.create_database:
+            # CREATE DATABASE is idempotent in 1.x; a database down now is retried by write().
+            try:
+                await self.query(f'CREATE DATABASE "{self.config.database}"', post=True)
+            except Retryable:
+                pass
+
+    async def query(self, q: str, *, post: bool = False) -> dict[str, Any]:
+        assert self._session is not None, "start() first"
+        params = {"q": q, "db": self.config.database}
+        if self.config.username is not None:
+            params |= {"u": self.config.username, "p": self.config.password or ""}
+        method = "POST" if post else "GET"
+        try:
+            async with self._session.request(
+                method, f"{self.config.url}/query", params=params
+            ) as resp:
+                body = await resp.text()
+                if resp.status != 200:
+                    raise classify(resp.status, body, resp.headers.get("Retry-After"))
+                result: dict[str, Any] = await resp.json(content_type=None)
+                return result
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Retryable(f"query: {type(exc).__name__}: {exc}") from None
+
+    async def write(self, points: Sequence[Point]) -> None:
+        assert self._session is not None, "start() first"
+        body = lineprotocol.encode(list(points))
+        self.requests += 1
+        try:
+            async with self._session.post(
+                f"{self.config.url}/write", params=self._params(), data=body
+            ) as resp:
+                if resp.status == 204:
+                    self.points_written += len(points)
+                    return
+                text = await resp.text()
+                raise classify(resp.status, text, resp.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Retryable(f"write: {type(exc).__name__}: {exc}") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

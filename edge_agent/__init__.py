@@ -1,0 +1,1 @@
+"""The edge agent: serial sensors -> firmware-profile decoder -> durable outbox -> uplink."""

@@ -1,0 +1,252 @@
+"""The edge agent's lifecycle: read sensors into the outbox, drain the outbox over the uplink.
+
+The outbox lives on one worker thread (SQLite and a slow SD card must not
+stall the event loop); every other piece runs on the event loop. Order on
+SIGTERM: stop reading, store and fsync what was read, wait for in-flight acks
+up to the shutdown timeout, close. A second signal exits at once; nothing is
+lost either way, because unacked readings stay in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cityedge.uplink import Batch, SeqRanges, WireReading, encode_batch
+from edge_agent.clock import Clock
+from edge_agent.config import AGENT_SENSOR, AgentConfig, resolve
+from edge_agent.decoding import Profile, load_profiles
+from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
+from edge_agent.readings import Reading
+from edge_agent.serial_port import SensorPort
+from edge_agent.transports import MqttTransport, Transport
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "firmware_profiles"
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, base_dir: Path, transport: Transport | None = None):
+        self.config = config
+        self.clock = Clock(config.clock_synced)
+        profiles_dir = resolve(base_dir, config.profiles_dir) if config.profiles_dir else SHIPPED_PROFILES
+        self.profiles: dict[str, Profile] = load_profiles(profiles_dir)
+        for i, sensor in enumerate(config.sensors):
+            if sensor.profile not in self.profiles:
+                known = ", ".join(sorted(self.profiles))
+                raise ValueError(f"sensors[{i}].profile: {sensor.profile!r} not in {profiles_dir} ({known})")
+        self.outbox_path = resolve(base_dir, config.outbox.path)
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        self.outbox: Outbox | None = None
+        u = config.uplink
+        self.window = DeliveryWindow(
+            max_in_flight=u.max_in_flight, ack_timeout=u.ack_timeout, batch_size=u.batch_size
+        )
+        self.transport: Transport = transport or MqttTransport(
+            u.mqtt, config.gateway.id, max_in_flight=u.max_in_flight
+        )
+        self.ports = [
+            SensorPort(s, self.profiles[s.profile], self.clock, self._store) for s in config.sensors
+        ]
+        self.sensors_meta: dict[str, dict[str, str]] = {
+            s.id: {"model": self.profiles[s.profile].model, **s.tags} for s in config.sensors
+        }
+        self.sensors_meta[AGENT_SENSOR] = {"model": "cityedge-agent"}
+        self.should_exit = asyncio.Event()
+        self._wake_sender = asyncio.Event()
+        self._batch_id = 0
+        self._store_tasks: set[asyncio.Future[Any]] = set()
+        self.stored = 0
+        self.acked = 0
+        self.started_at = time.monotonic()
+
+    async def _io_call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    # -- reading side --------------------------------------------------------
+    def _store(self, readings: list[Reading]) -> None:
+        """Append at once: a reading read from the port is only safe once committed."""
+        assert self.outbox is not None
+        fut = asyncio.get_running_loop().run_in_executor(self._io, self.outbox.append, readings)
+        self._store_tasks.add(fut)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            self._store_tasks.discard(f)
+            if f.exception() is None:
+                self.stored += len(readings)
+                if self.outbox is not None and self.outbox.fsync_every_append:
+                    self._wake_sender.set()
+            else:
+                log.error("outbox append failed: %s", f.exception())
+
+        fut.add_done_callback(done)
+
+    async def _sync_loop(self) -> None:
+        assert self.outbox is not None
+        window = self.config.outbox.commit_window or 1.0
+        while True:
+            await asyncio.sleep(window)
+            before = self.outbox.durable_seq
+            if await self._io_call(self.outbox.sync) > before:
+                self._wake_sender.set()
+
+    # -- sending side ---------------------------------------------------------
+    def _batch(self, readings: list[WireReading]) -> Batch:
+        assert self.outbox is not None
+        self._batch_id += 1
+        site = self.config.gateway.site
+        wall, mono = time.time_ns(), time.monotonic_ns()
+        used = {r.sensor for r in readings}
+        return Batch(
+            gateway=self.config.gateway.id,
+            epoch=self.outbox.epoch,
+            batch_id=self._batch_id,
+            sent_ns=wall,
+            clock_synced=self.clock.synced(),
+            boot=self.clock.boot,
+            mono_ns=mono,
+            site={"district": site.district, "site": site.site, "kind": site.kind},
+            sensors={k: v for k, v in self.sensors_meta.items() if k in used},
+            readings=tuple(readings),
+        )
+
+    async def _send_loop(self) -> None:
+        assert self.outbox is not None
+        while True:
+            self.window.expire(time.monotonic())
+            plan = self.window.plan(self.outbox.durable_seq) if self.transport.ready() else None
+            if plan is None:
+                deadline = self.window.next_deadline()
+                timeout = 1.0 if deadline is None else max(0.01, deadline - time.monotonic())
+                self._wake_sender.clear()
+                try:
+                    await asyncio.wait_for(self._wake_sender.wait(), min(timeout, 1.0))
+                except TimeoutError:
+                    pass
+                continue
+            if isinstance(plan, SendNew):
+                rows = await self._io_call(self.outbox.fetch_after, plan.after, plan.upto, plan.limit)
+                if not rows:
+                    self.window.advance(plan.upto)
+                    continue
+            else:
+                assert isinstance(plan, Resend)
+                rows = await self._io_call(self.outbox.fetch_seqs, plan.seqs, plan.limit)
+                if not rows:
+                    continue
+            batch = self._batch(rows)
+            seqs = SeqRanges.of(r.seq for r in rows)
+            if self.transport.send(encode_batch(batch)):
+                self.window.sent(batch.batch_id, seqs, time.monotonic())
+            else:
+                # Not even queued: count it as sent so the timeout brings it back.
+                self.window.sent(batch.batch_id, seqs, time.monotonic())
+
+    async def _ack_loop(self) -> None:
+        assert self.outbox is not None
+        while True:
+            ack = await self.transport.next_ack()
+            if ack.epoch != self.outbox.epoch or ack.gateway != self.config.gateway.id:
+                log.info("ack for another outbox (%s/%s) ignored", ack.gateway, ack.epoch)
+                continue
+            self.window.acked(ack.batch_id, ack.seqs)
+            self.acked += await self._io_call(self.outbox.delete, ack.seqs)
+            self._wake_sender.set()
+
+    # -- health ----------------------------------------------------------------
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_interval)
+            self._store([await self.health_reading()])
+            for port in self.ports:
+                wall, mono = self.clock.stamp(port.config.id + "/health")
+                fields: dict[str, int | float | bool | str] = {
+                    "port_open": port.is_open, **dict(port.counters)
+                }
+                self._store([Reading(port.config.id, "sensor_health", fields, wall,
+                                     self.clock.boot, mono)])
+
+    async def health_reading(self) -> Reading:
+        assert self.outbox is not None
+        depth = await self._io_call(self.outbox.depth)
+        wall, mono = self.clock.stamp(AGENT_SENSOR)
+        fields: dict[str, int | float | bool | str] = {
+            "outbox_readings": depth.readings,
+            "outbox_bytes": depth.bytes,
+            "oldest_age_s": round((wall - depth.oldest_ns) / 1e9, 3) if depth.oldest_ns else 0.0,
+            "in_flight_batches": self.window.in_flight,
+            "resent_batches": self.window.resent_batches,
+            "link_up": self.transport.ready(),
+            "clock_synced": self.clock.synced(),
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+        }
+        return Reading(AGENT_SENSOR, "gateway_health", fields, wall, self.clock.boot, mono)
+
+    # -- lifecycle -------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig)
+
+    def handle_exit(self, sig: int) -> None:
+        if self.should_exit.is_set():
+            log.warning("second %s: exiting now (unacked readings stay in the outbox)",
+                        signal.Signals(sig).name)
+            raise SystemExit(1)
+        self.should_exit.set()
+
+    async def serve(self) -> None:
+        self.outbox = await self._io_call(
+            lambda: Outbox(self.outbox_path, fsync_every_append=self.config.outbox.commit_window == 0)
+        )
+        log.info("outbox %s epoch %s, %d readings waiting", self.outbox_path, self.outbox.epoch,
+                 (await self._io_call(self.outbox.depth)).readings)
+        await self.transport.start()
+        for port in self.ports:
+            port.start()
+        tasks = [
+            asyncio.create_task(coro, name=name)
+            for name, coro in (
+                ("sync", self._sync_loop()),
+                ("send", self._send_loop()),
+                ("ack", self._ack_loop()),
+                ("health", self._health_loop()),
+            )
+        ]
+        try:
+            waiter = asyncio.create_task(self.should_exit.wait())
+            done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not waiter and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+        finally:
+            await self.shutdown(tasks)
+
+    async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        for port in self.ports:
+            port.close()
+        if self._store_tasks:
+            await asyncio.gather(*self._store_tasks, return_exceptions=True)
+        if self.outbox is not None:
+            await self._io_call(self.outbox.sync)
+            self._wake_sender.set()
+            deadline = time.monotonic() + self.config.shutdown_timeout
+            while time.monotonic() < deadline and self.transport.ready():
+                depth = await self._io_call(self.outbox.depth)
+                if depth.readings == 0:
+                    break
+                await asyncio.sleep(0.1)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.transport.close()
+        if self.outbox is not None:
+            await self._io_call(self.outbox.close)
+        self._io.shutdown(wait=True)

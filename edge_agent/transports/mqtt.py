@@ -1,0 +1,72 @@
+"""MQTT uplink: batches to ``.../up`` at QoS 1, acks from ``.../ack``, status with a last will."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from cityedge.mqtt import MqttClient, MqttOptions, Will
+from cityedge.uplink import Ack, PayloadError, Topics, decode_ack
+from edge_agent.config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+
+class MqttTransport:
+    def __init__(self, config: MqttConfig, gateway: str, *, max_in_flight: int) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.topics = Topics(config.topic_prefix)
+        self.bad_acks = 0
+        offline = json.dumps({"gateway": gateway, "state": "offline"}).encode()
+        self._options = MqttOptions(
+            host=config.host,
+            port=config.port,
+            client_id=f"cityedge-gw-{gateway}",
+            keepalive=config.keepalive,
+            username=config.username,
+            password=config.password,
+            # The window bounds batches in flight; paho's own queue only needs
+            # room for those plus status messages.
+            max_queued_outgoing=max_in_flight + 8,
+            will=Will(self.topics.status(gateway), offline, qos=1, retain=True),
+            subscriptions=[(self.topics.ack(gateway), 1), (self.topics.down(gateway), 1)],
+        )
+        self.client: MqttClient | None = None
+
+    async def start(self) -> None:
+        self.client = MqttClient(self._options)
+        self.client.on_connect = self._announce
+        self.client.start()
+
+    def _announce(self) -> None:
+        assert self.client is not None
+        online = json.dumps({"gateway": self.gateway, "state": "online"}).encode()
+        self.client.publish(self.topics.status(self.gateway), online, qos=1, retain=True)
+
+    def ready(self) -> bool:
+        return self.client is not None and self.client.connected.is_set()
+
+    def send(self, payload: bytes) -> bool:
+        assert self.client is not None
+        return self.client.publish(self.topics.up(self.gateway), payload, qos=1)
+
+    async def next_ack(self) -> Ack:
+        assert self.client is not None
+        while True:
+            message = await self.client.get()
+            if message.topic != self.topics.ack(self.gateway):
+                log.info("downlink on %s: %.200r", message.topic, message.payload)
+                continue
+            try:
+                return decode_ack(message.payload)
+            except PayloadError as exc:
+                self.bad_acks += 1
+                log.warning("unusable ack: %s", exc)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            if self.client.connected.is_set():
+                offline = json.dumps({"gateway": self.gateway, "state": "offline"}).encode()
+                self.client.publish(self.topics.status(self.gateway), offline, qos=1, retain=True)
+            await self.client.close()

@@ -1,0 +1,212 @@
+"""Real Mosquitto and InfluxDB 1.x, started on free loopback ports in their own temp dirs.
+
+Used by the demo and by the test suite: both need the real services, started
+and stopped by process id, leaving nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SBIN_PATHS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+
+
+class ServiceError(RuntimeError):
+    """A service could not be found or did not start."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_binary(name: str) -> str | None:
+    path = os.environ.get("PATH", "") + os.pathsep + os.pathsep.join(SBIN_PATHS)
+    return shutil.which(name, path=path)
+
+
+def _require(name: str, package: str) -> str:
+    binary = find_binary(name)
+    if binary is None:
+        raise ServiceError(f"{name} not found; install Debian's {package} package "
+                           f"(apt-get install {package})")
+    return binary
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.workdir / f"{self.name}.log"
+
+    def _spawn(self, argv: list[str]) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _wait_ready(self, check: object, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise ServiceError(f"{self.name} exited: {self.log_tail()}")
+            if check():  # type: ignore[operator]
+                return
+            time.sleep(0.05)
+        raise ServiceError(f"{self.name} not ready after {timeout} s: {self.log_tail()}")
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class Mosquitto(Service):
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        super().__init__("mosquitto", port or free_port(), workdir)
+        self.binary = _require("mosquitto", "mosquitto")
+        self.config_path = workdir / "mosquitto.conf"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def start(self, timeout: float = 10.0) -> Mosquitto:
+        self.config_path.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "log_dest stderr\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+            # Room for resends while a collector is down; the end-to-end acks
+            # still cover anything the broker drops.
+            "max_queued_messages 10000\n"
+            + ("user root\n" if os.geteuid() == 0 else "")
+        )
+        self._spawn([self.binary, "-c", str(self.config_path)])
+        self._wait_ready(self._accepts, timeout)
+        return self
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection(self.address, timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+
+class InfluxDB(Service):
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        super().__init__("influxd", port or free_port(), workdir)
+        self.binary = _require("influxd", "influxdb")
+        self.rpc_port = free_port()
+        self.config_path = workdir / "influxdb.conf"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> InfluxDB:
+        d = self.workdir
+        # bind-address (RPC) is a top-level key: it must precede the first section.
+        self.config_path.write_text(
+            f'reporting-enabled = false\nbind-address = "127.0.0.1:{self.rpc_port}"\n'
+            f'[meta]\n  dir = "{d}/meta"\n'
+            f'[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n  query-log-enabled = false\n'
+            '[monitor]\n  store-enabled = false\n'
+            f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+            '[logging]\n  level = "warn"\n'
+        )
+        self._spawn([self.binary, "-config", str(self.config_path)])
+        self._wait_ready(self._pings, timeout)
+        return self
+
+    def _pings(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/ping", timeout=0.5) as resp:
+                return int(resp.status) == 204
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def query(self, q: str, db: str | None = None, *, post: bool = False) -> dict[str, object]:
+        """InfluxQL over HTTP, for tests and the demo's progress view."""
+        import json
+
+        params = {"q": q, "epoch": "ns"}
+        if db:
+            params["db"] = db
+        data = urllib.parse.urlencode(params).encode()
+        if post:
+            req = urllib.request.Request(f"{self.url}/query", data=data, method="POST")
+        else:
+            req = urllib.request.Request(f"{self.url}/query?{data.decode()}")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            result: dict[str, object] = json.loads(resp.read())
+        return result
+
+
+class LocalServices:
+    """Both services in one temp dir; a context manager that always stops them."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self._tmp = None if root else tempfile.TemporaryDirectory(prefix="cityedge-")
+        self.root = root or Path(self._tmp.name)  # type: ignore[union-attr]
+        (self.root / "mosquitto").mkdir(parents=True, exist_ok=True)
+        (self.root / "influxdb").mkdir(parents=True, exist_ok=True)
+        self.mosquitto = Mosquitto(self.root / "mosquitto")
+        self.influxdb = InfluxDB(self.root / "influxdb")
+
+    def start(self) -> LocalServices:
+        try:
+            self.mosquitto.start()
+            self.influxdb.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.mosquitto.stop()
+        self.influxdb.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> LocalServices:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,68 @@
+"""Real services for the suite: one Mosquitto and one InfluxDB per session, on free ports.
+
+Under CI=true a missing binary fails the run; elsewhere tests that need the
+services are skipped with the reason, so a laptop without them can still run
+the unit tests.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from simulators.services import InfluxDB, Mosquitto, ServiceError, find_binary
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _need(binary: str, package: str) -> None:
+    if find_binary(binary) is None:
+        message = f"{binary} is not installed (apt-get install {package})"
+        if IN_CI:
+            pytest.fail(f"CI=true: {message}", pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def services_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="cityedge-test-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="session")
+def mosquitto(services_dir: Path) -> Iterator[Mosquitto]:
+    _need("mosquitto", "mosquitto")
+    workdir = services_dir / "mosquitto"
+    workdir.mkdir()
+    broker = Mosquitto(workdir)
+    try:
+        broker.start()
+    except ServiceError as exc:
+        pytest.fail(f"mosquitto did not start: {exc}", pytrace=False)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def influxdb(services_dir: Path) -> Iterator[InfluxDB]:
+    _need("influxd", "influxdb")
+    workdir = services_dir / "influxdb"
+    workdir.mkdir()
+    db = InfluxDB(workdir)
+    try:
+        db.start()
+    except ServiceError as exc:
+        pytest.fail(f"influxd did not start: {exc}", pytrace=False)
+    yield db
+    db.stop()
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A database name / topic prefix / gateway id unique to this test."""
+    name = "".join(c if c.isalnum() else "_" for c in request.node.name)[:40]
+    return f"t_{name}_{os.getpid()}"
