@@ -1,0 +1,128 @@
+"""What the frame decoder says about the bytes it was fed.
+
+Every byte of the stream ends up in exactly one place: inside the ``raw`` of a
+``Decoded``, inside a ``Skipped`` count, or as the first byte of a ``Rejected``
+(a rejected frame consumes only its first byte, because the decoder resyncs from
+the byte after it, so a good frame hidden in the rejected bytes is still found).
+Offsets are absolute: bytes since the decoder was created.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from edge_agent.decoding.errors import LocalProtocolError
+
+__all__ = [
+    "END_OF_STREAM",
+    "NEED_DATA",
+    "Decoded",
+    "Event",
+    "Reason",
+    "Rejected",
+    "Signal",
+    "Skipped",
+]
+
+
+class Signal(enum.Enum):
+    """Sentinels returned by ``next_event()`` when there is no event to give."""
+
+    NEED_DATA = "NEED_DATA"
+    """Feed more bytes with ``receive_data()``."""
+    END_OF_STREAM = "END_OF_STREAM"
+    """``receive_data(b"")`` was called and every event has been returned."""
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+NEED_DATA = Signal.NEED_DATA
+END_OF_STREAM = Signal.END_OF_STREAM
+
+
+class Reason(enum.StrEnum):
+    """Why a frame that began with a start marker was rejected (``Rejected.reason``)."""
+
+    BAD_LENGTH = "bad_length"
+    """The length field gives a total outside the profile's min_length..max_length."""
+    BAD_ESCAPE = "bad_escape"
+    """A byte-stuffed frame holds an escape byte followed by a byte it may not escape."""
+    MISSING_END = "missing_end"
+    """The bytes where the end marker belongs are something else."""
+    BAD_CHECKSUM = "bad_checksum"
+    """The checksum computed over the frame differs from the one stored in it."""
+    OUT_OF_RANGE = "out_of_range"
+    """The frame is intact but a field lies outside the profile's ``valid`` range."""
+    TRUNCATED = "truncated"
+    """The stream ended in the middle of the frame."""
+
+
+class Event:
+    """Base class of the three things a decoder can report."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded(Event):
+    """A frame that passed every check.
+
+    Attributes:
+        measurement: the InfluxDB measurement named by the profile.
+        fields: field name (unit as suffix) to scaled value, in profile order.
+        offset: absolute stream offset of the frame's first byte.
+        raw: the frame exactly as received (still byte-stuffed, if the profile stuffs).
+    """
+
+    measurement: str
+    fields: dict[str, int | float]
+    offset: int
+    raw: bytes
+
+    def __post_init__(self) -> None:
+        if self.offset < 0:
+            raise LocalProtocolError(f"offset must be >= 0, got {self.offset}")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected(Event):
+    """A frame that began with a start marker and then failed a check.
+
+    Attributes:
+        offset: absolute stream offset of the start marker.
+        reason: a ``Reason`` code, stable for metrics and tests.
+        raw: the bytes examined before the verdict (only the first one is consumed).
+        detail: a short human-readable explanation, e.g. the two checksums.
+    """
+
+    offset: int
+    reason: Reason
+    raw: bytes
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if self.offset < 0:
+            raise LocalProtocolError(f"offset must be >= 0, got {self.offset}")
+        if not self.raw:
+            raise LocalProtocolError("a rejected frame holds at least its first byte")
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped(Event):
+    """Bytes discarded while hunting for a start marker.
+
+    Attributes:
+        offset: absolute stream offset of the first discarded byte.
+        count: how many bytes were discarded (at least 1).
+    """
+
+    offset: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.offset < 0 or self.count < 1:
+            raise LocalProtocolError(
+                f"need offset >= 0 and count >= 1, got {self.offset}, {self.count}"
+            )
