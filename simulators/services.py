@@ -6,6 +6,8 @@ and stopped by process id, leaving nothing behind.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -18,8 +20,42 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SBIN_PATHS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM if we die first (Linux), so nothing outlives a crash."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def spawn(argv: list[str], log_path: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start a child in its own session (a terminal's Ctrl-C reaches only us), logging to a file."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=die_with_parent, **kwargs)
+
+
+def influx_query(url: str, q: str, db: str | None = None, *, post: bool = False,
+                 timeout: float = 30) -> dict[str, Any]:
+    """InfluxQL over HTTP (1.x /query), for tests and the demo's progress view."""
+    params = {"q": q, "epoch": "ns"}
+    if db:
+        params["db"] = db
+    data = urllib.parse.urlencode(params)
+    if post:
+        req = urllib.request.Request(f"{url}/query", data=data.encode(), method="POST")
+    else:
+        req = urllib.request.Request(f"{url}/query?{data}")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        result: dict[str, Any] = json.loads(resp.read())
+    return result
 
 
 class ServiceError(RuntimeError):
@@ -57,10 +93,7 @@ class Service:
         self.log_path = self.workdir / f"{self.name}.log"
 
     def _spawn(self, argv: list[str]) -> None:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
+        self.proc = spawn(argv, self.log_path)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -162,21 +195,8 @@ class InfluxDB(Service):
         except (OSError, urllib.error.URLError):
             return False
 
-    def query(self, q: str, db: str | None = None, *, post: bool = False) -> dict[str, object]:
-        """InfluxQL over HTTP, for tests and the demo's progress view."""
-        import json
-
-        params = {"q": q, "epoch": "ns"}
-        if db:
-            params["db"] = db
-        data = urllib.parse.urlencode(params).encode()
-        if post:
-            req = urllib.request.Request(f"{self.url}/query", data=data, method="POST")
-        else:
-            req = urllib.request.Request(f"{self.url}/query?{data.decode()}")
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            result: dict[str, object] = json.loads(resp.read())
-        return result
+    def query(self, q: str, db: str | None = None, *, post: bool = False) -> dict[str, Any]:
+        return influx_query(self.url, q, db, post=post)
 
 
 class LocalServices:

@@ -1,0 +1,77 @@
+"""``edge-sim``: simulated devices on pseudo-terminals, and the whole-city demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-sim", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="services, simulated devices, agents and a collector, live")
+    d.add_argument("--duration", type=float, default=None,
+                   help="seconds to run, then stop devices and let agents deliver (default: until Ctrl-C)")
+    d.add_argument("--mqtt", type=_host_port, default=None, metavar="HOST:PORT",
+                   help="use this broker instead of starting one")
+    d.add_argument("--influx", default=None, metavar="URL",
+                   help="use this InfluxDB 1.x instead of starting one (e.g. http://127.0.0.1:8086)")
+    d.add_argument("--database", default=os.environ.get("CITYEDGE_DATABASE", "cityedge"),
+                   help="InfluxDB database (default cityedge; env CITYEDGE_DATABASE)")
+    d.add_argument("--workdir", type=Path, default=None,
+                   help="keep configs, logs and outboxes here (default: a temp dir, removed after)")
+
+    dev = sub.add_parser("device", help="one simulated device on a pty; prints its path")
+    dev.add_argument("profile", help="firmware profile name, e.g. pms5003")
+    dev.add_argument("--link", type=Path, default=None, help="stable symlink to the pty")
+    dev.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
+    dev.add_argument("--count", type=int, default=None, help="stop after this many frames")
+    dev.add_argument("--seed", type=int, default=1)
+    dev.add_argument("--noise", type=float, default=0.0, help="probability of garbage before a frame")
+    dev.add_argument("--bad-checksum", type=float, default=0.0,
+                     help="probability of a frame with a wrong checksum")
+    dev.add_argument("--log", type=Path, default=None, help="JSON line per good frame emitted")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from simulators.demo import DemoOptions, run_demo
+
+        return run_demo(DemoOptions(args.duration, args.mqtt, args.influx, args.database,
+                                    args.workdir))
+    from edge_agent.decoding import load_profiles
+    from simulators.device import Faults, SimulatedDevice
+
+    profiles = load_profiles(ROOT / "firmware_profiles")
+    if args.profile not in profiles:
+        print(f"unknown profile {args.profile!r}; known: {', '.join(sorted(profiles))}",
+              file=sys.stderr)
+        return 2
+    log = args.log.open("a") if args.log else None
+    device = SimulatedDevice(profiles[args.profile], link=args.link, interval=args.interval,
+                             seed=args.seed, faults=Faults(args.noise, args.bad_checksum), log=log)
+    print(device.path, flush=True)
+    try:
+        device.run(args.count)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        device.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

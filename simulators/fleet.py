@@ -1,0 +1,72 @@
+"""A small city on one machine: gateways of the three site kinds, their simulated sensors,
+and the agent and collector configs that wire them to a broker and a database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class SimSensor:
+    id: str
+    profile: str
+    interval: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class SimGateway:
+    id: str
+    district: str
+    site: str
+    kind: str
+    sensors: tuple[SimSensor, ...] = field(default=())
+
+
+# Until every firmware profile lands, the bus stop and the apartment carry
+# Plantower sensors too (the PMS7003 and PMSA003 speak the PMS5003 frame).
+DEMO_FLEET = (
+    SimGateway("gw-dust-gangnam-01", "강남구", "역삼초등학교 옥상", "dust_zone", (
+        SimSensor("pm-roof", "pms5003", 1.0, 11),
+        SimSensor("pm-pole", "pms5003", 2.0, 12),
+    )),
+    SimGateway("gw-bus-jongno-0147", "종로구", "세종로 정류장 01-147", "bus_stop", (
+        SimSensor("pm-shelter", "pms5003", 1.0, 21),
+    )),
+    SimGateway("gw-apt-mapo-1203", "마포구", "상암 래미안 103동 1203호", "apartment", (
+        SimSensor("air-living", "pms5003", 2.0, 31),
+    )),
+)
+
+
+def collector_config(mqtt: tuple[str, int], influx_url: str, database: str) -> dict[str, Any]:
+    return {
+        "mqtt": {"host": mqtt[0], "port": mqtt[1], "client_id": "cityedge-demo-collector"},
+        "writer": {"type": "influxdb_v1", "url": influx_url, "database": database},
+        "health_interval": 5,
+    }
+
+
+def agent_config(gw: SimGateway, device_dir: Path, state_dir: Path,
+                 mqtt: tuple[str, int]) -> dict[str, Any]:
+    return {
+        "gateway": {"id": gw.id, "site": {"district": gw.district, "site": gw.site, "kind": gw.kind}},
+        "sensors": [
+            {"id": s.id, "port": str(device_dir / gw.id / s.id), "profile": s.profile}
+            for s in gw.sensors
+        ],
+        "outbox": {"path": str(state_dir / gw.id / "outbox.sqlite")},
+        "uplink": {"mqtt": {"host": mqtt[0], "port": mqtt[1]}},
+        "health_interval": 5,
+    }
+
+
+def write_yaml(path: Path, doc: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
