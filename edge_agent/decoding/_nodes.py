@@ -40,6 +40,9 @@ class At:
         if isinstance(self.node, yaml.MappingNode):
             return "a mapping"
         if isinstance(self.node, yaml.SequenceNode):
+            items = [At(self.source, n, self.path) for n in self.node.value]
+            if all(isinstance(item.node, yaml.ScalarNode) for item in items):
+                return f"[{', '.join(repr(item.value()) for item in items)}]"
             return "a list"
         return repr(self.value())
 
