@@ -119,7 +119,7 @@ class FrameDecoder:
         if isinstance(event, Decoded):
             self.stats.frames_ok += 1
         elif isinstance(event, Rejected):
-            self.stats.rejected[event.reason] += 1
+            self.stats.rejected[str(event.reason)] += 1
         elif isinstance(event, Skipped):
             self.stats.bytes_skipped += event.count
         return event

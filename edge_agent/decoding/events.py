@@ -63,6 +63,7 @@ class Event:
     """Base class of the three things a decoder can report."""
 
     __slots__ = ()
+    offset: int  # every event says where in the stream it begins
 
 
 @dataclass(frozen=True, slots=True)
