@@ -68,13 +68,14 @@ class At:
             found[name] = At(self.source, value_node, key.path)
         for name in spec:
             if name in required and name not in found:
-                raise ProfileError(
-                    self.source,
-                    self.line,
-                    self._key(name),
-                    f"required key is missing; expected {spec[name]}",
-                )
+                raise self.missing(name, spec[name])
         return found
+
+    def missing(self, key: str, expected: str) -> ProfileError:
+        """A required ``key`` is absent from this mapping (blamed on the mapping's line)."""
+        return ProfileError(
+            self.source, self.line, self._key(key), f"required key is missing; expected {expected}"
+        )
 
     def items(self, what: str) -> list[At]:
         if not isinstance(self.node, yaml.SequenceNode) or not self.node.value:

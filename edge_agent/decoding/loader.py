@@ -167,7 +167,7 @@ def _framing(at: At) -> Framing:
             add=lf["add"].integer("an integer"),
         )
         if "max_length" not in keys:
-            raise at.error("required key max_length is missing; a length field needs a bound")
+            raise at.missing("max_length", f"{_FRAMING_KEYS['max_length']}, with a length field")
         high = keys["max_length"].integer(f"a length 1..{MAX_FRAME_BYTES}", 1, MAX_FRAME_BYTES)
         low = 0  # filled in by _check_layout
         if "min_length" in keys:
@@ -186,8 +186,8 @@ def _escape(at: At, start: bytes, end: bytes) -> Escape:
     must = {byte[0], start[0], *end[:1]}
     if not must <= escaped or any(b ^ xor[0] in escaped for b in escaped):
         raise keys["escaped"].expected(
-            "a set that holds the escape byte and the markers' first bytes, and none of"
-            " whose XORed forms"
+            "bytes that include the escape byte and the markers' first bytes, none of"
+            " which XORs into another escaped byte"
         )
     return Escape(byte[0], xor[0], escaped)
 
@@ -217,7 +217,9 @@ def _field(at: At) -> FieldSpec:
     valid = None
     if "valid" in keys:
         bounds = keys["valid"].items("[min, max]")
-        low, high = (b.number("a number") for b in bounds) if len(bounds) == 2 else (1, 0)
+        if len(bounds) != 2:
+            raise keys["valid"].expected("[min, max]: two numbers")
+        low, high = (bound.number("a number") for bound in bounds)
         if low > high:
             raise keys["valid"].expected("[min, max] with min <= max")
         valid = (low, high)
