@@ -126,8 +126,11 @@ class Agent:
                 deadline = self.window.next_deadline()
                 timeout = 1.0 if deadline is None else max(0.01, deadline - time.monotonic())
                 self._wake_sender.clear()
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                # cancel that races the event, and shutdown would hang.
                 try:
-                    await asyncio.wait_for(self._wake_sender.wait(), min(timeout, 1.0))
+                    async with asyncio.timeout(min(timeout, 1.0)):
+                        await self._wake_sender.wait()
                 except TimeoutError:
                     pass
                 continue
@@ -230,12 +233,18 @@ class Agent:
             await self.shutdown(tasks)
 
     async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        log.info("stopping: ports closed, storing what was read")
         for port in self.ports:
             port.close()
+        # No new readings from here on (health included), so the outbox can drain.
+        for t in tasks:
+            if t.get_name() in ("health", "sync"):
+                t.cancel()
         if self._store_tasks:
             await asyncio.gather(*self._store_tasks, return_exceptions=True)
         if self.outbox is not None:
             await self._io_call(self.outbox.sync)
+            log.info("stopping: waiting up to %.0f s for acks", self.config.shutdown_timeout)
             self._wake_sender.set()
             deadline = time.monotonic() + self.config.shutdown_timeout
             while time.monotonic() < deadline and self.transport.ready():
@@ -246,7 +255,9 @@ class Agent:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("stopping: closing the uplink")
         await self.transport.close()
         if self.outbox is not None:
             await self._io_call(self.outbox.close)
         self._io.shutdown(wait=True)
+        log.info("stopped")

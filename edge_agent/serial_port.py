@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable
 
@@ -24,6 +25,9 @@ from edge_agent.readings import Reading
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 4096
+# A device that has vanished stays "readable" and returns nothing, forever; a
+# live one does this only now and then. This many in a row means gone.
+MAX_EMPTY_READS = 100
 REOPEN_MIN_S = 0.5
 REOPEN_MAX_S = 30.0
 
@@ -50,6 +54,7 @@ class SensorPort:
         self._decoder = FrameDecoder(profile)
         self._reopen: asyncio.Task[None] | None = None
         self._closed = False
+        self._empty_reads = 0
 
     @property
     def is_open(self) -> bool:
@@ -78,15 +83,21 @@ class SensorPort:
 
     def _readable(self) -> None:
         assert self._serial is not None
+        # os.read, not Serial.read: pyserial calls any empty read after select a
+        # disconnect, but with VMIN=0 a tty returns empty reads spuriously too.
         try:
-            data = self._serial.read(READ_CHUNK)
-        except (serial.SerialException, OSError) as exc:
-            self._lost(f"read failed: {exc}")
+            data = os.read(self._serial.fd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:  # EIO: pty hung up; ENODEV/ENXIO: USB adapter gone
+            self._lost(f"read failed: {exc.strerror}")
             return
         if not data:
-            # Readable with nothing to read: the other end hung up (pty closed, USB gone).
-            self._lost("port closed by the device side")
+            self._empty_reads += 1
+            if not os.path.exists(self.config.port) or self._empty_reads >= MAX_EMPTY_READS:
+                self._lost("port gone (readable but empty)")
             return
+        self._empty_reads = 0
         self.counters["bytes"] += len(data)
         self._decoder.receive_data(data)
         readings = []
