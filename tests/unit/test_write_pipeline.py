@@ -1,0 +1,375 @@
+"""WritePipeline: write, then acknowledge (DESIGN invariant 3), against a scripted fake writer.
+
+The fake is injected through the constructor, the seam the service uses; nothing is patched
+except the module's own backoff constants, to keep the tests fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import pytest
+
+from collector import delivery
+from collector.delivery import WritePipeline
+from collector.ingest import DEADLETTER_MEASUREMENT, Accepted, ingest
+from collector.lineprotocol import Point, format_point
+from collector.writers import Rejected, Retryable, Throttled, TooLarge, WriteError
+
+EPOCH = "0011223344556677"
+TIMEOUT = 5.0
+
+
+class FakeWriter:
+    """Records every write; raises the scripted errors in turn, then refuses points by rule."""
+
+    name = "fake"
+
+    def __init__(
+        self,
+        script: Sequence[WriteError | None] = (),
+        refuse: Callable[[Point], bool] = lambda _p: False,
+        too_large_over: int | None = None,
+    ) -> None:
+        self.script: deque[WriteError | None] = deque(script)
+        self.refuse = refuse
+        self.too_large_over = too_large_over
+        self.calls: list[list[Point]] = []
+        self.call_times: list[float] = []
+        self.written: list[Point] = []
+        self.ok_calls: list[list[Point]] = []
+        self.gate: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def write(self, points: Sequence[Point]) -> None:
+        self.calls.append(list(points))
+        self.call_times.append(asyncio.get_running_loop().time())
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.script:
+            error = self.script.popleft()
+            if error is not None:
+                raise error
+        if self.too_large_over is not None and len(points) > self.too_large_over:
+            raise TooLarge(f"HTTP 413: {len(points)} points")
+        bad = [p for p in points if self.refuse(p)]
+        if bad:
+            raise Rejected(f'HTTP 400: {{"error":"partial write: bad point {bad[0].fields}"}}')
+        self.written.extend(points)
+        self.ok_calls.append(list(points))
+
+
+def batch(first_seq: int, n: int, gateway: str = "gw-1", bad: Sequence[int] = ()) -> Accepted:
+    readings = [
+        {
+            "seq": s,
+            "sensor": "pm-1",
+            "m": "particulate",
+            "t": 1_000 + s,
+            "boot": "b",
+            "mono": s,
+            "f": {"pm2_5_ugm3": s} if s not in bad else {},
+        }
+        for s in range(first_seq, first_seq + n)
+    ]
+    doc = {
+        "v": 1,
+        "gateway": gateway,
+        "epoch": EPOCH,
+        "batch": first_seq,
+        "sent_ns": 1,
+        "clock": {"synced": True, "boot": "b", "mono_ns": 1},
+        "site": {"district": "마포구"},
+        "sensors": {"pm-1": {"model": "pms5003"}},
+        "readings": readings,
+    }
+    out = ingest(json.dumps(doc).encode(), gateway)
+    assert isinstance(out, Accepted)
+    return out
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, TIMEOUT))
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "RETRY_MIN_S", 0.001)
+    monkeypatch.setattr(delivery, "RETRY_MAX_S", 0.004)
+
+
+async def drain(pipeline: WritePipeline, task: asyncio.Task[None]) -> None:
+    await pipeline.close()
+    await task
+
+
+def seqs_of(points: Sequence[Point], measurement: str = "particulate") -> list[int]:
+    return sorted(int(p.fields["seq"]) for p in points if p.measurement == measurement)
+
+
+def test_future_resolves_only_after_the_write_succeeds() -> None:
+    async def main() -> None:
+        writer = FakeWriter()
+        writer.gate = asyncio.Event()
+        pipeline = WritePipeline(writer, max_points=100, linger=0)
+        task = asyncio.create_task(pipeline.run())
+        fut = pipeline.submit(batch(1, 3))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(writer.calls) == 1
+        assert not fut.done()  # the write is still on its way: no ack yet
+        assert writer.written == []
+        writer.gate.set()
+        await fut
+        assert seqs_of(writer.written) == [1, 2, 3]
+        assert pipeline.stats.batches == 1
+        assert pipeline.stats.readings == 3
+        assert pipeline.stats.writes == 1
+        await drain(pipeline, task)
+
+    run(main())
+
+
+def test_retryable_is_retried_until_it_succeeds() -> None:
+    async def main() -> None:
+        writer = FakeWriter(script=[Retryable("HTTP 500: down")] * 4)
+        pipeline = WritePipeline(writer, max_points=100, linger=0)
+        task = asyncio.create_task(pipeline.run())
+        fut = pipeline.submit(batch(1, 2))
+        while len(writer.calls) < 3:
+            await asyncio.sleep(0.001)
+        assert not fut.done()  # still failing: nothing acked
+        await fut
+        assert len(writer.calls) == 5
+        assert all(call == writer.calls[0] for call in writer.calls)  # the same write again
+        assert seqs_of(writer.written) == [1, 2]
+        assert pipeline.stats.write_retries == 4
+        assert pipeline.stats.last_error == "HTTP 500: down"
+        await drain(pipeline, task)
+
+    run(main())
+
+
+def test_retry_backoff_grows_and_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "RETRY_MIN_S", 0.01)
+    monkeypatch.setattr(delivery, "RETRY_MAX_S", 0.02)
+
+    async def main() -> None:
+        writer = FakeWriter(script=[Retryable("HTTP 502")] * 5)
+        pipeline = WritePipeline(writer, linger=0)
+        await pipeline.write_durably(batch(1, 1).points)
+        gaps = [b - a for a, b in zip(writer.call_times, writer.call_times[1:], strict=False)]
+        assert len(gaps) == 5
+        assert gaps[0] >= 0.005 - 1e-3  # uniform(min/2, min)
+        assert all(g >= 0.01 - 1e-3 for g in gaps[2:])  # capped at max, drawn in (max/2, max)
+        assert sum(gaps) < 1.0
+
+    run(main())
+
+
+def test_throttled_waits_retry_after_not_the_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "RETRY_MIN_S", 30.0)  # would time the test out if used
+    monkeypatch.setattr(delivery, "RETRY_MAX_S", 30.0)
+
+    async def main() -> None:
+        writer = FakeWriter(
+            script=[Throttled("HTTP 429", retry_after=0.15), Throttled("HTTP 503", 0.0)]
+        )
+        pipeline = WritePipeline(writer, linger=0)
+        task = asyncio.create_task(pipeline.run())
+        await pipeline.submit(batch(1, 2))
+        assert len(writer.calls) == 3
+        assert writer.call_times[1] - writer.call_times[0] >= 0.15 - 0.01
+        assert writer.call_times[1] - writer.call_times[0] < 2.0
+        assert pipeline.stats.write_retries == 2
+        await drain(pipeline, task)
+
+    run(main())
+
+
+def test_rejected_point_is_isolated_and_dead_lettered() -> None:
+    async def main() -> None:
+        def is_bad(p: Point) -> bool:
+            return p.measurement == "particulate" and p.fields["seq"] == 11
+
+        writer = FakeWriter(refuse=is_bad)
+        pipeline = WritePipeline(writer, max_points=100, linger=0)
+        task = asyncio.create_task(pipeline.run())
+        await pipeline.submit(batch(1, 16))
+        # Every reading but the refused one is in the database...
+        assert seqs_of(writer.written) == [s for s in range(1, 17) if s != 11]
+        # ... and the refused one is there as a dead letter, with the database's reason.
+        (dl,) = [p for p in writer.written if p.measurement == DEADLETTER_MEASUREMENT]
+        bad = next(p for p in writer.calls[0] if is_bad(p))
+        assert dict(dl.tags) == {"gateway": "gw-1", "reason": "database_refused"}
+        assert dl.fields["seq"] == 11
+        assert dl.fields["epoch"] == EPOCH
+        assert dl.fields["raw"] == format_point(bad)
+        assert "partial write" in str(dl.fields["detail"])
+        assert dl.time_ns == bad.time_ns
+        # Halving: the bad point ends up written alone, then its dead letter takes its place.
+        alone = writer.calls.index([bad])
+        assert writer.calls[alone + 1] == [dl]
+        assert [dl] in writer.ok_calls
+        assert [bad] not in writer.ok_calls
+        assert not any(is_bad(p) for call in writer.ok_calls for p in call)
+        assert len(writer.calls) <= 2 * 5 + 2  # log2(16) levels of halving
+        assert pipeline.stats.rejected_points == 1
+        await drain(pipeline, task)
+
+    run(main())
+
+
+def test_two_rejected_points_in_one_write() -> None:
+    async def main() -> None:
+        writer = FakeWriter(refuse=lambda p: p.fields.get("pm2_5_ugm3") in (2, 7))
+        pipeline = WritePipeline(writer, linger=0)
+        await pipeline.write_durably(batch(1, 9).points)
+        assert seqs_of(writer.written) == [1, 3, 4, 5, 6, 8, 9]
+        assert seqs_of(writer.written, DEADLETTER_MEASUREMENT) == [2, 7]
+        assert pipeline.stats.rejected_points == 2
+
+    run(main())
+
+
+def test_a_refused_dead_letter_is_dropped_and_counted() -> None:
+    async def main() -> None:
+        writer = FakeWriter(refuse=lambda p: p.fields.get("seq") == 3)  # its dead letter too
+        pipeline = WritePipeline(writer, linger=0)
+        task = asyncio.create_task(pipeline.run())
+        await pipeline.submit(batch(1, 4))
+        assert seqs_of(writer.written) == [1, 2, 4]
+        assert seqs_of(writer.written, DEADLETTER_MEASUREMENT) == []
+        assert pipeline.stats.rejected_points == 2  # the point and its dead letter
+        await drain(pipeline, task)
+
+    run(main())
+
+
+def test_too_large_is_split_without_dead_letters() -> None:
+    async def main() -> None:
+        writer = FakeWriter(too_large_over=3)
+        pipeline = WritePipeline(writer, linger=0)
+        await pipeline.write_durably(batch(1, 10).points)
+        assert seqs_of(writer.written) == list(range(1, 11))
+        assert not [p for p in writer.written if p.measurement == DEADLETTER_MEASUREMENT]
+        assert all(len(c) <= 3 for c in writer.ok_calls)
+        assert all(len(c) > 3 for c in writer.calls if c not in writer.ok_calls)
+
+    run(main())
+
+
+def test_ingest_dead_letters_go_in_the_same_write() -> None:
+    async def main() -> None:
+        writer = FakeWriter()
+        pipeline = WritePipeline(writer, linger=0)
+        task = asyncio.create_task(pipeline.run())
+        await pipeline.submit(batch(1, 4, bad=[2]))
+        (call,) = writer.calls
+        assert seqs_of(call) == [1, 3, 4]
+        assert seqs_of(call, DEADLETTER_MEASUREMENT) == [2]
+        assert pipeline.stats.dead_letters == 1
+        assert pipeline.stats.readings == 4
+        await drain(pipeline, task)
+
+    run(main())
+
+
+def test_grouping_fills_writes_up_to_max_points() -> None:
+    async def main() -> None:
+        writer = FakeWriter()
+        pipeline = WritePipeline(writer, max_points=8, linger=0.01)
+        futs = [pipeline.submit(batch(1 + 4 * i, 4)) for i in range(5)]
+        assert pipeline.pending_points == 20
+        task = asyncio.create_task(pipeline.run())
+        await asyncio.gather(*futs)
+        assert [len(c) for c in writer.calls] == [8, 8, 4]
+        assert seqs_of(writer.written) == list(range(1, 21))
+        assert pipeline.pending_points == 0
+        await drain(pipeline, task)
+
+    run(main())
+
+
+def test_many_gateways_share_a_write() -> None:
+    async def main() -> None:
+        writer = FakeWriter()
+        pipeline = WritePipeline(writer, max_points=100, linger=0.01)
+        futs = [pipeline.submit(batch(1, 3, gateway=f"gw-{i}")) for i in range(4)]
+        task = asyncio.create_task(pipeline.run())
+        await asyncio.gather(*futs)
+        (call,) = writer.calls
+        assert sorted({p.tags["gateway"] for p in call}) == ["gw-0", "gw-1", "gw-2", "gw-3"]
+        await drain(pipeline, task)
+
+    run(main())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG delivery.py WritePipeline.run: the grouping loop adds whole batches while "
+    "len(points) < max_points, so two 6-point batches with max_points=10 become one 12-point "
+    "write, beyond the documented 'writes of up to max_points'",
+)
+def test_grouping_never_exceeds_max_points() -> None:
+    async def main() -> None:
+        writer = FakeWriter()
+        pipeline = WritePipeline(writer, max_points=10, linger=0)
+        futs = [pipeline.submit(batch(1 + 6 * i, 6)) for i in range(2)]
+        task = asyncio.create_task(pipeline.run())
+        await asyncio.gather(*futs)
+        await drain(pipeline, task)
+        assert max(len(c) for c in writer.calls) <= 10
+
+    run(main())
+
+
+def test_a_failed_group_acks_none_of_its_batches() -> None:
+    async def main() -> None:
+        writer = FakeWriter(script=[Retryable("HTTP 500")] * 3)
+        writer.gate = asyncio.Event()
+        pipeline = WritePipeline(writer, max_points=100, linger=0.01)
+        futs = [pipeline.submit(batch(1 + 3 * i, 3)) for i in range(3)]
+        task = asyncio.create_task(pipeline.run())
+        await asyncio.sleep(0.05)
+        assert not any(f.done() for f in futs)
+        writer.gate.set()
+        await asyncio.gather(*futs)
+        assert seqs_of(writer.written) == list(range(1, 10))
+        await drain(pipeline, task)
+
+    run(main())
+
+
+def test_close_finishes_what_was_submitted() -> None:
+    async def main() -> None:
+        writer = FakeWriter(script=[Retryable("HTTP 500")])
+        pipeline = WritePipeline(writer, max_points=4, linger=10.0)  # close skips the linger
+        task = asyncio.create_task(pipeline.run())
+        futs = [pipeline.submit(batch(1 + 3 * i, 3)) for i in range(3)]
+        await pipeline.close()
+        await task
+        assert all(f.done() for f in futs)
+        assert seqs_of(writer.written) == list(range(1, 10))
+
+    run(main())
+
+
+def test_close_with_nothing_pending_returns() -> None:
+    async def main() -> None:
+        pipeline = WritePipeline(FakeWriter(), linger=0)
+        task = asyncio.create_task(pipeline.run())
+        await asyncio.sleep(0)
+        await drain(pipeline, task)
+        assert pipeline.stats.writes == 0
+
+    run(main())
