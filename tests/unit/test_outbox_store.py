@@ -198,14 +198,18 @@ def test_delete_returns_how_many_were_still_there(path: Path) -> None:
 
 def test_depth(path: Path) -> None:
     box = Outbox(path)
-    box.append([Reading("s", "m", {"v": i}, 500 - i, "b", i) for i in range(5)])
+    box.append([Reading("s", "m", {"v": i}, 500 + i, "b", i) for i in range(5)])
     d = box.depth()
     assert d.readings == 5
     assert d.bytes >= 5 * len('{"v":0}')
-    assert d.oldest_ns == 496
-    box.delete(SeqRanges.of([5]))  # the oldest reading
-    assert box.depth().oldest_ns == 497
-    assert box.depth().bytes < d.bytes
+    assert d.oldest_ns == 500
+    box.delete(SeqRanges.of([1]))  # the oldest reading
+    after = box.depth()
+    assert after.readings == 4
+    assert after.oldest_ns == 501
+    assert 0 < after.bytes < d.bytes
+    box.delete(SeqRanges.of(range(2, 6)))
+    assert box.depth() == Depth(0, 0, None)
     box.close()
 
 
