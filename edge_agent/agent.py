@@ -22,6 +22,7 @@ from edge_agent.clock import Clock
 from edge_agent.config import AGENT_SENSOR, AgentConfig, resolve
 from edge_agent.decoding import Profile, load_profiles
 from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
+from edge_agent.outbox.store import DropPolicy
 from edge_agent.readings import Reading
 from edge_agent.serial_port import SensorPort
 from edge_agent.transports import MqttTransport, Transport
@@ -46,7 +47,7 @@ class Agent:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self.outbox: Outbox | None = None
         u = config.uplink
-        self.window = DeliveryWindow(
+        self.window = DeliveryWindow(  # replaced once the outbox is open (serve)
             max_in_flight=u.max_in_flight, ack_timeout=u.ack_timeout, batch_size=u.batch_size
         )
         self.transport: Transport = transport or MqttTransport(
@@ -65,6 +66,8 @@ class Agent:
         self._store_tasks: set[asyncio.Future[Any]] = set()
         self.stored = 0
         self.acked = 0
+        self.refused_sends = 0
+        self._rate_mark = (time.monotonic(), 0)
         self.started_at = time.monotonic()
 
     async def _io_call(self, fn: Any, *args: Any) -> Any:
@@ -74,7 +77,10 @@ class Agent:
     def _store(self, readings: list[Reading]) -> None:
         """Append at once: a reading read from the port is only safe once committed."""
         assert self.outbox is not None
-        fut = asyncio.get_running_loop().run_in_executor(self._io, self.outbox.append, readings)
+        # Snapshot in the loop's thread: the drop policy must spare what is in flight.
+        protect = self.window.in_flight_seqs()
+        fut = asyncio.get_running_loop().run_in_executor(
+            self._io, self.outbox.append, readings, protect)
         self._store_tasks.add(fut)
 
         def done(f: asyncio.Future[Any]) -> None:
@@ -137,7 +143,7 @@ class Agent:
             if isinstance(plan, SendNew):
                 rows = await self._io_call(self.outbox.fetch_after, plan.after, plan.upto, plan.limit)
                 if not rows:
-                    self.window.advance(plan.upto)
+                    self.window.advance(plan, plan.upto)
                     continue
             else:
                 assert isinstance(plan, Resend)
@@ -146,11 +152,9 @@ class Agent:
                     continue
             batch = self._batch(rows)
             seqs = SeqRanges.of(r.seq for r in rows)
-            if self.transport.send(encode_batch(batch)):
-                self.window.sent(batch.batch_id, seqs, time.monotonic())
-            else:
-                # Not even queued: count it as sent so the timeout brings it back.
-                self.window.sent(batch.batch_id, seqs, time.monotonic())
+            if not self.transport.send(encode_batch(batch)):
+                self.refused_sends += 1  # not even queued; the ack timeout brings it back
+            self.window.sent(batch.batch_id, seqs, time.monotonic(), plan)
 
     async def _ack_loop(self) -> None:
         assert self.outbox is not None
@@ -171,21 +175,38 @@ class Agent:
             for port in self.ports:
                 wall, mono = self.clock.stamp(port.config.id + "/health")
                 fields: dict[str, int | float | bool | str] = {
-                    "port_open": port.is_open, **dict(port.counters)
+                    "port_open": port.is_open,
+                    "dropped_readings": self.outbox.dropped[port.config.id] if self.outbox else 0,
+                    **dict(port.counters),
                 }
                 self._store([Reading(port.config.id, "sensor_health", fields, wall,
                                      self.clock.boot, mono)])
+
+    def _time_left(self, used: int, max_bytes: int) -> float:
+        """Seconds until the outbox is full at the ingest rate since the last health reading."""
+        assert self.outbox is not None
+        now, appended = time.monotonic(), self.outbox.appended_bytes
+        last_t, last_bytes = self._rate_mark
+        self._rate_mark = (now, appended)
+        rate = (appended - last_bytes) / max(now - last_t, 1e-3)
+        return round((max_bytes - used) / rate, 1) if rate > 0 else -1.0
 
     async def health_reading(self) -> Reading:
         assert self.outbox is not None
         depth = await self._io_call(self.outbox.depth)
         wall, mono = self.clock.stamp(AGENT_SENSOR)
+        max_bytes = self.outbox.max_bytes or 1
         fields: dict[str, int | float | bool | str] = {
             "outbox_readings": depth.readings,
             "outbox_bytes": depth.bytes,
+            "outbox_full_pct": round(100 * depth.bytes / max_bytes, 2),
             "oldest_age_s": round((wall - depth.oldest_ns) / 1e9, 3) if depth.oldest_ns else 0.0,
+            "dropped_readings": sum(self.outbox.dropped.values()),
+            "outbox_time_left_s": self._time_left(depth.bytes, max_bytes),
+            "backlog_readings": self.window.backlog_seqs,
             "in_flight_batches": self.window.in_flight,
             "resent_batches": self.window.resent_batches,
+            "refused_sends": self.refused_sends,
             "link_up": self.transport.ready(),
             "clock_synced": self.clock.synced(),
             "uptime_s": round(time.monotonic() - self.started_at, 1),
@@ -206,9 +227,16 @@ class Agent:
         self.should_exit.set()
 
     async def serve(self) -> None:
-        self.outbox = await self._io_call(
-            lambda: Outbox(self.outbox_path, fsync_every_append=self.config.outbox.commit_window == 0)
-        )
+        o = self.config.outbox
+        self.outbox = await self._io_call(lambda: Outbox(
+            self.outbox_path,
+            fsync_every_append=o.commit_window == 0,
+            max_bytes=int(o.max_size_mb * 1024 * 1024),
+            drop_policy=DropPolicy(o.drop_policy, o.priorities),
+        ))
+        u = self.config.uplink
+        self.window = DeliveryWindow(max_in_flight=u.max_in_flight, ack_timeout=u.ack_timeout,
+                                     batch_size=u.batch_size, durable_seq=self.outbox.durable_seq)
         log.info("outbox %s epoch %s, %d readings waiting", self.outbox_path, self.outbox.epoch,
                  (await self._io_call(self.outbox.depth)).readings)
         await self.transport.start()

@@ -55,6 +55,11 @@ class OutboxConfig:
     path: str = "var/outbox.sqlite"
     # Seconds between fsyncs; a power cut loses at most this window. 0 fsyncs every reading.
     commit_window: float = field(default=1.0, metadata={"min": 0.0, "max": 60.0})
+    # Bound on the outbox; when full the drop policy makes room, counted per sensor.
+    max_size_mb: float = field(default=256.0, metadata={"min": 0.01})
+    drop_policy: Literal["oldest", "priority"] = "oldest"
+    # With drop_policy priority: measurement -> priority, lower dropped first (default 0).
+    priorities: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
