@@ -1,4 +1,8 @@
-"""DeliveryWindow: which seqs are in flight, which are due again (DESIGN invariant 3), sans-IO."""
+"""DeliveryWindow: what to send next, what is in flight, what is due again, sans-IO.
+
+DESIGN invariant 3 (resend what is unacked after a timeout, bounded in flight) and
+invariant 7 (after an outage live readings go first, the backlog drains behind).
+"""
 
 from __future__ import annotations
 
@@ -15,18 +19,34 @@ from hypothesis.stateful import (
 
 from cityedge.uplink import SeqRanges
 from edge_agent.outbox import DeliveryWindow, Resend, SendNew
+from edge_agent.outbox.window import LIVE_GAP_BATCHES
 
 
 def window(
-    max_in_flight: int = 2, ack_timeout: float = 10.0, batch_size: int = 5
+    max_in_flight: int = 2, ack_timeout: float = 10.0, batch_size: int = 5, durable_seq: int = 0
 ) -> DeliveryWindow:
     return DeliveryWindow(
-        max_in_flight=max_in_flight, ack_timeout=ack_timeout, batch_size=batch_size
+        max_in_flight=max_in_flight,
+        ack_timeout=ack_timeout,
+        batch_size=batch_size,
+        durable_seq=durable_seq,
     )
 
 
 def r(lo: int, hi: int) -> SeqRanges:
     return SeqRanges(((lo, hi),))
+
+
+def send(w: DeliveryWindow, batch_id: int, durable: int, now: float = 0.0) -> SeqRanges:
+    """Plan, 'read' every seq the plan allows (nothing deleted), and report it sent."""
+    plan = w.plan(durable)
+    assert plan is not None
+    if isinstance(plan, SendNew):
+        seqs = SeqRanges.of(range(plan.after + 1, min(plan.upto, plan.after + plan.limit) + 1))
+    else:
+        seqs = plan.seqs
+    w.sent(batch_id, seqs, now, plan)
+    return seqs
 
 
 @pytest.mark.parametrize(
@@ -47,41 +67,96 @@ def test_nothing_to_send_when_nothing_is_durable() -> None:
     w = window()
     assert w.plan(0) is None
     assert w.in_flight == 0
+    assert w.backlog_seqs == 0
     assert w.next_deadline() is None
+    assert w.in_flight_seqs() == SeqRanges()
 
 
-def test_plan_asks_for_new_readings_up_to_the_durable_mark() -> None:
+def test_live_lane_follows_the_durable_mark_in_order() -> None:
     w = window(batch_size=5)
-    assert w.plan(12) == SendNew(after=0, upto=12, limit=5)
-    w.sent(1, r(1, 5), now=0.0)
-    assert w.cursor == 5
-    assert w.plan(12) == SendNew(after=5, upto=12, limit=5)
-    w.sent(2, r(6, 10), now=0.0)
-    assert w.plan(12) is None  # window full (2)
+    assert w.plan(10) == SendNew(after=0, upto=10, limit=5, lane="live")
+    assert send(w, 1, 10) == r(1, 5)
+    assert w.live_cursor == 5
+    assert w.plan(10) == SendNew(5, 10, 5, "live")
+    assert send(w, 2, 10) == r(6, 10)
+    assert w.plan(10) is None  # window full (2)
     w.acked(1, r(1, 5))
-    assert w.plan(12) == SendNew(after=10, upto=12, limit=5)
-    w.sent(3, r(11, 12), now=0.0)
-    w.acked(2, r(6, 10))
-    assert w.plan(12) is None  # everything durable is out
-    assert w.plan(13) == SendNew(after=12, upto=13, limit=5)
+    assert w.plan(10) is None  # nothing new
+    assert w.plan(11) == SendNew(10, 11, 5, "live")
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "durable", "plan", "backlog"),
+    [
+        (5, 10, SendNew(0, 10, 5, "live"), 0),  # exactly LIVE_GAP_BATCHES behind: in order
+        (5, 11, SendNew(6, 11, 5, "live"), 6),  # one more: the oldest six become backlog
+        (5, 100, SendNew(95, 100, 5, "live"), 95),
+        (1, 3, SendNew(2, 3, 1, "live"), 2),
+    ],
+)
+def test_live_lane_jumps_ahead_of_a_pile_up(
+    batch_size: int, durable: int, plan: SendNew, backlog: int
+) -> None:
+    assert LIVE_GAP_BATCHES == 2
+    w = window(batch_size=batch_size)
+    assert w.plan(durable) == plan
+    assert w.backlog_seqs == backlog
+
+
+def test_backlog_drains_oldest_first_in_the_window_live_leaves_free() -> None:
+    w = window(max_in_flight=3, batch_size=5)
+    assert send(w, 1, 100) == r(96, 100)  # live first
+    assert w.plan(100) == SendNew(0, 95, 5, "backlog")
+    assert send(w, 2, 100) == r(1, 5)
+    assert w.backlog_seqs == 90
+    assert send(w, 3, 101) == r(101, 101)  # a fresh reading overtakes the backlog
+    assert w.plan(101) is None  # full
+    w.acked(2, r(1, 5))
+    assert w.plan(101) == SendNew(5, 95, 5, "backlog")
+
+
+def test_backlog_segments_drain_in_order() -> None:
+    w = window(max_in_flight=10, batch_size=2)
+    send(w, 1, 10)  # live 9-10, backlog (0, 8]
+    send(w, 2, 20)  # live jumps again: 19-20, backlog (10, 18] behind (0, 8]
+    assert w.backlog_seqs == 16
+    sent = [send(w, 3 + i, 20) for i in range(8)]
+    assert list(SeqRanges.of(s for seqs in sent for s in seqs)) == [*range(1, 9), *range(11, 19)]
+    assert w.backlog_seqs == 0
+    assert w.plan(20) is None
+
+
+def test_restart_makes_everything_stored_backlog() -> None:
+    w = window(batch_size=5, durable_seq=20)
+    assert w.live_cursor == 20
+    assert w.backlog_seqs == 20
+    assert w.plan(20) == SendNew(0, 20, 5, "backlog")
+    assert w.plan(22) == SendNew(20, 22, 5, "live")  # a new reading goes first
 
 
 def test_in_flight_is_bounded() -> None:
     w = window(max_in_flight=3)
     for bid in range(1, 4):
-        plan = w.plan(100)
-        assert isinstance(plan, SendNew)
-        w.sent(bid, r(plan.after + 1, plan.after + 5), now=0.0)
+        send(w, bid, 5 * bid)
     assert w.in_flight == 3
     assert w.plan(100) is None
-    w.expire(10.0)  # everything is due again, but nothing is in flight now
+    w.expire(10.0)
     assert w.in_flight == 0
     assert isinstance(w.plan(100), Resend)
 
 
+def test_in_flight_seqs_names_every_unacked_seq() -> None:
+    w = window(max_in_flight=3, batch_size=3)
+    send(w, 1, 6)
+    send(w, 2, 6)
+    assert w.in_flight_seqs() == r(1, 6)
+    w.acked(1, r(1, 3))
+    assert w.in_flight_seqs() == r(4, 6)
+
+
 def test_resend_after_timeout() -> None:
     w = window(ack_timeout=10.0)
-    w.sent(1, r(1, 5), now=100.0)
+    send(w, 1, 5, now=100.0)
     assert w.next_deadline() == 110.0
     assert w.expire(109.999) == 0
     assert w.in_flight == 1
@@ -93,32 +168,32 @@ def test_resend_after_timeout() -> None:
     assert w.plan(5) is None  # taken off the queue once planned
 
 
-def test_resends_go_before_new_readings_in_expiry_order() -> None:
+def test_resends_go_first_in_expiry_order() -> None:
     w = window(max_in_flight=4)
-    w.sent(1, r(1, 5), now=0.0)
-    w.sent(2, r(6, 10), now=1.0)
-    w.sent(3, r(11, 15), now=5.0)
+    send(w, 1, 5, now=0.0)
+    send(w, 2, 10, now=1.0)
+    send(w, 3, 15, now=5.0)
     assert w.expire(11.0) == 2
     assert w.plan(100) == Resend(r(1, 5), 5)
     assert w.plan(100) == Resend(r(6, 10), 5)
-    assert w.plan(100) == SendNew(15, 100, 5)
+    assert isinstance(w.plan(100), SendNew)
 
 
-def test_resend_counts_towards_in_flight() -> None:
+def test_a_resend_holds_a_slot_and_moves_no_lane() -> None:
     w = window(max_in_flight=1)
-    w.sent(1, r(1, 5), now=0.0)
+    send(w, 1, 5)
     w.expire(10.0)
     plan = w.plan(5)
     assert isinstance(plan, Resend)
-    w.sent(2, plan.seqs, now=10.0)
+    w.sent(2, plan.seqs, 10.0, plan)
     assert w.in_flight == 1
     assert w.plan(50) is None
-    assert w.cursor == 5  # a resend never moves the cursor back
+    assert w.live_cursor == 5
 
 
 def test_acked_forgets_the_batch() -> None:
     w = window()
-    w.sent(1, r(1, 5), now=0.0)
+    send(w, 1, 5)
     w.acked(1, r(1, 5))
     assert w.in_flight == 0
     assert w.expire(1000.0) == 0
@@ -127,15 +202,15 @@ def test_acked_forgets_the_batch() -> None:
 
 def test_ack_for_an_unknown_batch_is_harmless() -> None:
     w = window()
-    w.sent(1, r(1, 5), now=0.0)
+    send(w, 1, 5)
     w.acked(99, r(1, 5))
     assert w.in_flight == 1
 
 
 def test_late_ack_after_expiry_removes_seqs_from_the_resend_queue() -> None:
     w = window()
-    w.sent(1, r(1, 5), now=0.0)
-    w.sent(2, r(6, 10), now=0.0)
+    send(w, 1, 5)
+    send(w, 2, 10)
     w.expire(10.0)
     w.acked(1, r(1, 5))  # the ack was only slow
     assert w.plan(10) == Resend(r(6, 10), 5)
@@ -144,42 +219,57 @@ def test_late_ack_after_expiry_removes_seqs_from_the_resend_queue() -> None:
 
 def test_partial_late_ack_leaves_only_the_rest_due() -> None:
     w = window()
-    w.sent(1, r(1, 5), now=0.0)
+    send(w, 1, 5)
     w.expire(10.0)
     w.acked(7, SeqRanges.of([2, 3]))  # another batch's ack names some of these seqs
     assert w.plan(5) == Resend(SeqRanges.of([1, 4, 5]), 5)
 
 
-def test_sent_with_no_seqs_is_ignored() -> None:
+def test_sent_with_no_seqs_only_moves_the_lane() -> None:
     w = window()
-    w.sent(1, SeqRanges(), now=0.0)
+    plan = w.plan(5)
+    assert isinstance(plan, SendNew)
+    w.sent(1, SeqRanges(), 0.0, plan)
     assert w.in_flight == 0
-    assert w.cursor == 0
+    assert w.live_cursor == 5
 
 
-def test_advance_skips_seqs_that_are_gone() -> None:
-    w = window()
-    assert w.plan(20) == SendNew(0, 20, 5)
-    w.advance(20)  # the outbox had nothing there (deleted or dropped)
-    assert w.cursor == 20
-    assert w.plan(20) is None
-    w.advance(3)
-    assert w.cursor == 20  # never backwards
+@pytest.mark.parametrize("lane", ["live", "backlog"])
+def test_advance_skips_seqs_that_are_gone(lane: str) -> None:
+    w = window(durable_seq=10 if lane == "backlog" else 0)
+    plan = w.plan(10)
+    assert isinstance(plan, SendNew)
+    assert plan.lane == lane
+    w.advance(plan, plan.upto)  # the outbox had nothing there (deleted or dropped)
+    assert w.plan(10) is None
+    assert w.backlog_seqs == 0
+    w.advance(SendNew(0, 3, 5, "live"), 3)
+    assert w.live_cursor == 10  # never backwards
 
 
 def test_next_deadline_is_the_earliest() -> None:
-    w = window(max_in_flight=3, ack_timeout=5.0)
-    w.sent(1, r(1, 1), now=7.0)
-    w.sent(2, r(2, 2), now=3.0)
-    w.sent(3, r(3, 3), now=9.0)
+    w = window(max_in_flight=3, ack_timeout=5.0, batch_size=1)
+    send(w, 1, 1, now=7.0)
+    send(w, 2, 2, now=3.0)
+    send(w, 3, 3, now=9.0)
     assert w.next_deadline() == 8.0
     w.acked(2, r(2, 2))
     assert w.next_deadline() == 12.0
 
 
-def test_restarted_window_sends_everything_again() -> None:
-    # After a restart the cursor is 0: what is still in the outbox goes out again.
-    assert window().plan(1000) == SendNew(0, 1000, 5)
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG window.py acked(): the in-flight batch is dropped by batch_id alone. The agent "
+    "numbers batches from 1 in every process (Agent._batch_id = 0) and its MQTT session is "
+    "persistent, so an ack queued before a restart releases a different batch with the same "
+    "id; if that batch is lost it is never resent (no timeout, lane cursors already past it)",
+)
+def test_a_stale_ack_with_a_reused_batch_id_does_not_release_another_batch() -> None:
+    w = window(batch_size=5, durable_seq=0)
+    send(w, 1, 5, now=0.0)  # batch 1 = seqs 1-5 in the new process
+    w.acked(1, r(101, 105))  # batch 1 of the previous process, acked late
+    assert w.in_flight_seqs() == r(1, 5)
+    assert w.expire(10.0) == 1  # so that it comes back if lost
 
 
 # -- a simulated gateway and collector driving the window ----------------------------------------
@@ -188,8 +278,10 @@ def test_restarted_window_sends_everything_again() -> None:
 class WindowMachine(RuleBasedStateMachine):
     """The agent's send loop around a real DeliveryWindow, an outbox as a set, and a lossy link.
 
-    The collector acks exactly what reaches it; the gateway deletes only what was acked. At
-    the end the link heals, and every durable reading must be acked and deleted.
+    The collector acks exactly what reaches it; the gateway deletes only what was acked. The
+    agent may restart (a new window over the same outbox; acks of the old one still arrive).
+    At the end the link heals, and every durable reading must be acked and deleted.
+    Batch ids stay unique across restarts here; reuse is pinned by the xfail above.
     """
 
     @initialize(
@@ -198,9 +290,12 @@ class WindowMachine(RuleBasedStateMachine):
         ack_timeout=st.sampled_from([1.0, 2.5, 10.0]),
     )
     def setup(self, max_in_flight: int, batch_size: int, ack_timeout: float) -> None:
-        self.w = DeliveryWindow(
-            max_in_flight=max_in_flight, ack_timeout=ack_timeout, batch_size=batch_size
-        )
+        self.settings = {
+            "max_in_flight": max_in_flight,
+            "ack_timeout": ack_timeout,
+            "batch_size": batch_size,
+        }
+        self.w = DeliveryWindow(**self.settings)  # type: ignore[arg-type]
         self.now = 0.0
         self.stored: set[int] = set()
         self.last = 0
@@ -210,8 +305,8 @@ class WindowMachine(RuleBasedStateMachine):
         self.downlink: list[tuple[int, SeqRanges]] = []
         self.collector_acked: set[int] = set()
         self.deleted: set[int] = set()
-        self.ever_sent: set[int] = set()
         self.dropped: set[int] = set()
+        self.ever_sent: set[int] = set()
 
     # gateway side
     @rule(n=st.integers(1, 8))
@@ -227,10 +322,17 @@ class WindowMachine(RuleBasedStateMachine):
     @precondition(lambda self: len(self.stored) > 12)
     @rule(n=st.integers(1, 3))
     def drop_oldest(self, n: int) -> None:
-        """A full outbox drops its oldest readings (invariant 6); the window must cope."""
-        for seq in sorted(self.stored)[:n]:
+        """A full outbox drops its oldest readings, sparing those in flight (invariant 6)."""
+        flying = set(self.w.in_flight_seqs())
+        for seq in sorted(self.stored - flying)[:n]:
             self.stored.discard(seq)
             self.dropped.add(seq)
+
+    @rule()
+    def restart(self) -> None:
+        """The agent restarts: unsynced readings survive a kill, so all are durable again."""
+        self.durable = self.last
+        self.w = DeliveryWindow(**self.settings, durable_seq=self.durable)  # type: ignore[arg-type]
 
     @rule()
     def pump(self) -> None:
@@ -239,10 +341,14 @@ class WindowMachine(RuleBasedStateMachine):
         while (plan := self.w.plan(self.durable)) is not None:
             assert self.w.in_flight < self.w.max_in_flight
             if isinstance(plan, SendNew):
-                assert plan.upto == self.durable
+                assert plan.upto <= self.durable
+                if plan.lane == "backlog":
+                    assert self.w.live_cursor >= self.durable, "backlog went before live"
+                else:
+                    assert self.durable - plan.after <= (LIVE_GAP_BATCHES + 1) * plan.limit
                 rows = sorted(s for s in self.stored if plan.after < s <= plan.upto)[: plan.limit]
                 if not rows:
-                    self.w.advance(plan.upto)
+                    self.w.advance(plan, plan.upto)
                     continue
             else:
                 rows = [s for s in plan.seqs if s in self.stored][: plan.limit]
@@ -253,7 +359,7 @@ class WindowMachine(RuleBasedStateMachine):
             seqs = SeqRanges.of(rows)
             self.uplink.append((self.batch_id, seqs))
             self.ever_sent |= set(rows)
-            self.w.sent(self.batch_id, seqs, self.now)
+            self.w.sent(self.batch_id, seqs, self.now, plan)
 
     @rule(dt=st.sampled_from([0.1, 1.0, 3.0, 11.0]))
     def tick(self, dt: float) -> None:
@@ -276,9 +382,6 @@ class WindowMachine(RuleBasedStateMachine):
         batch_id, seqs = self.downlink.pop(i % len(self.downlink))
         if lose:
             return
-        self.receive_ack(batch_id, seqs)
-
-    def receive_ack(self, batch_id: int, seqs: SeqRanges) -> None:
         assert set(seqs) <= self.collector_acked
         self.w.acked(batch_id, seqs)
         for seq in seqs:
@@ -288,19 +391,21 @@ class WindowMachine(RuleBasedStateMachine):
 
     @invariant()
     def in_flight_is_bounded(self) -> None:
-        assert self.w.in_flight <= self.w.max_in_flight
+        if hasattr(self, "w"):
+            assert self.w.in_flight <= self.w.max_in_flight
 
     @invariant()
     def deleted_only_when_acked(self) -> None:
-        assert self.deleted <= self.collector_acked
-        assert not (self.deleted & self.stored)
+        if hasattr(self, "w"):
+            assert self.deleted <= self.collector_acked
+            assert not (self.deleted & self.stored)
 
     def teardown(self) -> None:
         if not hasattr(self, "w"):
             return
-        # The link heals: everything durable must drain, acked exactly once per delivery.
+        # The link heals: everything durable must drain.
         self.sync()
-        for _ in range(500):
+        for _ in range(1000):
             self.pump()
             while self.uplink:
                 self.batch_arrives(0, lose=False)
@@ -311,9 +416,10 @@ class WindowMachine(RuleBasedStateMachine):
             self.now += self.w.ack_timeout
         assert not self.stored, f"never delivered: {sorted(self.stored)[:10]}"
         assert self.w.in_flight == 0
-        assert set(range(1, self.last + 1)) - self.dropped <= self.ever_sent
+        everything = set(range(1, self.last + 1))
+        assert everything - self.dropped <= self.ever_sent
         # Every reading reached the collector unless the outbox dropped it (and said so).
-        assert set(range(1, self.last + 1)) <= self.collector_acked | self.dropped
+        assert everything <= self.collector_acked | self.dropped
         # The gateway deleted exactly what the collector acked, bar what it had dropped.
         assert self.deleted == self.collector_acked - self.dropped
 
