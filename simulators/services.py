@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -35,11 +36,17 @@ def die_with_parent() -> None:
 
 
 def spawn(argv: list[str], log_path: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
-    """Start a child in its own session (a terminal's Ctrl-C reaches only us), logging to a file."""
+    """Start a child in its own session (a terminal's Ctrl-C reaches only us), logging to a file.
+
+    The death signal is tied to the thread that forks, not the process, so it
+    is only asked for from the main thread (a timer thread's child would be
+    killed the moment the timer returns).
+    """
+    on_main = threading.current_thread() is threading.main_thread()
     with log_path.open("ab") as log:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=die_with_parent, **kwargs)
+                                preexec_fn=die_with_parent if on_main else None, **kwargs)
 
 
 def influx_query(url: str, q: str, db: str | None = None, *, post: bool = False,

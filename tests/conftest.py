@@ -27,6 +27,13 @@ def _need(binary: str, package: str) -> None:
         pytest.skip(message)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--chaos-rounds", type=int, default=1,
+                     help="rounds of faults in the chaos test (about a minute each)")
+    parser.addoption("--chaos-seed", type=int, default=None,
+                     help="seed for the chaos schedule (default: random, printed)")
+
+
 @pytest.fixture(scope="session")
 def services_dir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="cityedge-test-") as d:
