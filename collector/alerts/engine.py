@@ -1,0 +1,365 @@
+"""The alert engine, sans-IO: readings, status and clock ticks in; alert events out.
+
+Nothing here reads a clock, opens a socket or sleeps. ``tick(now_ns)`` is the
+only notion of "now" and comes from the caller (the runner's loop, or the
+replay's event times). A reading is judged live when it is in order for its
+series and less than the rule's ``late_after`` behind ``now``; otherwise it
+only feeds statistics (and, for ``late: report`` rules, a separate late track
+whose events are marked late). Readings are deduplicated by
+(gateway, epoch, seq) before anything else, so a resend counts once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from collector.alerts.evaluate import HELD, KINDS, PENDING, Member, Verdict, hold
+from collector.alerts.events import Ack, AlertEvent, Silence, Status, alert_id, iso
+from collector.alerts.lifecycle import ACKABLE, QUIET, REPEATS_IN, Input, State, step
+from collector.alerts.rules import Rule, RuleSet
+from collector.alerts.windows import Dedupe
+
+LOCATION_TAGS = ("district", "site", "site_kind")
+# Route cache entries (distinct measurement + tag sets); cleared when full.
+MAX_ROUTES = 200_000
+
+
+class PointLike(Protocol):
+    """collector.lineprotocol.Point, or anything shaped like it."""
+
+    @property
+    def measurement(self) -> str: ...
+    @property
+    def tags(self) -> Mapping[str, str]: ...
+    @property
+    def fields(self) -> Mapping[str, Any]: ...
+    @property
+    def time_ns(self) -> int: ...
+
+
+class Group:
+    """One alert instance: a rule and the tag values it groups by, with its lifecycle state."""
+
+    __slots__ = ("alert_id", "holds", "key", "last_arrival", "last_change", "last_input",
+                 "last_notified", "last_t", "late", "level", "levels", "n_held", "n_pending",
+                 "rule", "scope", "seq", "started", "state", "value")
+
+    def __init__(self, rule: Rule, key: tuple[str, ...], scope: dict[str, str], late: bool) -> None:
+        self.rule, self.key, self.scope, self.late = rule, key, scope, late
+        self.state = State.INACTIVE
+        self.alert_id = ""
+        self.seq = 0
+        self.started = 0
+        self.n_pending = self.n_held = 0
+        self.levels: dict[int, int] = {}
+        self.level = 0
+        self.value = 0.0
+        self.last_input = Input.CLEAR
+        self.last_change = 0
+        self.last_notified = 0
+        self.last_arrival = 0  # engine time the last late reading for it arrived
+        self.last_t = 0  # event time of that reading
+        self.holds: deque[int] = deque()
+
+
+class _Safe(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+class Engine:
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        self.now = 0
+        self.dedupe = Dedupe()
+        n = len(rules.rules)
+        self.members: list[dict[tuple[str, ...], Member]] = [{} for _ in range(n)]
+        self.late_members: list[dict[tuple[str, ...], Member]] = [{} for _ in range(n)]
+        self.groups: list[dict[tuple[str, ...], Group]] = [{} for _ in range(n)]
+        self.late_groups: list[dict[tuple[str, ...], Group]] = [{} for _ in range(n)]
+        self.open: set[Group] = set()  # groups not in a quiet state, for the tick's sweeps
+        self.by_id: dict[str, Group] = {}
+        self.directory: dict[str, dict[str, str]] = {}
+        self.silences: dict[str, Silence] = {}
+        self.index = {r.name: i for i, r in enumerate(rules.rules)}
+        self._timed = [i for i, r in enumerate(rules.rules) if r.kind in ("silence", "offline")]
+        self._offline = [i for i, r in enumerate(rules.rules) if r.kind == "offline"]
+        self._routes: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[int, ...]] = {}
+        self.counts = {"readings": 0, "duplicates": 0, "late": 0, "events": 0}
+        self._out: list[AlertEvent] = []
+
+    # -- inputs --------------------------------------------------------------
+    def tick(self, now_ns: int) -> list[AlertEvent]:
+        """Advance the clock: silences, offline gateways, flap settling, repeats, late tracks."""
+        self.now = max(self.now, now_ns)
+        now = self.now
+        for ri in self._timed:
+            rule = self.rules.rules[ri]
+            for m in list(self.members[ri].values()):
+                start = m.last_seen if rule.kind == "silence" else m.down_since
+                if start is None or start < 0 or m.status == HELD:
+                    continue
+                due = start + rule.after_ns
+                if now >= due:
+                    self._apply(ri, m, due, (True, (due - start) / 1e9, 0), late=False)
+        for g in sorted(self.open, key=lambda g: (g.last_change, g.rule.name, g.key)):
+            self._sweep(g, now)
+        for sid in [s.id for s in self.silences.values() if s.until_ns <= now]:
+            del self.silences[sid]
+        return self._take()
+
+    def _sweep(self, g: Group, now: int) -> None:
+        flap, rule = g.rule.flap, g.rule
+        if g.late and now - g.last_arrival >= rule.late_after_ns:
+            # The backlog has drained: close the late episode where its readings ended,
+            # and forget its members so that the next backlog starts afresh.
+            ri = self.index[rule.name]
+            for key in [k for k, m in self.late_members[ri].items()
+                        if rule.group_key(m.tags) == g.key]:
+                del self.late_members[ri][key]
+            g.n_pending = g.n_held = 0
+            g.levels.clear()
+            g.last_input = Input.CLEAR
+            self._transition(g, Input.CLEAR, g.last_t, g.value)
+        elif g.state == State.FLAPPING and flap and now - g.last_change >= flap.quiet_ns:
+            inp = Input.SETTLE_HELD if g.last_input == Input.HOLD else Input.SETTLE_CLEAR
+            self._transition(g, inp, g.last_change + flap.quiet_ns, g.value)
+        elif g.state in REPEATS_IN and rule.repeat_ns and now - g.last_notified >= rule.repeat_ns:
+            # One reminder per tick even after a long pause, at the last due time.
+            g.last_notified += (now - g.last_notified) // rule.repeat_ns * rule.repeat_ns
+            self._emit(g, g.state, g.last_notified, g.value, notify=True, repeat=True)
+
+    def readings(self, points: Iterable[PointLike]) -> list[AlertEvent]:
+        for p in points:
+            self._reading(p)
+        return self._take()
+
+    def _admit(self, tags: Mapping[str, str], fields: Mapping[str, Any]) -> bool:
+        """False for a resend; learns where each gateway stands (for downlinks and offline)."""
+        gw = tags.get("gateway")
+        if not gw:
+            return True
+        seq, epoch = fields.get("seq"), fields.get("epoch")
+        if isinstance(seq, int) and epoch is not None and not self.dedupe.first_time(
+                gw, str(epoch), seq):
+            self.counts["duplicates"] += 1
+            return False
+        known = self.directory.get(gw)
+        if known is None or any(known.get(k) != tags.get(k) for k in LOCATION_TAGS):
+            self.directory[gw] = {k: tags[k] for k in LOCATION_TAGS if tags.get(k)}
+        return True
+
+    def _reading(self, p: PointLike) -> None:
+        tags, t, fields = p.tags, p.time_ns, p.fields
+        if not self._admit(tags, fields):
+            return
+        self.counts["readings"] += 1
+        gw = tags.get("gateway")
+        route = self._route(p.measurement, tags)
+        if not route:
+            return
+        series: Any = ((gw, tags["sensor"]) if gw and "sensor" in tags
+                       else tuple(sorted(tags.items())))
+        own_tags: dict[str, str] | None = None  # one copy, shared by the members it creates
+        late_seen = False
+        for ri in route:
+            rule = self.rules.rules[ri]
+            ops = KINDS[rule.kind]
+            v = 0.0
+            if ops.needs_field:
+                raw = fields.get(rule.field)
+                if raw is None or isinstance(raw, str):
+                    continue
+                v = float(raw)
+            key = rule.group_key(tags) if rule.pooled else series
+            m = self.members[ri].get(key)
+            if m is None:
+                own_tags = own_tags or dict(tags)
+                m = self.members[ri][key] = Member(rule, key, own_tags)
+            ops.absorb(rule, m, t, v)
+            if t >= m.last_t and self.now - t < rule.late_after_ns:
+                m.last_t = t
+                verdict = ops.judge(rule, m, t, v)
+                if verdict is not None:
+                    self._apply(ri, m, t, verdict, late=False)
+            else:
+                late_seen = True
+                if rule.late_report:
+                    self._late(ri, key, own_tags or dict(tags), t, v)
+        if late_seen:
+            self.counts["late"] += 1
+
+    def _route(self, measurement: str, tags: Mapping[str, str]) -> tuple[int, ...]:
+        """Indexes of the rules a reading of this measurement and tag set goes to (cached)."""
+        route_key = (measurement, tuple(tags.items()))
+        route = self._routes.get(route_key)
+        if route is None:
+            if len(self._routes) >= MAX_ROUTES:
+                self._routes.clear()
+            route = tuple(i for i, r in enumerate(self.rules.rules)
+                          if r.kind != "offline" and r.matches(measurement, tags))
+            self._routes[route_key] = route
+        return route
+
+    def _late(self, ri: int, key: Any, tags: dict[str, str], t: int, v: float) -> None:
+        """A late reading under a ``late: report`` rule: judged on the rule's late track."""
+        rule = self.rules.rules[ri]
+        ops = KINDS[rule.kind]
+        lm = self.late_members[ri].get(key)
+        if lm is None:
+            lm = self.late_members[ri][key] = Member(rule, key, tags)
+        ops.absorb(rule, lm, t, v)
+        if t < lm.last_t:
+            return
+        lm.last_t = t
+        verdict = ops.judge(rule, lm, t, v)
+        if verdict is not None:
+            self._apply(ri, lm, t, verdict, late=True)
+        g = self.late_groups[ri].get(rule.group_key(tags))
+        if g is not None:
+            g.last_arrival, g.last_t = self.now, t
+
+    def status(self, s: Status) -> list[AlertEvent]:
+        """A gateway went offline (last will) or came back online."""
+        tags = {**self.directory.get(s.gateway, {}), "gateway": s.gateway}
+        for ri in self._offline:
+            rule = self.rules.rules[ri]
+            if not rule.matches("", tags):
+                continue
+            key = (s.gateway,)
+            m = self.members[ri].get(key)
+            if m is None:
+                m = self.members[ri][key] = Member(rule, key, tags)
+            m.tags = tags
+            if s.online:
+                m.down_since = None
+                self._apply(ri, m, s.time_ns, (False, 0.0, 0), late=False)
+            elif m.down_since is None:
+                m.down_since = s.time_ns
+                if self.now >= s.time_ns + rule.after_ns:
+                    self._apply(ri, m, s.time_ns + rule.after_ns,
+                                (True, rule.after_ns / 1e9, 0), late=False)
+        return self._take()
+
+    def acknowledge(self, ack: Ack) -> list[AlertEvent]:
+        """Raises KeyError for an id that is not open, ValueError if it is not firing."""
+        g = self.by_id[ack.alert_id]
+        if g.state not in ACKABLE:
+            raise ValueError(f"alert {ack.alert_id} is {g.state.value}, not firing")
+        self._transition(g, Input.ACK, max(ack.time_ns, g.last_change), g.value)
+        return self._take()
+
+    def add_silence(self, silence: Silence) -> None:
+        self.silences[silence.id] = silence
+
+    def remove_silence(self, silence_id: str) -> bool:
+        return self.silences.pop(silence_id, None) is not None
+
+    # -- the member -> group -> lifecycle path -------------------------------
+    def _apply(self, ri: int, m: Member, t: int, verdict: Verdict, *, late: bool) -> None:
+        assert verdict is not None
+        raised, value, level = verdict
+        rule = self.rules.rules[ri]
+        old_status, old_level = m.status, m.level
+        new_status = hold(rule, m, t, raised)
+        m.value = value
+        if new_status == old_status and (new_status != HELD or level == old_level):
+            return
+        m.status, m.level = new_status, level
+        groups = self.late_groups[ri] if late else self.groups[ri]
+        gkey = rule.group_key(m.tags)
+        g = groups.get(gkey)
+        if g is None:
+            g = groups[gkey] = Group(rule, gkey, rule.scope(m.tags), late)
+        if old_status == PENDING:
+            g.n_pending -= 1
+        elif old_status == HELD:
+            g.n_held -= 1
+            g.levels[old_level] -= 1
+        if new_status == PENDING:
+            g.n_pending += 1
+        elif new_status == HELD:
+            g.n_held += 1
+            g.levels[level] = g.levels.get(level, 0) + 1
+        if late:
+            g.last_arrival, g.last_t = self.now, t
+        self._regroup(g, t, value)
+
+    def _regroup(self, g: Group, t: int, value: float) -> None:
+        inp = Input.HOLD if g.n_held else (Input.RAISE if g.n_pending else Input.CLEAR)
+        level = max((lv for lv, n in g.levels.items() if n), default=0) if g.n_held else g.level
+        if inp != g.last_input:
+            g.last_change = t
+            if inp == Input.HOLD:
+                g.holds.append(t)
+        g.last_input = inp
+        flap = g.rule.flap
+        if flap:
+            while g.holds and g.holds[0] <= t - flap.window_ns:
+                g.holds.popleft()
+        step_inp = inp
+        if inp == Input.HOLD:
+            if g.state in (State.FIRING, State.ACKED) and level != g.level:
+                step_inp = Input.LEVEL
+            elif flap and len(g.holds) >= flap.count:
+                step_inp = Input.HOLD_FLAPPING
+        if g.state in QUIET or inp == Input.HOLD:
+            g.level = level
+        self._transition(g, step_inp, t, value)
+
+    def _transition(self, g: Group, inp: Input, t: int, value: float) -> None:
+        new, notify = step(g.state, inp)
+        g.value = value
+        if new == g.state and not notify:
+            return
+        if g.state in QUIET and new not in QUIET:
+            g.alert_id = alert_id(g.rule.name, g.key, t, g.late)
+            g.started, g.seq = t, 0
+            self.by_id[g.alert_id] = g
+            self.open.add(g)
+        elif new in QUIET:
+            self.open.discard(g)
+            self.by_id.pop(g.alert_id, None)
+        if notify:
+            g.last_notified = t
+        self._emit(g, new, t, value, notify=notify, repeat=False)
+
+    def _emit(self, g: Group, new: State, t: int, value: float, *, notify: bool,
+              repeat: bool) -> None:
+        rule = g.rule
+        previous, g.state = g.state, new
+        g.seq += 1
+        severity = rule.bands[g.level][0] if rule.bands else rule.severity
+        members = g.n_held or g.n_pending
+        values = _Safe(g.scope, rule=rule.name, severity=severity, state=new.value, value=value,
+                       field=rule.field, members=members, level=severity, started=iso(g.started))
+        if rule.message:
+            message = rule.message.format_map(values)
+        else:
+            where = ", ".join(f"{k}={v}" for k, v in g.scope.items())
+            what = f"{rule.field} {value:g}" if rule.field else f"{value:g}"
+            message = f"{rule.name} {new.value}: {what} ({where})"
+        silenced = any(s.covers(rule.name, g.scope, t) for s in self.silences.values())
+        self.counts["events"] += 1
+        self._out.append(AlertEvent(
+            alert_id=g.alert_id, seq=g.seq, rule=rule.name, state=new.value,
+            previous=previous.value, severity=severity, time_ns=t, started_ns=g.started,
+            value=value, message=message, scope=dict(g.scope), notify=notify, late=g.late,
+            repeat=repeat, silenced=silenced, members=members,
+            display=rule.display.format_map(values) if rule.display else ""))
+
+    def _take(self) -> list[AlertEvent]:
+        out, self._out = self._out, []
+        return out
+
+    # -- views ---------------------------------------------------------------
+    def open_alerts(self) -> list[Group]:
+        return sorted(self.open, key=lambda g: (g.started, g.rule.name, g.key))
+
+    def gateways(self, match: Mapping[str, str]) -> list[str]:
+        """Known gateways whose location tags equal every item of match (for downlinks)."""
+        return sorted(gw for gw, tags in self.directory.items()
+                      if all(tags.get(k) == v or (k == "gateway" and gw == v)
+                             for k, v in match.items()))
