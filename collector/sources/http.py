@@ -1,0 +1,254 @@
+"""HTTP source: the uplink for sites without a broker, with the MQTT source's semantics.
+
+``POST {path_prefix}/v1/gateways/{gateway}/batches`` carries one batch (the
+same JSON as on MQTT). The response is the end-to-end ack, so it is sent only
+after InfluxDB accepted the write (DESIGN invariant 3):
+
+=====  ==========================================================================
+200    written: the body is the ack (``cityedge.uplink.encode_ack``); delete its seqs
+400    refused (bad JSON, unsupported version, gateway mismatch...): ``{"reason", "detail"}``
+401    missing or wrong bearer token; 403: this gateway may not send here
+413    body over ``max_body_bytes`` (or more readings than a batch may carry)
+503    not written within ``write_timeout``, too many batches waiting, or shutting
+       down; ``Retry-After`` says when to come back. The gateway resends (idempotent).
+=====  ==========================================================================
+
+``GET {path_prefix}/v1/health`` answers the counters as JSON (503 while shutting down).
+
+Nothing here outlives a request: a batch whose write is still pending when the
+request times out stays in the pipeline and lands anyway; the resend then
+writes the identical points again, or joins the pending write when it has the
+same (gateway, epoch, seqs). Waiting batches are bounded by ``max_pending``,
+the HTTP counterpart of the broker's ReceiveMaximum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from cityedge.uplink import SeqRanges, encode_ack
+from cityedge.uplink.payload import MAX_PAYLOAD_BYTES
+from collector.delivery import WritePipeline
+from collector.ingest import Accepted, Refused, ingest
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "v1"
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class HttpSourceConfig:
+    host: str = "127.0.0.1"
+    # 0 binds a free port (tests); HttpSource.port tells which.
+    port: int = field(default=8080, metadata={"min": 0, "max": 65535})
+    # Mount point behind a reverse proxy, e.g. "/cityedge"; "" serves at the root.
+    path_prefix: str = ""
+    max_body_bytes: int = field(
+        default=MAX_PAYLOAD_BYTES, metadata={"min": 1024, "max": 64 * 1024 * 1024}
+    )
+    # One token for every gateway ...
+    token: str | None = None
+    # ... and/or one per gateway id, which then only that gateway may use. With
+    # per-gateway tokens and no shared token, gateways not listed get 403.
+    tokens: dict[str, str] = field(default_factory=dict)
+    # Seconds a request waits for its write before answering 503 (keep it below
+    # the gateways' HTTP timeout, so they hear the 503 instead of timing out).
+    write_timeout: float = field(default=10.0, metadata={"min": 0.1, "max": 300.0})
+    # Retry-After on a 503, in seconds.
+    retry_after: int = field(default=5, metadata={"min": 1, "max": 3600})
+    # Distinct batches waiting for their write at once: bounds our memory while
+    # InfluxDB is slow or down.
+    max_pending: int = field(default=200, metadata={"min": 1, "max": 65535})
+
+    def __post_init__(self) -> None:
+        p = self.path_prefix
+        if p and (not p.startswith("/") or p.endswith("/") or "{" in p or "}" in p):
+            raise ValueError(
+                f"path_prefix: expected '' or '/name' without a trailing '/', got {p!r}"
+            )
+
+
+@dataclass
+class HttpSourceStats:
+    requests: int = 0
+    batches: int = 0  # acked with 200
+    readings: int = 0  # in acked batches
+    joined: int = 0  # resends that joined a write already pending
+    busy: int = 0  # 503: max_pending reached or shutting down
+    write_timeouts: int = 0  # 503: the write took longer than write_timeout
+
+
+def _reply(status: int, reason: str, detail: str, **headers: str) -> web.Response:
+    body = json.dumps({"reason": reason, "detail": detail}, ensure_ascii=False)
+    return web.Response(status=status, text=body, content_type=JSON, headers=headers)
+
+
+class HttpSource:
+    """An aiohttp server that turns each POSTed batch into a pipeline write and acks it."""
+
+    def __init__(self, config: HttpSourceConfig, pipeline: WritePipeline) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.stats = HttpSourceStats()
+        self.refused: Counter[str] = Counter()
+        self._writing: dict[tuple[str, str, SeqRanges], asyncio.Future[None]] = {}
+        self._closing = False
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self.app = web.Application(client_max_size=config.max_body_bytes)
+        prefix = config.path_prefix
+        self.app.router.add_post(f"{prefix}/{API_VERSION}/gateways/{{gateway}}/batches",
+                                 self._batches)
+        self.app.router.add_get(f"{prefix}/{API_VERSION}/health", self._health)
+
+    @property
+    def port(self) -> int:
+        """The bound port (config.port, or the one picked for port 0)."""
+        assert self._port is not None, "start() first"
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}{self.config.path_prefix}"
+
+    @property
+    def pending_batches(self) -> int:
+        return len(self._writing)
+
+    async def start(self) -> None:
+        # A request may outlive close() by at most its write_timeout.
+        self._runner = web.AppRunner(self.app, access_log=None,
+                                     shutdown_timeout=self.config.write_timeout + 1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.config.host, self.config.port).start()
+        self._port = int(self._runner.addresses[0][1])
+        log.info("http source listening on %s", self.url)
+
+    async def close(self) -> None:
+        """Stop listening, then answer the requests in progress (with the ack when their
+        write lands within write_timeout). Call it while the pipeline still runs."""
+        self._closing = True
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- handlers -------------------------------------------------------------
+    def _authorize(self, request: web.Request, gateway: str) -> web.Response | None:
+        c = self.config
+        if c.token is None and not c.tokens:
+            return None
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return self._deny(401, gateway, "missing bearer token")
+        expected = c.tokens.get(gateway, c.token)
+        if expected is None:
+            return self._deny(403, gateway, "this gateway has no token here")
+        if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+            return self._deny(401, gateway, "wrong token")
+        return None
+
+    def _deny(self, status: int, gateway: str, detail: str) -> web.Response:
+        reason = "unauthorized" if status == 401 else "forbidden"
+        self.refused[reason] += 1
+        log.warning("refused batch from %s: %s: %s", gateway, reason, detail)
+        headers = {"WWW-Authenticate": 'Bearer realm="cityedge"'} if status == 401 else {}
+        return _reply(status, reason, detail, **headers)
+
+    def _unavailable(self, reason: str, detail: str) -> web.Response:
+        return _reply(503, reason, detail, **{"Retry-After": str(self.config.retry_after)})
+
+    async def _batches(self, request: web.Request) -> web.Response:
+        self.stats.requests += 1
+        gateway = request.match_info["gateway"]
+        early = self._authorize(request, gateway)
+        if early is None and self._closing:
+            self.stats.busy += 1
+            early = self._unavailable("shutting_down", "this collector is stopping")
+        if early is not None:
+            return early
+        result = await self._accept(request, gateway)
+        if isinstance(result, web.Response):
+            return result
+        return await self._write_then_ack(result)
+
+    async def _accept(self, request: web.Request, gateway: str) -> Accepted | web.Response:
+        limit = self.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return self._refuse(gateway, "too_large", f"{request.content_length} bytes > {limit}")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._refuse(gateway, "too_large", f"body over {limit} bytes")
+        result = ingest(body, gateway)
+        if isinstance(result, Refused):
+            return self._refuse(gateway, result.reason, result.detail)
+        return result
+
+    async def _write_then_ack(self, accepted: Accepted) -> web.Response:
+        key = (accepted.gateway, accepted.ack.epoch, accepted.ack.seqs)
+        fut = self._writing.get(key)
+        if fut is not None:
+            self.stats.joined += 1
+        elif len(self._writing) >= self.config.max_pending:
+            self.stats.busy += 1
+            return self._unavailable(
+                "busy", f"{len(self._writing)} batches are waiting for the database"
+            )
+        else:
+            fut = self.pipeline.submit(accepted)
+            self._writing[key] = fut
+            fut.add_done_callback(functools.partial(self._forget, key))
+
+        # asyncio.wait never cancels fut: an unanswered write still lands.
+        done, _ = await asyncio.wait({fut}, timeout=self.config.write_timeout)
+        if not done or fut.cancelled() or fut.exception() is not None:
+            self.stats.write_timeouts += 1
+            return self._unavailable(
+                "write_timeout", f"not written within {self.config.write_timeout:g} s"
+            )
+        self.stats.batches += 1
+        self.stats.readings += accepted.readings
+        return web.Response(body=encode_ack(accepted.ack), content_type=JSON)
+
+    def _forget(self, key: tuple[str, str, SeqRanges], fut: asyncio.Future[None]) -> None:
+        if self._writing.get(key) is fut:
+            del self._writing[key]
+
+    def _refuse(self, gateway: str, reason: str, detail: str) -> web.Response:
+        self.refused[reason] += 1
+        log.warning("refused batch from %s: %s: %s", gateway, reason, detail)
+        return _reply(413 if reason == "too_large" else 400, reason, detail)
+
+    def health(self) -> dict[str, Any]:
+        p = self.pipeline.stats
+        return {
+            "status": "stopping" if self._closing else "ok",
+            **vars(self.stats),
+            "refused_batches": sum(self.refused.values()),
+            "refused": dict(self.refused),
+            "pending_batches": len(self._writing),
+            "pipeline": {
+                "batches": p.batches,
+                "readings": p.readings,
+                "writes": p.writes,
+                "write_retries": p.write_retries,
+                "dead_letters": p.dead_letters,
+                "rejected_points": p.rejected_points,
+                "pending_points": self.pipeline.pending_points,
+                "last_write_ms": round(p.last_write_s * 1000, 3),
+                "last_error": p.last_error,
+            },
+        }
+
+    async def _health(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.health(), status=503 if self._closing else 200)

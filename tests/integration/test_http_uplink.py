@@ -1,0 +1,187 @@
+"""The HTTP uplink across process boundaries: a collector killed with SIGKILL mid-way,
+and (once the agent and collector are wired for it) the whole path over HTTP.
+
+The uplink semantics shared with MQTT are in test_uplinks.py; this file holds
+what only a real process can show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from collector.config import CollectorConfig
+from edge_agent.config import UplinkConfig
+from edge_agent.decoding import load_profiles
+from edge_agent.outbox import Outbox
+from edge_agent.transports.http import HttpTransport, HttpUplinkConfig
+from simulators.device import SimulatedDevice
+from simulators.services import InfluxDB, free_port, spawn
+from tests.helpers import Proc, rows, wait_for, write_yaml
+from tests.integration.test_uplinks import Gateway, assert_exactly_once, fill, landed, run
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The collector's HTTP half as its own process: HttpSource + WritePipeline + InfluxV1Writer.
+COLLECTOR = """
+import asyncio, sys
+from collector.delivery import WritePipeline
+from collector.sources.http import HttpSource, HttpSourceConfig
+from collector.writers.influxdb_v1 import InfluxV1Config, InfluxV1Writer
+
+async def main(port, url, db):
+    writer = InfluxV1Writer(InfluxV1Config(url=url, database=db))
+    await writer.start()
+    pipeline = WritePipeline(writer, linger=0.01)
+    source = HttpSource(HttpSourceConfig(port=port, write_timeout=1.0, retry_after=1), pipeline)
+    await source.start()
+    await pipeline.run()
+
+asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3]))
+"""
+
+
+class CollectorProcess:
+    def __init__(self, port: int, influx_url: str, db: str, log: Path) -> None:
+        self.port, self.args, self.log = port, [str(port), influx_url, db], log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> CollectorProcess:
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.proc = spawn([sys.executable, "-c", COLLECTOR, *self.args], self.log, cwd=ROOT,
+                          env=env)
+        wait_for(self.healthy, 15, "the collector process to listen")
+        return self
+
+    def healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"collector exited: {self.log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/health",
+                                        timeout=0.5) as resp:
+                return bool(json.loads(resp.read())["status"] == "ok")
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def test_a_collector_process_killed_midway_loses_nothing_and_duplicates_nothing(
+    influxdb: InfluxDB, tmp_path: Path, unique_name: str
+) -> None:
+    n, gw, db, port = 4000, "gw-http-kill", unique_name, free_port()
+    log = tmp_path / "collector.log"
+    collector = CollectorProcess(port, influxdb.url, db, log).start()
+
+    async def main() -> None:
+        outbox = Outbox(tmp_path / "outbox.sqlite")
+        fill(outbox, n)
+        transport = HttpTransport(HttpUplinkConfig(url=f"http://127.0.0.1:{port}", timeout=3),
+                                  gw, max_in_flight=4)
+        await transport.start()
+        gateway = Gateway(gw, outbox, transport, batch_size=40, ack_timeout=2.0)
+        task = asyncio.create_task(gateway.run())
+        try:
+            for round_ in range(2):  # kill it twice, at a quarter and at a half
+                target = n * (round_ + 1) // 4
+                while gateway.deleted < target:
+                    assert not task.done(), task
+                    await asyncio.sleep(0.01)
+                await asyncio.to_thread(collector.kill)
+                assert gateway.deleted < n, "drained before the kill: make n larger"
+                await asyncio.sleep(1.0)
+                assert not transport.ready() or transport.stats.failures > 0
+                await asyncio.to_thread(collector.start)
+            while gateway.waiting():
+                assert not task.done(), task
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await transport.close()
+        assert gateway.deleted == n
+        assert transport.stats.failures > 0
+        assert gateway.sent > n // 40  # some batches went twice
+        assert_exactly_once(await landed(influxdb.url, db, gw), outbox.epoch, n)
+        outbox.close()
+
+    try:
+        run(main(), timeout=120)
+    finally:
+        collector.kill()
+
+
+# -- the real agent and collector, once they are wired for HTTP -------------------------------
+def _wired() -> bool:
+    agent = {f.name for f in dataclasses.fields(UplinkConfig)}
+    collector = {f.name for f in dataclasses.fields(CollectorConfig)}
+    return "http" in agent and "http" in collector
+
+
+@pytest.mark.skipif(not _wired(), reason="UplinkConfig.http / CollectorConfig.http not wired yet")
+def test_agent_and_collector_processes_over_http(
+    tmp_path: Path, influxdb: InfluxDB, unique_name: str
+) -> None:
+    profile = load_profiles(ROOT / "firmware_profiles")["pms5003"]
+    device = SimulatedDevice(profile, link=tmp_path / "dev" / "pm-1", interval=0.02, seed=11)
+    port, token = free_port(), "s3cret-gw-http"
+    collector_cfg = write_yaml(tmp_path / "collector.yaml", {
+        "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": unique_name},
+        "mqtt": None,  # a site without a broker
+        "http": {"host": "127.0.0.1", "port": port, "tokens": {"gw-http": token},
+                 "write_timeout": 2},
+        "batching": {"linger": 0.02},
+    })
+    agent_cfg = write_yaml(tmp_path / "agent.yaml", {
+        "gateway": {"id": "gw-http", "site": {"district": "서초구", "site": "양재동",
+                                              "kind": "dust_zone"}},
+        "sensors": [{"id": "pm-1", "port": device.path, "profile": "pms5003"}],
+        "outbox": {"path": str(tmp_path / "outbox.sqlite"), "commit_window": 0.2},
+        "uplink": {"kind": "http",
+                   "http": {"url": f"http://127.0.0.1:{port}", "token": token, "timeout": 5},
+                   "batch_size": 7, "ack_timeout": 6},
+        "health_interval": 3600,
+    })
+    collector = Proc(["collector.cli", "run", "--config", str(collector_cfg)],
+                     tmp_path / "collector.log").start()
+    agent = Proc(["edge_agent.cli", "run", "--config", str(agent_cfg)],
+                 tmp_path / "agent.log").start()
+    try:
+        count = 60
+        wait_for(lambda: "opened" in agent.output(), 15, "the agent to open the port")
+        device.start(count=count)
+        device.wait(30)
+
+        def landed_count() -> int:
+            got = rows(influxdb, unique_name,
+                       "SELECT count(pm2_5_ugm3) FROM particulate WHERE gateway='gw-http'")
+            return int(got[0]["count"]) if got else 0
+
+        wait_for(lambda: landed_count() >= count, 30, f"{count} readings in InfluxDB")
+        points = rows(influxdb, unique_name, "SELECT * FROM particulate WHERE gateway='gw-http'")
+        assert len(points) == count
+        assert len({p["seq"] for p in points}) == count
+        assert points[0]["district"] == "서초구"
+    finally:
+        device.close()
+        agent_rc = agent.stop()
+        collector_rc = collector.stop()
+    assert agent_rc == 0, agent.output()[-3000:]
+    assert collector_rc == 0, collector.output()[-3000:]
