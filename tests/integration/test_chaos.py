@@ -16,6 +16,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,11 +152,22 @@ class Chaos:
                               self.tmp / "collector.log").start()
 
     def run_round(self) -> None:
-        plan = [self.kill_agent, self.kill_collector, self.restart_mosquitto, self.influx_outage,
-                self.cut_uplink, self.kill_agent, self.kill_collector, self.kill_agent]
-        self.rng.shuffle(plan)
-        for fault in plan:
-            time.sleep(self.rng.uniform(1.5, 5.0))
+        # While InfluxDB is down, batches exist only in the collector's memory
+        # and the broker's session. Restarting the broker and then killing the
+        # collector leaves the gateways' outboxes as the only copy: what the
+        # promise rests on (a broker restart alone is covered by the collector's
+        # memory, a collector kill alone by the broker's session).
+        self.influx_outage()
+        during: list[Callable[[], None]] = [self.restart_mosquitto, self.kill_collector]
+        during.insert(self.rng.randrange(3), self.kill_agent)
+        for fault in during:
+            time.sleep(self.rng.uniform(1.0, 4.0))
+            fault()
+        after = [self.kill_agent, self.kill_collector, self.restart_mosquitto, self.cut_uplink,
+                 self.kill_agent]
+        self.rng.shuffle(after)
+        for fault in after:
+            time.sleep(self.rng.uniform(1.5, 4.0))
             fault()
         if self.influx_back is not None:
             self.influx_back.join()
