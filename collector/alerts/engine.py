@@ -338,7 +338,7 @@ class Engine:
         if rule.message:
             message = rule.message.format_map(values)
         else:
-            where = ", ".join(f"{k}={v}" for k, v in g.scope.items())
+            where = ", ".join(f"{k}={g.scope[k]}" for k in rule.scope_tags if k in g.scope)
             what = f"{rule.field} {value:g}" if rule.field else f"{value:g}"
             message = f"{rule.name} {new.value}: {what} ({where})"
         silenced = any(s.covers(rule.name, g.scope, t) for s in self.silences.values())

@@ -53,5 +53,5 @@ def test_parse_hours(text: str, minutes: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("text", ["6 to 22", "06-25", "06:61-07", "08-08"])
 def test_bad_hours(text: str) -> None:
-    with pytest.raises(ValueError, match="hours|window"):
+    with pytest.raises(ValueError, match=r"hours|window"):
         parse_hours(text)
