@@ -1,55 +1,113 @@
 """Build frames from a firmware profile: the decoder's inverse, for simulators and tests.
 
-``encode_frame(profile, values)`` writes the start marker, the length field, each
-field (unset fields are 0), the checksum and the end marker, then byte-stuffs the
-body if the profile says so. Because it reads only the profile, a simulator for
-any sensor model is the profile plus a source of values.
+``encode_frame(profile, values)`` writes the start marker, the length field, the
+kind's match bytes, each field (unset fields are 0), the end marker and the
+checksum, then byte-stuffs the body if the profile says so. Text kinds become
+one line: ``0R2,Ta=23.6C,Ua=14.2P`` and the like. Because it reads only the
+profile, a simulator for any sensor model is the profile plus a source of values.
 
 The encoder does not enforce ``valid`` ranges: a simulator must be able to send
-the out-of-range frames the decoder is supposed to reject.
+the out-of-range frames the decoder is supposed to reject. ``quantize`` gives
+the value a field can carry (what the decoder will read back), so a simulator
+can log exactly what it sent.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
+from decimal import Decimal
 
-from edge_agent.decoding import LocalProtocolError, Profile
-from edge_agent.decoding.profile import resolve
+from edge_agent.decoding import FieldSpec, FrameSpec, LocalProtocolError, Profile, seal
 
-__all__ = ["encode_frame"]
+__all__ = ["encode_frame", "frame_spec", "quantize"]
+
+
+def frame_spec(profile: Profile, frame: str | None = None) -> FrameSpec:
+    """The named frame kind, or the profile's first reading kind."""
+    if frame is None:
+        readings = profile.reading_frames
+        if not readings:
+            raise LocalProtocolError(f"{profile.model} has no reading frames")
+        return readings[0]
+    try:
+        return profile.frame(frame)
+    except KeyError:
+        raise LocalProtocolError(f"{profile.model} has no frame kind {frame!r}") from None
+
+
+def quantize(spec: FieldSpec, value: float) -> int | float | bool:
+    """``value`` as the field carries it: what decoding the encoded frame gives back."""
+    if spec.type.is_bool:
+        return bool(value)
+    if spec.is_text:
+        if spec.decimals is None:
+            return float(value)
+        return float(f"{value:.{spec.decimals}f}")
+    raw = spec.to_raw(value)
+    if spec.type.is_float:
+        raw = struct.unpack(">f", struct.pack(">f", raw))[0]
+        return raw * spec.scale
+    if isinstance(spec.scale, int):
+        return int(raw) * spec.scale
+    return float(Decimal(int(raw)) * Decimal(repr(spec.scale)))
+
+
+def _format(spec: FieldSpec, value: float) -> str:
+    text = f"{value:.{spec.decimals}f}" if spec.decimals is not None else repr(float(value))
+    return text + spec.suffix
 
 
 def encode_frame(
-    profile: Profile, values: Mapping[str, float], *, length: int | None = None
+    profile: Profile,
+    values: Mapping[str, float],
+    *,
+    length: int | None = None,
+    frame: str | None = None,
 ) -> bytes:
     """One frame as the sensor would send it.
 
     Args:
         profile: the sensor model's profile.
         values: field name to value in the field's unit; missing fields are 0.
-        length: total (unstuffed) frame length, for profiles with a length field;
-            defaults to the profile's ``min_length``.
+        length: total (unstuffed) frame length, for kinds without a fixed one;
+            defaults to the kind's length (or template's, or the profile's
+            ``min_length``).
+        frame: the frame kind's name; by default the first reading kind.
 
     Raises:
         LocalProtocolError: an unknown field name, a length the profile does not
             allow, or a value the field's type cannot hold after scaling.
     """
+    kind = frame_spec(profile, frame)
     framing = profile.framing
-    unknown = set(values) - {spec.name for spec in profile.fields}
+    if framing is None:
+        raise LocalProtocolError(f"{profile.model} is {profile.protocol}: see simulators.modbus")
+    unknown = set(values) - {spec.name for spec in kind.fields}
     if unknown:
         raise LocalProtocolError(f"{profile.model} has no field(s) {', '.join(sorted(unknown))}")
-    total = framing.min_length if length is None else length
-    if not framing.min_length <= total <= framing.max_length:
+    if kind.format != "binary":
+        return _encode_text(profile, kind, values)
+    total = length or kind.length or (len(kind.template) if kind.template else framing.min_length)
+    allowed = (
+        {kind.length} if kind.length is not None else set(range(framing.min_length,
+                                                              framing.max_length + 1))
+    )
+    if total not in allowed or not framing.accepts(total):
+        low, high = (kind.length, kind.length) if kind.length else (
+            framing.min_length, framing.max_length)
         raise LocalProtocolError(
-            f"{profile.model} frames are {framing.min_length}..{framing.max_length} bytes,"
-            f" not {total}"
+            f"{profile.model} {kind.name} frames are {low}..{high} bytes, not {total}"
         )
-    frame = bytearray(total)
-    frame[: len(framing.start)] = framing.start
+    data = bytearray(kind.template if kind.template and len(kind.template) == total else total)
+    data[: len(framing.start)] = framing.start
     if framing.length_field is not None:
         lf = framing.length_field
-        frame[lf.offset : lf.offset + lf.type.size] = lf.type.pack(total - lf.add)
-    for spec in profile.fields:
+        data[lf.offset : lf.offset + lf.type.size] = lf.type.pack(total - lf.add)
+    if kind.match is not None:
+        offset, match = kind.match
+        data[offset : offset + len(match)] = match
+    for spec in kind.fields:
         try:
             raw = spec.to_raw(values.get(spec.name, 0))
         except (TypeError, ValueError, ArithmeticError) as exc:
@@ -59,13 +117,29 @@ def encode_frame(
                 f"{spec.name} = {values.get(spec.name)} is {raw} raw, outside"
                 f" {spec.type.name} ({spec.type.min}..{spec.type.max})"
             )
-        frame[spec.offset : spec.offset + spec.type.size] = spec.type.pack(raw)
+        data[spec.offset : spec.offset + spec.type.size] = spec.type.pack(raw)
     if framing.end:
-        frame[total - len(framing.end) :] = framing.end
-    checksum = profile.checksum
-    stored = resolve(checksum.offset, total)
-    frame[stored : stored + checksum.type.size] = checksum.type.pack(checksum.compute(bytes(frame)))
-    if framing.escape is None:
-        return bytes(frame)
-    head, tail = len(framing.start), total - len(framing.end)
-    return bytes(frame[:head]) + framing.escape.stuff(bytes(frame[head:tail])) + bytes(frame[tail:])
+        data[total - len(framing.end) :] = framing.end
+    return seal(framing, profile.checksum, bytes(data))
+
+
+def _encode_text(profile: Profile, kind: FrameSpec, values: Mapping[str, float]) -> bytes:
+    assert profile.framing is not None
+    head = profile.framing.start
+    if kind.match is not None and kind.match[0] >= len(head):
+        raise LocalProtocolError(f"{kind.name}: text kinds match on their start marker only")
+    if kind.format == "key_value":
+        items = [
+            f"{spec.key}{kind.assign}{_format(spec, values.get(spec.name, 0))}"
+            for spec in kind.fields
+        ]
+    else:
+        columns = max(spec.column or 0 for spec in kind.fields) + 1
+        cells = [""] * columns
+        for spec in kind.fields:
+            cells[spec.column or 0] = _format(spec, values.get(spec.name, 0))
+        items = cells
+    line = head + kind.separator.join(items).encode("latin-1") + profile.framing.end
+    if len(line) > profile.framing.max_length:
+        raise LocalProtocolError(f"{len(line)}-byte line, longer than max_length")
+    return line

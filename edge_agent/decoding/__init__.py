@@ -2,12 +2,12 @@
 
 The public face of the package; the modules behind it are small and named for
 their job (``events``, ``errors``, ``profile``, ``loader``, ``checksums``,
-``decoder``). Nothing here opens a port, reads a clock or starts a thread.
+``decoder``, ``wire``). Nothing here opens a port, reads a clock or starts a thread.
 
     profile = load_profile("firmware_profiles/pms5003.yaml")
     decoder = FrameDecoder(profile)
     decoder.receive_data(chunk)          # b"" at the end of the stream
-    for event in decoder.events():       # Decoded | Rejected | Skipped
+    for event in decoder.events():       # Decoded | Reply | Rejected | Skipped
         ...
 """
 
@@ -21,26 +21,38 @@ from edge_agent.decoding.events import (
     Event,
     Reason,
     Rejected,
+    Reply,
     Signal,
     Skipped,
 )
 from edge_agent.decoding.loader import load_profile, load_profiles, parse_profile
 from edge_agent.decoding.profile import (
+    COMMAND_ROLES,
     MAX_FRAME_BYTES,
     UNITS,
     VALUE_TYPES,
     ChecksumSpec,
+    Command,
+    CommandParam,
+    Commands,
     Escape,
     FieldSpec,
+    FrameSpec,
     Framing,
     LengthField,
+    ModbusMap,
+    ModbusRead,
+    Mode,
+    Polling,
     Profile,
     SerialSettings,
     ValueType,
 )
+from edge_agent.decoding.wire import seal, unseal
 
 __all__ = [
     "CHECKSUMS",
+    "COMMAND_ROLES",
     "END_OF_STREAM",
     "MAX_FRAME_BYTES",
     "NEED_DATA",
@@ -48,6 +60,9 @@ __all__ = [
     "VALUE_TYPES",
     "ChecksumAlgorithm",
     "ChecksumSpec",
+    "Command",
+    "CommandParam",
+    "Commands",
     "Decoded",
     "DecoderStats",
     "DecodingError",
@@ -55,13 +70,19 @@ __all__ = [
     "Event",
     "FieldSpec",
     "FrameDecoder",
+    "FrameSpec",
     "Framing",
     "LengthField",
     "LocalProtocolError",
+    "ModbusMap",
+    "ModbusRead",
+    "Mode",
+    "Polling",
     "Profile",
     "ProfileError",
     "Reason",
     "Rejected",
+    "Reply",
     "SerialSettings",
     "Signal",
     "Skipped",
@@ -69,4 +90,6 @@ __all__ = [
     "load_profile",
     "load_profiles",
     "parse_profile",
+    "seal",
+    "unseal",
 ]

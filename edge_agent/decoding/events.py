@@ -1,7 +1,7 @@
 """What the frame decoder says about the bytes it was fed.
 
 Every byte of the stream ends up in exactly one place: inside the ``raw`` of a
-``Decoded``, inside a ``Skipped`` count, or as the first byte of a ``Rejected``
+``Decoded`` or a ``Reply``, inside a ``Skipped`` count, or as the first byte of a ``Rejected``
 (a rejected frame consumes only its first byte, because the decoder resyncs from
 the byte after it, so a good frame hidden in the rejected bytes is still found).
 Offsets are absolute: bytes since the decoder was created.
@@ -21,6 +21,7 @@ __all__ = [
     "Event",
     "Reason",
     "Rejected",
+    "Reply",
     "Signal",
     "Skipped",
 ]
@@ -57,10 +58,20 @@ class Reason(enum.StrEnum):
     """The frame is intact but a field lies outside the profile's ``valid`` range."""
     TRUNCATED = "truncated"
     """The stream ended in the middle of the frame."""
+    UNKNOWN_FRAME = "unknown_frame"
+    """The frame is intact but matches none of the profile's frame kinds."""
+    BAD_VALUE = "bad_value"
+    """A text frame lacks a field, or a field's text is not a number in the expected unit."""
+    MODBUS_EXCEPTION = "modbus_exception"
+    """A Modbus slave answered with an exception response (illegal address, busy, ...)."""
+    UNEXPECTED_REPLY = "unexpected_reply"
+    """An intact reply that answers no request we made (other slave, function or size)."""
+    WRONG_DEVICE = "wrong_device"
+    """An identity register (model code) says the device is not this profile's model."""
 
 
 class Event:
-    """Base class of the three things a decoder can report."""
+    """Base class of the four things a decoder can report."""
 
     __slots__ = ()
     offset: int  # every event says where in the stream it begins
@@ -71,15 +82,53 @@ class Decoded(Event):
     """A frame that passed every check.
 
     Attributes:
-        measurement: the InfluxDB measurement named by the profile.
+        measurement: the InfluxDB measurement of ``fields``.
         fields: field name (unit as suffix) to scaled value, in profile order.
         offset: absolute stream offset of the frame's first byte.
         raw: the frame exactly as received (still byte-stuffed, if the profile stuffs).
+        frame: the profile's name for this kind of frame (``data`` by default).
+        more: (measurement, fields) for values the profile sends to other
+            measurements (a PM sensor that also reports temperature).
     """
 
     measurement: str
     fields: dict[str, int | float]
     offset: int
+    raw: bytes
+    frame: str = "data"
+    more: tuple[tuple[str, dict[str, int | float]], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.offset < 0:
+            raise LocalProtocolError(f"offset must be >= 0, got {self.offset}")
+
+    @property
+    def readings(self) -> tuple[tuple[str, dict[str, int | float]], ...]:
+        """Every (measurement, fields) this frame holds."""
+        return ((self.measurement, self.fields), *self.more)
+
+    @property
+    def all_fields(self) -> dict[str, int | float]:
+        merged = dict(self.fields)
+        for _, fields in self.more:
+            merged.update(fields)
+        return merged
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Event):
+    """An intact frame that is not a reading: a device's answer to a command.
+
+    Attributes:
+        offset: absolute stream offset of the frame's first byte.
+        frame: the profile's name for this kind of frame.
+        fields: the values it carries (command echoed, state, ...), not stored.
+        raw: the frame exactly as received.
+    """
+
+    offset: int
+    frame: str
+    fields: dict[str, int | float]
     raw: bytes
 
     def __post_init__(self) -> None:

@@ -1,11 +1,16 @@
 """What a firmware profile says, as frozen values.
 
 A profile (``firmware_profiles/<model>.yaml``, read by ``loader.py``) describes
-one sensor model's serial settings, framing, checksum and fields. The decoder
-and the encoder interpret it; neither names a model. The tables here are the
-vocabulary a profile may use: ``VALUE_TYPES`` (how a number is laid out in a
-frame) and ``UNITS`` (which unit a field may carry, and the name suffix that
-unit demands, so that every InfluxDB field name says its unit).
+one sensor model: serial settings, how its frames are cut (``Framing``) and
+checked (``ChecksumSpec``), the kinds of frame it sends (``FrameSpec``: readings
+and replies, each with its ``FieldSpec`` list), the commands a gateway sends it
+(``Commands``), how it is polled (``Polling``) and, for Modbus RTU slaves, the
+register map (``ModbusMap``). The decoder, the poller and the simulator
+interpret it; none of them names a model.
+
+The tables here are the vocabulary a profile may use: ``VALUE_TYPES`` (how a
+number is laid out in a frame) and ``UNITS`` (which unit a field may carry, and
+the name suffix that unit demands, so every InfluxDB field name says its unit).
 """
 
 from __future__ import annotations
@@ -20,14 +25,23 @@ from types import MappingProxyType
 from edge_agent.decoding.checksums import ChecksumAlgorithm
 
 __all__ = [
+    "COMMAND_ROLES",
     "MAX_FRAME_BYTES",
     "UNITS",
     "VALUE_TYPES",
     "ChecksumSpec",
+    "Command",
+    "CommandParam",
+    "Commands",
     "Escape",
     "FieldSpec",
+    "FrameSpec",
     "Framing",
     "LengthField",
+    "ModbusMap",
+    "ModbusRead",
+    "Mode",
+    "Polling",
     "Profile",
     "SerialSettings",
     "ValueType",
@@ -43,14 +57,35 @@ __all__ = [
 # plus one read, so this constant also bounds its memory.
 MAX_FRAME_BYTES = 1024
 
+# What a command does to a device; the poller sends them and the simulator obeys
+# them by these names, so a profile can only use these (see docs/profiles.md).
+COMMAND_ROLES: Mapping[str, str] = MappingProxyType(
+    {
+        "wake": "leave sleep; readings restart after the warm-up",
+        "sleep": "fan and laser off until wake",
+        "active": "send readings on the device's own schedule",
+        "passive": "send a reading only when queried",
+        "query": "ask for one reading now",
+        "start": "start measuring (devices that idle until told)",
+        "stop": "stop measuring",
+        "period": "set the device's own working period (a parameter)",
+        "identify": "a harmless command every unit answers (used by probe)",
+    }
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ValueType:
-    """How one number is laid out in a frame: ``u16be`` and friends."""
+    """How one number is laid out in a frame: ``u16be`` and friends.
+
+    ``order`` permutes the bytes before unpacking: the Modbus word-swapped
+    ("CDAB") 32-bit types send the low 16-bit word first, each word big-endian.
+    """
 
     name: str
     format: str
     is_float: bool
+    order: tuple[int, ...] | None = None
     size: int = field(init=False)
     min: float = field(init=False)
     max: float = field(init=False)
@@ -61,6 +96,8 @@ class ValueType:
         if self.is_float:
             high = struct.unpack(">f", b"\x7f\x7f\xff\xff")[0]  # largest finite float32
             low = -high
+        elif self.format[-1] == "?":
+            low, high = 0, 1
         elif self.format[-1].islower():  # struct: lower case letters are signed
             low, high = -(2 ** (8 * size - 1)), 2 ** (8 * size - 1) - 1
         else:
@@ -68,13 +105,28 @@ class ValueType:
         object.__setattr__(self, "min", low)
         object.__setattr__(self, "max", high)
 
+    @property
+    def is_bool(self) -> bool:
+        return self.format[-1] == "?"
+
     def unpack(self, data: bytes, offset: int) -> int | float:
+        if self.order is not None:
+            data = bytes(data[offset + i] for i in self.order)
+            offset = 0
         value: int | float = struct.unpack_from(self.format, data, offset)[0]
         return value
 
     def pack(self, value: int | float) -> bytes:
-        return struct.pack(self.format, value)
+        data = struct.pack(self.format, value)
+        if self.order is None:
+            return data
+        out = bytearray(self.size)
+        for position, source in enumerate(self.order):
+            out[source] = data[position]
+        return bytes(out)
 
+
+_CDAB = (2, 3, 0, 1)
 
 VALUE_TYPES: Mapping[str, ValueType] = MappingProxyType(
     {
@@ -92,12 +144,17 @@ VALUE_TYPES: Mapping[str, ValueType] = MappingProxyType(
             ValueType("s32le", "<i", is_float=False),
             ValueType("float32be", ">f", is_float=True),
             ValueType("float32le", "<f", is_float=True),
+            ValueType("u32cdab", ">I", is_float=False, order=_CDAB),
+            ValueType("s32cdab", ">i", is_float=False, order=_CDAB),
+            ValueType("float32cdab", ">f", is_float=True, order=_CDAB),
+            ValueType("bool", ">?", is_float=False),
         )
     }
 )
 
 # Unit (as written in a profile) -> the suffix a field name carrying it must end with.
-# "1" is dimensionless (status codes, flags) and imposes no suffix.
+# "1" is dimensionless (status codes, flags) and imposes no suffix. Relative
+# humidity is stored as humidity_pct (the schema's name), so %RH takes "_pct".
 UNITS: Mapping[str, str] = MappingProxyType(
     {
         "ug/m3": "_ugm3",
@@ -106,7 +163,7 @@ UNITS: Mapping[str, str] = MappingProxyType(
         "1/cm3": "_per_cm3",
         "um": "_um",
         "degC": "_c",
-        "%RH": "_pct_rh",
+        "%RH": "_pct",
         "%": "_pct",
         "hPa": "_hpa",
         "ppm": "_ppm",
@@ -171,8 +228,10 @@ class Escape:
 class Framing:
     """Where a frame starts, how long it is and how it ends.
 
-    Exactly one of ``length`` (fixed size) and ``length_field`` is set. With a
-    fixed size, ``min_length == max_length == length``.
+    At most one of ``length`` (fixed size) and ``length_field`` is set; with
+    neither, the frame is *delimited*: it ends at the first ``end`` marker (text
+    lines). ``lengths`` is the set of total lengths the frame kinds declare, when
+    every kind declares one: any other length is ``bad_length`` at once.
     """
 
     start: bytes
@@ -182,6 +241,11 @@ class Framing:
     min_length: int
     max_length: int
     escape: Escape | None
+    lengths: frozenset[int] | None = None
+
+    @property
+    def delimited(self) -> bool:
+        return self.length is None and self.length_field is None
 
     @property
     def max_raw_length(self) -> int:
@@ -190,6 +254,11 @@ class Framing:
             return self.max_length
         markers = len(self.start) + len(self.end)
         return markers + 2 * (self.max_length - markers)
+
+    def accepts(self, total: int) -> bool:
+        if self.lengths is not None:
+            return total in self.lengths
+        return self.min_length <= total <= self.max_length
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +283,14 @@ class ChecksumSpec:
 
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
-    """One reading in a frame: value = raw * ``scale``, valid if within ``valid`` (inclusive)."""
+    """One value in a frame: value = raw * ``scale``, valid if within ``valid`` (inclusive).
+
+    Binary frames place a field at ``offset`` with a ``type``; text frames find
+    it by ``key`` (key=value lines) or ``column`` (CSV lines), with an optional
+    unit ``suffix`` after the number and ``decimals`` the device prints. Modbus
+    fields sit at ``address`` in a register ``table``. ``measurement`` is where
+    the value is stored (the frame's or the profile's unless the field says).
+    """
 
     name: str
     offset: int
@@ -222,25 +298,51 @@ class FieldSpec:
     scale: int | float
     unit: str
     valid: tuple[float, float] | None
+    measurement: str = ""
+    key: str | None = None
+    column: int | None = None
+    suffix: str = ""
+    decimals: int | None = None
+    table: str | None = None
+    address: int | None = None
     _scale: Decimal = field(init=False, repr=False, compare=False)
+    _divisor: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Decimal keeps "1236 * 0.1" at 123.6 instead of 123.60000000000001, so
-        # the value stored is the one a person reads off the datasheet.
+        # the value stored is the one a person reads off the datasheet. When the
+        # scale is 1/n for a whole n, raw / n is the same correctly rounded
+        # number and much faster, so the decoder uses that.
         object.__setattr__(self, "_scale", Decimal(repr(self.scale)))
+        divisor = 0
+        if isinstance(self.scale, float) and 0 < abs(self.scale) < 1:
+            inverse = Decimal(1) / self._scale
+            if inverse == inverse.to_integral_value():
+                divisor = int(inverse)
+        object.__setattr__(self, "_divisor", divisor)
 
-    def decode(self, frame: bytes) -> int | float:
-        raw = self.type.unpack(frame, self.offset)
+    @property
+    def is_text(self) -> bool:
+        return self.key is not None or self.column is not None
+
+    def scaled(self, raw: int | float) -> int | float:
         if isinstance(raw, float):
             return raw * self.scale
-        if isinstance(self.scale, int):
-            return raw * self.scale
+        if isinstance(raw, bool) or isinstance(self.scale, int):
+            return raw if self.scale == 1 else raw * self.scale
+        if self._divisor:
+            return raw / self._divisor
         return float(raw * self._scale)
+
+    def decode(self, frame: bytes) -> int | float:
+        return self.scaled(self.type.unpack(frame, self.offset))
 
     def to_raw(self, value: float) -> int | float:
         """The number to store so that ``decode`` gives back ``value`` (rounded for integers)."""
         if self.type.is_float:
             return value / self.scale
+        if self.type.is_bool:
+            return bool(value)
         return round(Decimal(repr(value)) / self._scale)
 
     def check(self, value: int | float) -> str | None:
@@ -253,6 +355,140 @@ class FieldSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class FrameSpec:
+    """One kind of frame a device sends: a reading, or a reply to a command.
+
+    Attributes:
+        name: how commands and events refer to it (``data`` when a profile has
+            a single top-level ``fields`` list).
+        kind: ``reading`` (its fields are stored) or ``reply`` (an answer to a
+            command, reported as a ``Reply`` event).
+        match: (offset, bytes) that identify this kind in an intact frame.
+        length: the total (unstuffed) length of this kind, if fixed.
+        format: ``binary``, ``key_value`` or ``csv``.
+        fields: the values it carries.
+        template: bytes the encoder starts from (reserved words, device ids).
+        separator / assign: text formats: between items, and between key and value.
+    """
+
+    name: str
+    kind: str
+    match: tuple[int, bytes] | None
+    length: int | None
+    format: str
+    fields: tuple[FieldSpec, ...]
+    template: bytes | None = None
+    separator: str = ","
+    assign: str = "="
+
+    @property
+    def is_reading(self) -> bool:
+        return self.kind == "reading"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandParam:
+    """A value the gateway writes into a command (and the device echoes in its reply)."""
+
+    name: str
+    offset: int
+    type: ValueType
+    valid: tuple[int, int]
+    default: int
+    reply_offset: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Bytes the gateway sends for one role, and what the device answers.
+
+    ``send`` and ``reply`` are wire bytes (stuffed, checksummed) exactly as the
+    vendor's document gives them. ``reply_frame`` names a frame kind instead,
+    when the answer carries live values (a query). ``empty`` is what a device
+    answers to a query when it has no new reading.
+    """
+
+    role: str
+    send: bytes
+    reply: bytes | None = None
+    reply_frame: str | None = None
+    empty: bytes | None = None
+    param: CommandParam | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.reply is not None or self.reply_frame is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Commands:
+    """How the device reads what it is sent, and the commands by role."""
+
+    framing: Framing
+    checksum: ChecksumSpec | None
+    by_role: Mapping[str, Command]
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    """One way to run a device: commands at start, commands each poll, and how often."""
+
+    name: str
+    start: tuple[str, ...]
+    poll: tuple[str, ...]
+    interval: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Polling:
+    """The polling schedule and the warm-up after a wake.
+
+    Attributes:
+        modes: by name; ``default`` is used unless a sensor's config says.
+        reply_timeout: seconds to wait for an answered command's reply.
+        warmup_readings: readings discarded after a wake or start, at least.
+        warmup_s: seconds after a wake or start during which readings are discarded.
+        power_up: the device's state after power-up (``active``, ``passive``,
+            ``idle`` = awake but not measuring, ``asleep``), for the simulator.
+    """
+
+    modes: Mapping[str, Mode]
+    default: str
+    reply_timeout: float = 1.0
+    warmup_readings: int = 0
+    warmup_s: float = 0.0
+    power_up: str = "active"
+
+
+STREAMING = Polling(
+    modes=MappingProxyType({"active": Mode("active", (), (), None)}), default="active"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusRead:
+    """One read request per poll: ``count`` registers or bits of ``table`` from ``address``."""
+
+    function: int
+    table: str
+    address: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusMap:
+    """A Modbus RTU slave's register map: what to read each poll, and who it must be.
+
+    ``identity`` holds (table, address, type, value): a register (e.g. a model
+    code) whose value tells this device from another at the same address.
+    """
+
+    slave: int
+    reads: tuple[ModbusRead, ...]
+    identity: tuple[tuple[str, int, ValueType, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
     """A sensor model's whole wire description, as loaded from its YAML file."""
 
@@ -261,7 +497,36 @@ class Profile:
     datasheet: str
     measurement: str
     serial: SerialSettings
-    framing: Framing
-    checksum: ChecksumSpec
-    fields: tuple[FieldSpec, ...]
+    framing: Framing | None
+    checksum: ChecksumSpec | None
+    frames: tuple[FrameSpec, ...]
     source: str = ""
+    protocol: str = "frames"
+    commands: Commands | None = None
+    polling: Polling = STREAMING
+    modbus: ModbusMap | None = None
+
+    @property
+    def reading_frames(self) -> tuple[FrameSpec, ...]:
+        return tuple(frame for frame in self.frames if frame.is_reading)
+
+    @property
+    def fields(self) -> tuple[FieldSpec, ...]:
+        """The fields of the first reading frame kind (the only one, for most models)."""
+        readings = self.reading_frames
+        return readings[0].fields if readings else ()
+
+    def frame(self, name: str) -> FrameSpec:
+        for frame in self.frames:
+            if frame.name == name:
+                return frame
+        raise KeyError(name)
+
+    @property
+    def measurements(self) -> tuple[str, ...]:
+        """Every measurement this profile's readings go to, in order of first use."""
+        seen: dict[str, None] = {}
+        for frame in self.reading_frames:
+            for spec in frame.fields:
+                seen[spec.measurement or self.measurement] = None
+        return tuple(seen)

@@ -1,0 +1,471 @@
+"""Loader, part 1: framing, checksum, frame kinds and their fields, and the byte layout.
+
+Every check raises ``ProfileError`` through ``At`` with file:line, key path and
+what was expected. The layout check makes sure no two things claim one byte of
+a frame, at every length a frame kind can have.
+"""
+
+from __future__ import annotations
+
+import re
+
+from edge_agent.decoding._nodes import At
+from edge_agent.decoding.checksums import CHECKSUMS
+from edge_agent.decoding.profile import (
+    MAX_FRAME_BYTES,
+    UNITS,
+    VALUE_TYPES,
+    ChecksumSpec,
+    Escape,
+    FieldSpec,
+    FrameSpec,
+    Framing,
+    LengthField,
+    resolve,
+)
+
+NAME = re.compile(r"[a-z][a-z0-9_]*")
+INTEGER_TYPES = {name: t for name, t in VALUE_TYPES.items() if not t.is_float and not t.is_bool}
+UNSIGNED_TYPES = {name: t for name, t in INTEGER_TYPES.items() if t.min == 0}
+FORMATS = ("binary", "key_value", "csv")
+KINDS = ("reading", "reply")
+
+FRAMING_KEYS = {
+    "start": 'the start marker as a quoted hex string, e.g. "42 4D"',
+    "start_text": 'the start marker as text, e.g. "0R2,"',
+    "end": 'the end marker as a quoted hex string, e.g. "AB"',
+    "end_text": 'the end marker as text, e.g. "\\r\\n"',
+    "length": "the fixed frame length in bytes",
+    "length_field": "a mapping: offset, type, add",
+    "min_length": "the shortest total frame length accepted",
+    "max_length": "the longest total frame length accepted",
+    "escape": "a mapping: byte, xor, escaped",
+}
+_LENGTH_FIELD_KEYS = {
+    "offset": "the byte offset of the length field",
+    "type": "an unsigned integer type",
+    "add": "the constant added to the field's value to give the total frame length",
+}
+_ESCAPE_KEYS = {
+    "byte": 'the escape byte as a quoted hex string, e.g. "7D"',
+    "xor": 'the value escaped bytes are XORed with, e.g. "20"',
+    "escaped": 'the bytes that must be escaped, e.g. "7E 7D 11 13"',
+}
+CHECKSUM_KEYS = {
+    "algorithm": f"one of {', '.join(CHECKSUMS)}",
+    "start": "the first covered byte offset (negative counts from the frame end)",
+    "end": "the offset just past the last covered byte (negative counts from the end)",
+    "offset": "where the checksum is stored (negative counts from the end)",
+    "type": "an unsigned integer type as wide as the algorithm's result",
+}
+_UNIT = f"one of {', '.join(UNITS)}"
+FIELD_KEYS = {
+    "name": "a lower_snake_case name ending in its unit's suffix",
+    "offset": "the byte offset in the (unstuffed) frame",
+    "type": f"one of {', '.join(VALUE_TYPES)}",
+    "scale": "a non-zero multiplier from raw value to unit (default 1)",
+    "unit": _UNIT,
+    "valid": "[min, max], inclusive, in the field's unit",
+    "measurement": "the InfluxDB measurement for this field (default: the frame's)",
+}
+TEXT_FIELD_KEYS = {
+    "name": FIELD_KEYS["name"],
+    "key": "the key before the assign sign in key=value text, e.g. Ta",
+    "column": "the 0-based column in a CSV line",
+    "suffix": "the unit text the device prints right after the number, e.g. C",
+    "decimals": "the digits the device prints after the decimal point",
+    "scale": FIELD_KEYS["scale"],
+    "unit": _UNIT,
+    "valid": FIELD_KEYS["valid"],
+    "measurement": FIELD_KEYS["measurement"],
+}
+FRAME_KEYS = {
+    "name": "a lower_snake_case name for this kind of frame",
+    "kind": f"one of {', '.join(KINDS)}",
+    "match": "a mapping: offset and bytes (or text) that identify this kind",
+    "length": "this kind's total frame length in bytes",
+    "format": f"one of {', '.join(FORMATS)}",
+    "measurement": "the InfluxDB measurement for this kind's fields",
+    "template": "hex bytes the simulator starts a frame from (reserved bytes, ids)",
+    "separator": "text formats: what separates items, e.g. ','",
+    "assign": "key_value format: what separates key and value, e.g. '='",
+    "fields": "a list of fields",
+}
+_MATCH_KEYS = {
+    "offset": "the byte offset of the identifying bytes",
+    "bytes": 'the identifying bytes as a quoted hex string, e.g. "C0"',
+    "text": "the identifying bytes as text",
+}
+
+
+def _marker(keys: dict[str, At], name: str) -> bytes:
+    hex_at, text_at = keys.get(name), keys.get(f"{name}_text")
+    if hex_at is not None and text_at is not None:
+        raise text_at.error(f"expected either {name} or {name}_text, not both")
+    if hex_at is not None:
+        return hex_at.hex_bytes(f"the {name} marker")
+    if text_at is not None:
+        return text_at.text(f"the {name} marker as text").encode("latin-1")
+    return b""
+
+
+def framing(at: At) -> Framing:
+    """The framing mapping; min/max lengths are settled later by ``settle_lengths``."""
+    keys = at.keys(FRAMING_KEYS, required=())
+    start = _marker(keys, "start")
+    if not start:
+        raise at.missing("start", FRAMING_KEYS["start"])
+    end = _marker(keys, "end")
+    length = length_field = None
+    if "length" in keys and "length_field" in keys:
+        raise at.error("expected exactly one of length (fixed size) or length_field")
+    low, high = 0, 0
+    if "length" in keys:
+        length = keys["length"].integer(f"a frame length 1..{MAX_FRAME_BYTES}", 1, MAX_FRAME_BYTES)
+        for key in ("min_length", "max_length"):
+            if key in keys:
+                raise keys[key].error("not allowed with a fixed length; the length implies it")
+        low = high = length
+    else:
+        if "length_field" in keys:
+            lf = keys["length_field"].keys(_LENGTH_FIELD_KEYS, required=_LENGTH_FIELD_KEYS)
+            length_field = LengthField(
+                offset=lf["offset"].integer("a byte offset >= 0", 0),
+                type=lf["type"].choice(UNSIGNED_TYPES, f"one of {', '.join(UNSIGNED_TYPES)}"),
+                add=lf["add"].integer("an integer"),
+            )
+        elif not end:
+            raise at.error(
+                "expected one of length (fixed size), length_field, or an end marker"
+                " (frames that end at it)"
+            )
+        if "max_length" in keys:
+            high = keys["max_length"].integer(f"a length 1..{MAX_FRAME_BYTES}", 1, MAX_FRAME_BYTES)
+        if "min_length" in keys:
+            limit = high or MAX_FRAME_BYTES
+            low = keys["min_length"].integer(f"a length 1..{limit} (max_length)", 1, limit)
+    escape = _escape(keys["escape"], start, end) if "escape" in keys else None
+    if escape is not None and length is None and length_field is None:
+        raise keys["escape"].error("not allowed on frames that end at their end marker")
+    return Framing(start, end, length, length_field, low, high, escape)
+
+
+def _escape(at: At, start: bytes, end: bytes) -> Escape:
+    keys = at.keys(_ESCAPE_KEYS, required=_ESCAPE_KEYS)
+    byte = keys["byte"].hex_bytes("one escape byte")
+    xor = keys["xor"].hex_bytes("one xor byte")
+    escaped = frozenset(keys["escaped"].hex_bytes("the escaped bytes"))
+    if len(byte) != 1 or len(xor) != 1 or xor == b"\x00":
+        raise at.error("expected byte and xor to be one byte each, xor non-zero")
+    must = {byte[0], start[0], *end[:1]}
+    if not must <= escaped or any(b ^ xor[0] in escaped for b in escaped):
+        raise keys["escaped"].expected(
+            "bytes that include the escape byte and the markers' first bytes, none of"
+            " which XORs into another escaped byte"
+        )
+    return Escape(byte[0], xor[0], escaped)
+
+
+def checksum(at: At) -> ChecksumSpec:
+    keys = at.keys(CHECKSUM_KEYS, required=CHECKSUM_KEYS)
+    algorithm = keys["algorithm"].choice(CHECKSUMS)
+    wanted = {n: t for n, t in UNSIGNED_TYPES.items() if t.size == algorithm.size}
+    return ChecksumSpec(
+        algorithm=algorithm,
+        start=keys["start"].integer("a byte offset"),
+        end=keys["end"].integer("a byte offset"),
+        offset=keys["offset"].integer("a byte offset"),
+        type=keys["type"].choice(wanted, f"one of {', '.join(wanted)} ({algorithm.name} width)"),
+    )
+
+
+def _common_field(keys: dict[str, At]) -> tuple[str, str, int | float, tuple[float, float] | None]:
+    """name, unit, scale and valid range: the keys every kind of field shares."""
+    name = keys["name"].text("a lower_snake_case name", NAME)
+    unit = keys["unit"].choice({u: u for u in UNITS}, FIELD_KEYS["unit"])
+    if not name.endswith(UNITS[unit]):
+        raise keys["name"].expected(
+            f"a name ending in {UNITS[unit]!r} for unit {keys['unit'].value()}"
+        )
+    scale = keys["scale"].number("a non-zero number") if "scale" in keys else 1
+    if scale == 0:
+        raise keys["scale"].expected("a non-zero number")
+    valid = None
+    if "valid" in keys:
+        bounds = keys["valid"].items("[min, max]")
+        if len(bounds) != 2:
+            raise keys["valid"].expected("[min, max]: two numbers")
+        low, high = (bound.number("a number") for bound in bounds)
+        if low > high:
+            raise keys["valid"].expected("[min, max] with min <= max")
+        valid = (low, high)
+    return name, unit, scale, valid
+
+
+def binary_field(at: At, measurement: str) -> FieldSpec:
+    keys = at.keys(FIELD_KEYS, required=("name", "offset", "type", "unit"))
+    name, unit, scale, valid = _common_field(keys)
+    return FieldSpec(
+        name=name,
+        offset=keys["offset"].integer("a byte offset >= 0", 0),
+        type=keys["type"].choice(VALUE_TYPES, FIELD_KEYS["type"]),
+        scale=scale,
+        unit=unit,
+        valid=valid,
+        measurement=_measurement(keys, measurement),
+    )
+
+
+def text_field(at: At, measurement: str, frame_format: str) -> FieldSpec:
+    keys = at.keys(TEXT_FIELD_KEYS, required=("name", "unit"))
+    name, unit, scale, valid = _common_field(keys)
+    wanted = "key" if frame_format == "key_value" else "column"
+    other = "column" if wanted == "key" else "key"
+    if other in keys:
+        raise keys[other].error(f"not allowed in {frame_format} frames; give {wanted}")
+    if wanted not in keys:
+        raise at.missing(wanted, TEXT_FIELD_KEYS[wanted])
+    decimals = keys["decimals"].integer("0..6 digits", 0, 6) if "decimals" in keys else None
+    return FieldSpec(
+        name=name,
+        offset=0,
+        type=VALUE_TYPES["float32be"],
+        scale=scale,
+        unit=unit,
+        valid=valid,
+        measurement=_measurement(keys, measurement),
+        key=keys["key"].text("a key") if "key" in keys else None,
+        column=keys["column"].integer("a column >= 0", 0) if "column" in keys else None,
+        suffix=keys["suffix"].text("the unit text") if "suffix" in keys else "",
+        decimals=decimals,
+    )
+
+
+def _measurement(keys: dict[str, At], default: str) -> str:
+    if "measurement" in keys:
+        return keys["measurement"].text("a lower_snake_case measurement name", NAME)
+    return default
+
+
+def check_names(items: list[At], names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for item, name in zip(items, names, strict=True):
+        if name in seen:
+            raise item.keys(FRAME_KEYS | FIELD_KEYS | TEXT_FIELD_KEYS, ())["name"].expected(
+                f"a name not used by another {what}"
+            )
+        seen.add(name)
+
+
+def fields_list(at: At, measurement: str, frame_format: str) -> tuple[FieldSpec, ...]:
+    items = at.items("a non-empty list of fields")
+    if frame_format == "binary":
+        specs = tuple(binary_field(item, measurement) for item in items)
+    else:
+        specs = tuple(text_field(item, measurement, frame_format) for item in items)
+    check_names(items, [spec.name for spec in specs], "field")
+    return specs
+
+
+def frame_kinds(at: At, measurement: str) -> tuple[FrameSpec, ...]:
+    items = at.items("a non-empty list of frame kinds")
+    frames = []
+    for index, item in enumerate(items):
+        keys = item.keys(FRAME_KEYS, required=("name",))
+        name = keys["name"].text("a lower_snake_case name", NAME)
+        kind = keys["kind"].choice({k: k for k in KINDS}) if "kind" in keys else "reading"
+        frame_format = (
+            keys["format"].choice({f: f for f in FORMATS}) if "format" in keys else "binary"
+        )
+        own = _measurement(keys, measurement)
+        fields: tuple[FieldSpec, ...] = ()
+        if "fields" in keys:
+            fields = fields_list(keys["fields"], own, frame_format)
+        elif kind == "reading":
+            raise item.missing("fields", "the values a reading carries")
+        match = None
+        if "match" in keys:
+            m = keys["match"].keys(_MATCH_KEYS, required=("offset",))
+            if ("bytes" in m) == ("text" in m):
+                raise keys["match"].error("expected exactly one of bytes or text")
+            data = (
+                m["bytes"].hex_bytes("the identifying bytes")
+                if "bytes" in m
+                else m["text"].text("the identifying text").encode("latin-1")
+            )
+            match = (m["offset"].integer("a byte offset >= 0", 0), data)
+        elif index < len(items) - 1 and "length" not in keys:
+            raise keys["name"].error(
+                "a frame kind without match or length takes every frame, so it must be the last"
+            )
+        frames.append(
+            FrameSpec(
+                name=name,
+                kind=kind,
+                match=match,
+                length=(
+                    keys["length"].integer(f"a length 1..{MAX_FRAME_BYTES}", 1, MAX_FRAME_BYTES)
+                    if "length" in keys
+                    else None
+                ),
+                format=frame_format,
+                fields=fields,
+                template=keys["template"].hex_bytes("the template") if "template" in keys else None,
+                separator=keys["separator"].text("a separator") if "separator" in keys else ",",
+                assign=keys["assign"].text("an assign sign") if "assign" in keys else "=",
+            )
+        )
+    check_names(items, [frame.name for frame in frames], "frame kind")
+    return tuple(frames)
+
+
+_Region = tuple[str, int, int, At]  # what, first byte, one past the last byte, where declared
+
+
+def settle_lengths(
+    framing_at: At, framing: Framing, frames: tuple[FrameSpec, ...], frames_at: list[At]
+) -> Framing:
+    """Fill in min/max lengths and the set of lengths from the frame kinds."""
+    low, high = framing.min_length, framing.max_length
+    declared = [frame.length for frame in frames]
+    lengths = None
+    if framing.length is not None:
+        for frame, at in zip(frames, frames_at, strict=True):
+            if frame.length is not None and frame.length != framing.length:
+                raise at.keys(FRAME_KEYS, ())["length"].expected(
+                    f"{framing.length} (the fixed framing length) or no length"
+                )
+    elif all(length is not None for length in declared):
+        lengths = frozenset(length for length in declared if length is not None)
+        low, high = low or min(lengths), high or max(lengths)
+    if not high:
+        raise framing_at.missing(
+            "max_length", f"{FRAMING_KEYS['max_length']}, with a length field or an end marker"
+        )
+    for frame, at in zip(frames, frames_at, strict=True):
+        if frame.length is not None and not low <= frame.length <= high:
+            raise at.keys(FRAME_KEYS, ())["length"].expected(
+                f"a length within min_length..max_length ({low}..{high})"
+            )
+    return Framing(
+        framing.start, framing.end, framing.length, framing.length_field, low, high,
+        framing.escape, lengths,
+    )
+
+
+def check_layout(
+    framing_at: At,
+    framing: Framing,
+    checksum_spec: ChecksumSpec | None,
+    checksum_at: At | None,
+    *,
+    frames: tuple[FrameSpec, ...],
+    frame_ats: list[At],
+    fields_path: str,
+) -> Framing:
+    """Check that no two things claim one byte, for each frame kind at each of its lengths.
+
+    Head items (start marker, length field, fields) sit at fixed offsets and tail
+    items (negative offsets, the end marker) move with the length, so a layout
+    that fits at both bounds fits at every length in between. ``fields_path`` is
+    ``fields`` (one frame kind) or ``frames`` (several), for error messages.
+    """
+    framing_keys = framing_at.keys(FRAMING_KEYS, ())
+    ats = {f"framing.{key.removesuffix('_text')}": at for key, at in framing_keys.items()}
+    if checksum_at is not None:
+        ats.update({f"checksum.{k}": at for k, at in checksum_at.keys(CHECKSUM_KEYS, ()).items()})
+    low, high = framing.min_length, framing.max_length
+    for frame, frame_at in zip(frames, frame_ats, strict=True):
+        if frame.format != "binary":
+            continue
+        field_items = _field_items(frame_at, fields_path) if frame.fields else []
+        for index, item in enumerate(field_items):
+            ats[f"fields[{index}]"] = item.keys(FIELD_KEYS, ())["offset"]
+        described = frame.match is not None or frame.template is not None
+        frame_keys = frame_at.keys(FRAME_KEYS, ()) if fields_path == "frames" and described else {}
+        if "match" in frame_keys:
+            ats["match"] = frame_keys["match"]
+        if frame.length is not None:
+            bounds: tuple[int, ...] = (frame.length,)
+        elif low == 0:  # a length field without min_length: the shortest length the layout allows
+            first = next(
+                (n for n in range(1, high + 1)
+                 if not _layout_problem(n, framing, checksum_spec, frame, ats)),
+                high,
+            )
+            low = first
+            bounds = (low, high)
+        else:
+            bounds = (low, high)
+        for length in bounds:
+            problem = _layout_problem(length, framing, checksum_spec, frame, ats)
+            if problem is not None:
+                raise problem[0].error(problem[1])
+        if frame.template is not None and len(frame.template) not in bounds:
+            raise frame_keys["template"].expected(
+                f"{' or '.join(map(str, sorted(set(bounds))))} bytes (the frame's length)"
+            )
+    return Framing(
+        framing.start, framing.end, framing.length, framing.length_field, low, high,
+        framing.escape, framing.lengths,
+    )
+
+
+def _field_items(frame_at: At, fields_path: str) -> list[At]:
+    if fields_path == "fields":
+        return frame_at.items("fields")
+    keys = frame_at.keys(FRAME_KEYS, ())
+    return keys["fields"].items("fields") if "fields" in keys else []
+
+
+def _layout_problem(
+    length: int,
+    framing: Framing,
+    checksum_spec: ChecksumSpec | None,
+    frame: FrameSpec,
+    ats: dict[str, At],
+) -> tuple[At, str] | None:
+    """What is wrong with a frame of ``length`` bytes under this layout, if anything."""
+    regions: list[_Region] = [("start marker", 0, len(framing.start), ats["framing.start"])]
+    if framing.length_field is not None:
+        lf = framing.length_field
+        at = ats["framing.length_field"]
+        regions.append(("length field", lf.offset, lf.offset + lf.type.size, at))
+        if not 0 <= length - lf.add <= lf.type.max:
+            return at, (
+                f"expected add to give a length value {lf.type.name} can hold; a {length}-byte"
+                f" frame would need {length - lf.add}"
+            )
+    stored = 0
+    if checksum_spec is not None:
+        stored = resolve(checksum_spec.offset, length)
+        regions.append(
+            ("checksum", stored, stored + checksum_spec.type.size, ats["checksum.offset"])
+        )
+    if framing.end:
+        regions.append(("end marker", length - len(framing.end), length, ats["framing.end"]))
+    for index, spec in enumerate(frame.fields):
+        end = spec.offset + spec.type.size
+        regions.append((f"field {spec.name}", spec.offset, end, ats[f"fields[{index}]"]))
+    for number, (what, first, stop, at) in enumerate(regions):
+        if first < 0 or stop > length:
+            return at, f"expected {what} (bytes {first}..{stop - 1}) inside a {length}-byte frame"
+        for other, other_first, other_stop, _ in regions[:number]:
+            both_fields = what.startswith("field") and other.startswith("field")
+            if first < other_stop and other_first < stop and not both_fields:
+                return at, (
+                    f"expected {what} (bytes {first}..{stop - 1}) not to overlap {other}"
+                    f" (bytes {other_first}..{other_stop - 1}) in a {length}-byte frame"
+                )
+    if frame.match is not None and frame.match[0] + len(frame.match[1]) > length:
+        return ats["match"], f"expected the match bytes inside a {length}-byte frame"
+    if checksum_spec is not None:
+        first = resolve(checksum_spec.start, length)
+        stop = resolve(checksum_spec.end, length)
+        size = checksum_spec.type.size
+        if not 0 <= first < stop <= length or (first < stored + size and stored < stop):
+            return ats["checksum.start"], (
+                f"expected a covered range inside a {length}-byte frame that leaves out the"
+                f" stored checksum (bytes {stored}..{stored + size - 1}), got [{first}, {stop})"
+            )
+    return None
