@@ -1,0 +1,115 @@
+"""Delivering alert events to one notifier: a bounded queue, retries with backoff, counted drops.
+
+The runner owns this so that every plugin gets the same guarantees: events
+reach a notifier in order; Retryable failures back off exponentially with
+full jitter (from retry_min to retry_max), Throttled ones wait as told;
+Rejected events and events out of attempts are handed to ``on_give_up``
+(the runner dead-letters them to InfluxDB with the reason); a full queue
+drops its oldest event, counted, because the newest state matters most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from collector.alerts.config import RouteConfig
+from collector.alerts.errors import Rejected, Retryable, Throttled
+from collector.alerts.events import AlertEvent
+from collector.notifiers import Notifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeliveryStats:
+    queued: int = 0
+    delivered: int = 0
+    retries: int = 0
+    dropped_full: int = 0
+    gave_up: int = 0
+    rejected: int = 0
+    last_error: str = ""
+
+
+class Delivery:
+    def __init__(self, name: str, notifier: Notifier, route: RouteConfig, *, queue_size: int,
+                 max_attempts: int, retry_min: float, retry_max: float,
+                 on_give_up: Callable[[str, AlertEvent, str, str], None]) -> None:
+        self.name, self.notifier, self.route = name, notifier, route
+        self.queue: deque[AlertEvent] = deque()
+        self.queue_size = queue_size
+        self.max_attempts = max_attempts
+        self.retry_min, self.retry_max = retry_min, retry_max
+        self.on_give_up = on_give_up
+        self.stats = DeliveryStats()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def offer(self, event: AlertEvent) -> None:
+        if len(self.queue) >= self.queue_size:
+            dropped = self.queue.popleft()
+            self.stats.dropped_full += 1
+            log.warning("%s: queue full (%d), dropped %s %s", self.name, self.queue_size,
+                        dropped.rule, dropped.event_id)
+        self.queue.append(event)
+        self.stats.queued += 1
+        self._idle.clear()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            if not self.queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._deliver(self.queue[0])
+            self.queue.popleft()
+
+    async def _deliver(self, event: AlertEvent) -> None:
+        delay = self.retry_min
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await self.notifier.send(event)
+            except Rejected as exc:
+                self.stats.rejected += 1
+                self.stats.last_error = str(exc)
+                log.error("%s rejected %s: %s", self.name, event.event_id, exc)
+                self.on_give_up(self.name, event, "notify_rejected", str(exc))
+                return
+            except Throttled as exc:
+                wait = exc.retry_after
+                self.stats.last_error = str(exc)
+            except Retryable as exc:
+                wait = random.uniform(0, delay)  # full jitter
+                delay = min(delay * 2, self.retry_max)
+                self.stats.last_error = str(exc)
+            except Exception as exc:  # a plugin bug must not kill delivery
+                log.exception("%s: unexpected error sending %s", self.name, event.event_id)
+                wait = random.uniform(0, delay)
+                delay = min(delay * 2, self.retry_max)
+                self.stats.last_error = repr(exc)
+            else:
+                self.stats.delivered += 1
+                return
+            if attempt < self.max_attempts:
+                self.stats.retries += 1
+                await asyncio.sleep(wait)
+        self.stats.gave_up += 1
+        reason = f"gave up after {self.max_attempts} attempts: {self.stats.last_error}"
+        log.error("%s: %s for %s", self.name, reason, event.event_id)
+        self.on_give_up(self.name, event, "notify_gave_up", reason)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until the queue is empty; False if it was not within timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,290 @@
+"""The collector's alert runner: feeds the engine, keeps its state, delivers and records events.
+
+The collector only calls ``feed(points, now_ns)`` after each successful write
+(and ``on_status`` for gateway status); the runner does everything else: a
+clock tick loop, the notifiers' queues and retries (delivery.py), the
+``alerts`` points handed back to the collector's writer, the state files
+(store.py) and the command spool of ``edge-collector alerts ack|silence``.
+With ``lease: true`` only the process holding the lease file evaluates and
+notifies; the others stand by and take over when it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from collector.alerts.config import LoadedAlerts
+from collector.alerts.delivery import Delivery
+from collector.alerts.engine import Engine
+from collector.alerts.errors import UsageError
+from collector.alerts.events import Ack, AlertEvent, Silence, Status
+from collector.alerts.lease import FileLease
+from collector.alerts.mqtt_feed import BrokerConfig, MqttFeed
+from collector.alerts.points import alert_point
+from collector.alerts.snapshot import dump_alerts, dump_stats, restore
+from collector.alerts.store import StateStore
+from collector.lineprotocol import Point
+from collector.notifiers import NotifierContext
+from collector.notifiers.webhook.payload import body
+
+log = logging.getLogger(__name__)
+
+WritePoints = Callable[[Sequence[Point]], Awaitable[None]]
+DEADLETTER_MEASUREMENT = "cityedge_deadletter"
+# Alert points waiting for the writer; past this the oldest are dropped, counted.
+MAX_PENDING_POINTS = 100_000
+# How soon after a lifecycle change the state file is rewritten.
+SAVE_DELAY_S = 1.0
+
+
+@dataclass
+class RunnerStats:
+    events: int = 0
+    notified: int = 0
+    standby_points: int = 0
+    points_dropped: int = 0
+    points_written: int = 0
+    write_errors: int = 0
+    commands: int = 0
+    saves: int = 0
+
+
+class AlertRunner:
+    def __init__(self, loaded: LoadedAlerts, *, write_points: WritePoints | None = None,
+                 mqtt: BrokerConfig | None = None, holder: str = "collector",
+                 clock: Callable[[], int] = time.time_ns, topic_prefix: str = "cityedge/v1"
+                 ) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.write_points = write_points
+        self.clock = clock
+        self.topic_prefix = mqtt.topic_prefix if mqtt is not None else topic_prefix
+        self.engine = Engine(loaded.rules)
+        self.store = StateStore(loaded.state_dir)
+        self.lease = (FileLease(self.store.dir / "alerts.lease", holder) if self.config.lease
+                      else None)
+        c = self.config
+        self.deliveries = [
+            Delivery(name, notifier, route, queue_size=c.queue_size, max_attempts=c.max_attempts,
+                     retry_min=c.retry_min, retry_max=c.retry_max, on_give_up=self._dead_letter)
+            for name, route, notifier in loaded.notifiers]
+        self.feed_source = (MqttFeed(mqtt, self, status=c.status, observe_uplinks=c.observe_uplinks,
+                                     clock=clock) if mqtt is not None and (c.status or
+                                                                          c.observe_uplinks)
+                            else None)
+        self.stats = RunnerStats()
+        self._points: deque[Point] = deque()
+        self._points_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dirty_since: float | None = None
+        self._last_save = 0.0
+        self.started = False
+
+    @property
+    def leader(self) -> bool:
+        return self.lease is None or self.lease.held
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        if self.lease is None or self.lease.try_acquire():
+            self._restore()
+        else:
+            log.info("alerts: standing by; the lease is held by %s", self.lease.holder_text())
+        context = NotifierContext(gateways=self._gateways, topic_prefix=self.topic_prefix,
+                                  log=log)
+        for d in self.deliveries:
+            await d.notifier.start(context)
+            self._tasks.append(asyncio.create_task(d.run(), name=f"notify-{d.name}"))
+        self._tasks.append(asyncio.create_task(self._tick_loop(), name="alerts-tick"))
+        self._tasks.append(asyncio.create_task(self._write_loop(), name="alerts-points"))
+        if self.feed_source is not None:
+            await self.feed_source.start()
+            self._tasks.append(asyncio.create_task(self.feed_source.run(), name="alerts-mqtt"))
+        self.started = True
+
+    def _gateways(self, match: Mapping[str, str]) -> list[str]:
+        return self.engine.gateways(match)  # the engine is replaced on a lease takeover
+
+    def _restore(self) -> None:
+        self.engine = Engine(self.loaded.rules)
+        try:
+            alerts, stats = self.store.load()
+            for warning in restore(self.engine, alerts, stats):
+                log.warning("alerts: %s", warning)
+        except (UsageError, ValueError, KeyError, TypeError) as exc:
+            # A state file we cannot read must not keep the collector down.
+            log.error("alerts: starting without saved state: %s", exc)
+            self.engine = Engine(self.loaded.rules)
+        log.info("alerts: evaluating %d rules, %d open alerts", len(self.loaded.rules),
+                 len(self.engine.open))
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop ticking, save state, give queued notifications up to timeout, close plugins."""
+        if self.feed_source is not None:
+            await self.feed_source.close()
+        for t in self._tasks:
+            if t.get_name() in ("alerts-tick", "alerts-mqtt"):
+                t.cancel()
+        if self.leader:
+            await self.save()
+        drained = await asyncio.gather(*(d.drain(timeout) for d in self.deliveries))
+        if not all(drained):
+            log.warning("alerts: notifications still queued at shutdown: %s",
+                        {d.name: len(d.queue) for d in self.deliveries if d.queue})
+        await self._flush_points()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for d in self.deliveries:
+            with contextlib.suppress(Exception):
+                await d.notifier.close()
+        if self.lease is not None:
+            self.lease.release()
+
+    # -- inputs from the collector ------------------------------------------------
+    def feed(self, points: Sequence[Point], now_ns: int) -> None:
+        """Readings InfluxDB has accepted; cheap and synchronous."""
+        if not self.leader:
+            self.stats.standby_points += len(points)
+            return
+        self._dispatch(self.engine.tick(now_ns) + self.engine.readings(points))
+
+    def on_status(self, gateway: str, state: str, now_ns: int) -> None:
+        if self.leader:
+            self._dispatch(self.engine.tick(now_ns) +
+                           self.engine.status(Status(gateway, state == "online", now_ns)))
+
+    def tick(self, now_ns: int) -> None:
+        """One clock tick (the loop calls this; tests may too)."""
+        if self.lease is not None and not self.lease.held and self.lease.try_acquire():
+            log.warning("alerts: took over the lease; restoring state from %s", self.store.dir)
+            self._restore()
+        if not self.leader:
+            return
+        self._apply_commands(now_ns)
+        self._dispatch(self.engine.tick(now_ns))
+
+    # -- internals --------------------------------------------------------------------
+    def _dispatch(self, events: list[AlertEvent]) -> None:
+        for event in events:
+            self.stats.events += 1
+            self._queue_points([alert_point(event)])
+            self._dirty_since = self._dirty_since or time.monotonic()
+            if not event.notify or event.silenced:
+                continue
+            self.stats.notified += 1
+            for d in self.deliveries:
+                if d.route.accepts(event):
+                    d.offer(event)
+
+    def _queue_points(self, points: list[Point]) -> None:
+        if self.write_points is None:
+            return
+        self._points.extend(points)
+        while len(self._points) > MAX_PENDING_POINTS:
+            self._points.popleft()
+            self.stats.points_dropped += 1
+        self._points_ready.set()
+
+    def _dead_letter(self, notifier: str, event: AlertEvent, reason: str, detail: str) -> None:
+        self._queue_points([Point(DEADLETTER_MEASUREMENT, {"reason": reason, "notifier": notifier},
+                                  {"detail": detail[:2000], "raw": body(event).decode(),
+                                   "alert_id": event.alert_id}, event.time_ns)])
+
+    def _apply_commands(self, now_ns: int) -> None:
+        for path, cmd in self.store.take_commands():
+            self.stats.commands += 1
+            try:
+                self._command(cmd, now_ns)
+            except (KeyError, ValueError, TypeError) as exc:
+                log.warning("alerts: command %s ignored: %s", path.name, exc)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            self._dirty_since = 0.0  # save at once, so `alerts list` shows the result
+
+    def _command(self, cmd: dict[str, Any] | None, now_ns: int) -> None:
+        if cmd is None:
+            raise ValueError("not valid JSON")
+        kind = cmd.get("cmd")
+        if kind == "ack":
+            self._dispatch(self.engine.acknowledge(
+                Ack(cmd["alert_id"], now_ns, cmd.get("by", ""), cmd.get("comment", ""))))
+        elif kind == "silence":
+            self.engine.add_silence(Silence(cmd["id"], cmd["rule"], dict(cmd["match"]),
+                                            int(cmd["until_ns"]), int(cmd["created_ns"]),
+                                            cmd.get("by", ""), cmd.get("comment", "")))
+        elif kind == "unsilence":
+            if not self.engine.remove_silence(cmd["id"]):
+                raise KeyError(f"no silence {cmd['id']}")
+        else:
+            raise ValueError(f"unknown command {kind!r}")
+
+    async def save(self) -> None:
+        """Write both state files (the bulk in a thread: it can be megabytes)."""
+        alerts, stats = dump_alerts(self.engine), dump_stats(self.engine)
+        self._dirty_since = None
+        self._last_save = time.monotonic()
+        await asyncio.to_thread(self.store.save, alerts, stats)
+        self.stats.saves += 1
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_interval)
+            try:
+                self.tick(self.clock())
+                now = time.monotonic()
+                due = self._dirty_since is not None and now - self._dirty_since >= SAVE_DELAY_S
+                if self.leader and (due or now - self._last_save >= self.config.save_interval):
+                    await self.save()
+            except Exception:  # one bad tick must not stop alerting
+                log.exception("alerts: tick failed")
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._points_ready.wait()
+            await asyncio.sleep(0.2)  # gather a few events into one write
+            await self._flush_points()
+
+    async def _flush_points(self) -> None:
+        self._points_ready.clear()
+        if not self._points or self.write_points is None:
+            return
+        batch = list(self._points)
+        try:
+            await self.write_points(batch)
+        except Exception as exc:  # kept and retried with the next batch
+            self.stats.write_errors += 1
+            log.warning("alerts: writing %d alert points failed: %s", len(batch), exc)
+            self._points_ready.set()
+            await asyncio.sleep(1.0)
+            return
+        for _ in batch:
+            self._points.popleft()
+        self.stats.points_written += len(batch)
+
+    def health_fields(self) -> dict[str, int]:
+        """Counters for the collector's health point (cityedge_collector)."""
+        out = {"alert_events": self.stats.events, "alerts_open": len(self.engine.open),
+               "alert_points_dropped": self.stats.points_dropped,
+               "alerts_leader": int(self.leader)}
+        for d in self.deliveries:
+            s = d.stats
+            out |= {f"notify_{d.name}_delivered": s.delivered,
+                    f"notify_{d.name}_retries": s.retries,
+                    f"notify_{d.name}_dropped": s.dropped_full + s.gave_up + s.rejected,
+                    f"notify_{d.name}_queued": len(d.queue)}
+        return out
+
+    def describe(self) -> str:
+        return json.dumps({"rules": len(self.loaded.rules), "notifiers":
+                           [d.name for d in self.deliveries], "leader": self.leader})

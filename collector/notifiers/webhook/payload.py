@@ -1,0 +1,71 @@
+"""The webhook's wire format, sans-IO: the JSON body, its signature, and status classification.
+
+Receivers verify with ``verify()`` (or the same three lines in any language):
+the ``X-Cityedge-Signature`` header is ``t=<unix seconds>,v1=<hex>`` where
+hex is HMAC-SHA256(secret, "<t>.<body>"). Signing the timestamp with the body
+lets a receiver refuse replays older than a few minutes. ``Idempotency-Key``
+is the event id (alert id and event number): a retried POST, or the same event
+from a second collector, carries the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+from collector.alerts.errors import NotifyError, Rejected, Retryable, Throttled
+from collector.alerts.events import AlertEvent
+
+BODY_VERSION = 1
+SIGNATURE_HEADER = "X-Cityedge-Signature"
+EVENT_HEADER = "X-Cityedge-Event-Id"
+# Receivers should refuse signatures older than this (Stripe uses the same 5 minutes).
+DEFAULT_TOLERANCE_S = 300
+# A Retry-After beyond this is capped: an alert an hour late is barely an alert.
+MAX_RETRY_AFTER_S = 600.0
+
+
+def body(event: AlertEvent) -> bytes:
+    doc = {"version": BODY_VERSION, "event_id": event.event_id, **event.as_dict()}
+    if event.display:
+        doc["display"] = event.display
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def sign(secret: str, payload: bytes, now_s: int) -> str:
+    mac = hmac.new(secret.encode(), f"{now_s}.".encode() + payload, hashlib.sha256)
+    return f"t={now_s},v1={mac.hexdigest()}"
+
+
+def verify(secret: str, header: str, payload: bytes, now_s: int,
+           tolerance_s: int = DEFAULT_TOLERANCE_S) -> bool:
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        t = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs(now_s - t) > tolerance_s:
+        return False
+    expected = sign(secret, payload, t).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+def retry_after(value: str | None, default: float) -> float:
+    try:
+        seconds = float(value) if value else default
+    except ValueError:
+        seconds = default  # an HTTP date: rare from webhooks; wait the default
+    return max(0.0, min(seconds, MAX_RETRY_AFTER_S))
+
+
+def classify(status: int, text: str, retry_after_header: str | None) -> NotifyError | None:
+    """None for 2xx; else what the delivery loop should do (Telegraf's http.go split)."""
+    if 200 <= status < 300:
+        return None
+    message = f"HTTP {status}: {text.strip()[:300]}"
+    if status in (408, 425, 429, 503):
+        return Throttled(message, retry_after(retry_after_header, 5.0))
+    if status >= 500:
+        return Retryable(message)
+    return Rejected(message)
