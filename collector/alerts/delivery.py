@@ -41,7 +41,8 @@ class Delivery:
                  max_attempts: int, retry_min: float, retry_max: float,
                  on_give_up: Callable[[str, AlertEvent, str, str], None]) -> None:
         self.name, self.notifier, self.route = name, notifier, route
-        self.queue: deque[AlertEvent] = deque()
+        self.queue: deque[AlertEvent] = deque()  # waiting; the one being sent is not in it
+        self.inflight: AlertEvent | None = None
         self.queue_size = queue_size
         self.max_attempts = max_attempts
         self.retry_min, self.retry_max = retry_min, retry_max
@@ -69,8 +70,11 @@ class Delivery:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await self._deliver(self.queue[0])
-            self.queue.popleft()
+            self.inflight = self.queue.popleft()
+            try:
+                await self._deliver(self.inflight)
+            finally:
+                self.inflight = None
 
     async def _deliver(self, event: AlertEvent) -> None:
         delay = self.retry_min

@@ -108,7 +108,8 @@ class Engine:
             self._sweep(g, now)
         for sid in [s.id for s in self.silences.values() if s.until_ns <= now]:
             del self.silences[sid]
-        return self._take()
+        # A tick can find several deadlines passed at once: report them in time order.
+        return sorted(self._take(), key=lambda e: e.time_ns)
 
     def _sweep(self, g: Group, now: int) -> None:
         flap, rule = g.rule.flap, g.rule
