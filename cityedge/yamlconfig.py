@@ -58,7 +58,10 @@ def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str) 
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node))
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError(file, key_node.start_mark.line + 1, path,
+                                  "keys must be plain names, not lists or mappings")
+            key = _scalar(key_node)
             if key in out:
                 raise ConfigError(file, key_node.start_mark.line + 1, path, f"duplicate key {key!r}")
             out[key] = _walk(value_node, (*path, key), lines, file)
@@ -66,7 +69,12 @@ def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str) 
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_walk(item, (*path, i), lines, file) for i, item in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node))
+    return _scalar(node)
+
+
+def _scalar(node: yaml.Node) -> Any:
+    """A scalar as YAML 1.1's safe loader reads it (``key:`` with nothing after it is null)."""
+    return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
 
 
 def parse(text: str, file: str = "<string>") -> Located:
@@ -113,12 +121,20 @@ def bind(tp: Any, value: Any, doc: Located, path: KeyPath = ()) -> Any:
     if dataclasses.is_dataclass(tp):
         return _bind_dataclass(tp, value, doc, path)
     if origin in (typing.Union, types.UnionType):
-        errors = []
-        for arm in get_args(tp):
+        arms = get_args(tp)
+        if value is None and type(None) in arms:
+            return None
+        errors: list[tuple[Any, ConfigError]] = []
+        for arm in arms:
             try:
                 return bind(arm, value, doc, path)
             except ConfigError as exc:
-                errors.append(exc)
+                errors.append((arm, exc))
+        # If one arm has the value's shape (a mapping for a dataclass, a list for
+        # a list), its error says more than "expected X or Y".
+        shaped = [exc for arm, exc in errors if _same_shape(arm, value)]
+        if len(shaped) == 1:
+            raise shaped[0]
         raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
     if origin is Literal:
         if value in get_args(tp):
@@ -146,6 +162,15 @@ def bind(tp: Any, value: Any, doc: Located, path: KeyPath = ()) -> Any:
     if isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
     raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+
+
+def _same_shape(tp: Any, value: Any) -> bool:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp) or origin in (dict, Mapping):
+        return isinstance(value, dict)
+    if origin in (list, tuple):
+        return isinstance(value, list)
+    return False
 
 
 def _bind_dataclass(cls: Any, value: Any, doc: Located, path: KeyPath) -> Any:

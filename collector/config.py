@@ -8,6 +8,7 @@ from typing import Any
 
 from cityedge import yamlconfig
 from cityedge.uplink.topics import DEFAULT_PREFIX, DEFAULT_SHARE_GROUP
+from collector.sources.http import HttpSourceConfig
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,16 @@ class BatchingConfig:
 @dataclass(frozen=True)
 class CollectorConfig:
     writer: dict[str, Any]
+    # null turns a source off; at least one of mqtt and http must be on.
     mqtt: MqttSourceConfig | None = field(default_factory=MqttSourceConfig)
+    http: HttpSourceConfig | None = None
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     health_interval: float = field(default=10.0, metadata={"min": 1.0})
     shutdown_timeout: float = field(default=10.0, metadata={"min": 0.0})
+
+    def __post_init__(self) -> None:
+        if self.mqtt is None and self.http is None:
+            raise ValueError("mqtt: no source left: configure mqtt, http or both")
 
 
 @dataclass(frozen=True)

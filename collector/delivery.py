@@ -72,7 +72,11 @@ class WritePipeline:
                 await asyncio.sleep(self.linger)
             group: list[tuple[Accepted, asyncio.Future[None]]] = []
             points: list[Point] = []
-            while self._pending and (not points or len(points) < self.max_points):
+            while self._pending and (
+                not points
+                or len(points) + len(self._pending[0][0].points)
+                + len(self._pending[0][0].dead_letters) <= self.max_points
+            ):
                 accepted, fut = self._pending.popleft()
                 group.append((accepted, fut))
                 points.extend(accepted.points)
@@ -134,7 +138,8 @@ def refused_point(point: Point, reason: str) -> Point:
     """A point the database refused, kept as a dead letter with the database's reason."""
     return Point(
         DEADLETTER_MEASUREMENT,
-        {"gateway": point.tags.get("gateway", ""), "reason": "database_refused"},
+        {"gateway": point.tags.get("gateway", ""), "reason": "database_refused",
+         "sensor": point.tags.get("sensor", ""), "measurement": point.measurement},
         {
             "seq": point.fields.get("seq", 0),
             "epoch": str(point.fields.get("epoch", "")),

@@ -58,15 +58,26 @@ def reading_point(batch: Batch, reading: WireReading) -> Point:
 
 
 def dead_letter_point(batch: Batch, rejected: Rejected) -> Point:
+    """The bad reading kept whole, on a series of its own sensor and measurement.
+
+    Its time is the reading's own when it has one, so a resend overwrites the
+    same dead letter instead of adding another.
+    """
     try:
-        t = json.loads(rejected.raw).get("t")
-    except (ValueError, AttributeError):
-        t = None
+        raw = json.loads(rejected.raw)
+    except ValueError:
+        raw = {}
+    raw = raw if isinstance(raw, dict) else {}
+    t = raw.get("t")
     time_ns = t if isinstance(t, int) and not isinstance(t, bool) and t >= 0 else rejected.seq
     code, _, detail = rejected.reason.partition(": ")
+    tags = {"gateway": batch.gateway, "reason": code}
+    for tag, key in (("sensor", "sensor"), ("measurement", "m")):
+        if isinstance(raw.get(key), str):
+            tags[tag] = raw[key][:64]
     return Point(
         DEADLETTER_MEASUREMENT,
-        {"gateway": batch.gateway, "reason": code},
+        tags,
         {"seq": rejected.seq, "epoch": batch.epoch, "detail": detail, "raw": rejected.raw},
         time_ns,
     )

@@ -45,6 +45,10 @@ def format_point(p: Point) -> str:
     parts = [p.measurement.translate(_MEAS)]
     for key in sorted(p.tags):
         value = p.tags[key]
+        if value.endswith("\\"):
+            # Line protocol has no escape for it: the backslash would escape the
+            # separator after it. Ingest refuses such values; this is the backstop.
+            raise ValueError(f"tag {key}={value!r}: a tag value cannot end in a backslash")
         if value:
             parts.append(f"{key.translate(_KEY)}={value.translate(_KEY)}")
     fields = ",".join(f"{k.translate(_KEY)}={_field(v)}" for k, v in p.fields.items())

@@ -11,6 +11,7 @@ import time
 from collector.config import LoadedConfig, make_writer
 from collector.delivery import WritePipeline
 from collector.lineprotocol import Point
+from collector.sources.http import HttpSource
 from collector.sources.mqtt import MqttSource
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ class CollectorService:
         b = loaded.config.batching
         self.pipeline = WritePipeline(self.writer, max_points=b.max_points, linger=b.linger)
         self.mqtt = MqttSource(loaded.config.mqtt, self.pipeline) if loaded.config.mqtt else None
+        self.http = HttpSource(loaded.config.http, self.pipeline) if loaded.config.http else None
         self.should_exit = asyncio.Event()
         self.started = asyncio.Event()
 
@@ -46,6 +48,8 @@ class CollectorService:
         if self.mqtt is not None:
             await self.mqtt.start()
             tasks.append(asyncio.create_task(self.mqtt.run(), name="mqtt-source"))
+        if self.http is not None:
+            await self.http.start()
         tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         log.info("collector running")
         self.started.set()
@@ -67,6 +71,8 @@ class CollectorService:
         for t in tasks:
             if t.get_name() in ("mqtt-source", "health"):
                 t.cancel()
+        if self.http is not None:
+            await self.http.close()  # answers the requests whose writes are still in flight
         await self.pipeline.close()
         pipeline_task = next(t for t in tasks if t.get_name() == "pipeline")
         try:
@@ -95,10 +101,14 @@ class CollectorService:
             "last_write_ms": round(s.last_write_s * 1000, 3),
         }
         tags = {"collector": "-"}
+        refused = 0
         if self.mqtt is not None and self.mqtt.client is not None:
             tags["collector"] = self.mqtt.config.client_id
-            fields["refused_batches"] = sum(self.mqtt.refused.values())
+            refused += sum(self.mqtt.refused.values())
             fields["mqtt_reconnects"] = max(0, self.mqtt.client.stats.connects - 1)
+        if self.http is not None:
+            refused += sum(self.http.refused.values())
+        fields["refused_batches"] = refused
         return Point(HEALTH_MEASUREMENT, tags, fields, time.time_ns())
 
     async def _health_loop(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from edge_agent.outbox.store import DropPolicy
 from edge_agent.readings import Reading
 from edge_agent.serial_port import SensorPort
 from edge_agent.transports import MqttTransport, Transport
+from edge_agent.transports.http import HttpTransport
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,10 @@ class Agent:
         self.window = DeliveryWindow(  # replaced once the outbox is open (serve)
             max_in_flight=u.max_in_flight, ack_timeout=u.ack_timeout, batch_size=u.batch_size
         )
-        self.transport: Transport = transport or MqttTransport(
-            u.mqtt, config.gateway.id, max_in_flight=u.max_in_flight
+        self.transport: Transport = transport or (
+            HttpTransport(u.http, config.gateway.id, max_in_flight=u.max_in_flight)
+            if u.kind == "http"
+            else MqttTransport(u.mqtt, config.gateway.id, max_in_flight=u.max_in_flight)
         )
         self.ports = [
             SensorPort(s, self.profiles[s.profile], self.clock, self._store) for s in config.sensors
@@ -62,7 +66,9 @@ class Agent:
         self.sensors_meta[AGENT_SENSOR] = {"model": "cityedge-agent"}
         self.should_exit = asyncio.Event()
         self._wake_sender = asyncio.Event()
-        self._batch_id = 0
+        # Batch ids only correlate acks within a run; starting at random makes an
+        # ack left over from an earlier run unlikely to name a live batch at all.
+        self._batch_id = secrets.randbelow(1 << 30)
         self._store_tasks: set[asyncio.Future[Any]] = set()
         self.stored = 0
         self.acked = 0

@@ -55,16 +55,16 @@ def kernel_clock_synced() -> bool | None:
 
 
 class Clock:
-    """Stamps readings; ``setting`` is the config's clock_synced: auto, yes or no."""
+    """Stamps readings; ``setting`` is the config's clock_synced: "auto", True or False."""
 
-    def __init__(self, setting: str = "auto") -> None:
+    def __init__(self, setting: bool | str = "auto") -> None:
         self.setting = setting
         self.boot = boot_id()
         self._last_ns: dict[str, int] = {}
 
     def synced(self) -> bool:
-        if self.setting != "auto":
-            return self.setting == "yes"
+        if isinstance(self.setting, bool):
+            return self.setting
         return bool(kernel_clock_synced())
 
     def stamp(self, sensor: str) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from cityedge import yamlconfig
-from cityedge.uplink.payload import ID_RE, MAX_READINGS_PER_BATCH, NAME_RE
+from cityedge.uplink.payload import ID_RE, MAX_READINGS_PER_BATCH, NAME_RE, tag_value_ok
 
 SITE_KINDS = ("dust_zone", "bus_stop", "apartment")
 RESERVED_TAGS = ("model", "sensor", "gateway", "district", "site", "site_kind")
@@ -21,6 +21,12 @@ class SiteConfig:
     site: str
     kind: Literal["dust_zone", "bus_stop", "apartment"]
 
+    def __post_init__(self) -> None:
+        for key in ("district", "site"):
+            if not tag_value_ok(getattr(self, key)):
+                raise ValueError(f"{key}: expected a non-empty name without a newline or a"
+                                 " trailing backslash, at most 256 characters")
+
 
 @dataclass(frozen=True)
 class GatewayConfig:
@@ -28,7 +34,7 @@ class GatewayConfig:
     site: SiteConfig
 
     def __post_init__(self) -> None:
-        if not ID_RE.match(self.id):
+        if not ID_RE.fullmatch(self.id):
             raise ValueError(f"id: expected letters, digits, '_.:-' (max 64), got {self.id!r}")
 
 
@@ -39,15 +45,31 @@ class SensorConfig:
     profile: str
     baudrate: int | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # How the sensor is polled (checked against its profile when the agent starts):
+    # one of the profile's polling modes (e.g. active, passive); default: the profile's.
+    mode: str | None = None
+    # Seconds between polls; overrides the mode's interval (Modbus: the profile's).
+    poll_interval: float | None = None
+    # Modbus slave address 1..247; overrides the profile's (modbus_rtu profiles only).
+    modbus_slave: int | None = None
+    # Values for the command parameters a profile declares, e.g. {working_period_min: 5}.
+    params: dict[str, int] = field(default_factory=dict)
+    # Warm-up after a wake or start: seconds, and readings discarded at least
+    # (default: the profile's).
+    warmup_s: float | None = None
+    warmup_readings: int | None = None
 
     def __post_init__(self) -> None:
-        if not ID_RE.match(self.id):
+        if not ID_RE.fullmatch(self.id):
             raise ValueError(f"id: expected letters, digits, '_.:-' (max 64), got {self.id!r}")
         if self.id == AGENT_SENSOR:
             raise ValueError(f"id: {AGENT_SENSOR!r} is reserved for the gateway's own health")
         for key in self.tags:
-            if not NAME_RE.match(key) or key in RESERVED_TAGS:
+            if not NAME_RE.fullmatch(key) or key in RESERVED_TAGS:
                 raise ValueError(f"tags: tag name {key!r} is reserved or not a plain name")
+            if not tag_value_ok(self.tags[key]):
+                raise ValueError(f"tags: value of {key!r} is empty, too long, or has a newline"
+                                 " or a trailing backslash")
 
 
 @dataclass(frozen=True)
@@ -73,9 +95,26 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class HttpUplinkConfig:
+    # The collector's base URL, with its path prefix if any: batches go to
+    # {url}/v1/gateways/{gateway}/batches.
+    url: str = "http://127.0.0.1:8080"
+    # Sent as "Authorization: Bearer <token>".
+    token: str | None = None
+    # Seconds for one request, the collector's write included; keep it above
+    # the collector's write_timeout and at most the uplink's ack_timeout.
+    timeout: float = field(default=15.0, metadata={"min": 0.5, "max": 600.0})
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url: expected http:// or https://, got {self.url!r}")
+
+
+@dataclass(frozen=True)
 class UplinkConfig:
-    kind: Literal["mqtt"] = "mqtt"
+    kind: Literal["mqtt", "http"] = "mqtt"
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    http: HttpUplinkConfig = field(default_factory=HttpUplinkConfig)
     batch_size: int = field(default=500, metadata={"min": 1, "max": MAX_READINGS_PER_BATCH})
     max_in_flight: int = field(default=4, metadata={"min": 1, "max": 64})
     ack_timeout: float = field(default=15.0, metadata={"min": 0.5})
@@ -88,7 +127,8 @@ class AgentConfig:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
     profiles_dir: str | None = None
-    clock_synced: Literal["auto", "yes", "no"] = "auto"
+    # auto asks the kernel; true/false (YAML's yes/no too) override it.
+    clock_synced: bool | Literal["auto"] = "auto"
     health_interval: float = field(default=10.0, metadata={"min": 1.0})
     # On SIGTERM, how long to wait for the collector to ack what is stored.
     shutdown_timeout: float = field(default=10.0, metadata={"min": 0.0})

@@ -10,7 +10,7 @@ Batch, version 1::
     {"v": 1, "gateway": "gw-1", "epoch": "<hex>", "batch": 7,
      "sent_ns": 1700000000000000000,
      "clock": {"synced": true, "boot": "<hex>", "mono_ns": 123456789},
-     "site": {"district": "...", "site": "...", "site_kind": "dust_zone"},
+     "site": {"district": "...", "site": "...", "kind": "dust_zone"},
      "sensors": {"pm-1": {"model": "pms5003"}},
      "readings": [{"seq": 1, "sensor": "pm-1", "m": "particulate", "t": 17..., "boot": "<hex>",
                    "mono": 123, "f": {"pm2_5_ugm3": 12}}]}
@@ -47,6 +47,12 @@ ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 EPOCH_RE = re.compile(r"^[0-9a-f]{8,64}$")
 
 FieldValue = int | float | bool | str
+
+
+def tag_value_ok(value: str) -> bool:
+    """InfluxDB 1.x cannot carry a tag value that ends in a backslash (it escapes the
+    separator after it) or holds a newline; nor an empty one (the tag vanishes)."""
+    return bool(value) and not value.endswith("\\") and "\n" not in value and len(value) <= 256
 
 
 class PayloadError(ValueError):
@@ -154,12 +160,14 @@ def _load(data: bytes) -> dict[str, Any]:
         raise PayloadError("too_large", f"{len(data)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError("bad_json", str(exc)) from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and the int-digits limit; deep
+        # nesting raises RecursionError. All are the peer's bad bytes.
+        raise PayloadError("bad_json", str(exc)[:200]) from None
     if not isinstance(doc, dict):
         raise PayloadError("bad_json", f"expected an object, got {type(doc).__name__}")
     version = doc.get("v")
-    if version not in SUPPORTED_VERSIONS:
+    if not _int(version) or version not in SUPPORTED_VERSIONS:
         raise PayloadError(
             "unsupported_version",
             f"v={version!r}; this collector accepts {sorted(SUPPORTED_VERSIONS)}",
@@ -177,9 +185,14 @@ def _req(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where:
 
 def _str_map(value: Any, where: str) -> dict[str, str]:
     if not isinstance(value, dict) or not all(
-        isinstance(k, str) and NAME_RE.match(k) and isinstance(v, str) for k, v in value.items()
+        isinstance(k, str) and NAME_RE.fullmatch(k) and isinstance(v, str) and tag_value_ok(v)
+        for k, v in value.items()
     ):
-        raise PayloadError("bad_field", f"{where}: expected a map of name -> string")
+        raise PayloadError(
+            "bad_field",
+            f"{where}: expected a map of name -> non-empty string (no newline, no trailing"
+            " backslash, at most 256 characters)",
+        )
     return value
 
 
@@ -194,7 +207,7 @@ def _check_reading(raw: Any, sensors: Mapping[str, Any]) -> WireReading:
     sensor, measurement, fields = raw.get("sensor"), raw.get("m"), raw.get("f")
     if not isinstance(sensor, str) or sensor not in sensors:
         raise PayloadError("unknown_sensor", f"sensor {sensor!r} is not in the batch's sensors")
-    if not isinstance(measurement, str) or not NAME_RE.match(measurement):
+    if not isinstance(measurement, str) or not NAME_RE.fullmatch(measurement):
         raise PayloadError("bad_measurement", f"measurement {measurement!r}")
     for key in ("t", "mono"):
         if not _int(raw.get(key)) or raw[key] < 0:
@@ -204,7 +217,7 @@ def _check_reading(raw: Any, sensors: Mapping[str, Any]) -> WireReading:
     if not isinstance(fields, dict) or not fields:
         raise PayloadError("no_fields", "f: expected a non-empty object")
     for name, value in fields.items():
-        if not NAME_RE.match(name) or name in ("seq", "epoch", "time"):
+        if not NAME_RE.fullmatch(name) or name in ("seq", "epoch", "time"):
             raise PayloadError("bad_field_name", f"field {name!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise PayloadError("bad_value", f"{name}={value!r} is not finite")
@@ -230,19 +243,19 @@ def decode_batch(data: bytes, topic_gateway: str | None = None) -> Batch:
     """
     doc = _load(data)
     gateway = _req(doc, "gateway", str, "")
-    if not ID_RE.match(gateway):
+    if not ID_RE.fullmatch(gateway):
         raise PayloadError("bad_field", f"gateway {gateway!r}: expected {ID_RE.pattern}")
     if topic_gateway is not None and gateway != topic_gateway:
         raise PayloadError(
             "gateway_mismatch", f"payload says {gateway!r}, topic says {topic_gateway!r}"
         )
     epoch = _req(doc, "epoch", str, "")
-    if not EPOCH_RE.match(epoch):
+    if not EPOCH_RE.fullmatch(epoch):
         raise PayloadError("bad_field", f"epoch {epoch!r}: expected 8-64 lowercase hex digits")
     clock = _req(doc, "clock", dict, "")
     sensors = _req(doc, "sensors", dict, "")
     for sensor_id, tags in sensors.items():
-        if not ID_RE.match(sensor_id):
+        if not ID_RE.fullmatch(sensor_id):
             raise PayloadError("bad_field", f"sensors: id {sensor_id!r}")
         _str_map(tags, f"sensors.{sensor_id}")
     items = _req(doc, "readings", list, "")
@@ -287,6 +300,8 @@ def decode_batch(data: bytes, topic_gateway: str | None = None) -> Batch:
 def decode_ack(data: bytes) -> Ack:
     doc = _load(data)
     pairs = _req(doc, "seqs", list, "")
+    if not all(isinstance(p, list) and len(p) == 2 and all(_int(x) for x in p) for p in pairs):
+        raise PayloadError("bad_field", "seqs: expected a list of [lo, hi] integer pairs")
     try:
         seqs = SeqRanges.from_pairs(pairs)
     except (TypeError, ValueError) as exc:

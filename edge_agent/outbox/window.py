@@ -123,8 +123,14 @@ class DeliveryWindow:
                 self._backlog.popleft()
 
     def acked(self, batch_id: int, seqs: SeqRanges) -> None:
-        """Forget the batch; acked seqs also leave any resend still queued."""
-        self._flying.pop(batch_id, None)
+        """Forget the batch if the ack covers it; acked seqs also leave any queued resend.
+
+        The seqs are checked, not just the id: an ack queued at the broker for
+        a previous run of the agent may carry a batch id this run reuses.
+        """
+        flying = self._flying.get(batch_id)
+        if flying is not None and all(seq in seqs for seq in flying.seqs):
+            del self._flying[batch_id]
         if self._due:
             acked = set(seqs)
             self._due = deque(

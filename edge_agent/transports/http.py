@@ -32,6 +32,7 @@ from urllib.parse import quote
 import aiohttp
 
 from cityedge.uplink import Ack, PayloadError, decode_ack
+from edge_agent.config import HttpUplinkConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +42,6 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 # A Retry-After beyond this is treated as this (the writers use the same cap).
 RETRY_AFTER_MAX_S = 300.0
-
-
-@dataclass(frozen=True)
-class HttpUplinkConfig:
-    # The collector's base URL, with its path prefix if any: batches go to
-    # {url}/v1/gateways/{gateway}/batches.
-    url: str = "http://127.0.0.1:8080"
-    # Sent as "Authorization: Bearer <token>".
-    token: str | None = None
-    # Seconds for one request, the collector's write included; keep it above
-    # the collector's write_timeout and at most the uplink's ack_timeout.
-    timeout: float = field(default=15.0, metadata={"min": 0.5, "max": 600.0})
-
-    def __post_init__(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url: expected http:// or https://, got {self.url!r}")
 
 
 # -- what an answer means (sans-IO) ----------------------------------------------

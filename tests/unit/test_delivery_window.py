@@ -257,13 +257,6 @@ def test_next_deadline_is_the_earliest() -> None:
     assert w.next_deadline() == 12.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG window.py acked(): the in-flight batch is dropped by batch_id alone. The agent "
-    "numbers batches from 1 in every process (Agent._batch_id = 0) and its MQTT session is "
-    "persistent, so an ack queued before a restart releases a different batch with the same "
-    "id; if that batch is lost it is never resent (no timeout, lane cursors already past it)",
-)
 def test_a_stale_ack_with_a_reused_batch_id_does_not_release_another_batch() -> None:
     w = window(batch_size=5, durable_seq=0)
     send(w, 1, 5, now=0.0)  # batch 1 = seqs 1-5 in the new process
@@ -281,7 +274,7 @@ class WindowMachine(RuleBasedStateMachine):
     The collector acks exactly what reaches it; the gateway deletes only what was acked. The
     agent may restart (a new window over the same outbox; acks of the old one still arrive).
     At the end the link heals, and every durable reading must be acked and deleted.
-    Batch ids stay unique across restarts here; reuse is pinned by the xfail above.
+    Batch ids stay unique across restarts here; reuse is pinned by the test above.
     """
 
     @initialize(

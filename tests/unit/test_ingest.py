@@ -196,7 +196,8 @@ def test_bad_reading_becomes_a_dead_letter_and_is_acked() -> None:
     assert [p.fields["seq"] for p in out.points] == [1, 3]
     (dl,) = out.dead_letters
     assert dl.measurement == DEADLETTER_MEASUREMENT
-    assert dict(dl.tags) == {"gateway": "gw-1", "reason": "bad_measurement"}
+    assert dict(dl.tags) == {"gateway": "gw-1", "reason": "bad_measurement", "sensor": "pm-1",
+                             "measurement": "1bad"}
     assert dl.fields["seq"] == 2
     assert dl.fields["epoch"] == EPOCH
     assert "1bad" in str(dl.fields["detail"])
@@ -228,12 +229,6 @@ def test_all_readings_bad_still_acks_them_all() -> None:
     assert out.ack.seqs == SeqRanges.of([5, 6])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG ingest.py dead_letter_point: tags are only gateway+reason and the time is the "
-    "reading's t, so two bad readings with the same t and reason (e.g. two measurements "
-    "decoded from one frame) make the same series+timestamp and InfluxDB keeps only one",
-)
 def test_distinct_dead_letters_never_overwrite_each_other() -> None:
     same_t = T0 + 500
     out = accepted(

@@ -128,7 +128,11 @@ def test_encode_joins_lines_and_ends_with_newline() -> None:
 
 
 @given(
-    st.dictionaries(st.text(min_size=1, max_size=6), st.text(max_size=6), max_size=5),
+    st.dictionaries(
+        st.text(min_size=1, max_size=6),
+        st.text(max_size=6).filter(lambda v: not v.endswith("\\")),  # refused: no escape for it
+        max_size=5,
+    ),
     st.randoms(),
 )
 def test_tag_order_does_not_matter(tags: dict[str, str], rnd: object) -> None:
@@ -195,12 +199,6 @@ def test_tags_survive_influx_scanning(value: str) -> None:
     assert parts[2] == "b=y"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG lineprotocol.py _KEY: a tag value ending in a backslash is written as 'x\\' "
-    "right before the ',' (or ' ') separator, so InfluxDB reads '\\,' as an escaped comma and "
-    "merges the next tag into this value",
-)
 @pytest.mark.parametrize("tags", [{"a": "x\\", "b": "y"}, {"b": "y\\"}], ids=["comma", "space"])
 def test_trailing_backslash_in_tag_value_does_not_escape_the_separator(
     tags: dict[str, str],

@@ -94,9 +94,17 @@ class InfluxV1Writer:
                     self.points_written += len(points)
                     return
                 text = await resp.text()
-                raise classify(resp.status, text, resp.headers.get("Retry-After"))
+                error = classify(resp.status, text, resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Retryable(f"write: {type(exc).__name__}: {exc}") from None
+        if resp.status == 404 and self.config.create_database and "database not found" in text:
+            # InfluxDB was down when we started, or the database was dropped since:
+            # create it; the write is retried (404 is retryable).
+            try:
+                await self.query(f'CREATE DATABASE "{self.config.database}"', post=True)
+            except Retryable:
+                pass
+        raise error
 
     async def close(self) -> None:
         if self._session is not None:
