@@ -1,15 +1,26 @@
 """One sensor on one serial port: read bytes, feed the profile's decoder, hand readings on.
 
 pyserial opens the port non-blocking and asyncio watches its file descriptor,
-so a gateway with many ports needs no thread per port. A port that vanishes
-(USB adapter unplugged) is closed, counted and reopened with backoff; the
-decoder is replaced so a half frame from before the unplug cannot join one
-from after.
+so a gateway with many ports needs no thread per port. The profile's polling
+schedule (``edge_agent.polling``) says what to write: commands when the port
+opens (wake-up, mode), and a query or Modbus request every interval, each
+waiting for its answer up to the reply timeout. A port that vanishes (USB
+adapter unplugged) is closed, counted and reopened with backoff; the decoder
+is replaced so a half frame from before the unplug cannot join one from after,
+and the start commands are sent again.
+
+``SensorPort.counters`` become the ``sensor_health`` fields; the names are
+stable (docs/profiles.md, "Counters"):
+
+    bytes, frames_ok, replies, rejected_<reason>, bytes_skipped,
+    commands_sent, reply_timeouts, write_errors, warmup_discarded,
+    recoveries, port_errors, port_reopens
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections import Counter
@@ -18,8 +29,10 @@ from collections.abc import Callable
 import serial
 
 from edge_agent.clock import Clock
+from edge_agent.codec import StreamDecoder, make_decoder
 from edge_agent.config import SensorConfig
-from edge_agent.decoding import Decoded, FrameDecoder, Profile, Rejected, Skipped
+from edge_agent.decoding import Decoded, Profile, Rejected, Reply, Skipped
+from edge_agent.polling import PollConfigError, Poller, Step
 from edge_agent.readings import Reading
 
 log = logging.getLogger(__name__)
@@ -31,12 +44,17 @@ MAX_EMPTY_READS = 100
 REOPEN_MIN_S = 0.5
 REOPEN_MAX_S = 30.0
 
+COUNTERS = (
+    "bytes", "frames_ok", "replies", "bytes_skipped", "commands_sent", "reply_timeouts",
+    "write_errors", "warmup_discarded", "recoveries", "port_errors", "port_reopens",
+)  # plus rejected_<reason> for each Reason
+
 _PARITY = {"none": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD,
            "mark": serial.PARITY_MARK, "space": serial.PARITY_SPACE}
 
 
 class SensorPort:
-    """Owns the port, the decoder and the per-sensor counters shown in health readings."""
+    """Owns the port, the decoder, the poller and the per-sensor counters."""
 
     def __init__(
         self,
@@ -50,11 +68,30 @@ class SensorPort:
         self.clock = clock
         self.on_readings = on_readings
         self.counters: Counter[str] = Counter()
+        slave = getattr(config, "modbus_slave", None)
+        if slave is not None and profile.protocol != "modbus_rtu":
+            raise PollConfigError(f"sensor {config.id}: modbus_slave: {profile.model} is not Modbus")
+        try:
+            self._decoder: StreamDecoder = make_decoder(profile, slave=slave)
+            self._poller = self._make_poller(self._decoder)
+        except PollConfigError as exc:
+            raise PollConfigError(f"sensor {config.id}: {exc}") from None
         self._serial: serial.Serial | None = None
-        self._decoder = FrameDecoder(profile)
         self._reopen: asyncio.Task[None] | None = None
+        self._polling: asyncio.Task[None] | None = None
+        self._waiting: tuple[Step, asyncio.Future[None]] | None = None
         self._closed = False
         self._empty_reads = 0
+        self._last_heard = 0.0
+
+    def _make_poller(self, decoder: StreamDecoder) -> Poller:
+        c = self.config
+        return Poller(
+            self.profile, decoder,
+            mode=getattr(c, "mode", None), interval=getattr(c, "poll_interval", None),
+            params=getattr(c, "params", None), warmup_s=getattr(c, "warmup_s", None),
+            warmup_readings=getattr(c, "warmup_readings", None),
+        )
 
     @property
     def is_open(self) -> bool:
@@ -71,8 +108,17 @@ class SensorPort:
             timeout=0,
         )
         self._serial = port
-        self._decoder = FrameDecoder(self.profile)
-        asyncio.get_running_loop().add_reader(port.fileno(), self._readable)
+        self._empty_reads = 0
+        self._decoder = make_decoder(self.profile, slave=getattr(self.config, "modbus_slave", None))
+        self._poller = self._make_poller(self._decoder)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(port.fileno(), self._readable)
+        if (
+            self._poller.start_steps()
+            or self._poller.interval is not None
+            or self._poller.recovery_steps()
+        ):
+            self._polling = loop.create_task(self._poll_loop(), name=f"poll-{self.config.id}")
         log.info("%s: opened %s (%s)", self.config.id, self.config.port, self.profile.model)
 
     def start(self) -> None:
@@ -80,6 +126,8 @@ class SensorPort:
             self.open()
         except (serial.SerialException, OSError) as exc:
             self._lost(f"open failed: {exc}")
+
+    # -- reading -----------------------------------------------------------------
 
     def _readable(self) -> None:
         assert self._serial is not None
@@ -100,23 +148,104 @@ class SensorPort:
         self._empty_reads = 0
         self.counters["bytes"] += len(data)
         self._decoder.receive_data(data)
-        readings = []
+        now = asyncio.get_running_loop().time()
+        readings: list[Reading] = []
         for event in self._decoder.events():
             if isinstance(event, Decoded):
                 self.counters["frames_ok"] += 1
-                wall, mono = self.clock.stamp(self.config.id)
-                readings.append(
-                    Reading(self.config.id, event.measurement, event.fields, wall,
-                            self.clock.boot, mono)
-                )
+                if self._poller.keep(now):
+                    readings.extend(self._readings(event))
+                else:
+                    self.counters["warmup_discarded"] += 1
+            elif isinstance(event, Reply):
+                self.counters["replies"] += 1
             elif isinstance(event, Rejected):
                 self.counters[f"rejected_{event.reason}"] += 1
                 log.debug("%s: rejected frame at %d: %s %s", self.config.id, event.offset,
                           event.reason, event.detail)
             elif isinstance(event, Skipped):
                 self.counters["bytes_skipped"] += event.count
+            if isinstance(event, Decoded | Reply):
+                self._last_heard = now
+            waiting = self._waiting
+            if waiting is not None and not waiting[1].done() and self._poller.answers(
+                waiting[0], event
+            ):
+                waiting[1].set_result(None)
         if readings:
             self.on_readings(readings)
+
+    def _readings(self, event: Decoded) -> list[Reading]:
+        wall, mono = self.clock.stamp(self.config.id)
+        return [
+            Reading(self.config.id, measurement, fields, wall, self.clock.boot, mono)
+            for measurement, fields in event.readings
+        ]
+
+    # -- writing ---------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._last_heard = loop.time()
+        for step in self._poller.start_steps():
+            await self._exchange(step)
+        interval = self._poller.interval
+        tick = interval if interval is not None else 1.0
+        next_at = loop.time()
+        while self._serial is not None:
+            if interval is not None:
+                for step in self._poller.poll_steps():
+                    if not await self._exchange(step):
+                        break  # a Modbus poll is all its reads or nothing
+            now = loop.time()
+            if self._poller.silent(now, self._last_heard):
+                recovery = self._poller.recovery_steps()
+                if recovery:
+                    self.counters["recoveries"] += 1
+                    log.info("%s: silent for %.0f s; sending %s", self.config.id,
+                             now - self._last_heard, ", ".join(s.name for s in recovery))
+                    self._last_heard = now  # give the device silent_s to answer
+                    for step in recovery:
+                        await self._exchange(step)
+            next_at += tick
+            now = loop.time()
+            if next_at < now:  # fell behind (slow replies): skip, do not burst
+                next_at = now + tick - (now - next_at) % tick
+            await asyncio.sleep(next_at - now)
+
+    async def _exchange(self, step: Step) -> bool:
+        """Write ``step`` and wait for its answer; False on a write error or a timeout."""
+        port = self._serial
+        if port is None:
+            return False
+        loop = asyncio.get_running_loop()
+        data = self._poller.payload(step)
+        future: asyncio.Future[None] = loop.create_future()
+        self._waiting = (step, future)
+        try:
+            try:
+                written = os.write(port.fd, data)
+            except OSError as exc:
+                written = 0
+                log.debug("%s: write failed: %s", self.config.id, exc)
+            if written != len(data):
+                self.counters["write_errors"] += 1
+                return False
+            self.counters["commands_sent"] += 1
+            self._poller.sent(step, loop.time())
+            if not step.awaits:
+                return True
+            try:
+                await asyncio.wait_for(asyncio.shield(future), step.timeout)
+            except TimeoutError:
+                self.counters["reply_timeouts"] += 1
+                log.debug("%s: no answer to %s in %.1f s", self.config.id, step.name, step.timeout)
+                return False
+            return True
+        finally:
+            self._waiting = None
+
+    # -- losing and finding the port ----------------------------------------------------
 
     def _lost(self, why: str) -> None:
         self.counters["port_errors"] += 1
@@ -137,12 +266,16 @@ class SensorPort:
                 delay = min(delay * 2, REOPEN_MAX_S)
 
     def _close_port(self) -> None:
+        if self._polling is not None:
+            self._polling.cancel()
+            self._polling = None
+        if self._waiting is not None and not self._waiting[1].done():
+            self._waiting[1].cancel()
         if self._serial is not None:
-            try:
+            with contextlib.suppress(ValueError, OSError):  # fd already invalid: the port is gone
                 asyncio.get_running_loop().remove_reader(self._serial.fileno())
-            except (ValueError, OSError):  # fd already invalid: the port is gone anyway
-                pass
-            self._serial.close()
+            with contextlib.suppress(OSError):
+                self._serial.close()
             self._serial = None
 
     def close(self) -> None:

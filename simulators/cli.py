@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,16 +33,37 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--workdir", type=Path, default=None,
                    help="keep configs, logs and outboxes here (default: a temp dir, removed after)")
 
-    dev = sub.add_parser("device", help="one simulated device on a pty; prints its path")
+    dev = sub.add_parser(
+        "device", help="one simulated device on a pty; prints its path",
+        description="A byte-exact emulator of one firmware profile on a pseudo-terminal: it"
+        " streams in active mode and answers the profile's commands (Modbus profiles: a"
+        " pymodbus slave). Point an agent (or edge-agent probe) at the printed path.")
     dev.add_argument("profile", help="firmware profile name, e.g. pms5003")
     dev.add_argument("--link", type=Path, default=None, help="stable symlink to the pty")
-    dev.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
-    dev.add_argument("--count", type=int, default=None, help="stop after this many frames")
-    dev.add_argument("--seed", type=int, default=1)
-    dev.add_argument("--noise", type=float, default=0.0, help="probability of garbage before a frame")
-    dev.add_argument("--bad-checksum", type=float, default=0.0,
-                     help="probability of a frame with a wrong checksum")
-    dev.add_argument("--log", type=Path, default=None, help="JSON line per good frame emitted")
+    dev.add_argument("--interval", type=float, default=1.0,
+                     help="seconds between frames in active mode (default 1.0)")
+    dev.add_argument("--count", type=int, default=None,
+                     help="stop after this many readings (default: run until Ctrl-C)")
+    dev.add_argument("--seed", type=int, default=1, help="seed of the values (default 1)")
+    dev.add_argument("--slave", type=int, default=None,
+                     help="Modbus slave address (default: the profile's)")
+    dev.add_argument("--warmup-frames", type=int, default=None,
+                     help="readings flagged as warm-up after wake/start (default: the profile's)")
+    dev.add_argument("--minute", type=float, default=60.0,
+                     help="seconds in a working-period minute, to speed up SDS011 periods")
+    faults = dev.add_argument_group("faults (probabilities per frame)")
+    faults.add_argument("--noise", type=float, default=0.0, help="garbage bytes before a frame")
+    faults.add_argument("--bad-checksum", type=float, default=0.0,
+                        help="a frame with a wrong checksum")
+    faults.add_argument("--drop", type=float, default=0.0, help="one byte of a frame lost")
+    faults.add_argument("--stall", type=float, default=0.0,
+                        help="the device falls silent for --stall-s seconds")
+    faults.add_argument("--stall-s", type=float, default=2.0, help="length of a stall (default 2)")
+    faults.add_argument("--unplug-every", type=float, default=None, metavar="S",
+                        help="unplug the device every S seconds (the --link comes back)")
+    faults.add_argument("--unplug-for", type=float, default=3.0, metavar="S",
+                        help="seconds a device stays unplugged (default 3)")
+    dev.add_argument("--log", type=Path, default=None, help="JSON line per good reading emitted")
     return p
 
 
@@ -61,11 +83,23 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     log = args.log.open("a") if args.log else None
+    faults = Faults(args.noise, args.bad_checksum, args.drop, args.stall, args.stall_s)
     device = SimulatedDevice(profiles[args.profile], link=args.link, interval=args.interval,
-                             seed=args.seed, faults=Faults(args.noise, args.bad_checksum), log=log)
+                             seed=args.seed, faults=faults, log=log, slave=args.slave,
+                             warmup_frames=args.warmup_frames, minute=args.minute)
     print(device.path, flush=True)
     try:
-        device.run(args.count)
+        device.start(args.count)
+        next_unplug = time.monotonic() + (args.unplug_every or 0)
+        while device._thread is not None and device._thread.is_alive():  # noqa: SLF001
+            device.wait(0.2)
+            if args.unplug_every and time.monotonic() >= next_unplug:
+                device.unplug()
+                print(f"unplugged for {args.unplug_for:g} s", file=sys.stderr, flush=True)
+                time.sleep(args.unplug_for)
+                device.plug()
+                print(f"plugged back: {device.path}", file=sys.stderr, flush=True)
+                next_unplug = time.monotonic() + args.unplug_every
     except KeyboardInterrupt:
         pass
     finally:

@@ -40,6 +40,7 @@ _COMMAND_KEYS = {
     "reply_text": "the text the device answers",
     "reply_frame": "the frame kind the device answers with (its live values)",
     "empty": "the bytes the device answers to a query when it has no new reading",
+    "refused": "the bytes the device answers when the command is not allowed in its state",
     "param": "a mapping: name, offset, type, valid, default, reply_offset",
 }
 _PARAM_KEYS = {
@@ -57,6 +58,8 @@ _POLLING_KEYS = {
     "reply_timeout": "seconds to wait for a command's reply",
     "warmup": "a mapping: readings, seconds (discarded after wake or start)",
     "power_up": "the device's state after power-up: active, passive, idle or asleep",
+    "recover": "command roles sent when the device has been silent, e.g. [wake]",
+    "silent_s": "seconds without a frame after which recover is sent (default 10)",
 }
 _MODE_KEYS = {
     "start": "command roles sent when the port opens, e.g. [wake, passive]",
@@ -140,7 +143,8 @@ def _command(at: At, role: str, host: Profile | None, device: Profile, decode: D
         names = {frame.name: frame.name for frame in device.frames}
         reply_frame = keys["reply_frame"].choice(names, f"a frame kind: {', '.join(names)}")
     empty = keys["empty"].hex_bytes("the empty reply") if "empty" in keys else None
-    for name, data in (("reply", reply), ("empty", empty)):
+    refused = keys["refused"].hex_bytes("the refusal") if "refused" in keys else None
+    for name, data in (("reply", reply), ("empty", empty), ("refused", refused)):
         if data is not None and device.framing is not None:
             events = decode(device, data)
             if [kind for kind, _, _ in events] != ["reply"]:
@@ -150,7 +154,7 @@ def _command(at: At, role: str, host: Profile | None, device: Profile, decode: D
                     f"one frame of a reply kind that the profile decodes; decoding gives: {detail}"
                 )
     param = _param(keys["param"], send) if "param" in keys else None
-    return Command(role, send, reply, reply_frame, empty, param)
+    return Command(role, send, reply, reply_frame, empty, param, refused)
 
 
 def _param(at: At, send: bytes) -> CommandParam:
@@ -181,7 +185,7 @@ def _modes(
     at: At, keys: dict[str, At], commands_: Commands | None, modbus: bool
 ) -> dict[str, Mode]:
     if modbus:
-        for key in ("modes", "default", "warmup", "power_up"):
+        for key in ("modes", "default", "warmup", "power_up", "recover", "silent_s"):
             if key in keys:
                 raise keys[key].error("not used by Modbus devices: give interval and reply_timeout")
         interval = keys["interval"].number("seconds > 0") if "interval" in keys else 10.0
@@ -218,9 +222,25 @@ def polling(at: At, commands_: Commands | None, modbus: bool) -> Polling:
     power_up = "active"
     if "power_up" in keys:
         power_up = keys["power_up"].choice({p: p for p in _POWER_UP})
+    recover: tuple[str, ...] = ()
+    if "recover" in keys:
+        available = sorted(commands_.by_role) if commands_ is not None else []
+        roles = []
+        for item in keys["recover"].items("a list of command roles, e.g. [wake]"):
+            role = item.text("a command role")
+            if role not in available:
+                raise item.expected(f"a command role defined under commands ({', '.join(available)})")
+            roles.append(role)
+        recover = tuple(roles)
+    silent_s = 10.0
+    if "silent_s" in keys:
+        silent_s = float(keys["silent_s"].number("seconds > 0"))
+        if silent_s <= 0:
+            raise keys["silent_s"].expected("seconds > 0")
     return Polling(
         modes=MappingProxyType(modes), default=default, reply_timeout=timeout,
         warmup_readings=warmup_readings, warmup_s=warmup_s, power_up=power_up,
+        recover=recover, silent_s=silent_s,
     )
 
 

@@ -183,7 +183,8 @@ def _text(frame: FrameSpec, head: int, tail: int) -> Callable[[bytes], Outcome]:
         number = text.strip()
         if spec.suffix:
             if not number.endswith(spec.suffix):
-                return None, f"{spec.name}: {label} = {text!r}, expected a number{spec.suffix}"
+                wanted = f"a number then {spec.suffix!r}"
+                return None, f"{spec.name}: {label} = {text!r}, expected {wanted}"
             number = number[: -len(spec.suffix)]
         if not _NUMBER.fullmatch(number):
             return None, f"{spec.name}: {label} = {text!r} is not a number"

@@ -405,7 +405,8 @@ class Command:
     ``send`` and ``reply`` are wire bytes (stuffed, checksummed) exactly as the
     vendor's document gives them. ``reply_frame`` names a frame kind instead,
     when the answer carries live values (a query). ``empty`` is what a device
-    answers to a query when it has no new reading.
+    answers to a query when it has no new reading; ``refused`` what it answers
+    when the command is not allowed in its state (start while measuring).
     """
 
     role: str
@@ -414,6 +415,7 @@ class Command:
     reply_frame: str | None = None
     empty: bytes | None = None
     param: CommandParam | None = None
+    refused: bytes | None = None
 
     @property
     def answered(self) -> bool:
@@ -450,6 +452,10 @@ class Polling:
         warmup_s: seconds after a wake or start during which readings are discarded.
         power_up: the device's state after power-up (``active``, ``passive``,
             ``idle`` = awake but not measuring, ``asleep``), for the simulator.
+        recover: command roles sent when the device has been silent for
+            ``silent_s`` (e.g. [wake]: it was left asleep); the mode's start
+            commands follow them.
+        silent_s: seconds without a frame after which the device counts as silent.
     """
 
     modes: Mapping[str, Mode]
@@ -458,6 +464,8 @@ class Polling:
     warmup_readings: int = 0
     warmup_s: float = 0.0
     power_up: str = "active"
+    recover: tuple[str, ...] = ()
+    silent_s: float = 10.0
 
 
 STREAMING = Polling(

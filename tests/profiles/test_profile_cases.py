@@ -6,12 +6,14 @@ Layout (one folder per model, like a Telegraf plugin's testcases):
     tests/profiles/<model>/<case_named_for_the_quirk>.yaml
 
 A case file holds ``reads`` (what each read() from the port returned, as hex;
-a list of hex strings is joined, so frames can be commented word by word) and
-``expect`` (the events, in order, each with its absolute offset ``at``):
+a list of hex strings is joined, so frames can be commented word by word, and
+``{text: "..."}`` items stand for ASCII) and ``expect`` (the events, in order,
+each with its absolute offset ``at``):
 
     - {skipped: 3, at: 0}
-    - {decoded: {field: value, ...every field...}, at: 3}
-    - {rejected: bad_checksum, at: 35}
+    - {decoded: {field: value, ...every field, every measurement...}, at: 3}
+    - {reply: reply, fields: {command: 225, data: 0}, at: 35}
+    - {rejected: bad_checksum, at: 43}
 
 Each case runs as recorded (one receive_data per read), whole (one read), one
 byte at a time, and wrapped in garbage. Adjacent ``Skipped`` events are merged
@@ -26,13 +28,14 @@ from typing import Any
 import pytest
 import yaml
 
+from edge_agent.codec import StreamDecoder, make_decoder
 from edge_agent.decoding import (
     Decoded,
     Event,
-    FrameDecoder,
     Profile,
     Reason,
     Rejected,
+    Reply,
     Skipped,
     load_profile,
 )
@@ -51,6 +54,8 @@ def _case_files() -> list[Path]:
 def _hex(value: Any, where: str) -> bytes:
     if isinstance(value, list):
         return b"".join(_hex(part, where) for part in value)
+    if isinstance(value, dict) and set(value) == {"text"}:
+        return str(value["text"]).encode("latin-1")
     if not isinstance(value, str):
         raise TypeError(f"{where}: expected a hex string or a list of them, got {value!r}")
     return bytes.fromhex(value)
@@ -65,16 +70,19 @@ def _load_case(path: Path) -> tuple[Profile, list[bytes], list[dict[str, Any]]]:
     profile = load_profile(PROFILES / f"{path.parent.name}.yaml")
     for index, item in enumerate(case["expect"]):
         kinds = set(item) - {"at"}
-        assert len(kinds) == 1 and kinds <= {"decoded", "rejected", "skipped"} and "at" in item, (
-            f"{path}: expect[{index}] needs one of decoded/rejected/skipped, and at"
+        kinds -= {"fields"}
+        known = {"decoded", "rejected", "skipped", "reply"}
+        assert len(kinds) == 1 and kinds <= known and "at" in item, (
+            f"{path}: expect[{index}] needs one of decoded/reply/rejected/skipped, and at"
         )
+        assert ("fields" in item) == ("reply" in item), f"{path}: expect[{index}]: reply and fields"
         if "rejected" in item:
             Reason(item["rejected"])  # a typo in a reason code fails here, not as a mismatch
     return profile, reads, case["expect"]
 
 
-def _run(profile: Profile, reads: list[bytes]) -> tuple[list[Event], FrameDecoder]:
-    decoder = FrameDecoder(profile)
+def _run(profile: Profile, reads: list[bytes]) -> tuple[list[Event], StreamDecoder]:
+    decoder = make_decoder(profile)
     events: list[Event] = []
     for data in [*reads, b""]:
         decoder.receive_data(data)
@@ -92,7 +100,9 @@ def _normalize(events: list[Event]) -> list[dict[str, Any]]:
                 continue
             out.append({"skipped": event.count, "at": event.offset})
         elif isinstance(event, Decoded):
-            out.append({"decoded": event.fields, "at": event.offset})
+            out.append({"decoded": event.all_fields, "at": event.offset})
+        elif isinstance(event, Reply):
+            out.append({"reply": event.frame, "fields": event.fields, "at": event.offset})
         elif isinstance(event, Rejected):
             out.append({"rejected": str(event.reason), "at": event.offset})
         else:  # pragma: no cover - the decoder's invariant
@@ -100,12 +110,12 @@ def _normalize(events: list[Event]) -> list[dict[str, Any]]:
     return out
 
 
-def _check_accounting(events: list[Event], decoder: FrameDecoder, total: int) -> None:
-    """Every byte is in one Decoded.raw, one Skipped, or is the first byte of one Rejected."""
+def _check_accounting(events: list[Event], decoder: StreamDecoder, total: int) -> None:
+    """Every byte is in one Decoded.raw or Reply.raw, one Skipped, or starts one Rejected."""
     covered = 0
     for event in events:
         assert event.offset == covered, f"{event!r} does not start where the last one ended"
-        if isinstance(event, Decoded):
+        if isinstance(event, Decoded | Reply):
             covered += len(event.raw)
         elif isinstance(event, Skipped):
             covered += event.count
@@ -114,12 +124,17 @@ def _check_accounting(events: list[Event], decoder: FrameDecoder, total: int) ->
     assert covered == total == decoder.stats.bytes_received
     stats = decoder.stats
     assert stats.frames_ok == sum(isinstance(e, Decoded) for e in events)
+    assert stats.replies == sum(isinstance(e, Reply) for e in events)
     assert stats.frames_rejected == sum(isinstance(e, Rejected) for e in events)
     assert stats.bytes_skipped == sum(e.count for e in events if isinstance(e, Skipped))
 
 
 def _garbage(profile: Profile) -> bytes:
-    markers = set(profile.framing.start) | set(profile.framing.end)
+    if profile.framing is not None:
+        markers = set(profile.framing.start) | set(profile.framing.end)
+    else:
+        assert profile.modbus is not None
+        markers = {profile.modbus.slave}
     garbage = bytes(b for b in GARBAGE_CANDIDATES if b not in markers)
     assert len(garbage) >= 5
     return garbage
@@ -147,8 +162,8 @@ def test_case(path: Path, way: str) -> None:
     # Garbage after the stream can complete a truncated frame into a bad one,
     # so only the decoded frames are compared, shifted by the garbage in front.
     shift = len(_garbage(profile))
-    decoded = [e for e in _normalize(events) if "decoded" in e]
-    want = [{**e, "at": e["at"] + shift} for e in expected if "decoded" in e]
+    decoded = [e for e in _normalize(events) if "decoded" in e or "reply" in e]
+    want = [{**e, "at": e["at"] + shift} for e in expected if "decoded" in e or "reply" in e]
     assert decoded == want
 
 
