@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from cityedge.uplink import Ack, Batch, PayloadError, SeqRanges, WireReading, decode_batch
 from cityedge.uplink.payload import Rejected
+from cityedge.uplink.timing import reading_time
 from collector.lineprotocol import Point
 
 DEADLETTER_MEASUREMENT = "cityedge_deadletter"
@@ -49,12 +50,18 @@ def reading_tags(batch: Batch, sensor: str) -> dict[str, str]:
 
 
 def reading_point(batch: Batch, reading: WireReading) -> Point:
+    time_ns, how = reading_time(reading.time_ns, reading.boot, reading.mono_ns, reading.synced,
+                                dict(batch.boots))
     fields = dict(reading.fields)
+    if how != "own":
+        # Taken under an unsynchronised clock: corrected from the boot's anchor,
+        # or kept as stamped and flagged (docs/delivery.md, "Time").
+        fields[f"time_{how}"] = True
     # Identity as fields, never tags (invariant 4): a tag would make every
     # reading its own series and defeat the overwrite that makes resends safe.
     fields["seq"] = reading.seq
     fields["epoch"] = batch.epoch
-    return Point(reading.measurement, reading_tags(batch, reading.sensor), fields, reading.time_ns)
+    return Point(reading.measurement, reading_tags(batch, reading.sensor), fields, time_ns)
 
 
 def dead_letter_point(batch: Batch, rejected: Rejected) -> Point:

@@ -10,6 +10,7 @@ lost either way, because unacked readings stay in the outbox.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import signal
@@ -26,10 +27,14 @@ from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
 from edge_agent.outbox.store import DropPolicy
 from edge_agent.readings import Reading
 from edge_agent.serial_port import SensorPort
+from edge_agent.timebase import Timebase
 from edge_agent.transports import MqttTransport, Transport
 from edge_agent.transports.http import HttpTransport
 
 log = logging.getLogger(__name__)
+
+# Seconds between time probes while the boot has no anchor.
+PROBE_INTERVAL_S = 5.0
 
 T = TypeVar("T")
 SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "firmware_profiles"
@@ -73,6 +78,11 @@ class Agent:
         self.stored = 0
         self.acked = 0
         self.refused_sends = 0
+        self.timebase: Timebase | None = None
+        self._synced_now = self.clock.synced()
+        self._hold_cap: int | None = None
+        self._probes: dict[int, int] = {}  # time-probe batch id -> monotonic ns sent
+        self._last_probe = -PROBE_INTERVAL_S
         self._rate_mark = (time.monotonic(), 0)
         self.started_at = time.monotonic()
 
@@ -83,6 +93,8 @@ class Agent:
     def _store(self, readings: list[Reading]) -> None:
         """Append at once: a reading read from the port is only safe once committed."""
         assert self.outbox is not None
+        if not self._synced_now:
+            readings = [dataclasses.replace(r, synced=False) for r in readings]
         # Snapshot in the loop's thread: the drop policy must spare what is in flight.
         protect = self.window.in_flight_seqs()
         fut = asyncio.get_running_loop().run_in_executor(
@@ -106,8 +118,50 @@ class Agent:
         while True:
             await asyncio.sleep(window)
             before = self.outbox.durable_seq
-            if await self._io_call(self.outbox.sync) > before:
+            await self._io_call(self.outbox.sync)
+            await self._update_timebase()
+            if self.sendable_seq() > before:
                 self._wake_sender.set()
+
+    # -- time ------------------------------------------------------------------
+    async def _open_timebase(self) -> None:
+        assert self.outbox is not None
+        self.timebase = Timebase(self.clock.boot, await self._io_call(self.outbox.boot_times),
+                                 hold_max_ns=int(self.config.clock_hold_max * 1e9),
+                                 now_mono=time.monotonic_ns())
+        seen = await self._io_call(self.outbox.boots_waiting)
+        for boot, record in self.timebase.settle_old_boots(seen).items():
+            await self._io_call(self.outbox.save_boot_time, boot, record)
+            log.warning("boot %s never got a time anchor: its readings go flagged"
+                        " time_unverified", boot)
+        await self._update_timebase()
+
+    async def _update_timebase(self, collector_time: int | None = None,
+                               at_mono: int | None = None) -> None:
+        """Anchor the boot (NTP, or the collector's clock), or declare a timed-out hold."""
+        assert self.outbox is not None and self.timebase is not None
+        self._synced_now = self.clock.synced()
+        mono, wall = time.monotonic_ns(), time.time_ns()
+        record = (self.timebase.on_synced(mono, wall) if self._synced_now else
+                  self.timebase.on_collector_time(at_mono or mono, collector_time)
+                  if collector_time else self.timebase.on_tick(mono))
+        if record is not None:
+            await self._io_call(self.outbox.save_boot_time, self.clock.boot, record)
+            log.info("boot %s: %s", self.clock.boot, record)
+        current = self.timebase.current
+        if current.anchor is not None:
+            self._hold_cap = None
+        else:
+            durable = self.outbox.durable_seq
+            first = await self._io_call(self.outbox.first_held, self.clock.boot,
+                                        current.unverified_before)
+            self._hold_cap = durable if first is None else min(durable, first - 1)
+
+    def sendable_seq(self) -> int:
+        """Durable, and timed: readings whose time is not decided yet wait (timebase.py)."""
+        assert self.outbox is not None
+        durable = self.outbox.durable_seq
+        return durable if self._hold_cap is None else min(durable, self._hold_cap)
 
     # -- sending side ---------------------------------------------------------
     def _batch(self, readings: list[WireReading]) -> Batch:
@@ -127,13 +181,28 @@ class Agent:
             site={"district": site.district, "site": site.site, "kind": site.kind},
             sensors={k: v for k, v in self.sensors_meta.items() if k in used},
             readings=tuple(readings),
+            boots={b: bt for b in {r.boot for r in readings if not r.synced}
+                   if (bt := self.timebase.boots.get(b)) is not None} if self.timebase else {},
         )
+
+    def _maybe_probe(self) -> None:
+        """Unanchored and unsynchronised: ask the collector for its clock (an empty batch)."""
+        if self.timebase is None or self.timebase.current.anchor is not None:
+            return
+        now = time.monotonic()
+        if now - self._last_probe < PROBE_INTERVAL_S or not self.transport.ready():
+            return
+        self._last_probe = now
+        probe = self._batch([])
+        self._probes[probe.batch_id] = time.monotonic_ns()
+        self.transport.send(encode_batch(probe))
 
     async def _send_loop(self) -> None:
         assert self.outbox is not None
         while True:
+            self._maybe_probe()
             self.window.expire(time.monotonic())
-            plan = self.window.plan(self.outbox.durable_seq) if self.transport.ready() else None
+            plan = self.window.plan(self.sendable_seq()) if self.transport.ready() else None
             if plan is None:
                 deadline = self.window.next_deadline()
                 timeout = 1.0 if deadline is None else max(0.01, deadline - time.monotonic())
@@ -171,6 +240,13 @@ class Agent:
                 continue
             self.window.acked(ack.batch_id, ack.seqs)
             self.acked += await self._io_call(self.outbox.delete, ack.seqs)
+            if ack.time_ns is not None and self.timebase and self.timebase.current.anchor is None:
+                # For a probe, the collector's clock was read about half way
+                # through the round trip; for any other ack, just before receipt.
+                sent = self._probes.pop(ack.batch_id, None)
+                now = time.monotonic_ns()
+                await self._update_timebase(collector_time=ack.time_ns,
+                                            at_mono=(sent + now) // 2 if sent else now)
             self._wake_sender.set()
 
     # -- health ----------------------------------------------------------------
@@ -214,7 +290,9 @@ class Agent:
             "resent_batches": self.window.resent_batches,
             "refused_sends": self.refused_sends,
             "link_up": self.transport.ready(),
-            "clock_synced": self.clock.synced(),
+            "clock_synced": self._synced_now,
+            "clock_anchor": (a.source if self.timebase and (a := self.timebase.current.anchor)
+                             else "none"),
             "uptime_s": round(time.monotonic() - self.started_at, 1),
         }
         return Reading(AGENT_SENSOR, "gateway_health", fields, wall, self.clock.boot, mono)
@@ -240,9 +318,10 @@ class Agent:
             max_bytes=int(o.max_size_mb * 1024 * 1024),
             drop_policy=DropPolicy(o.drop_policy, o.priorities),
         ))
+        await self._open_timebase()
         u = self.config.uplink
         self.window = DeliveryWindow(max_in_flight=u.max_in_flight, ack_timeout=u.ack_timeout,
-                                     batch_size=u.batch_size, durable_seq=self.outbox.durable_seq)
+                                     batch_size=u.batch_size, durable_seq=self.sendable_seq())
         log.info("outbox %s epoch %s, %d readings waiting", self.outbox_path, self.outbox.epoch,
                  (await self._io_call(self.outbox.depth)).readings)
         await self.transport.start()

@@ -129,6 +129,9 @@ class AgentConfig:
     profiles_dir: str | None = None
     # auto asks the kernel; true/false (YAML's yes/no too) override it.
     clock_synced: bool | Literal["auto"] = "auto"
+    # Seconds an unsynchronised reading waits for its boot's time anchor (NTP or the
+    # collector's clock) before it is sent as stamped, flagged time_unverified.
+    clock_hold_max: float = field(default=300.0, metadata={"min": 0.0})
     health_interval: float = field(default=10.0, metadata={"min": 1.0})
     # On SIGTERM, how long to wait for the collector to ack what is stored.
     shutdown_timeout: float = field(default=10.0, metadata={"min": 0.0})

@@ -22,3 +22,5 @@ class Reading:
     time_ns: int
     boot: str
     mono_ns: int
+    # The kernel's NTP state when the reading was taken (filled in by the agent).
+    synced: bool = True

@@ -9,15 +9,20 @@ Batch, version 1::
 
     {"v": 1, "gateway": "gw-1", "epoch": "<hex>", "batch": 7,
      "sent_ns": 1700000000000000000,
-     "clock": {"synced": true, "boot": "<hex>", "mono_ns": 123456789},
+     "clock": {"synced": true, "boot": "<hex>", "mono_ns": 123456789,
+               "boots": {"<hex>": {"unverified_before": 0, "anchor_mono": 5, "anchor_wall": 17...}}},
      "site": {"district": "...", "site": "...", "kind": "dust_zone"},
      "sensors": {"pm-1": {"model": "pms5003"}},
      "readings": [{"seq": 1, "sensor": "pm-1", "m": "particulate", "t": 17..., "boot": "<hex>",
-                   "mono": 123, "f": {"pm2_5_ugm3": 12}}]}
+                   "mono": 123, "s": true, "f": {"pm2_5_ugm3": 12}}]}
+
+A batch with no readings is a time probe: it is acked at once, and the ack's
+``time_ns`` gives a gateway without NTP the collector's clock.
 
 Ack, version 1::
 
-    {"v": 1, "gateway": "gw-1", "epoch": "<hex>", "batch": 7, "seqs": [[1, 500]]}
+    {"v": 1, "gateway": "gw-1", "epoch": "<hex>", "batch": 7, "seqs": [[1, 500]],
+     "time_ns": 1700000000000000000}
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cityedge.uplink.seqranges import SeqRanges
+from cityedge.uplink.timing import BootTime
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
@@ -80,6 +86,8 @@ class WireReading:
     boot: str
     mono_ns: int
     fields: Mapping[str, FieldValue]
+    # Was the gateway's clock synchronised when it took the reading?
+    synced: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +113,8 @@ class Batch:
     readings: tuple[WireReading, ...]
     rejected: tuple[Rejected, ...] = field(default=())
     version: int = FORMAT_VERSION
+    # How to time the unsynchronised readings of each boot in this batch (timing.py).
+    boots: Mapping[str, BootTime] = field(default_factory=dict)
 
     def all_seqs(self) -> SeqRanges:
         return SeqRanges.of([r.seq for r in self.readings] + [r.seq for r in self.rejected])
@@ -116,6 +126,9 @@ class Ack:
     epoch: str
     batch_id: int
     seqs: SeqRanges
+    # The collector's wall clock when it sent the ack: a gateway without NTP
+    # anchors its boot on it.
+    time_ns: int | None = None
 
 
 def encode_batch(batch: Batch) -> bytes:
@@ -125,7 +138,8 @@ def encode_batch(batch: Batch) -> bytes:
         "epoch": batch.epoch,
         "batch": batch.batch_id,
         "sent_ns": batch.sent_ns,
-        "clock": {"synced": batch.clock_synced, "boot": batch.boot, "mono_ns": batch.mono_ns},
+        "clock": {"synced": batch.clock_synced, "boot": batch.boot, "mono_ns": batch.mono_ns,
+                  "boots": {b: bt.to_json() for b, bt in batch.boots.items()}},
         "site": dict(batch.site),
         "sensors": {k: dict(v) for k, v in batch.sensors.items()},
         "readings": [
@@ -136,6 +150,7 @@ def encode_batch(batch: Batch) -> bytes:
                 "t": r.time_ns,
                 "boot": r.boot,
                 "mono": r.mono_ns,
+                "s": r.synced,
                 "f": dict(r.fields),
             }
             for r in batch.readings
@@ -152,6 +167,8 @@ def encode_ack(ack: Ack) -> bytes:
         "batch": ack.batch_id,
         "seqs": ack.seqs.as_pairs(),
     }
+    if ack.time_ns is not None:
+        doc["time_ns"] = ack.time_ns
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -214,6 +231,8 @@ def _check_reading(raw: Any, sensors: Mapping[str, Any]) -> WireReading:
             raise PayloadError("bad_time", f"{key}={raw.get(key)!r}: expected a non-negative int")
     if not isinstance(raw.get("boot"), str):
         raise PayloadError("bad_time", "boot: expected a string")
+    if not isinstance(raw.get("s", True), bool):
+        raise PayloadError("bad_time", "s: expected true or false")
     if not isinstance(fields, dict) or not fields:
         raise PayloadError("no_fields", "f: expected a non-empty object")
     for name, value in fields.items():
@@ -231,6 +250,7 @@ def _check_reading(raw: Any, sensors: Mapping[str, Any]) -> WireReading:
         boot=raw["boot"],
         mono_ns=raw["mono"],
         fields=fields,
+        synced=raw.get("s", True),
     )
 
 
@@ -259,8 +279,8 @@ def decode_batch(data: bytes, topic_gateway: str | None = None) -> Batch:
             raise PayloadError("bad_field", f"sensors: id {sensor_id!r}")
         _str_map(tags, f"sensors.{sensor_id}")
     items = _req(doc, "readings", list, "")
-    if not items:
-        raise PayloadError("empty_batch", "readings is empty")
+    # An empty batch is a time probe: a gateway without NTP asks for the
+    # collector's clock, which comes back on the ack (timing.py).
     if len(items) > MAX_READINGS_PER_BATCH:
         raise PayloadError("too_large", f"{len(items)} readings > {MAX_READINGS_PER_BATCH}")
 
@@ -294,7 +314,21 @@ def decode_batch(data: bytes, topic_gateway: str | None = None) -> Batch:
         readings=tuple(readings),
         rejected=tuple(rejected),
         version=doc["v"],
+        boots=_boots(clock.get("boots", {})),
     )
+
+
+def _boots(value: Any) -> dict[str, BootTime]:
+    if not isinstance(value, dict):
+        raise PayloadError("bad_field", "clock.boots: expected an object")
+    out = {}
+    for boot, doc in value.items():
+        if not isinstance(doc, dict) or not all(
+            _int(doc.get(k, 0)) for k in ("unverified_before", "anchor_mono", "anchor_wall")
+        ) or ("anchor_mono" in doc) != ("anchor_wall" in doc):
+            raise PayloadError("bad_field", f"clock.boots.{boot}: expected integer anchor fields")
+        out[str(boot)] = BootTime.from_json(doc)
+    return out
 
 
 def decode_ack(data: bytes) -> Ack:
@@ -306,9 +340,13 @@ def decode_ack(data: bytes) -> Ack:
         seqs = SeqRanges.from_pairs(pairs)
     except (TypeError, ValueError) as exc:
         raise PayloadError("bad_field", f"seqs: {exc}") from None
+    time_ns = doc.get("time_ns")
+    if time_ns is not None and not _int(time_ns):
+        raise PayloadError("bad_field", "time_ns: expected an integer")
     return Ack(
         gateway=_req(doc, "gateway", str, ""),
         epoch=_req(doc, "epoch", str, ""),
         batch_id=_req(doc, "batch", int, ""),
         seqs=seqs,
+        time_ns=time_ns,
     )

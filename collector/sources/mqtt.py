@@ -8,7 +8,9 @@ at the broker, and the gateway's resend covers the rest.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections import Counter
 
 from cityedge.mqtt import Message, MqttClient, MqttOptions
@@ -63,12 +65,13 @@ class MqttSource:
             self.client.ack(message)  # nothing in it can ever be written
             return
         fut = self.pipeline.submit(result)
-        client, ack_topic = self.client, self.topics.ack(result.gateway)
-        payload = encode_ack(result.ack)
+        client, ack_topic, ack = self.client, self.topics.ack(result.gateway), result.ack
 
         def written(f: asyncio.Future[None]) -> None:
             if f.cancelled():
                 return
+            # The collector's clock rides on the ack: gateways without NTP anchor on it.
+            payload = encode_ack(dataclasses.replace(ack, time_ns=time.time_ns()))
             client.publish(ack_topic, payload, qos=1)
             client.ack(message)
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from cityedge.uplink.timing import BootTime
 from edge_agent.readings import Reading
 from cityedge.uplink import SeqRanges, WireReading
 
@@ -45,7 +46,8 @@ CREATE TABLE IF NOT EXISTS readings (
     boot TEXT NOT NULL,
     mono_ns INTEGER NOT NULL,
     fields TEXT NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    synced INTEGER NOT NULL DEFAULT 1
 );
 """
 
@@ -169,9 +171,9 @@ class Outbox:
         fields = json.dumps(r.fields, separators=(",", ":"))
         size = len(fields) + ROW_OVERHEAD
         cur.execute(
-            "INSERT INTO readings(sensor, measurement, time_ns, boot, mono_ns, fields, size)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (r.sensor, r.measurement, r.time_ns, r.boot, r.mono_ns, fields, size),
+            "INSERT INTO readings(sensor, measurement, time_ns, boot, mono_ns, fields, size, synced)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.sensor, r.measurement, r.time_ns, r.boot, r.mono_ns, fields, size, int(r.synced)),
         )
         self.count += 1
         self.bytes += size
@@ -261,13 +263,13 @@ class Outbox:
                 boot=boot,
                 mono_ns=mono_ns,
                 fields=json.loads(fields),
+                synced=bool(synced),
             )
-            for seq, sensor, measurement, time_ns, boot, mono_ns, fields in self._db.execute(
-                sql, tuple(args)
-            )
+            for seq, sensor, measurement, time_ns, boot, mono_ns, fields, synced
+            in self._db.execute(sql, tuple(args))
         ]
 
-    _COLUMNS = "seq, sensor, measurement, time_ns, boot, mono_ns, fields"
+    _COLUMNS = "seq, sensor, measurement, time_ns, boot, mono_ns, fields, synced"
 
     def fetch_after(self, after: int, upto: int, limit: int) -> list[WireReading]:
         return self._rows(
@@ -306,6 +308,28 @@ class Outbox:
             self.bytes -= freed
             self._oldest_ns = self._first_time()
         return removed
+
+    # -- per-boot timing records (edge_agent/timebase.py decides them) ---------
+    def boot_times(self) -> dict[str, BootTime]:
+        rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'boot:%'")
+        return {key.split(":", 1)[1]: BootTime.from_json(json.loads(v)) for key, v in rows}
+
+    def save_boot_time(self, boot: str, record: BootTime) -> None:
+        """Durable at once (fsynced): readings are timed by it as soon as it exists."""
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+            " SET value = excluded.value", (f"boot:{boot}", json.dumps(record.to_json())))
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def boots_waiting(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT DISTINCT boot FROM readings")}
+
+    def first_held(self, boot: str, unverified_before: int) -> int | None:
+        """Lowest seq of this boot's unsynchronised readings whose time is not decided yet."""
+        row = self._db.execute(
+            "SELECT min(seq) FROM readings WHERE boot = ? AND synced = 0 AND mono_ns >= ?",
+            (boot, unverified_before)).fetchone()
+        return None if row[0] is None else int(row[0])
 
     def depth(self) -> Depth:
         return Depth(self.count, self.bytes, self._oldest_ns)

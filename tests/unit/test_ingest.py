@@ -172,7 +172,6 @@ def test_points_depend_only_on_readings(seqs: list[int], batch_id: int, synced: 
         (b"garbage", "gw-1", "bad_json"),
         (payload(v=2), "gw-1", "unsupported_version"),
         (payload(), "gw-2", "gateway_mismatch"),
-        (payload(readings=[]), "gw-1", "empty_batch"),
         (payload(epoch="XYZ"), "gw-1", "bad_field"),
         (payload(readings=[reading(1), reading(1)]), "gw-1", "duplicate_seq"),
         (payload(readings=[reading(1), reading(0)]), "gw-1", "bad_seq"),

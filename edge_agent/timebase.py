@@ -1,0 +1,78 @@
+"""When was a reading really taken? Per-boot time anchors, sans-IO.
+
+A Raspberry Pi has no real-time clock: until NTP syncs, the wall clock is
+whatever fake-hwclock saved, possibly days off. Each reading is stored with
+the boot id, the monotonic clock and whether the kernel said the clock was
+synchronised. For each boot the gateway fixes, once, an *anchor*: a pair
+(monotonic, true wall time) taken from NTP (the kernel clock becoming
+synchronised) or from the collector's clock carried in an ack. The collector
+then times an unsynchronised reading as ``anchor.wall + (mono - anchor.mono)``.
+
+The anchor never changes once set, and a reading only leaves the gateway once
+its timing is decided, so every resend gets the same timestamp (DESIGN
+invariant 4):
+- synchronised readings keep their own time;
+- unsynchronised readings of the current boot wait (at most ``hold_max``) for
+  the boot's anchor; past that, those taken so far are declared
+  *unverified* (``unverified_before``) and go with their own time and a flag;
+- readings of an earlier boot that never got an anchor can never get one
+  (the monotonic clock restarted), so they are unverified for good.
+"""
+
+from __future__ import annotations
+
+from cityedge.uplink.timing import NEVER, Anchor, BootTime
+
+class Timebase:
+    """Decides the current boot's anchor and hold; the caller persists what it returns."""
+
+    def __init__(self, boot: str, boots: dict[str, BootTime], *, hold_max_ns: int,
+                 now_mono: int) -> None:
+        self.boot = boot
+        self.boots = dict(boots)
+        self.hold_max_ns = hold_max_ns
+        self._hold_since = now_mono
+
+    @property
+    def current(self) -> BootTime:
+        return self.boots.get(self.boot, BootTime())
+
+    def settle_old_boots(self, seen: set[str]) -> dict[str, BootTime]:
+        """Boots found in the outbox that are not this one and have no anchor: unverified."""
+        changed = {}
+        for boot in seen - {self.boot}:
+            bt = self.boots.get(boot, BootTime())
+            if bt.anchor is None and bt.unverified_before != NEVER:
+                changed[boot] = BootTime(None, NEVER)
+        self.boots.update(changed)
+        return changed
+
+    def _anchor(self, anchor: Anchor) -> BootTime | None:
+        if self.current.anchor is not None:
+            return None  # first anchor wins: readings may already be timed by it
+        record = BootTime(anchor, self.current.unverified_before)
+        self.boots[self.boot] = record
+        return record
+
+    def on_synced(self, mono_ns: int, wall_ns: int) -> BootTime | None:
+        """The kernel says the wall clock is right now."""
+        return self._anchor(Anchor(mono_ns, wall_ns, "ntp"))
+
+    def on_collector_time(self, mono_ns: int, time_ns: int) -> BootTime | None:
+        """An ack carried the collector's clock, received at ``mono_ns``."""
+        return self._anchor(Anchor(mono_ns, time_ns, "collector"))
+
+    def on_tick(self, mono_ns: int) -> BootTime | None:
+        """Past the hold limit without an anchor: what was read so far goes unverified."""
+        if self.current.anchor is not None or mono_ns - self._hold_since < self.hold_max_ns:
+            return None
+        self._hold_since = mono_ns
+        record = BootTime(None, mono_ns)
+        self.boots[self.boot] = record
+        return record
+
+    def holds(self, boot: str, synced: bool, mono_ns: int) -> bool:
+        """True if a reading may not leave yet: its time is not decided."""
+        if synced or boot != self.boot or self.current.anchor is not None:
+            return False
+        return mono_ns >= self.current.unverified_before
