@@ -7,6 +7,7 @@ InfluxDB exactly once, with the values it wrote.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,12 @@ def test_every_emitted_reading_lands_once_with_its_values(
         assert first["sensor"] == "pm-1"
         assert first["model"] == "pms5003"
         assert isinstance(first["epoch"], str) and len(first["epoch"]) == 16
+        # Timed by the gateway's clock, or (no NTP here) corrected from the boot's
+        # anchor on the collector's clock; never sent with an undecided time.
+        now = time.time_ns()
+        for p in points:
+            assert p.get("time_unverified") is None
+            assert abs(p["time"] - now) < 120 * 10**9
 
         # The gateway's health series travels the same way.
         wait_for(lambda: bool(rows(influxdb, unique_name,
