@@ -1,7 +1,9 @@
 """``edge-agent``: the field technician's tool on a gateway.
 
 ``run`` starts the agent; ``check`` validates a config; ``status`` shows the
-outbox (what is waiting, since when) without disturbing a running agent.
+outbox (what is waiting, since when) without disturbing a running agent;
+``probe`` tells which sensor model is on a port; ``decode`` decodes captured
+bytes offline.
 Every flag can also be set by an environment variable (CITYEDGE_...).
 """
 
@@ -40,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
                             help="DEBUG, INFO, WARNING (env CITYEDGE_LOG_LEVEL; default INFO)")
         if name == "status":
             sp.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    _add_technician_commands(sub)
     return p
 
 
@@ -81,6 +84,8 @@ def _status(config: AgentConfig, base: Path, as_json: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("probe", "decode"):
+        return int(args.handler(args))
     config = _load(args.config)
     base = Path(args.config).resolve().parent
     if args.command == "status":
@@ -114,6 +119,112 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _check(factory: object) -> None:
     factory()  # type: ignore[operator]
+
+
+# -- probe and decode: what is on this port, and what do these bytes say -------------
+
+_PROFILES_HELP = "firmware profiles folder (env CITYEDGE_PROFILES_DIR; default: the shipped ones)"
+
+
+def _add_technician_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    env_dir = os.environ.get("CITYEDGE_PROFILES_DIR")
+    pr = sub.add_parser(
+        "probe", help="find which sensor model is on a serial port",
+        description="Listen on PORT, then send each profile's query, and report which firmware"
+        " profile matches, with the evidence (frames seen, checksums passed) and one decoded"
+        " reading. Exit code 0: a profile matched; 1: none did; 2: the port could not be opened."
+        " The probe may leave a sensor in passive mode; the agent sets its mode on start.")
+    pr.add_argument("port", help="serial port, e.g. /dev/ttyUSB0")
+    pr.add_argument("--baud", type=int, default=None,
+                    help="try every profile at this baud rate (default: each profile's own)")
+    pr.add_argument("--listen", type=float, default=3.0,
+                    help="seconds to listen before asking (default 3)")
+    pr.add_argument("--slave", type=int, default=None,
+                    help="Modbus slave address to ask (default: each profile's)")
+    pr.add_argument("--profiles-dir", default=env_dir, help=_PROFILES_HELP)
+    pr.add_argument("--json", action="store_true", help="one JSON object instead of tables")
+    pr.set_defaults(handler=_probe_command)
+    de = sub.add_parser(
+        "decode", help="decode captured bytes offline, one JSON line per frame",
+        description="Decode bytes captured from a port with a firmware profile: one JSON line"
+        " per reading (fields with units), per reply, and per rejected frame (offset and"
+        " reason). Exit code 0: at least one reading; 1: none; 2: unreadable input.")
+    de.add_argument("--profile", required=True, help="firmware profile name, e.g. pms5003")
+    source = de.add_mutually_exclusive_group(required=True)
+    source.add_argument("--hex", help='the bytes as hex, e.g. "42 4D 00 1C ..."')
+    source.add_argument("--file", help="a file of raw captured bytes ('-' for stdin)")
+    de.add_argument("--slave", type=int, default=None,
+                    help="Modbus slave address (default: the profile's)")
+    de.add_argument("--skipped", action="store_true", help="also a line per skipped run of bytes")
+    de.add_argument("--profiles-dir", default=env_dir, help=_PROFILES_HELP)
+    de.set_defaults(handler=_decode_command)
+
+
+def _profiles(directory: str | None) -> dict[str, object]:
+    from edge_agent.agent import SHIPPED_PROFILES  # noqa: PLC0415
+    from edge_agent.decoding import ProfileError, load_profiles  # noqa: PLC0415
+
+    try:
+        return dict(load_profiles(directory or SHIPPED_PROFILES))
+    except (ProfileError, OSError) as exc:
+        Console(stderr=True).print(f"[bold red]profile error[/]: {exc}", highlight=False)
+        raise SystemExit(2) from None
+
+
+def _decode_command(args: argparse.Namespace) -> int:
+    from edge_agent import decode_cmd  # noqa: PLC0415
+
+    profiles = _profiles(args.profiles_dir)
+    if args.profile not in profiles:
+        print(f"decode: unknown profile {args.profile!r}; known: {', '.join(sorted(profiles))}",
+              file=sys.stderr)
+        return 2
+    return decode_cmd.run(profiles[args.profile], hex_text=args.hex, file=args.file,  # type: ignore[arg-type]
+                          slave=args.slave, skipped=args.skipped)
+
+
+def _probe_command(args: argparse.Namespace) -> int:
+    import serial  # noqa: PLC0415
+
+    from edge_agent.probe import describe, probe  # noqa: PLC0415
+
+    profiles = _profiles(args.profiles_dir)
+    err = Console(stderr=True)
+    try:
+        result = probe(args.port, profiles, baud=args.baud, listen=args.listen,  # type: ignore[arg-type]
+                       slave=args.slave,
+                       progress=(lambda _: None) if args.json else
+                       (lambda text: err.print(f"[dim]probe: {text}[/]", highlight=False)))
+    except (serial.SerialException, OSError) as exc:
+        err.print(f"[bold red]probe[/]: cannot open {args.port}: {exc}", highlight=False)
+        return 2
+    if args.json:
+        print(json.dumps(result.as_dict(profiles), ensure_ascii=False))  # type: ignore[arg-type]
+        return result.exit_code
+    console = Console()
+    table = Table(title=f"probe {args.port}")
+    for column in ("profile", "serial", "readings", "replies", "checksums ok", "damaged", "asked"):
+        table.add_column(column)
+    ranked = sorted(result.evidence.values(), key=lambda e: e.key(), reverse=True)
+    for e in ranked:
+        style = "bold green" if e.model in result.matched else ""
+        table.add_row(e.model, result.settings.get(e.model, ""), str(e.readings), str(e.replies),
+                      str(e.checksums_passed), str(e.damaged), ", ".join(e.asked) or "-",
+                      style=style)
+    console.print(table)
+    best = result.evidence[result.matched[0]] if result.matched else None
+    if best is not None and best.first_reading:
+        reading = Table(title="one decoded reading", show_header=True)
+        for column in ("measurement", "field", "value", "unit"):
+            reading.add_column(column)
+        for measurement, fields in best.first_reading.items():
+            for name, item in fields.items():
+                reading.add_row(measurement, name, str(item["value"]), item["unit"])
+        console.print(reading)
+    for line in describe(result, profiles):  # type: ignore[arg-type]
+        console.print(("[bold green]matched[/]: " if result.matched else "[bold red]no match[/]: ")
+                      + line, highlight=False)
+    return result.exit_code
 
 
 if __name__ == "__main__":
