@@ -52,7 +52,7 @@ class AlertsConfig:
     enabled: bool = True
     state_dir: str = "var/alerts"
     tick_interval: float = field(default=1.0, metadata={"min": 0.05, "max": 60.0})
-    save_interval: float = field(default=30.0, metadata={"min": 1.0})
+    save_interval: float = field(default=300.0, metadata={"min": 1.0})
     lease: bool = False
     status: bool = True
     observe_uplinks: bool = False

@@ -79,22 +79,41 @@ class Engine:
         self.late_members: list[dict[tuple[str, ...], Member]] = [{} for _ in range(n)]
         self.groups: list[dict[tuple[str, ...], Group]] = [{} for _ in range(n)]
         self.late_groups: list[dict[tuple[str, ...], Group]] = [{} for _ in range(n)]
-        self.open: set[Group] = set()  # groups not in a quiet state, for the tick's sweeps
+        self.open: dict[Group, None] = {}  # groups not in a quiet state (ordered set)
         self.by_id: dict[str, Group] = {}
         self.directory: dict[str, dict[str, str]] = {}
+        self._where: dict[str, tuple[str | None, ...]] = {}  # the directory's entries, as tuples
         self.silences: dict[str, Silence] = {}
         self.index = {r.name: i for i, r in enumerate(rules.rules)}
         self._timed = [i for i, r in enumerate(rules.rules) if r.kind in ("silence", "offline")]
         self._offline = [i for i, r in enumerate(rules.rules) if r.kind == "offline"]
+        # No silence or offline deadline falls before this: the tick skips its scan until then.
+        self._timed_due = 0
         self._routes: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[int, ...]] = {}
         self.counts = {"readings": 0, "duplicates": 0, "late": 0, "events": 0}
         self._out: list[AlertEvent] = []
 
     # -- inputs --------------------------------------------------------------
+    def advance(self, now_ns: int) -> None:
+        """Move the clock (for lateness) without the tick's sweeps: cheap, for every batch."""
+        self.now = max(self.now, now_ns)
+
     def tick(self, now_ns: int) -> list[AlertEvent]:
         """Advance the clock: silences, offline gateways, flap settling, repeats, late tracks."""
         self.now = max(self.now, now_ns)
         now = self.now
+        if now >= self._timed_due:
+            self._scan_deadlines(now)
+        for g in list(self.open):
+            self._sweep(g, now)
+        for sid in [s.id for s in self.silences.values() if s.until_ns <= now]:
+            del self.silences[sid]
+        # A tick can find several deadlines passed at once: report them in time order
+        # (and in a stable order within one instant).
+        return sorted(self._take(), key=lambda e: (e.time_ns, e.rule, e.alert_id))
+
+    def _scan_deadlines(self, now: int) -> None:
+        next_due = 1 << 62
         for ri in self._timed:
             rule = self.rules.rules[ri]
             for m in list(self.members[ri].values()):
@@ -104,12 +123,13 @@ class Engine:
                 due = start + rule.after_ns
                 if now >= due:
                     self._apply(ri, m, due, (True, (due - start) / 1e9, 0), late=False)
-        for g in sorted(self.open, key=lambda g: (g.last_change, g.rule.name, g.key)):
-            self._sweep(g, now)
-        for sid in [s.id for s in self.silences.values() if s.until_ns <= now]:
-            del self.silences[sid]
-        # A tick can find several deadlines passed at once: report them in time order.
-        return sorted(self._take(), key=lambda e: e.time_ns)
+                else:
+                    next_due = min(next_due, due)
+        self._timed_due = next_due
+
+    def _due(self, due: int) -> None:
+        """A silence or offline deadline was (re)set: the next tick must look by then."""
+        self._timed_due = min(self._timed_due, due)
 
     def _sweep(self, g: Group, now: int) -> None:
         flap, rule = g.rule.flap, g.rule
@@ -147,8 +167,9 @@ class Engine:
                 gw, str(epoch), seq):
             self.counts["duplicates"] += 1
             return False
-        known = self.directory.get(gw)
-        if known is None or any(known.get(k) != tags.get(k) for k in LOCATION_TAGS):
+        where = (tags.get("district"), tags.get("site"), tags.get("site_kind"))
+        if self._where.get(gw) != where:
+            self._where[gw] = where
             self.directory[gw] = {k: tags[k] for k in LOCATION_TAGS if tags.get(k)}
         return True
 
@@ -180,6 +201,8 @@ class Engine:
                 own_tags = own_tags or dict(tags)
                 m = self.members[ri][key] = Member(rule, key, own_tags)
             ops.absorb(rule, m, t, v)
+            if rule.pooled:
+                self._due(m.last_seen + rule.after_ns)
             if t >= m.last_t and self.now - t < rule.late_after_ns:
                 m.last_t = t
                 verdict = ops.judge(rule, m, t, v)
@@ -239,6 +262,7 @@ class Engine:
                 self._apply(ri, m, s.time_ns, (False, 0.0, 0), late=False)
             elif m.down_since is None:
                 m.down_since = s.time_ns
+                self._due(s.time_ns + rule.after_ns)
                 if self.now >= s.time_ns + rule.after_ns:
                     self._apply(ri, m, s.time_ns + rule.after_ns,
                                 (True, rule.after_ns / 1e9, 0), late=False)
@@ -319,9 +343,9 @@ class Engine:
             g.alert_id = alert_id(g.rule.name, g.key, t, g.late)
             g.started, g.seq = t, 0
             self.by_id[g.alert_id] = g
-            self.open.add(g)
+            self.open[g] = None
         elif new in QUIET:
-            self.open.discard(g)
+            self.open.pop(g, None)
             self.by_id.pop(g.alert_id, None)
         if notify:
             g.last_notified = t

@@ -29,7 +29,7 @@ from collector.alerts.events import Ack, AlertEvent, Silence, Status
 from collector.alerts.lease import FileLease
 from collector.alerts.mqtt_feed import BrokerConfig, MqttFeed
 from collector.alerts.points import alert_point
-from collector.alerts.snapshot import dump_alerts, dump_stats, restore
+from collector.alerts.snapshot import dump_alerts, dump_stats_text, restore
 from collector.alerts.store import StateStore
 from collector.lineprotocol import Point
 from collector.notifiers import NotifierContext
@@ -85,7 +85,7 @@ class AlertRunner:
         self._points_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty_since: float | None = None
-        self._last_save = 0.0
+        self._last_stats_save = time.monotonic()
         self.started = False
 
     @property
@@ -157,7 +157,8 @@ class AlertRunner:
         if not self.leader:
             self.stats.standby_points += len(points)
             return
-        self._dispatch(self.engine.tick(now_ns) + self.engine.readings(points))
+        self.engine.advance(now_ns)  # for lateness; the tick loop does the sweeps
+        self._dispatch(self.engine.readings(points))
 
     def on_status(self, gateway: str, state: str, now_ns: int) -> None:
         if self.leader:
@@ -229,11 +230,24 @@ class AlertRunner:
         else:
             raise ValueError(f"unknown command {kind!r}")
 
-    async def save(self) -> None:
-        """Write both state files (the bulk in a thread: it can be megabytes)."""
-        alerts, stats = dump_alerts(self.engine), dump_stats(self.engine)
+    async def save(self, *, with_stats: bool = True) -> None:
+        """Write the lifecycle file, and the bulk statistics file if with_stats.
+
+        The statistics are dumped in slices with the event loop running in
+        between (tens of megabytes for a city); the files are written in a thread.
+        """
+        alerts = dump_alerts(self.engine)
         self._dirty_since = None
-        self._last_save = time.monotonic()
+        stats: str | None = None
+        if with_stats:
+            steps = dump_stats_text(self.engine)
+            while stats is None:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    stats = done.value
+                await asyncio.sleep(0)
+            self._last_stats_save = time.monotonic()
         await asyncio.to_thread(self.store.save, alerts, stats)
         self.stats.saves += 1
 
@@ -243,9 +257,10 @@ class AlertRunner:
             try:
                 self.tick(self.clock())
                 now = time.monotonic()
+                stats_due = now - self._last_stats_save >= self.config.save_interval
                 due = self._dirty_since is not None and now - self._dirty_since >= SAVE_DELAY_S
-                if self.leader and (due or now - self._last_save >= self.config.save_interval):
-                    await self.save()
+                if self.leader and (due or stats_due):
+                    await self.save(with_stats=stats_due)
             except Exception:  # one bad tick must not stop alerting
                 log.exception("alerts: tick failed")
 

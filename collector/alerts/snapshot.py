@@ -11,7 +11,9 @@ is dropped, not applied to the new rule.
 
 from __future__ import annotations
 
+import json
 from collections import deque
+from collections.abc import Generator
 from typing import Any
 
 from collector.alerts.engine import Engine, Group
@@ -30,24 +32,17 @@ def _tuple(x: Any) -> Any:
     return tuple(_tuple(i) for i in x) if isinstance(x, list) else x
 
 
-def _member(rule: str, fp: str, late: bool, m: Member, full: bool) -> dict[str, Any]:
-    d: dict[str, Any] = {"rule": rule, "fp": fp, "late": late, "key": m.key, "tags": m.tags}
-    for name in _MEMBER_LIFE + (_MEMBER_STATS if full else ()):
-        d[name] = getattr(m, name)
-    if full and m.win is not None:
-        d["win"] = m.win.dump()
-    if full and m.hits is not None:
-        d["hits"] = list(m.hits.times)
-    return d
-
-
-def _members(engine: Engine, full: bool) -> list[dict[str, Any]]:
+def _members(engine: Engine) -> list[dict[str, Any]]:
+    """Members that hold an alert up (or a gateway down), lifecycle fields only."""
     out = []
     for ri, rule in enumerate(engine.rules.rules):
         for late, table in ((False, engine.members[ri]), (True, engine.late_members[ri])):
             for m in table.values():
-                if full or m.status != OK or m.down_since is not None:
-                    out.append(_member(rule.name, rule.fingerprint, late, m, full))
+                if m.status != OK or m.down_since is not None:
+                    d: dict[str, Any] = {"rule": rule.name, "fp": rule.fingerprint, "late": late,
+                                         "key": m.key, "tags": m.tags}
+                    d.update({name: getattr(m, name) for name in _MEMBER_LIFE})
+                    out.append(d)
     return out
 
 
@@ -67,17 +62,69 @@ def dump_alerts(engine: Engine) -> dict[str, Any]:
         "version": VERSION,
         "now": engine.now,
         "groups": groups,
-        "members": _members(engine, full=False),
+        "members": _members(engine),
         "silences": [{"id": s.id, "rule": s.rule, "match": dict(s.match), "until_ns": s.until_ns,
                       "created_ns": s.created_ns, "by": s.by, "comment": s.comment}
                      for s in engine.silences.values()],
-        "directory": engine.directory,
+        "directory": dict(engine.directory),  # entries are replaced, never mutated
     }
 
 
 def dump_stats(engine: Engine) -> dict[str, Any]:
-    return {"version": VERSION, "members": _members(engine, full=True),
-            "dedupe": engine.dedupe.dump()}
+    """The statistics as data (tests and tools); the runner writes dump_stats_text's text."""
+    result: dict[str, Any] = json.loads(_run(dump_stats_text(engine, chunk=0)))
+    return result
+
+
+def _run(steps: Generator[None, None, str]) -> str:
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            text: str = done.value
+            return text
+
+
+def dump_stats_text(engine: Engine, chunk: int = 5000) -> Generator[None, None, str]:
+    """Every member as JSON text, positionally (``STAT_COLUMNS``), each tag set stored once.
+
+    The generator yields every ``chunk`` members so that the runner can let
+    the event loop run in between (each member is dumped whole; the set of
+    them spans a few milliseconds, which is all window statistics need).
+    Rows are encoded as they go: short-lived lists and immutable strings keep
+    Python's full garbage collections, which walk every live container, rare.
+    """
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    tag_index: dict[tuple[tuple[str, str], ...], int] = {}
+    tag_sets: list[dict[str, str]] = []
+    parts = []
+    done = 0
+    for ri, rule in enumerate(engine.rules.rules):
+        for late, table in ((False, engine.members[ri]), (True, engine.late_members[ri])):
+            if not table:
+                continue
+            rows = []
+            for m in list(table.values()):
+                done += 1
+                if chunk and done % chunk == 0:
+                    yield
+                tkey = tuple(m.tags.items())
+                ti = tag_index.get(tkey)
+                if ti is None:
+                    ti = tag_index[tkey] = len(tag_sets)
+                    tag_sets.append(m.tags)
+                rows.append(encode([m.key, ti, *(getattr(m, a) for a in _MEMBER_ROW),
+                                    m.win.dump() if m.win is not None else None,
+                                    m.hits.times if m.hits is not None else None]))
+            parts.append(f'{{"rule":{encode(rule.name)},"fp":{encode(rule.fingerprint)},'
+                         f'"late":{encode(late)},"rows":[{",".join(rows)}]}}')
+    head = encode({"version": VERSION, "columns": list(STAT_COLUMNS), "tags": tag_sets,
+                   "dedupe": engine.dedupe.dump()})
+    return head[:-1] + ',"rules":[' + ",".join(parts) + "]}"
+
+
+_MEMBER_ROW = _MEMBER_LIFE + _MEMBER_STATS
+STAT_COLUMNS = ("key", "tags", *_MEMBER_LIFE, *_MEMBER_STATS, "win", "hits")
 
 
 def restore(engine: Engine, alerts: dict[str, Any] | None,
@@ -98,8 +145,17 @@ def restore(engine: Engine, alerts: dict[str, Any] | None,
             raise ValueError(f"state version {part.get('version')!r}, expected {VERSION}")
     if stats:
         engine.dedupe.load(stats.get("dedupe", []))
-        for d in stats.get("members", []):
-            _load_member(engine, d, rule_index(d), full=True)
+        if stats.get("columns") != list(STAT_COLUMNS):
+            raise ValueError("stats columns differ from this version's")
+        tag_sets = stats["tags"]
+        for part in stats["rules"]:
+            ri = rule_index(part)
+            if ri is None:
+                continue
+            for row in part["rows"]:
+                d = dict(zip(STAT_COLUMNS, row, strict=True))
+                d.update(late=part["late"], tags=tag_sets[d["tags"]])
+                _load_member(engine, d, ri, full=True)
     if alerts:
         engine.now = max(engine.now, int(alerts.get("now", 0)))
         for d in alerts.get("members", []):
@@ -145,7 +201,7 @@ def _load_group(engine: Engine, ri: int, d: dict[str, Any]) -> None:
     g.holds = deque(d["holds"])
     (engine.late_groups if g.late else engine.groups)[ri][key] = g
     if g.state not in QUIET:
-        engine.open.add(g)
+        engine.open[g] = None
         engine.by_id[g.alert_id] = g
 
 

@@ -86,7 +86,8 @@ class StateStore:
         self.commands_dir = self.dir / "commands"
 
     # -- engine snapshots -----------------------------------------------------
-    def save(self, alerts: dict[str, Any], stats: dict[str, Any] | None = None) -> None:
+    def save(self, alerts: dict[str, Any], stats: dict[str, Any] | str | None = None) -> None:
+        """Write the lifecycle file, and the statistics (data or ready JSON text) if given."""
         meta = {"version": alerts["version"], "now": alerts["now"], "saved_ns": time.time_ns()}
         doc = {
             "meta": _table([meta]),
@@ -99,7 +100,8 @@ class StateStore:
         if stats is not None:
             # Stats first: a crash between the two writes leaves older stats with
             # newer lifecycle, and restore() lets the lifecycle win.
-            atomic_write(self.stats_path, json.dumps(stats, separators=(",", ":")).encode())
+            text = stats if isinstance(stats, str) else json.dumps(stats, separators=(",", ":"))
+            atomic_write(self.stats_path, text.encode("utf-8"))
         AtomicJSONStorage(self.alerts_path).write(doc)
 
     def load(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

@@ -9,7 +9,7 @@ window at event time t holds the buckets whose start lies in (t - W, t].
 from __future__ import annotations
 
 import bisect
-from collections import OrderedDict, deque
+from collections import OrderedDict
 
 # Exceedance times kept per series for a count window; a count rule needs only
 # "times" of them, so this only bounds a pathological stream.
@@ -22,68 +22,75 @@ MAX_SOURCES = 100_000
 
 
 class MeanWindow:
-    """Sum and count per step-aligned bucket; late values land in their bucket if still inside."""
+    """Sum and count per step-aligned bucket; late values land in their bucket if still inside.
 
-    __slots__ = ("buckets", "n", "step", "total", "weight")
+    Buckets are three parallel flat lists, not a list per bucket: a city's
+    windows would otherwise be millions of small containers for Python's
+    garbage collector to walk (full collections then pause the collector for
+    hundreds of milliseconds; bench/alerts_bench.py shows it).
+    """
+
+    __slots__ = ("counts", "ks", "n", "step", "sums", "total", "weight")
 
     def __init__(self, step_ns: int, n: int) -> None:
         self.step = step_ns
         self.n = n
-        self.buckets: deque[list[float]] = deque()  # [index, sum, count], index increasing
+        self.ks: list[int] = []  # bucket indexes (start // step), increasing
+        self.sums: list[float] = []
+        self.counts: list[int] = []
         self.total = 0.0
         self.weight = 0
 
     def add(self, time_ns: int, value: float) -> bool:
         """Add a value; False when it is older than the window and was ignored."""
         k = time_ns // self.step
-        b = self.buckets
-        if b and k > b[-1][0]:
-            b.append([k, value, 1])
+        ks = self.ks
+        if not ks or k > ks[-1]:
+            ks.append(k)
+            self.sums.append(value)
+            self.counts.append(1)
             floor = k - self.n
-            if b[0][0] <= floor:
-                while b and b[0][0] <= floor:
-                    b.popleft()
+            if ks[0] <= floor:
+                cut = bisect.bisect_right(ks, floor)
+                del ks[:cut], self.sums[:cut], self.counts[:cut]
                 self._recount()
             else:
                 self.total += value
                 self.weight += 1
             return True
-        if not b:
-            b.append([k, value, 1])
-            self.total, self.weight = value, 1
-            return True
-        if k <= b[-1][0] - self.n:
+        if k <= ks[-1] - self.n:
             return False
-        for i in range(len(b) - 1, -1, -1):
-            if b[i][0] == k:
-                b[i][1] += value
-                b[i][2] += 1
-                break
-            if b[i][0] < k:
-                b.insert(i + 1, [k, value, 1])
-                break
+        i = bisect.bisect_left(ks, k)
+        if ks[i] == k:
+            self.sums[i] += value
+            self.counts[i] += 1
         else:
-            b.appendleft([k, value, 1])
+            ks.insert(i, k)
+            self.sums.insert(i, value)
+            self.counts.insert(i, 1)
         self.total += value
         self.weight += 1
         return True
 
     def _recount(self) -> None:
         # Re-summing after each slide keeps float drift from subtract-as-you-go away.
-        self.total = sum(x[1] for x in self.buckets)
-        self.weight = int(sum(x[2] for x in self.buckets))
+        self.total = sum(self.sums)
+        self.weight = sum(self.counts)
 
     def mean(self, min_coverage: float) -> float | None:
         """The mean, or None while fewer than min_coverage of the buckets hold data."""
-        if not self.weight or len(self.buckets) < min_coverage * self.n:
+        if not self.weight or len(self.ks) < min_coverage * self.n:
             return None
         return self.total / self.weight
 
     def dump(self) -> list[list[float]]:
-        return [list(x) for x in self.buckets]
+        return [list(self.ks), list(self.sums), list(self.counts)]  # type: ignore[list-item]
 
-    def load(self, buckets: list[list[float]]) -> None:
-        self.buckets = deque([int(k), float(s), int(c)] for k, s, c in buckets)
+    def load(self, data: list[list[float]]) -> None:
+        ks, sums, counts = data
+        self.ks = [int(k) for k in ks]
+        self.sums = [float(x) for x in sums]
+        self.counts = [int(c) for c in counts]
         self._recount()
 
 

@@ -24,7 +24,7 @@ def test_late_value_lands_in_its_bucket_or_is_ignored_when_outside() -> None:
     w.add(35, 3.0)
     assert w.add(12, 1.0) is True  # bucket 10: still inside
     assert w.add(25, 2.0) is True  # bucket 20: a gap between two buckets, inserted in order
-    assert [b[0] for b in w.buckets] == [1, 2, 3]
+    assert w.ks == [1, 2, 3]
     assert w.mean(0.0) == 2.0
     assert w.add(5, 100.0) is False  # bucket 0: outside the window at 35
     assert w.mean(0.0) == 2.0
