@@ -5,7 +5,7 @@ row of ``TRANSITIONS``. The engine computes an input from the condition of an
 alert's members and looks the move up here; it has no if-chain of its own.
 ``markdown()`` draws docs/alerts.md's state diagram and table from the same
 dict, and a test keeps the document equal to it
-(``python -m collector.alerts.lifecycle`` prints it).
+(``python -m collector.alerts.diagram`` prints it).
 """
 
 from __future__ import annotations
@@ -115,6 +115,3 @@ def markdown() -> str:
     lines += ["", "**bold**: the move is notified; ·: no change."]
     return "\n".join(lines) + "\n"
 
-
-if __name__ == "__main__":
-    print(markdown(), end="")

@@ -38,4 +38,4 @@ def test_docs_show_the_generated_diagram() -> None:
     found = re.search(r"<!-- lifecycle: generated.*?-->\n(.*?)<!-- end lifecycle -->", text, re.S)
     assert found, "docs/alerts.md lost its lifecycle markers"
     assert found.group(1) == markdown(), (
-        "docs/alerts.md's diagram has drifted: paste `python -m collector.alerts.lifecycle`")
+        "docs/alerts.md's diagram has drifted: paste `python -m collector.alerts.diagram`")
