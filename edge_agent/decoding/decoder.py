@@ -26,6 +26,10 @@ How a stream is cut into frames (the whole algorithm, in order):
 Each frame kind is compiled once into a ``_Plan``: one ``struct.Struct`` for all
 its binary fields when their layout allows, and the range checks as a list, so
 a frame costs a few C calls rather than one Python call per field.
+
+A reading's numbers are floats (booleans stay booleans), whatever their type on
+the wire: InfluxDB fixes a field's type at its first write, and a PMS5003's
+whole ug/m3 and an SDS011's tenths share the field pm2_5_ugm3.
 """
 
 from __future__ import annotations
@@ -96,7 +100,7 @@ class _Plan:
         start = len(profile.framing.start) if profile.framing else 0
         end = len(profile.framing.end) if profile.framing else 0
         if frame.format == "binary":
-            self.decode: Callable[[bytes], Outcome] = _binary(frame.fields)
+            self.decode: Callable[[bytes], Outcome] = _binary(frame.fields, frame.is_reading)
         else:
             self.decode = _text(frame, start, end)
         # measurement -> field names, in profile order; the first group is the main one
@@ -114,8 +118,9 @@ class _Plan:
         return True
 
 
-def _binary(specs: tuple[FieldSpec, ...]) -> Callable[[bytes], Outcome]:
+def _binary(specs: tuple[FieldSpec, ...], as_float: bool) -> Callable[[bytes], Outcome]:
     names = tuple(spec.name for spec in specs)
+    bools = {index for index, spec in enumerate(specs) if spec.type.is_bool}
     unpack = _one_struct(specs)
     scalers = [None if _identity(spec) else spec.scaled for spec in specs]
     checked = [
@@ -131,6 +136,11 @@ def _binary(specs: tuple[FieldSpec, ...]) -> Callable[[bytes], Outcome]:
             values = tuple(spec.type.unpack(frame, spec.offset) for spec in specs)
         if not plain:
             values = tuple(v if s is None else s(v) for v, s in zip(values, scalers, strict=True))
+        if as_float:
+            if bools:
+                values = tuple(v if i in bools else float(v) for i, v in enumerate(values))
+            else:
+                values = tuple(map(float, values))
         for index, spec in checked:
             problem = spec.check(values[index])
             if problem is not None:

@@ -295,7 +295,7 @@ class ModbusDecoder:
         block = blocks[index]
         if isinstance(block, list):
             return block[at]
-        return spec.scaled(spec.type.unpack(block, 2 * at))
+        return float(spec.scaled(spec.type.unpack(block, 2 * at)))  # one type per field
 
     def _identity(self, blocks: dict[int, bytes | list[bool]]) -> str | None:
         for table, address, kind, equals in self.map.identity:
