@@ -95,7 +95,7 @@ def baseline(engine: Engine, rounds: list[list[Point]]) -> float:
         for p in batch:
             tags, fields = p.tags, p.fields
             gw = tags["gateway"]
-            seen.setdefault((gw, fields["epoch"]), set()).add(fields["seq"])
+            seen.setdefault((gw, str(fields["epoch"])), set()).add(int(fields["seq"]))
             key = (p.measurement, tuple(tags.items()))
             route = routes.get(key)
             if route is None:

@@ -11,10 +11,12 @@ whose events are marked late). Readings are deduplicated by
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from collector.alerts.errors import UsageError
 from collector.alerts.evaluate import HELD, KINDS, PENDING, Member, Verdict, hold
 from collector.alerts.events import Ack, AlertEvent, Silence, Status, alert_id, iso
 from collector.alerts.lifecycle import ACKABLE, QUIET, REPEATS_IN, Input, State, step
@@ -37,6 +39,14 @@ class PointLike(Protocol):
     def fields(self) -> Mapping[str, Any]: ...
     @property
     def time_ns(self) -> int: ...
+
+
+def _number(raw: Any) -> float | None:
+    """A field value the rules can use (bools are 0/1); None for text, missing or non-finite."""
+    if raw is None or isinstance(raw, str):
+        return None
+    v = float(raw)
+    return v if math.isfinite(v) else None  # a NaN would poison every window it entered
 
 
 class Group:
@@ -189,12 +199,9 @@ class Engine:
         for ri in route:
             rule = self.rules.rules[ri]
             ops = KINDS[rule.kind]
-            v = 0.0
-            if ops.needs_field:
-                raw = fields.get(rule.field)
-                if raw is None or isinstance(raw, str):
-                    continue
-                v = float(raw)
+            v = _number(fields.get(rule.field)) if ops.needs_field else 0.0
+            if v is None:
+                continue
             key = rule.group_key(tags) if rule.pooled else series
             m = self.members[ri].get(key)
             if m is None:
@@ -269,10 +276,12 @@ class Engine:
         return self._take()
 
     def acknowledge(self, ack: Ack) -> list[AlertEvent]:
-        """Raises KeyError for an id that is not open, ValueError if it is not firing."""
-        g = self.by_id[ack.alert_id]
+        """Raises UsageError for an id that is not open or an alert that is not firing."""
+        g = self.by_id.get(ack.alert_id)
+        if g is None:
+            raise UsageError(f"no open alert {ack.alert_id}")
         if g.state not in ACKABLE:
-            raise ValueError(f"alert {ack.alert_id} is {g.state.value}, not firing")
+            raise UsageError(f"alert {ack.alert_id} is {g.state.value}, not firing")
         self._transition(g, Input.ACK, max(ack.time_ns, g.last_change), g.value)
         return self._take()
 

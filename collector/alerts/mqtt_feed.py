@@ -27,13 +27,20 @@ log = logging.getLogger(__name__)
 class BrokerConfig(Protocol):
     """The fields of collector.config.MqttSourceConfig this module reads."""
 
-    host: str
-    port: int
-    client_id: str
-    username: str | None
-    password: str | None
-    keepalive: int
-    topic_prefix: str
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def keepalive(self) -> int: ...
+    @property
+    def topic_prefix(self) -> str: ...
 
 
 class Sink(Protocol):

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from collector.alerts.engine import Engine
+from collector.alerts.errors import UsageError
 from collector.alerts.events import AlertEvent, Status
 from collector.lineprotocol import FieldValue, Point
 
@@ -30,7 +31,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PRECISION = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 
 
-class ReadingsError(ValueError):
+class ReadingsError(UsageError):
     """A readings file line that cannot be used; the message names the line."""
 
 

@@ -207,7 +207,7 @@ class AlertRunner:
             self.stats.commands += 1
             try:
                 self._command(cmd, now_ns)
-            except (KeyError, ValueError, TypeError) as exc:
+            except (UsageError, KeyError, ValueError, TypeError) as exc:
                 log.warning("alerts: command %s ignored: %s", path.name, exc)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -215,7 +215,7 @@ class AlertRunner:
 
     def _command(self, cmd: dict[str, Any] | None, now_ns: int) -> None:
         if cmd is None:
-            raise ValueError("not valid JSON")
+            raise UsageError("not valid JSON")
         kind = cmd.get("cmd")
         if kind == "ack":
             self._dispatch(self.engine.acknowledge(
@@ -226,9 +226,9 @@ class AlertRunner:
                                             cmd.get("by", ""), cmd.get("comment", "")))
         elif kind == "unsilence":
             if not self.engine.remove_silence(cmd["id"]):
-                raise KeyError(f"no silence {cmd['id']}")
+                raise UsageError(f"no silence {cmd['id']}")
         else:
-            raise ValueError(f"unknown command {kind!r}")
+            raise UsageError(f"unknown command {kind!r}")
 
     async def save(self, *, with_stats: bool = True) -> None:
         """Write the lifecycle file, and the bulk statistics file if with_stats.

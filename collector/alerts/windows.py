@@ -84,7 +84,7 @@ class MeanWindow:
         return self.total / self.weight
 
     def dump(self) -> list[list[float]]:
-        return [list(self.ks), list(self.sums), list(self.counts)]  # type: ignore[list-item]
+        return [list(self.ks), list(self.sums), list(self.counts)]
 
     def load(self, data: list[list[float]]) -> None:
         ks, sums, counts = data

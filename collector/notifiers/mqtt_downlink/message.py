@@ -28,6 +28,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.alerts.errors import AlertError
 from collector.alerts.events import AlertEvent
 
 VERSION = 1
@@ -35,8 +36,12 @@ ACK_SUFFIX = "down_ack"
 SHOW_STATES = frozenset({"firing", "acknowledged", "flapping"})
 
 
-class DownlinkError(ValueError):
-    """A display message or ack that cannot be used; ``reason`` is a short code."""
+class DownlinkError(AlertError):
+    """A display message or ack that cannot be used; ``reason`` is a short code.
+
+    The peer's fault, like h11's RemoteProtocolError: any bytes either decode
+    or raise this, never another exception.
+    """
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collector.alerts import Engine, rules_from_text
-from tests.unit.alerts.timeline import H, M, R, Tick, at, every, feed, run
+from tests.unit.alerts.timeline import H, M, R, Step, Tick, at, every, feed, run
 
 
 def engine(rule_yaml: str, extra: str = "") -> Engine:
@@ -143,7 +143,7 @@ def test_per_schedule_threshold_switches_at_22_and_06() -> None:
 
 def test_silence_of_a_sensor_fires_at_the_deadline_and_resolves_on_data() -> None:
     e = engine("  - {name: quiet, kind: silence, after: 10m}\n")
-    steps = [R(at("03-04 10:00"), {"v": 1}), R(at("03-04 10:05"), {"v": 1}),
+    steps: list[Step] = [R(at("03-04 10:00"), {"v": 1}), R(at("03-04 10:05"), {"v": 1}),
              Tick(at("03-04 10:14:59")), Tick(at("03-04 10:16:30")),
              R(at("03-04 10:20"), {"v": 1})]
     events = feed(e, steps)
@@ -157,7 +157,8 @@ def test_silence_of_a_sensor_fires_at_the_deadline_and_resolves_on_data() -> Non
 
 def test_gateway_silence_needs_every_sensor_quiet() -> None:
     e = engine("  - {name: gw_quiet, kind: silence, after: 10m, group_by: gateway}\n")
-    steps = [R(at("03-04 10:00"), {"v": 1}, sensor="a"), R(at("03-04 10:00"), {"v": 1}, sensor="b")]
+    steps: list[Step] = [R(at("03-04 10:00"), {"v": 1}, sensor="a"),
+                         R(at("03-04 10:00"), {"v": 1}, sensor="b")]
     steps += every(at("03-04 10:05"), at("03-04 10:30"), 5 * M, {"v": 1}, sensor="b")
     steps += [Tick(at("03-04 10:50"))]
     assert run(e, steps) == [("03-04 10:35", "gw_quiet", "firing", 600.0)]

@@ -24,7 +24,7 @@ MEAN = """rules:
 
 
 def backlog_script() -> list[Step]:
-    steps: list[Step] = every(at("03-04 10:00"), at("03-04 10:31"), M, {"v": 50})
+    steps: list[Step] = [*every(at("03-04 10:00"), at("03-04 10:31"), M, {"v": 50})]
     # The uplink drops at 10:31. At 11:00 the gateway is back: live data first...
     steps.append(R(at("03-04 11:00"), {"v": 50}))
     # ...then the backlog drains behind it (DESIGN invariant 7), all of it late.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from collector.alerts import Ack, Engine, Silence, Status, rules_from_text
-from tests.unit.alerts.timeline import M, R, St, Tick, at, brief, feed, run
+from collector.alerts import Ack, Engine, Silence, Status, UsageError, rules_from_text
+from tests.unit.alerts.timeline import M, R, St, Step, Tick, at, brief, feed, run
 
 
 def engine(rules: str, defaults: str = "{flap: {enabled: false}}") -> Engine:
@@ -15,7 +15,7 @@ def engine(rules: str, defaults: str = "{flap: {enabled: false}}") -> Engine:
 THRESHOLD = "  - {name: pm, kind: threshold, field: v, above: 10}\n"
 
 
-def alternate(start: str, values: list[float]) -> list[R]:
+def alternate(start: str, values: list[float]) -> list[Step]:
     return [R(at(start) + i * M, {"v": v}) for i, v in enumerate(values)]
 
 
@@ -67,10 +67,10 @@ def test_repeat_then_ack_stops_repeats_and_a_level_change_needs_a_new_ack() -> N
 
 def test_ack_of_unknown_or_not_firing_alert_is_refused() -> None:
     e = engine("  - {name: pm, kind: threshold, field: v, above: 10, hold: 5m}\n")
-    with pytest.raises(KeyError):
+    with pytest.raises(UsageError, match="no open alert nope"):
         e.acknowledge(Ack("nope", 0))
     [pending] = feed(e, [R(at("03-04 10:00"), {"v": 11})])
-    with pytest.raises(ValueError, match="pending, not firing"):
+    with pytest.raises(UsageError, match="pending, not firing"):
         e.acknowledge(Ack(pending.alert_id, at("03-04 10:01")))
 
 
@@ -90,7 +90,7 @@ def test_a_silence_marks_matching_events_until_it_expires() -> None:
 
 def test_offline_from_the_last_will_scoped_by_what_the_gateway_reported() -> None:
     e = engine("  - {name: gw_offline, kind: offline, after: 1m, group_by: district}\n")
-    steps = [R(at("03-04 09:00"), {"v": 1}, gateway="gw-a"),
+    steps: list[Step] = [R(at("03-04 09:00"), {"v": 1}, gateway="gw-a"),
              R(at("03-04 09:00"), {"v": 1}, gateway="gw-b"),
              St("gw-a", False, at("03-04 10:00")), Tick(at("03-04 10:00:59")),
              Tick(at("03-04 10:01")), St("gw-b", False, at("03-04 10:02")),

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collector.alerts.rulefile import DAYS
-from collector.alerts.schedule import Schedules, Window, load_zone, parse_hours
+from collector.alerts.schedule import DAYS, Schedules, Window, load_zone, parse_hours
 from tests.unit.alerts.timeline import S, at
 
 ALL = frozenset(range(7))

@@ -8,6 +8,7 @@ collector loads them (rule names are unique across files).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[3]
 RULE_FILES = sorted(str(p) for p in (ROOT / "configs" / "rules").glob("*.yaml"))
 
 
-def run(steps: list[Step], *rules: str) -> list[tuple[str, str, str, float]]:
+def run(steps: Iterable[Step], *rules: str) -> list[tuple[str, str, str, float]]:
     events = feed(Engine(load_rules(RULE_FILES)), steps)
     return [e for e in brief(events) if e[1] in rules]
 
@@ -129,7 +130,7 @@ def test_advisory_is_one_alert_per_district_with_every_station_counted() -> None
         steps += five_min(start, end, "pm10_ugm3", v, sensor="a")
         steps += five_min(start, end, "pm10_ugm3", v, sensor="b", gateway="gw-2")
         steps += five_min(start, end, "pm10_ugm3", v, sensor="c", district="서초구")
-    steps.sort(key=lambda s: s.t)  # type: ignore[union-attr]
+    steps.sort(key=lambda s: s.t)
     engine = Engine(load_rules(RULE_FILES))
     events = [e for e in feed(engine, steps)
               if e.rule == "pm10_advisory" and e.state == "firing"]

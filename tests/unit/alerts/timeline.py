@@ -44,7 +44,7 @@ class R:
     """A reading at ``t`` with ``fields``; arrives at ``arrival`` (default: when taken)."""
 
     t: int
-    fields: Mapping[str, float | bool]
+    fields: Mapping[str, float | bool | str]
     measurement: str = "particulate"
     sensor: str = "pm-1"
     gateway: str = "gw-1"
