@@ -203,6 +203,8 @@ class Engine:
             if v is None:
                 continue
             key = rule.group_key(tags) if rule.pooled else series
+            if rule.pooled and "" in key:
+                continue  # e.g. a dead letter has no sensor: it cannot fall silent as one
             m = self.members[ri].get(key)
             if m is None:
                 own_tags = own_tags or dict(tags)

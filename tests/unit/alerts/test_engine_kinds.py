@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collector.alerts import Engine, rules_from_text
+from collector.lineprotocol import Point
 from tests.unit.alerts.timeline import H, M, R, Step, Tick, at, every, feed, run
 
 
@@ -153,6 +154,14 @@ def test_silence_of_a_sensor_fires_at_the_deadline_and_resolves_on_data() -> Non
     assert events[0].scope == {"district": "강남구", "site": "역삼초등학교",
                                "site_kind": "dust_zone", "gateway": "gw-1", "sensor": "pm-1",
                                "model": "pms5003"}
+
+
+def test_readings_without_the_grouping_tags_are_not_watched_for_silence() -> None:
+    e = engine("  - {name: quiet, kind: silence, after: 10m}\n")
+    anonymous = Point("cityedge_deadletter", {"gateway": "gw-1", "reason": "bad_field"},
+                      {"detail": "x"}, at("03-04 10:00"))
+    assert e.readings([anonymous]) == []
+    assert e.members[0] == {} and e.tick(at("03-04 11:00")) == []
 
 
 def test_gateway_silence_needs_every_sensor_quiet() -> None:
