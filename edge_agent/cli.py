@@ -139,6 +139,8 @@ def _add_technician_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
                     help="try every profile at this baud rate (default: each profile's own)")
     pr.add_argument("--listen", type=float, default=3.0,
                     help="seconds to listen before asking (default 3)")
+    pr.add_argument("--reply-timeout", type=float, default=0.5,
+                    help="seconds to wait for each answer (default 0.5)")
     pr.add_argument("--slave", type=int, default=None,
                     help="Modbus slave address to ask (default: each profile's)")
     pr.add_argument("--profiles-dir", default=env_dir, help=_PROFILES_HELP)
@@ -192,7 +194,7 @@ def _probe_command(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     try:
         result = probe(args.port, profiles, baud=args.baud, listen=args.listen,  # type: ignore[arg-type]
-                       slave=args.slave,
+                       reply_timeout=args.reply_timeout, slave=args.slave,
                        progress=(lambda _: None) if args.json else
                        (lambda text: err.print(f"[dim]probe: {text}[/]", highlight=False)))
     except (serial.SerialException, OSError) as exc:

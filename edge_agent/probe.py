@@ -8,8 +8,10 @@ sensors), the probe opens the port and:
    nothing is sent to it);
 2. if no profile decoded a reading, asks: for each profile, its ``identify``
    command, the start commands of its polling mode and one poll (a query, or
-   the Modbus reads), each followed by the reply timeout. Every answer is fed
-   to every decoder again.
+   the Modbus reads), each followed by up to ``reply_timeout`` of listening
+   (less when an answer comes). Bytes already sent for another profile (the
+   Plantower family shares its commands) are not sent twice. Every answer is
+   fed to every decoder again.
 
 Evidence per profile: readings and replies decoded, frames with a good
 checksum, damaged frames, and the first reading. A profile matches when it
@@ -129,6 +131,10 @@ class _Listener:
             )
             self.evidence[profile.model] = Evidence(profile.model)
 
+    def heard(self) -> int:
+        """Readings and replies decoded so far, by all decoders together."""
+        return sum(e.readings + e.replies for e in self.evidence.values())
+
     def feed(self, data: bytes) -> None:
         for model, decoder in self.decoders.items():
             evidence = self.evidence[model]
@@ -184,6 +190,7 @@ def probe(
     *,
     baud: int | None = None,
     listen: float = 3.0,
+    reply_timeout: float = 0.5,
     slave: int | None = None,
     opener: Callable[..., Any] = serial.Serial,
     clock: Callable[[], float] = time.monotonic,
@@ -208,15 +215,20 @@ def probe(
                     stopbits=stopbits, timeout=0.05) as ser:
             _read_for(ser, listen, listener, clock)
             if not any(e.readings for e in listener.evidence.values()):
+                sent: set[bytes] = set()
                 for profile in members:
                     decoder = make_decoder(
                         profile, slave=slave if profile.protocol == "modbus_rtu" else None
                     )
                     for step, data in _probe_steps(profile, decoder):
-                        progress(f"{_label(setting)}: {profile.model}: {step.name}")
                         listener.evidence[profile.model].asked.append(step.name)
+                        if data in sent:
+                            continue  # the same bytes were sent for another profile
+                        sent.add(data)
+                        progress(f"{_label(setting)}: {profile.model}: {step.name}")
                         ser.write(data)
-                        _read_for(ser, step.timeout, listener, clock)
+                        wait = min(step.timeout, reply_timeout) if step.awaits else 0.1
+                        _read_for(ser, wait, listener, clock, answered=True)
         for model, found in listener.evidence.items():
             evidence[model] = found
             settings[model] = _label(setting)
@@ -225,12 +237,18 @@ def probe(
     return _verdict(port, evidence, settings)
 
 
-def _read_for(ser: Any, seconds: float, listener: _Listener, clock: Callable[[], float]) -> None:
-    deadline = clock() + seconds
+def _read_for(
+    ser: Any, seconds: float, listener: _Listener, clock: Callable[[], float],
+    answered: bool = False,
+) -> None:
+    """Feed what the port says for ``seconds``; with ``answered``, stop soon after an answer."""
+    deadline, before = clock() + seconds, listener.heard()
     while clock() < deadline:
         data = ser.read(4096)
         if data:
             listener.feed(bytes(data))
+            if answered and listener.heard() > before:
+                deadline = min(deadline, clock() + 0.05)  # the rest of a split answer
 
 
 def _verdict(port: str, evidence: dict[str, Evidence], settings: dict[str, str]) -> ProbeResult:

@@ -121,9 +121,9 @@ class FrameEmulator:
         commands = self.profile.commands
         if commands is None:
             return None
-        if self._host is None:
+        if self._host is None:  # text: a line holds a command, around spaces and CR
             for command in self.commands.values():
-                if command.send == frame:
+                if frame.strip() and command.send.strip() == frame.strip():
                     return command, None
             return None
         got = unseal(commands.framing, frame)
