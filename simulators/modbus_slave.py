@@ -27,7 +27,7 @@ from edge_agent.decoding import Profile
 from simulators.emulator import Emission
 from simulators.frames import quantize
 
-__all__ = ["ModbusSlave"]
+__all__ = ["ModbusSlave", "encode_replies"]
 
 Values = dict[str, float]
 _TABLES = ("coil", "discrete", "holding", "input")
@@ -162,3 +162,20 @@ class ModbusSlave:
         """A slave never speaks first."""
         del now
         return []
+
+
+def encode_replies(profile: Profile, values: Values, *, slave: int | None = None) -> list[bytes]:
+    """The slave's answers to one poll carrying ``values`` (one RTU frame per read)."""
+    from edge_agent.modbus import request_pdu  # noqa: PLC0415
+
+    device = ModbusSlave(profile, lambda: values, slave=slave)
+    try:
+        framer = FramerRTU(DecodePDU(is_server=False))
+        out = []
+        for read in device.map.reads:
+            request = bytes(framer.buildFrame(request_pdu(read, device.slave)))
+            [answer] = device.receive(request, 0.0)
+            out.append(answer.data)
+        return out
+    finally:
+        device.close()
