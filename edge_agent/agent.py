@@ -95,10 +95,7 @@ class Agent:
         assert self.outbox is not None
         if not self._synced_now:
             readings = [dataclasses.replace(r, synced=False) for r in readings]
-        # Snapshot in the loop's thread: the drop policy must spare what is in flight.
-        protect = self.window.in_flight_seqs()
-        fut = asyncio.get_running_loop().run_in_executor(
-            self._io, self.outbox.append, readings, protect)
+        fut = asyncio.get_running_loop().run_in_executor(self._io, self.outbox.append, readings)
         self._store_tasks.add(fut)
 
         def done(f: asyncio.Future[Any]) -> None:
@@ -253,6 +250,7 @@ class Agent:
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval)
+            await self._io_call(self.outbox.flush_gaps) if self.outbox else None
             self._store([await self.health_reading()])
             for port in self.ports:
                 wall, mono = self.clock.stamp(port.config.id + "/health")
@@ -356,6 +354,7 @@ class Agent:
         if self._store_tasks:
             await asyncio.gather(*self._store_tasks, return_exceptions=True)
         if self.outbox is not None:
+            await self._io_call(self.outbox.flush_gaps)
             await self._io_call(self.outbox.sync)
             log.info("stopping: waiting up to %.0f s for acks", self.config.shutdown_timeout)
             self._wake_sender.set()

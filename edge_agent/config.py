@@ -92,6 +92,8 @@ class MqttConfig:
     username: str | None = None
     password: str | None = None
     topic_prefix: str = "cityedge/v1"
+    # Longest wait between reconnect attempts (exponential backoff, full jitter).
+    reconnect_max: float = field(default=30.0, metadata={"min": 0.5, "max": 3600.0})
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,11 @@ With ``commit_window = 0`` every append is fsynced (synchronous=FULL).
 
 The outbox is bounded (``max_bytes``). When an append would pass the bound,
 the drop policy removes readings (oldest first, or lowest priority first),
-never one that is in flight, and records each drop as a reading of its own
-(measurement ``outbox_drops``: which sensor, how many, from when to when) in
-the same transaction, so the data team sees exactly what was lost. Drop
+never one that is in flight, and adds them, in the same transaction, to the
+sensor's open gap (meta table: count, first and last time and seq).
+``flush_gaps()`` (every health interval) turns each open gap into one reading
+(measurement ``outbox_drops``), so a full outbox costs one small record per
+sensor per interval, and the data team sees exactly what was lost. Drop
 records themselves are never dropped.
 """
 
@@ -57,7 +59,7 @@ DROPS_MEASUREMENT = "outbox_drops"
 ROW_OVERHEAD = 64
 # When full, drop down to this share of the bound, so that a full outbox does
 # not run a delete with every append.
-DROP_TO = 0.95
+DROP_TO = 0.9
 DROP_CHUNK = 1000
 
 
@@ -117,6 +119,9 @@ class Outbox:
         self._dirty = False
         self.max_bytes = max_bytes
         self.appended_bytes = 0  # since open: the ingest rate, for "time until full"
+        # Seqs handed out for sending and not deleted (acked) yet: any of them may
+        # still land, so the drop policy never takes them (it would count them lost).
+        self._handed_out: set[int] = set()
         self.drop_policy = drop_policy or DropPolicy()
         count, size = self._db.execute(
             "SELECT count(*), coalesce(sum(size), 0) FROM readings").fetchone()
@@ -209,7 +214,7 @@ class Outbox:
                 break  # only protected readings and drop records left
             offset += len(batch)
             for seq, sensor, time_ns, size in batch:
-                if protect is not None and seq in protect:
+                if seq in self._handed_out or (protect is not None and seq in protect):
                     continue
                 victims.append((seq, sensor, time_ns, size))
                 freed += size
@@ -221,13 +226,42 @@ class Outbox:
         self._oldest_ns = self._first_time()
         gaps = _gaps(victims)
         for gap in gaps:
-            self._insert(cur, _drop_record(gap, self._drop_time(gap)))
+            key = f"gap:{gap.sensor}"
+            row = cur.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            open_gap = gap if row is None else _merge(Gap(gap.sensor, **json.loads(row[0])), gap)
+            doc = {k: getattr(open_gap, k) for k in
+                   ("count", "first_ns", "last_ns", "first_seq", "last_seq")}
+            cur.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                        " SET value = excluded.value", (key, json.dumps(doc)))
             cur.execute(
                 "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET"
                 " value = CAST(value AS INTEGER) + excluded.value",
                 (f"dropped:{gap.sensor}", gap.count),
             )
         return gaps
+
+    def flush_gaps(self) -> int:
+        """Turn each sensor's open gap into one outbox_drops reading; returns how many."""
+        cur = self._db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            rows = cur.execute("SELECT key, value FROM meta WHERE key LIKE 'gap:%'").fetchall()
+            for key, value in rows:
+                gap = Gap(key.split(":", 1)[1], **json.loads(value))
+                self._insert(cur, _drop_record(gap, self._drop_time(gap)))
+                cur.execute("DELETE FROM meta WHERE key = ?", (key,))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            self._recount()
+            raise
+        if rows:
+            self.last_seq = self._last_seq()
+            self._dirty = True
+            if self.fsync_every_append:
+                self.sync()
+                self.durable_seq = self.last_seq
+        return len(rows)
 
     def _drop_time(self, gap: Gap) -> int:
         # The record is stamped just after the last dropped reading: a pure
@@ -272,10 +306,15 @@ class Outbox:
     _COLUMNS = "seq, sensor, measurement, time_ns, boot, mono_ns, fields, synced"
 
     def fetch_after(self, after: int, upto: int, limit: int) -> list[WireReading]:
-        return self._rows(
+        """Readings to send; from here until their deletion the drop policy spares them."""
+        return self._hand_out(self._rows(
             f"SELECT {self._COLUMNS} FROM readings WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
             (after, upto, limit),
-        )
+        ))
+
+    def _hand_out(self, rows: list[WireReading]) -> list[WireReading]:
+        self._handed_out.update(r.seq for r in rows)
+        return rows
 
     def fetch_seqs(self, seqs: SeqRanges, limit: int) -> list[WireReading]:
         out: list[WireReading] = []
@@ -287,7 +326,7 @@ class Outbox:
             )
             if len(out) >= limit:
                 break
-        return out
+        return self._hand_out(out)
 
     def delete(self, seqs: SeqRanges) -> int:
         """Remove acknowledged readings; returns how many were still here."""
@@ -295,6 +334,10 @@ class Outbox:
         cur.execute("BEGIN IMMEDIATE")
         removed = freed = 0
         for lo, hi in seqs.ranges:
+            if hi - lo < len(self._handed_out):
+                self._handed_out.difference_update(range(lo, hi + 1))
+            else:
+                self._handed_out = {q for q in self._handed_out if not lo <= q <= hi}
             n, size = cur.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM readings WHERE seq BETWEEN ? AND ?",
                 (lo, hi)).fetchone()
@@ -350,6 +393,12 @@ def _gaps(victims: list[tuple[int, str, int, int]]) -> list[Gap]:
             min(s for s, _ in items), max(s for s, _ in items))
         for sensor, items in sorted(by_sensor.items())
     ]
+
+
+def _merge(a: Gap, b: Gap) -> Gap:
+    return Gap(a.sensor, a.count + b.count, min(a.first_ns, b.first_ns),
+               max(a.last_ns, b.last_ns), min(a.first_seq, b.first_seq),
+               max(a.last_seq, b.last_seq))
 
 
 def _drop_record(gap: Gap, time_ns: int) -> Reading:

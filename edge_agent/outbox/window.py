@@ -83,9 +83,12 @@ class DeliveryWindow:
         """Upper bound of readings waiting in the backlog lane (gaps from acks/drops included)."""
         return sum(upto - after for after, upto in self._backlog)
 
-    def in_flight_seqs(self) -> SeqRanges:
+    def unacked_seqs(self) -> SeqRanges:
+        """Sent and not acked yet, in flight or due again: any of them may still land,
+        so the drop policy must not count them as lost."""
         return SeqRanges.from_pairs(
-            pair for f in self._flying.values() for pair in f.seqs.ranges
+            [pair for f in self._flying.values() for pair in f.seqs.ranges]
+            + [pair for due in self._due for pair in due.ranges]
         )
 
     def plan(self, durable_seq: int) -> Plan | None:

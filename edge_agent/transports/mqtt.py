@@ -29,6 +29,7 @@ class MqttTransport:
             # The window bounds batches in flight; paho's own queue only needs
             # room for those plus status messages.
             max_queued_outgoing=max_in_flight + 8,
+            reconnect_max=config.reconnect_max,
             will=Will(self.topics.status(gateway), offline, qos=1, retain=True),
             subscriptions=[(self.topics.ack(gateway), 1), (self.topics.down(gateway), 1)],
         )
