@@ -21,12 +21,19 @@ def _parser() -> argparse.ArgumentParser:
                      help="collector YAML config (env CITYEDGE_COLLECTOR_CONFIG)")
     run.add_argument("--log-level", default=os.environ.get("CITYEDGE_LOG_LEVEL", "INFO"),
                      help="DEBUG, INFO, WARNING (env CITYEDGE_LOG_LEVEL; default INFO)")
+    sub.add_parser("rules", help="rules test|check: replay readings through alert rules offline")
+    sub.add_parser("alerts", help="alerts list|ack|silence|unsilence")
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("--config", required=True)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["rules"], ["alerts"]):
+        from collector.alerts import cli as alerts_cli
+
+        return alerts_cli.main(argv)
     args = _parser().parse_args(argv)
     try:
         loaded = load_config(args.config)

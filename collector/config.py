@@ -8,6 +8,7 @@ from typing import Any
 
 from cityedge import yamlconfig
 from cityedge.uplink.topics import DEFAULT_PREFIX, DEFAULT_SHARE_GROUP
+from collector.alerts.config import LoadedAlerts, load_alerts
 from collector.sources.http import HttpSourceConfig
 
 
@@ -41,6 +42,8 @@ class CollectorConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     health_interval: float = field(default=10.0, metadata={"min": 1.0})
     shutdown_timeout: float = field(default=10.0, metadata={"min": 0.0})
+    # Alert rules and notifiers (docs/alerts.md); off unless set.
+    alerts: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.mqtt is None and self.http is None:
@@ -51,6 +54,7 @@ class CollectorConfig:
 class LoadedConfig:
     config: CollectorConfig
     doc: yamlconfig.Located
+    alerts: LoadedAlerts | None = None
 
 
 def load_config(path: Path | str) -> LoadedConfig:
@@ -62,7 +66,8 @@ def load_config(path: Path | str) -> LoadedConfig:
     doc = yamlconfig.parse(text, str(path))
     config = yamlconfig.bind(CollectorConfig, doc.data, doc)
     make_writer(config, doc)  # validates the writer's options now, before any connection
-    return LoadedConfig(config, doc)
+    alerts = None if config.alerts is None else load_alerts(config.alerts, doc, path.parent)
+    return LoadedConfig(config, doc, alerts)
 
 
 def make_writer(config: CollectorConfig, doc: yamlconfig.Located) -> Any:

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from collector.ingest import DEADLETTER_MEASUREMENT, Accepted
@@ -50,6 +50,7 @@ class WritePipeline:
         self._pending: deque[tuple[Accepted, asyncio.Future[None]]] = deque()
         self._wake = asyncio.Event()
         self._closing = False
+        self.on_written: Callable[[list[Point]], None] | None = None
 
     def submit(self, accepted: Accepted) -> asyncio.Future[None]:
         """Queue a batch; the future resolves once every point of it is in the database."""
@@ -85,6 +86,9 @@ class WritePipeline:
                 points.extend(accepted.points)
                 points.extend(accepted.dead_letters)
             await self.write_durably(points)
+            if self.on_written is not None:
+                # Alerts see what InfluxDB accepted (dead letters are not readings).
+                self.on_written([p for accepted, _ in group for p in accepted.points])
             for accepted, fut in group:
                 self.stats.batches += 1
                 self.stats.readings += accepted.readings

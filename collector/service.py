@@ -8,6 +8,7 @@ import logging
 import signal
 import time
 
+from collector.alerts.runner import AlertRunner
 from collector.config import LoadedConfig, make_writer
 from collector.delivery import WritePipeline
 from collector.lineprotocol import Point
@@ -27,6 +28,13 @@ class CollectorService:
         self.pipeline = WritePipeline(self.writer, max_points=b.max_points, linger=b.linger)
         self.mqtt = MqttSource(loaded.config.mqtt, self.pipeline) if loaded.config.mqtt else None
         self.http = HttpSource(loaded.config.http, self.pipeline) if loaded.config.http else None
+        self.alerts: AlertRunner | None = None
+        if loaded.alerts is not None and loaded.alerts.config.enabled:
+            mqtt = loaded.config.mqtt
+            self.alerts = AlertRunner(loaded.alerts, write_points=self.pipeline.write_durably,
+                                      mqtt=mqtt, holder=mqtt.client_id if mqtt else "collector")
+            alerts = self.alerts
+            self.pipeline.on_written = lambda points: alerts.feed(points, time.time_ns())
         self.should_exit = asyncio.Event()
         self.started = asyncio.Event()
 
@@ -44,6 +52,8 @@ class CollectorService:
 
     async def serve(self) -> None:
         await self.writer.start()
+        if self.alerts is not None:
+            await self.alerts.start()
         tasks = [asyncio.create_task(self.pipeline.run(), name="pipeline")]
         if self.mqtt is not None:
             await self.mqtt.start()
@@ -86,6 +96,8 @@ class CollectorService:
         await asyncio.sleep(0.2)  # let paho send the last acks
         if self.mqtt is not None:
             await self.mqtt.close()
+        if self.alerts is not None:
+            await self.alerts.close()
         await self.writer.close()
 
     def health_point(self) -> Point:
@@ -109,6 +121,8 @@ class CollectorService:
         if self.http is not None:
             refused += sum(self.http.refused.values())
         fields["refused_batches"] = refused
+        if self.alerts is not None:
+            fields.update(self.alerts.health_fields())
         return Point(HEALTH_MEASUREMENT, tags, fields, time.time_ns())
 
     async def _health_loop(self) -> None:

@@ -4,6 +4,7 @@
 ``{prefix}/{gateway}/ack``     collector -> gateway, end-to-end acks (QoS 1)
 ``{prefix}/{gateway}/status``  gateway health: retained ``online``, last will ``offline``
 ``{prefix}/{gateway}/down``    collector -> gateway, commands and alert displays
+``{prefix}/{gateway}/down_ack`` gateway -> collector, a terminal's ack of a display
 
 Collectors subscribe to uplinks through an MQTT 5 shared subscription so that
 several of them split the load and each batch reaches exactly one.
@@ -32,6 +33,9 @@ class Topics:
 
     def down(self, gateway: str) -> str:
         return f"{self.prefix}/{gateway}/down"
+
+    def down_ack(self, gateway: str) -> str:
+        return f"{self.prefix}/{gateway}/down_ack"
 
     def up_subscription(self, share_group: str | None = DEFAULT_SHARE_GROUP) -> str:
         topic = f"{self.prefix}/+/up"
