@@ -1,8 +1,9 @@
 """The durable outbox: SQLite in WAL mode, one file per gateway.
 
 Chosen by measurement (docs/outbox.md): flat cost per append from 1k to 1M
-buffered readings, nothing lost in hundreds of kill -9 trials. TinyDB rewrites
-its whole JSON file per write and tore its file on kill.
+buffered readings, nothing lost in 424 kill -9 trials. TinyDB rewrites its
+whole JSON file on every write (1.96 s per append at 100k readings), and its
+caching middleware lost every reading since its last flush on kill.
 
 Durability has two levels, both needed by the delivery promise:
 - every ``append`` is its own committed transaction (synchronous=NORMAL), so a
@@ -113,8 +114,10 @@ class Outbox:
         self.fsync_every_append = fsync_every_append
         self.epoch = self._epoch()
         self.last_seq = self._last_seq()
-        # Whatever survived the restart was committed; after a power cut SQLite
-        # has already rolled the WAL back to its last synced frame.
+        # After a kill, committed readings may sit in the WAL unsynced: fsync them
+        # (one checkpoint) before calling them durable, or a power cut right after
+        # the restart could lose readings InfluxDB already has and reuse their seqs.
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.durable_seq = self.last_seq
         self._dirty = False
         self.max_bytes = max_bytes
