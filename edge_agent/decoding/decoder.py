@@ -23,22 +23,18 @@ How a stream is cut into frames (the whole algorithm, in order):
 5. After ``receive_data(b"")`` a partial frame is ``Rejected`` as ``truncated``
    and the remaining bytes are hunted through the same way.
 
-Each frame kind is compiled once into a ``_Plan``: one ``struct.Struct`` for all
-its binary fields when their layout allows, and the range checks as a list, so
-a frame costs a few C calls rather than one Python call per field.
-
-A reading's numbers are floats (booleans stay booleans), whatever their type on
-the wire: InfluxDB fixes a field's type at its first write, and a PMS5003's
-whole ug/m3 and an SDS011's tenths share the field pm2_5_ugm3.
+Each frame kind is compiled once into a ``Plan`` (``_plans``): a decode
+function generated for its fields, so a frame costs a few C calls rather than
+one Python call per field. Reading values are floats (booleans stay booleans).
 """
 
 from __future__ import annotations
 
-import re
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from edge_agent.decoding.errors import LocalProtocolError
 from edge_agent.decoding.events import (
@@ -52,13 +48,11 @@ from edge_agent.decoding.events import (
     Signal,
     Skipped,
 )
-from edge_agent.decoding.profile import FieldSpec, FrameSpec, Profile
+from edge_agent.decoding._plans import Plan
+from edge_agent.decoding.profile import Profile, resolve
 
 __all__ = ["DecoderStats", "FrameDecoder"]
 
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
-Fields = dict[str, int | float]
-Outcome = tuple[Fields | None, Reason | None, str]  # fields, or why not and the detail
 
 
 @dataclass(slots=True)
@@ -88,148 +82,6 @@ class _BadEscapeError(Exception):
     """Internal: a byte-stuffed frame holds an invalid escape sequence."""
 
 
-class _Plan:
-    """One frame kind, compiled: ``decode(frame)`` gives the fields, or why not."""
-
-    __slots__ = ("decode", "frame", "groups", "length", "match")
-
-    def __init__(self, frame: FrameSpec, profile: Profile) -> None:
-        self.frame = frame
-        self.length = frame.length
-        self.match = frame.match
-        start = len(profile.framing.start) if profile.framing else 0
-        end = len(profile.framing.end) if profile.framing else 0
-        if frame.format == "binary":
-            self.decode: Callable[[bytes], Outcome] = _binary(frame.fields, frame.is_reading)
-        else:
-            self.decode = _text(frame, start, end)
-        # measurement -> field names, in profile order; the first group is the main one
-        groups: dict[str, list[str]] = {}
-        for spec in frame.fields:
-            groups.setdefault(spec.measurement or profile.measurement, []).append(spec.name)
-        self.groups = tuple((m, tuple(names)) for m, names in groups.items())
-
-    def fits(self, frame: bytes) -> bool:
-        if self.length is not None and len(frame) != self.length:
-            return False
-        if self.match is not None:
-            offset, data = self.match
-            return frame[offset : offset + len(data)] == data
-        return True
-
-
-def _binary(specs: tuple[FieldSpec, ...], as_float: bool) -> Callable[[bytes], Outcome]:
-    names = tuple(spec.name for spec in specs)
-    bools = {index for index, spec in enumerate(specs) if spec.type.is_bool}
-    unpack = _one_struct(specs)
-    scalers = [None if _identity(spec) else spec.scaled for spec in specs]
-    checked = [
-        (index, spec) for index, spec in enumerate(specs)
-        if spec.valid is not None or spec.type.is_float
-    ]
-    plain = all(scaler is None for scaler in scalers)
-
-    def decode(frame: bytes) -> Outcome:
-        if unpack is not None:
-            values = unpack(frame)
-        else:
-            values = tuple(spec.type.unpack(frame, spec.offset) for spec in specs)
-        if not plain:
-            values = tuple(v if s is None else s(v) for v, s in zip(values, scalers, strict=True))
-        if as_float:
-            if bools:
-                values = tuple(v if i in bools else float(v) for i, v in enumerate(values))
-            else:
-                values = tuple(map(float, values))
-        for index, spec in checked:
-            problem = spec.check(values[index])
-            if problem is not None:
-                return None, Reason.OUT_OF_RANGE, problem
-        return dict(zip(names, values, strict=True)), None, ""
-
-    return decode
-
-
-def _identity(spec: FieldSpec) -> bool:
-    return spec.scale == 1 and isinstance(spec.scale, int) and not spec.type.is_float
-
-
-def _one_struct(specs: tuple[FieldSpec, ...]) -> Callable[[bytes], tuple[int | float, ...]] | None:
-    """A single ``unpack_from`` for all fields, if they share a byte order and do not overlap."""
-    if not specs or any(spec.type.order is not None for spec in specs):
-        return None
-    orders = {spec.type.format[0] for spec in specs if spec.type.size > 1}
-    if len(orders) > 1:
-        return None
-    ordered = sorted(enumerate(specs), key=lambda item: item[1].offset)
-    fmt, position = "", ordered[0][1].offset
-    for _, spec in ordered:
-        if spec.offset < position:
-            return None  # overlapping fields
-        fmt += f"{spec.offset - position}x" if spec.offset > position else ""
-        fmt += spec.type.format[1:]
-        position = spec.offset + spec.type.size
-    compiled = struct.Struct((orders.pop() if orders else ">") + fmt)
-    first = ordered[0][1].offset
-    positions = [index for index, _ in ordered]
-    if positions == list(range(len(specs))):
-        return lambda frame: compiled.unpack_from(frame, first)
-    back = [positions.index(i) for i in range(len(specs))]
-
-    def reorder(frame: bytes) -> tuple[int | float, ...]:
-        values = compiled.unpack_from(frame, first)
-        return tuple(values[i] for i in back)
-
-    return reorder
-
-
-def _text(frame: FrameSpec, head: int, tail: int) -> Callable[[bytes], Outcome]:
-    specs = frame.fields
-
-    def value(spec: FieldSpec, text: str | None) -> tuple[int | float | None, str | None]:
-        label = spec.key if spec.key is not None else f"column {spec.column}"
-        if text is None:
-            return None, f"{spec.name}: {label} is missing"
-        number = text.strip()
-        if spec.suffix:
-            if not number.endswith(spec.suffix):
-                wanted = f"a number then {spec.suffix!r}"
-                return None, f"{spec.name}: {label} = {text!r}, expected {wanted}"
-            number = number[: -len(spec.suffix)]
-        if not _NUMBER.fullmatch(number):
-            return None, f"{spec.name}: {label} = {text!r} is not a number"
-        result = float(number)
-        return (result if spec.scale == 1 else spec.scaled(result)), None
-
-    def decode(data: bytes) -> Outcome:
-        body = data[head : len(data) - tail].decode("latin-1")
-        items = body.split(frame.separator)
-        if frame.format == "key_value":
-            found: dict[str, str] = {}
-            for item in items:
-                key, sign, text = item.partition(frame.assign)
-                if sign:
-                    found.setdefault(key.strip(), text)
-            texts: list[str | None] = [found.get(spec.key or "") for spec in specs]
-        else:
-            texts = [
-                items[spec.column] if spec.column is not None and spec.column < len(items) else None
-                for spec in specs
-            ]
-        fields: Fields = {}
-        for spec, found_text in zip(specs, texts, strict=True):
-            number, problem = value(spec, found_text)
-            if problem is not None or number is None:
-                return None, Reason.BAD_VALUE, problem or ""
-            problem = spec.check(number)
-            if problem is not None:
-                return None, Reason.OUT_OF_RANGE, problem
-            fields[spec.name] = number
-        return fields, None, ""
-
-    return decode
-
-
 class FrameDecoder:
     """Cuts one sensor's byte stream into frames, as its profile describes.
 
@@ -246,8 +98,20 @@ class FrameDecoder:
         self.profile = profile
         self.stats = DecoderStats()
         self.buffer_limit = profile.framing.max_raw_length
-        self._framing = profile.framing
-        self._plans = tuple(_Plan(frame, profile) for frame in profile.frames)
+        self._framing = framing = profile.framing
+        self._plans = tuple(Plan(frame, profile) for frame in profile.frames)
+        lf = framing.length_field
+        self._length_at = (
+            None if lf is None or lf.type.order is not None
+            else (struct.Struct(lf.type.format).unpack_from, lf.offset, lf.offset + lf.type.size,
+                  lf.add)
+        )
+        self._sums: dict[int, tuple[int, int, int, Callable[[bytes], int], Callable[..., Any]]] = {}
+        self._by_length: dict[int, tuple[Plan, ...]] = {}
+        self._delimited = framing.delimited
+        self._stuffed = framing.escape is not None
+        self._lengths = framing.lengths
+        self._end = framing.end
         self._buffer = bytearray()
         self._position = 0  # index in _buffer of the first unconsumed byte
         self._base = 0  # absolute stream offset of _buffer[0]
@@ -295,7 +159,19 @@ class FrameDecoder:
 
     def events(self) -> Iterator[Event]:
         """Every event available now, until ``NEED_DATA`` or ``END_OF_STREAM``."""
-        while not isinstance(event := self.next_event(), Signal):
+        stats, step = self.stats, self._next  # next_event(), inlined: this loop is the hot path
+        while True:
+            event = step()
+            if type(event) is Decoded:
+                stats.frames_ok += 1
+            elif isinstance(event, Signal):
+                return
+            elif isinstance(event, Skipped):
+                stats.bytes_skipped += event.count
+            elif isinstance(event, Rejected):
+                stats.rejected[str(event.reason)] += 1
+            elif isinstance(event, Reply):
+                stats.replies += 1
             yield event
 
     # -- the algorithm -------------------------------------------------------
@@ -338,9 +214,45 @@ class FrameDecoder:
 
     def _frame_at(self, position: int) -> Event | None:
         """Decide the frame starting at ``position``; ``None`` if more bytes are needed."""
-        framing = self._framing
-        if framing.delimited:
+        if self._delimited:
             return self._line_at(position)
+        if not self._stuffed:  # the common case, without copies: read the buffer in place
+            framing = self._framing
+            buffer = self._buffer
+            available = len(buffer) - position
+            length_at = self._length_at
+            if length_at is None and framing.length_field is None:
+                total = framing.max_length
+            elif length_at is not None:
+                unpack, offset, header, add = length_at
+                if available < header:
+                    return None
+                total = unpack(buffer, position + offset)[0] + add
+                lengths = self._lengths
+                if (total not in lengths) if lengths is not None else not (
+                    framing.min_length <= total <= framing.max_length
+                ):
+                    return self._bad_length(total, header)
+            else:
+                return self._frame_at_slow(position)
+            if available < total:
+                return None
+            return self._check(bytes(buffer[position : position + total]), total)
+        return self._frame_at_slow(position)
+
+    def _bad_length(self, total: int, raw_length: int) -> Rejected:
+        framing = self._framing
+        allowed = (
+            ", ".join(map(str, sorted(framing.lengths)))
+            if framing.lengths is not None
+            else f"{framing.min_length}..{framing.max_length}"
+        )
+        return self._reject(
+            Reason.BAD_LENGTH, raw_length, f"length field gives {total} bytes, expected {allowed}"
+        )
+
+    def _frame_at_slow(self, position: int) -> Event | None:
+        framing = self._framing
         try:
             if framing.length_field is None:
                 total = framing.max_length
@@ -351,16 +263,7 @@ class FrameDecoder:
                     return None
                 total = int(lf.type.unpack(header[0], lf.offset)) + lf.add
                 if not framing.accepts(total):
-                    allowed = (
-                        ", ".join(map(str, sorted(framing.lengths)))
-                        if framing.lengths is not None
-                        else f"{framing.min_length}..{framing.max_length}"
-                    )
-                    return self._reject(
-                        Reason.BAD_LENGTH,
-                        header[1],
-                        f"length field gives {total} bytes, expected {allowed}",
-                    )
+                    return self._bad_length(total, header[1])
             taken = self._take(position, total)
         except _BadEscapeError as exc:
             return self._reject(Reason.BAD_ESCAPE, int(str(exc)), "invalid escape sequence")
@@ -383,14 +286,36 @@ class FrameDecoder:
             return self._reject(Reason.BAD_LENGTH, total, f"{total} bytes, longer than {limit}")
         return self._check(bytes(buffer[position : position + total]), total)
 
+    def _plan(self, frame: bytes) -> Plan | None:
+        """The first frame kind ``frame`` fits (kinds of other lengths are not tried)."""
+        size = len(frame)
+        plans = self._by_length.get(size)
+        if plans is None:
+            plans = self._by_length[size] = tuple(
+                p for p in self._plans if p.length is None or p.length == size
+            )
+        for plan in plans:
+            match = plan.match
+            if match is None or frame[match[0] : match[0] + len(match[1])] == match[1]:
+                return plan
+        return None
+
     def _damage(self, frame: bytes) -> tuple[Reason, str] | None:
         """Why an intact-length frame is damaged (end marker, checksum), if it is."""
-        end = self._framing.end
+        end = self._end
         if end and not frame.endswith(end):
             return Reason.MISSING_END, f"expected {end.hex(' ')}, got {frame[-len(end) :].hex(' ')}"
         checksum = self.profile.checksum
         if checksum is not None:
-            computed, stored = checksum.compute(frame), checksum.stored(frame)
+            size = len(frame)
+            cached = self._sums.get(size)
+            if cached is None:
+                stored_at = resolve(checksum.offset, size)
+                cached = (resolve(checksum.start, size), resolve(checksum.end, size), stored_at,
+                          checksum.algorithm.compute, struct.Struct(checksum.type.format).unpack_from)
+                self._sums[size] = cached
+            first, stop, stored_at, compute, unpack = cached
+            computed, stored = compute(frame[first:stop]), unpack(frame, stored_at)[0]
             if computed != stored:
                 digits = 2 * checksum.type.size
                 return Reason.BAD_CHECKSUM, (
@@ -403,24 +328,22 @@ class FrameDecoder:
         damage = self._damage(frame)
         if damage is not None:
             return self._reject(damage[0], raw_length, damage[1])
-        for plan in self._plans:
-            if plan.fits(frame):
-                break
-        else:
+        plan = self._plan(frame)
+        if plan is None:
             return self._reject(Reason.UNKNOWN_FRAME, raw_length, "no frame kind matches it")
         fields, reason, detail = plan.decode(frame)
         if fields is None:
             return self._reject(reason or Reason.BAD_VALUE, raw_length, detail)
-        raw = bytes(self._buffer[self._position : self._position + raw_length])
-        offset = self.offset
-        self._position += raw_length
-        if not plan.frame.is_reading:
-            return Reply(offset, plan.frame.name, fields, raw)
-        groups = plan.groups
-        if len(groups) == 1:
-            return Decoded(groups[0][0], fields, offset, raw, plan.frame.name)
-        split = tuple((m, {name: fields[name] for name in names}) for m, names in groups)
-        return Decoded(split[0][0], split[0][1], offset, raw, plan.frame.name, split[1:])
+        position = self._position
+        raw = bytes(self._buffer[position : position + raw_length]) if self._stuffed else frame
+        offset = self._base + position
+        self._position = position + raw_length
+        if not plan.reading:
+            return Reply(offset, plan.name, fields, raw)
+        if plan.single is not None:
+            return Decoded(plan.single, fields, offset, raw, plan.name)
+        split = tuple((m, {name: fields[name] for name in names}) for m, names in plan.groups)
+        return Decoded(split[0][0], split[0][1], offset, raw, plan.name, split[1:])
 
     def _take(self, position: int, count: int) -> tuple[bytes, int] | None:
         """The first ``count`` unstuffed bytes of the frame at ``position``, and their raw size.
