@@ -17,6 +17,8 @@ class SimSensor:
     profile: str
     interval: float
     seed: int
+    # Extra keys for the sensor in the agent config (mode, poll_interval, ...).
+    config: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -28,18 +30,25 @@ class SimGateway:
     sensors: tuple[SimSensor, ...] = field(default=())
 
 
-# Until every firmware profile lands, the bus stop and the apartment carry
-# Plantower sensors too (the PMS7003 and PMSA003 speak the PMS5003 frame).
+# What each site kind carries (DESIGN.md, "Where it runs"), with the real models:
+# a dust zone has a Plantower PMS5003 streaming and a Nova SDS011 polled in query
+# mode; a bus stop has its information terminal's controller on Modbus RTU and a
+# PMS7003; an apartment unit has a Modbus sound-level meter and a PMSA003 for
+# indoor air, polled in passive mode. The Modbus devices are polled every few
+# seconds here so the demo shows them; in production the noise meter is read
+# once a minute, as its register map says.
 DEMO_FLEET = (
     SimGateway("gw-dust-gangnam-01", "강남구", "역삼초등학교 옥상", "dust_zone", (
         SimSensor("pm-roof", "pms5003", 1.0, 11),
-        SimSensor("pm-pole", "pms5003", 2.0, 12),
+        SimSensor("pm-pole", "sds011", 1.0, 12, (("mode", "passive"), ("poll_interval", 2.0))),
     )),
     SimGateway("gw-bus-jongno-0147", "종로구", "세종로 정류장 01-147", "bus_stop", (
-        SimSensor("pm-shelter", "pms5003", 1.0, 21),
+        SimSensor("bit-controller", "bus_terminal_modbus", 1.0, 21, (("poll_interval", 5.0),)),
+        SimSensor("pm-shelter", "pms7003", 1.0, 22),
     )),
     SimGateway("gw-apt-mapo-1203", "마포구", "상암 래미안 103동 1203호", "apartment", (
-        SimSensor("air-living", "pms5003", 2.0, 31),
+        SimSensor("noise-living", "noise_meter_modbus", 1.0, 31, (("poll_interval", 5.0),)),
+        SimSensor("air-living", "pmsa003", 2.0, 32, (("poll_interval", 2.0),)),
     )),
 )
 
@@ -57,7 +66,8 @@ def agent_config(gw: SimGateway, device_dir: Path, state_dir: Path,
     return {
         "gateway": {"id": gw.id, "site": {"district": gw.district, "site": gw.site, "kind": gw.kind}},
         "sensors": [
-            {"id": s.id, "port": str(device_dir / gw.id / s.id), "profile": s.profile}
+            {"id": s.id, "port": str(device_dir / gw.id / s.id), "profile": s.profile,
+             **dict(s.config)}
             for s in gw.sensors
         ],
         "outbox": {"path": str(state_dir / gw.id / "outbox.sqlite")},
