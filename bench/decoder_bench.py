@@ -1,4 +1,4 @@
-"""Frames decoded per second, per profile, through the generic decoder; a hand-written baseline beside it.
+"""Frames decoded per second per profile by the generic decoder, a hand-written baseline beside.
 
     python bench/decoder_bench.py [--frames 20000] [--repeat 5]
 

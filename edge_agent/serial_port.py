@@ -70,7 +70,9 @@ class SensorPort:
         self.counters: Counter[str] = Counter()
         slave = getattr(config, "modbus_slave", None)
         if slave is not None and profile.protocol != "modbus_rtu":
-            raise PollConfigError(f"sensor {config.id}: modbus_slave: {profile.model} is not Modbus")
+            raise PollConfigError(
+                f"sensor {config.id}: modbus_slave: {profile.model} is not a Modbus profile"
+            )
         try:
             self._decoder: StreamDecoder = make_decoder(profile, slave=slave)
             self._poller = self._make_poller(self._decoder)
@@ -129,7 +131,7 @@ class SensorPort:
 
     # -- reading -----------------------------------------------------------------
 
-    def _readable(self) -> None:
+    def _readable(self) -> None:  # noqa: PLR0912  (one branch per kind of event)
         assert self._serial is not None
         # os.read, not Serial.read: pyserial calls any empty read after select a
         # disconnect, but with VMIN=0 a tty returns empty reads spuriously too.

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from edge_agent.decoding import Profile
-from simulators.emulator import Emission, FrameEmulator
+from simulators.emulator import Emission, Emulator, FrameEmulator
 from simulators.pty_device import PtyDevice
 from simulators.values import generator_for
 
@@ -53,7 +53,7 @@ class DeviceStats:
     stalls: int = 0
     unplugs: int = 0
     blocked: int = 0  # frames not written because the port's buffer was full
-    values: list[dict[str, float]] = field(default_factory=list)
+    values: list[dict[str, int | float | bool]] = field(default_factory=list)
 
 
 class SimulatedDevice:
@@ -78,7 +78,7 @@ class SimulatedDevice:
         self.faults = faults or Faults()
         self.rng = random.Random(seed ^ 0x5EED)
         values = generator_for(profile, seed, episode)
-        self.emulator: FrameEmulator | object
+        self.emulator: Emulator
         if profile.protocol == "modbus_rtu":
             from simulators.modbus_slave import ModbusSlave  # noqa: PLC0415  (pymodbus on demand)
 
@@ -151,7 +151,7 @@ class SimulatedDevice:
         else:
             self.stats.frames += 1
             if self.keep_values:
-                self.stats.values.append(emission.values)  # type: ignore[arg-type]
+                self.stats.values.append(emission.values)
         if self.log is not None:
             line = {"t": time.time_ns(), "values": emission.values, "warmup": emission.warmup}
             self.log.write(json.dumps(line) + "\n")
@@ -163,7 +163,7 @@ class SimulatedDevice:
         emulator = self.emulator
         if not isinstance(emulator, FrameEmulator) or not emulator.streaming():
             return False
-        return self._emit(emulator._reading(None))  # noqa: SLF001  (the simulator's own)
+        return self._emit(emulator._reading(None))
 
     # -- the device's life -------------------------------------------------------------
 
@@ -182,9 +182,9 @@ class SimulatedDevice:
             emissions: list[Emission] = []
             if heard:
                 self.stats.commands += 1
-                emissions += self.emulator.receive(heard, now)  # type: ignore[attr-defined]
+                emissions += self.emulator.receive(heard, now)
             if now >= self._quiet_until:
-                emissions += self.emulator.due(now)  # type: ignore[attr-defined]
+                emissions += self.emulator.due(now)
             for emission in emissions:
                 if self._done():
                     break

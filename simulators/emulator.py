@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from edge_agent.decoding import (
     Command,
@@ -37,7 +38,7 @@ from edge_agent.decoding import (
 from edge_agent.decoding.profile import resolve
 from simulators.frames import encode_frame
 
-__all__ = ["Emission", "FrameEmulator"]
+__all__ = ["Emission", "Emulator", "FrameEmulator"]
 
 Values = dict[str, float]
 
@@ -49,6 +50,14 @@ class Emission:
     data: bytes
     values: dict[str, int | float | bool] | None = None
     warmup: bool = False
+
+
+class Emulator(Protocol):
+    """A device's side of the wire, sans-IO (``FrameEmulator``, ``ModbusSlave``)."""
+
+    def receive(self, data: bytes, now: float) -> list[Emission]: ...
+
+    def due(self, now: float) -> list[Emission]: ...
 
 
 class FrameEmulator:

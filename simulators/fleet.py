@@ -64,7 +64,8 @@ def collector_config(mqtt: tuple[str, int], influx_url: str, database: str) -> d
 def agent_config(gw: SimGateway, device_dir: Path, state_dir: Path,
                  mqtt: tuple[str, int]) -> dict[str, Any]:
     return {
-        "gateway": {"id": gw.id, "site": {"district": gw.district, "site": gw.site, "kind": gw.kind}},
+        "gateway": {"id": gw.id,
+                    "site": {"district": gw.district, "site": gw.site, "kind": gw.kind}},
         "sensors": [
             {"id": s.id, "port": str(device_dir / gw.id / s.id), "profile": s.profile,
              **dict(s.config)}

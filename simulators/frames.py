@@ -46,8 +46,8 @@ def quantize(spec: FieldSpec, value: float) -> int | float | bool:
         return float(f"{value:.{spec.decimals}f}")
     raw = spec.to_raw(value)
     if spec.type.is_float:
-        raw = struct.unpack(">f", struct.pack(">f", raw))[0]
-        return raw * spec.scale
+        single: float = struct.unpack(">f", struct.pack(">f", raw))[0]
+        return single * spec.scale
     if isinstance(spec.scale, int):
         return int(raw) * spec.scale
     return float(Decimal(int(raw)) * Decimal(repr(spec.scale)))

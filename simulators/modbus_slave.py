@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerRTU
@@ -83,7 +84,7 @@ class ModbusSlave:
         return blocks[0], blocks[1], blocks[2], blocks[3]
 
     def _store(self, values: dict[str, int | float | bool]) -> None:
-        registers: dict[str, list[int] | list[bool]] = {}
+        registers: dict[str, list[Any]] = {}
         for table, (low, high) in self._spans.items():
             registers[table] = [False] * (high - low) if table in ("coil", "discrete") else [0] * (
                 high - low
@@ -106,7 +107,7 @@ class ModbusSlave:
             assert result is None, f"pymodbus refused to store {table}: {result}"
 
     @staticmethod
-    def _put(cells: list[int] | list[bool], at: int, data: bytes) -> None:
+    def _put(cells: list[Any], at: int, data: bytes) -> None:
         for word in range(len(data) // 2):
             cells[at + word] = int.from_bytes(data[2 * word : 2 * word + 2], "big")
 
@@ -142,11 +143,14 @@ class ModbusSlave:
             }
             self._store(reading)
             self._pending = reading
-        response = self._loop.run_until_complete(request.datastore_update(self._core, self.slave))
+        # pymodbus's own server hands its SimCore to datastore_update the same way
+        update = request.datastore_update(self._core, self.slave)  # type: ignore[arg-type]
+        response = self._loop.run_until_complete(update)
         response.dev_id = self.slave
         response.transaction_id = request.transaction_id
         data = bytes(self._framer.buildFrame(response))
-        if index == len(self.map.reads) - 1 and self._pending is not None and not response.isError():
+        last = index == len(self.map.reads) - 1
+        if last and self._pending is not None and not response.isError():
             values, self._pending = self._pending, None
             return Emission(data, values)
         return Emission(data)

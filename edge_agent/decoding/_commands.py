@@ -229,7 +229,8 @@ def polling(at: At, commands_: Commands | None, modbus: bool) -> Polling:
         for item in keys["recover"].items("a list of command roles, e.g. [wake]"):
             role = item.text("a command role")
             if role not in available:
-                raise item.expected(f"a command role defined under commands ({', '.join(available)})")
+                known = ", ".join(available)
+                raise item.expected(f"a command role defined under commands ({known})")
             roles.append(role)
         recover = tuple(roles)
     silent_s = 10.0

@@ -90,8 +90,8 @@ def _value_expression(index: int, spec: FieldSpec, as_float: bool, env: dict[str
         if spec.scale == 1:
             return f"({raw} + 0.0)" if as_float else raw
         return f"({raw} * {spec.scale!r}" + (" + 0.0)" if as_float else ")")
-    if spec._divisor:  # noqa: SLF001  (the profile's own precomputed reciprocal)
-        return f"{raw} / {spec._divisor!r}"  # noqa: SLF001
+    if spec._divisor:
+        return f"{raw} / {spec._divisor!r}"
     env[f"scale{index}"] = spec.scaled  # Decimal: exact decimal scaling
     return f"scale{index}({raw})"
 
@@ -115,7 +115,8 @@ def compile_binary(specs: tuple[FieldSpec, ...], as_float: bool) -> Callable[[by
         lines.append(f"    v{index} = {_value_expression(index, spec, as_float, env)}")
         if spec.valid is not None:
             low, high = (float(bound) for bound in spec.valid)
-            lines.append(f"    if not {low!r} <= v{index} <= {high!r}: return fail({index}, v{index})")
+            check = f"not {low!r} <= v{index} <= {high!r}"
+            lines.append(f"    if {check}: return fail({index}, v{index})")
         elif spec.type.is_float:  # NaN and infinities are never a reading
             lines.append(f"    if not -inf < v{index} < inf: return fail({index}, v{index})")
     items = ", ".join(f"{spec.name!r}: v{index}" for index, spec in enumerate(specs))
@@ -127,7 +128,7 @@ def compile_binary(specs: tuple[FieldSpec, ...], as_float: bool) -> Callable[[by
 
     env["fail"] = fail
     namespace: dict[str, Any] = {}
-    exec(compile("\n".join(lines), f"<decode {len(specs)} fields>", "exec"), env, namespace)  # noqa: S102
+    exec(compile("\n".join(lines), f"<decode {len(specs)} fields>", "exec"), env, namespace)
     decode: Callable[[bytes], Outcome] = namespace["decode"]
     return decode
 

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_agent.decoding._plans import Plan
 from edge_agent.decoding.errors import LocalProtocolError
 from edge_agent.decoding.events import (
     END_OF_STREAM,
@@ -48,7 +49,6 @@ from edge_agent.decoding.events import (
     Signal,
     Skipped,
 )
-from edge_agent.decoding._plans import Plan
 from edge_agent.decoding.profile import Profile, resolve
 
 __all__ = ["DecoderStats", "FrameDecoder"]
@@ -212,7 +212,7 @@ class FrameDecoder:
         self._position += 1  # resync from the byte after this false or broken start
         return event
 
-    def _frame_at(self, position: int) -> Event | None:
+    def _frame_at(self, position: int) -> Event | None:  # noqa: PLR0911  (one per verdict)
         """Decide the frame starting at ``position``; ``None`` if more bytes are needed."""
         if self._delimited:
             return self._line_at(position)
@@ -311,8 +311,9 @@ class FrameDecoder:
             cached = self._sums.get(size)
             if cached is None:
                 stored_at = resolve(checksum.offset, size)
+                unpack = struct.Struct(checksum.type.format).unpack_from
                 cached = (resolve(checksum.start, size), resolve(checksum.end, size), stored_at,
-                          checksum.algorithm.compute, struct.Struct(checksum.type.format).unpack_from)
+                          checksum.algorithm.compute, unpack)
                 self._sums[size] = cached
             first, stop, stored_at, compute, unpack = cached
             computed, stored = compute(frame[first:stop]), unpack(frame, stored_at)[0]

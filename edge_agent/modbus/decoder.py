@@ -193,7 +193,7 @@ class ModbusDecoder:
         self._position += 1
         return event
 
-    def _frame(self) -> Event | None:
+    def _frame(self) -> Event | None:  # noqa: PLR0911  (one return per verdict reads best)
         position, buffer = self._position, self._buffer
         head = bytes(buffer[position : position + 3])
         function = head[1]

@@ -1,4 +1,4 @@
-"""Every firmware profile, end to end: simulator on a pty -> agent -> Mosquitto -> collector -> InfluxDB.
+"""Every firmware profile end to end: simulator on a pty -> agent -> broker -> collector -> Influx.
 
 One gateway carries one simulated device per case below (every shipped profile,
 some in two modes), all real processes as in test_end_to_end.py. The devices
@@ -150,7 +150,8 @@ def test_every_reading_lands_with_the_values_sent(fleet: Run, case: Case) -> Non
 def test_health_counts_commands_replies_and_warmup(fleet: Run) -> None:
     def health(sensor: str) -> dict[str, Any]:
         got = rows(fleet.influx, fleet.db,
-                   f"SELECT * FROM sensor_health WHERE sensor='{sensor}' ORDER BY time DESC LIMIT 1")
+                   f"SELECT * FROM sensor_health WHERE sensor='{sensor}'"
+                   " ORDER BY time DESC LIMIT 1")
         return got[0] if got else {}
 
     wait_for(lambda: (health("sps30").get("frames_ok") or 0) >= COUNT + 2, 20,

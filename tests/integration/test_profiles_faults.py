@@ -97,8 +97,9 @@ def test_faults_and_an_unplug_lose_nothing_intact(
                                            ("sds-unplugged", "particulate", "pm10_ugm3"),
                                            ("noise-stalling", "noise", "laeq_1min_dba")):
             sent = devices[sensor].stats.values
-            wait_for(lambda s=sensor, m=measurement: len(_landed(influxdb, db, m, s)) >= len(sent),
-                     30, f"{len(sent)} readings of {sensor}")
+            count = len(sent)
+            wait_for(lambda s=sensor, m=measurement, n=count: len(_landed(influxdb, db, m, s)) >= n,
+                     30, f"{count} readings of {sensor}")
             time.sleep(0.5)  # anything extra would have landed too
             points = _landed(influxdb, db, measurement, sensor)
             assert len(points) == len(sent), (sensor, "a reading was lost or duplicated")

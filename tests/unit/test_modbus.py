@@ -97,7 +97,7 @@ def test_another_slaves_answer_is_skipped() -> None:
 def test_slave_address_can_be_overridden() -> None:
     decoder = ModbusDecoder(SIMPLY, slave=0x12)
     assert decoder.request(0)[0] == 0x12
-    with pytest.raises(LocalProtocolError, match="1..247"):
+    with pytest.raises(LocalProtocolError, match=r"1\.\.247"):
         ModbusDecoder(SIMPLY, slave=0)
 
 

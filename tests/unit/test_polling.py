@@ -44,7 +44,8 @@ def test_unknown_mode_and_parameters_are_config_errors() -> None:
         poller("pms5003", mode="burst")
     with pytest.raises(PollConfigError, match="has no parameter 'speed'"):
         poller("sds011", params={"speed": 3})
-    with pytest.raises(PollConfigError, match=r"params.working_period_min: expected an integer 0..30"):
+    wanted = r"params.working_period_min: expected an integer 0\.\.30"
+    with pytest.raises(PollConfigError, match=wanted):
         poller("sds011", params={"working_period_min": 31})
 
 
@@ -59,7 +60,7 @@ def test_a_parameter_is_written_into_the_command_with_its_checksum() -> None:
 
 def test_a_stuffed_command_keeps_its_wake_up_byte() -> None:
     p = poller("sps30")
-    wake = p._command_step("wake")  # noqa: SLF001
+    wake = p._command_step("wake")
     wire = p.payload(wake)
     assert wire[:1] == b"\xff"  # the low pulse before the frame
     framing = PROFILES["sps30"].commands.framing  # type: ignore[union-attr]

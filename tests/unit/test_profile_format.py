@@ -79,7 +79,8 @@ def test_base_profile_is_valid_and_splits_measurements() -> None:
     assert isinstance(reading, Decoded) and reading.frame == "report"
     assert reading.readings == (("particulate", {"pm2_5_ugm3": 123.6}),
                                 ("climate", {"temperature_c": -10.0}))
-    assert reply == Reply(10, "reply", {"command": 6}, bytes.fromhex("AA C5 06 01 00 00 A1 60 08 AB"))
+    answer = bytes.fromhex("AA C5 06 01 00 00 A1 60 08 AB")
+    assert reply == Reply(10, "reply", {"command": 6}, answer)
 
 
 class Case(NamedTuple):
@@ -112,10 +113,12 @@ CASES = [
     Case("match_outside_the_frame", 'match: {offset: 1, bytes: "C0"}',
          'match: {offset: 9, bytes: "C0 00"}', "match: {offset: 9", "frames[0].match",
          "expected the match bytes inside a 10-byte frame"),
-    Case("frame_kind_without_match_not_last", "  - name: report\n    match: {offset: 1, bytes: \"C0\"}\n",
+    Case("frame_kind_without_match_not_last",
+         "  - name: report\n    match: {offset: 1, bytes: \"C0\"}\n",
          "  - name: report\n", "- name: report", "frames[0].name",
          "a frame kind without match or length takes every frame, so it must be the last"),
-    Case("duplicate_frame_kind", "  - name: reply\n", "  - name: report\n", "  - name: report\n    kind",
+    Case("duplicate_frame_kind", "  - name: reply\n", "  - name: report\n",
+         "  - name: report\n    kind",
          "frames[1].name", "expected a name not used by another frame kind"),
     Case("fields_and_frames", "frames:\n", "fields: []\nframes:\n", "  - name: report", "frames",
          "expected either fields (one kind of frame) or frames, not both"),
@@ -161,7 +164,8 @@ frames:
 
 def test_csv_lines_by_column_with_a_unit_suffix() -> None:
     decoder = FrameDecoder(parse_profile(LINES, "csv"))
-    decoder.receive_data(b"$TH,21.5;x;45%\r\n$TH,21.5;x;45\r\n$TH,1e3;x;45%\r\n" + b"$TH," + b"9" * 40)
+    lines = b"$TH,21.5;x;45%\r\n$TH,21.5;x;45\r\n$TH,1e3;x;45%\r\n"
+    decoder.receive_data(lines + b"$TH," + b"9" * 40)
     decoder.receive_data(b"")
     events = list(decoder.events())
     assert isinstance(events[0], Decoded) and events[0].fields == {"temperature_c": 21.5,
@@ -173,8 +177,10 @@ def test_csv_lines_by_column_with_a_unit_suffix() -> None:
 
 def test_text_profiles_cannot_have_a_checksum_or_binary_fields() -> None:
     with pytest.raises(ProfileError, match="checksum: not supported on text frames"):
-        parse_profile(LINES + "checksum: {algorithm: sum8, start: 0, end: -1, offset: -1, type: u8}\n")
-    with pytest.raises(ProfileError, match=r"frames\[0\].fields\[0\].column: required key is missing"):
+        sum8 = "checksum: {algorithm: sum8, start: 0, end: -1, offset: -1, type: u8}\n"
+        parse_profile(LINES + sum8)
+    missing = r"frames\[0\].fields\[0\].column: required key is missing"
+    with pytest.raises(ProfileError, match=missing):
         parse_profile(LINES.replace("column: 0, ", ""), "csv")
 
 
