@@ -116,3 +116,25 @@ def test_probe_of_a_missing_port(tmp_path: Path) -> None:
     code, _, output = run_probe(str(tmp_path / "nothing-here"))
     assert code == 2
     assert "cannot open" in output
+
+
+def test_edge_sim_device_and_probe_on_another_slave_address(tmp_path: Path) -> None:
+    """The technician's pair of commands: edge-sim device on a pty, edge-agent probe on it."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    link = tmp_path / "noise"
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "simulators.cli", "device", "noise_meter_modbus", "--link",
+         str(link), "--slave", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
+    )
+    try:
+        assert sim.stdout is not None
+        assert sim.stdout.readline().strip() == str(link)  # it prints the path to open
+        code, report, output = run_probe(str(link), "--json", "--slave", "5")
+        _, unanswered, _ = run_probe(str(link), "--json", listen=0.2)  # slave 1: nobody there
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    assert code == 0 and report["model"] == "noise_meter_modbus", output
+    assert set(report["reading"]["noise"]) == {"laeq_1min_dba", "lmax_dba", "laeq_5min_dba"}
+    assert unanswered["matched"] == []
