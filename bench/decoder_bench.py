@@ -20,7 +20,6 @@ given a CRC-16/MODBUS profile, i.e. what hand-written Modbus would cost.
 from __future__ import annotations
 
 import argparse
-import statistics
 import struct
 import sys
 import time
@@ -115,6 +114,7 @@ def crc_profile(modbus: Profile) -> Profile:
 
 def measure(run: Callable[[list[bytes]], int], chunks: list[bytes], expect: int,
             repeat: int) -> float:
+    """The best of ``repeat`` runs: other load on the machine only ever adds time."""
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
@@ -122,14 +122,14 @@ def measure(run: Callable[[list[bytes]], int], chunks: list[bytes], expect: int,
         times.append(time.perf_counter() - started)
         if got != expect:
             raise SystemExit(f"decoded {got} frames, expected {expect}")
-    return statistics.median(times)
+    return min(times)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=20000, help="readings per profile")
-    parser.add_argument("--repeat", type=int, default=5, help="runs per row (median is shown)")
+    parser.add_argument("--repeat", type=int, default=7, help="runs per row (the best is shown)")
     args = parser.parse_args(argv)
     profiles = load_profiles(ROOT / "firmware_profiles")
     rows: list[tuple[str, int, float]] = []
@@ -144,12 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     chunks, expect = stream_for(noise, args.frames)
     rows.append(("noise_meter_modbus as a CRC-16 frame profile", expect,
                  measure(generic(crc_profile(noise)), chunks, expect, args.repeat)))
+    # The baseline again, last: the faster of its two measurements is the one shown,
+    # so a slow moment of a shared machine does not flatter the generic decoder.
+    chunks, expect = stream_for(profiles["pms5003"], args.frames)
+    base = min(base, measure(baseline_pms5003, chunks, expect, args.repeat))
+    rows[0] = (rows[0][0], rows[0][1], base)
     print(f"{'decoder':48} {'frames':>7} {'frames/s':>10} {'us/frame':>9} {'vs baseline':>12}")
     base_rate = args.frames / base
     for label, frames, seconds in rows:
         rate = frames / seconds
         print(f"{label:48} {frames:7d} {rate:10,.0f} {1e6 / rate:9.2f} {base_rate / rate:11.2f}x")
-    print(f"Python {sys.version.split()[0]}; median of {args.repeat} runs; {CHUNK}-byte reads")
+    print(f"Python {sys.version.split()[0]}; best of {args.repeat} runs; {CHUNK}-byte reads")
     return 0
 
 

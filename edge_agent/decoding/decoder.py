@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,7 @@ from edge_agent.decoding.events import (
     Reply,
     Signal,
     Skipped,
+    decoded,
 )
 from edge_agent.decoding.profile import Profile, resolve
 
@@ -106,8 +107,7 @@ class FrameDecoder:
             else (struct.Struct(lf.type.format).unpack_from, lf.offset, lf.offset + lf.type.size,
                   lf.add)
         )
-        self._sums: dict[int, tuple[int, int, int, Callable[[bytes], int], Callable[..., Any]]] = {}
-        self._by_length: dict[int, tuple[Plan, ...]] = {}
+        self._shapes: dict[int, tuple[int, int, int, Any, Any, tuple[Plan, ...]]] = {}
         self._delimited = framing.delimited
         self._stuffed = framing.escape is not None
         self._lengths = framing.lengths
@@ -286,20 +286,6 @@ class FrameDecoder:
             return self._reject(Reason.BAD_LENGTH, total, f"{total} bytes, longer than {limit}")
         return self._check(bytes(buffer[position : position + total]), total)
 
-    def _plan(self, frame: bytes) -> Plan | None:
-        """The first frame kind ``frame`` fits (kinds of other lengths are not tried)."""
-        size = len(frame)
-        plans = self._by_length.get(size)
-        if plans is None:
-            plans = self._by_length[size] = tuple(
-                p for p in self._plans if p.length is None or p.length == size
-            )
-        for plan in plans:
-            match = plan.match
-            if match is None or frame[match[0] : match[0] + len(match[1])] == match[1]:
-                return plan
-        return None
-
     def _damage(self, frame: bytes) -> tuple[Reason, str] | None:
         """Why an intact-length frame is damaged (end marker, checksum), if it is."""
         end = self._end
@@ -307,16 +293,7 @@ class FrameDecoder:
             return Reason.MISSING_END, f"expected {end.hex(' ')}, got {frame[-len(end) :].hex(' ')}"
         checksum = self.profile.checksum
         if checksum is not None:
-            size = len(frame)
-            cached = self._sums.get(size)
-            if cached is None:
-                stored_at = resolve(checksum.offset, size)
-                unpack = struct.Struct(checksum.type.format).unpack_from
-                cached = (resolve(checksum.start, size), resolve(checksum.end, size), stored_at,
-                          checksum.algorithm.compute, unpack)
-                self._sums[size] = cached
-            first, stop, stored_at, compute, unpack = cached
-            computed, stored = compute(frame[first:stop]), unpack(frame, stored_at)[0]
+            computed, stored = checksum.compute(frame), checksum.stored(frame)
             if computed != stored:
                 digits = 2 * checksum.type.size
                 return Reason.BAD_CHECKSUM, (
@@ -325,12 +302,34 @@ class FrameDecoder:
                 )
         return None
 
+    def _shape(self, size: int) -> tuple[int, int, int, Any, Any, tuple[Plan, ...]]:
+        """For ``size``-byte frames: the checksum's slice, place and functions, the kinds."""
+        checksum = self.profile.checksum
+        plans = tuple(p for p in self._plans if p.length is None or p.length == size)
+        if checksum is None:
+            shape: tuple[int, int, int, Any, Any, tuple[Plan, ...]] = (0, 0, 0, None, None, plans)
+        else:
+            shape = (resolve(checksum.start, size), resolve(checksum.end, size),
+                     resolve(checksum.offset, size), checksum.algorithm.compute,
+                     struct.Struct(checksum.type.format).unpack_from, plans)
+        self._shapes[size] = shape
+        return shape
+
     def _check(self, frame: bytes, raw_length: int) -> Event:
-        damage = self._damage(frame)
-        if damage is not None:
+        shape = self._shapes.get(len(frame)) or self._shape(len(frame))
+        first, stop, stored_at, compute, unpack, plans = shape
+        end = self._end
+        if (end and not frame.endswith(end)) or (
+            compute is not None and compute(frame[first:stop]) != unpack(frame, stored_at)[0]
+        ):
+            damage = self._damage(frame)
+            assert damage is not None
             return self._reject(damage[0], raw_length, damage[1])
-        plan = self._plan(frame)
-        if plan is None:
+        for plan in plans:
+            match = plan.match
+            if match is None or frame[match[0] : match[0] + len(match[1])] == match[1]:
+                break
+        else:
             return self._reject(Reason.UNKNOWN_FRAME, raw_length, "no frame kind matches it")
         fields, reason, detail = plan.decode(frame)
         if fields is None:
@@ -342,7 +341,7 @@ class FrameDecoder:
         if not plan.reading:
             return Reply(offset, plan.name, fields, raw)
         if plan.single is not None:
-            return Decoded(plan.single, fields, offset, raw, plan.name)
+            return decoded(plan.single, fields, offset, raw, plan.name)
         split = tuple((m, {name: fields[name] for name in names}) for m, names in plan.groups)
         return Decoded(split[0][0], split[0][1], offset, raw, plan.name, split[1:])
 
