@@ -135,7 +135,7 @@ class Poller:
     # -- steps ---------------------------------------------------------------
 
     def start_steps(self) -> list[Step]:
-        return [self._command_step(role) for role in self.mode.start]
+        return [self.command_step(role) for role in self.mode.start]
 
     def recovery_steps(self) -> list[Step]:
         """What to send a silent device: the profile's recover commands, then the mode's start."""
@@ -143,7 +143,7 @@ class Poller:
         if not recover:
             return []
         roles = list(recover) + [r for r in self.mode.start if r not in recover]
-        return [self._command_step(role) for role in roles]
+        return [self.command_step(role) for role in roles]
 
     def silent(self, now: float, last_heard: float) -> bool:
         """Whether a device last heard at ``last_heard`` has been silent too long at ``now``."""
@@ -158,9 +158,10 @@ class Poller:
                 Step(f"read{i}", frozenset({"data" if i == last else f"read{i}"}), timeout, index=i)
                 for i in range(len(modbus.reads))
             ]
-        return [self._command_step(role) for role in self.mode.poll]
+        return [self.command_step(role) for role in self.mode.poll]
 
-    def _command_step(self, role: str) -> Step:
+    def command_step(self, role: str) -> Step:
+        """The step that sends the command of ``role`` (probe uses it for ``identify``)."""
         assert self.profile.commands is not None  # the loader ties modes to commands
         command = self.profile.commands.by_role[role]
         replies = frozenset(f.name for f in self.profile.frames if not f.is_reading)

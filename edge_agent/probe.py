@@ -177,7 +177,7 @@ def _probe_steps(profile: Profile, decoder: StreamDecoder) -> list[tuple[Step, b
     steps: list[Step] = []
     commands = profile.commands
     if commands is not None and "identify" in commands.by_role:
-        steps.append(poller._command_step("identify"))  # noqa: SLF001  (same package)
+        steps.append(poller.command_step("identify"))
     if mode is not None:
         steps += [s for s in poller.start_steps() if s.name not in ("wake", "sleep")]
         steps += poller.poll_steps()

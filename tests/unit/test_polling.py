@@ -60,7 +60,7 @@ def test_a_parameter_is_written_into_the_command_with_its_checksum() -> None:
 
 def test_a_stuffed_command_keeps_its_wake_up_byte() -> None:
     p = poller("sps30")
-    wake = p._command_step("wake")
+    wake = p.command_step("wake")
     wire = p.payload(wake)
     assert wire[:1] == b"\xff"  # the low pulse before the frame
     framing = PROFILES["sps30"].commands.framing  # type: ignore[union-attr]
