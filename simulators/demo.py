@@ -29,6 +29,8 @@ from simulators.fleet import DEMO_FLEET, SimGateway, agent_config, collector_con
 from simulators.services import LocalServices, influx_query, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
+# What the demo's devices produce (firmware_profiles/*.yaml measurements).
+READING_MEASUREMENTS = ("particulate", "noise", "bus_terminal", "climate")
 QUERIES = (
     "SELECT mean(pm2_5_ugm3) FROM particulate WHERE time > now() - 10m "
     "GROUP BY time(1m), district",
@@ -125,20 +127,25 @@ class Demo:
 
     # -- live view -----------------------------------------------------------------
     def landed(self) -> dict[str, tuple[int, float | None]]:
-        """Per gateway: readings in InfluxDB and the last PM2.5."""
+        """Per gateway: readings in InfluxDB (every reading measurement) and the last PM2.5."""
         try:
-            result = influx_query(
-                self.influx,
-                "SELECT count(pm2_5_ugm3), last(pm2_5_ugm3) FROM particulate GROUP BY gateway",
-                self.options.database, timeout=5)
+            counts = influx_query(
+                self.influx, f"SELECT count(seq) FROM {', '.join(READING_MEASUREMENTS)} "
+                "GROUP BY gateway", self.options.database, timeout=5)
+            pm = influx_query(self.influx, "SELECT last(pm2_5_ugm3) FROM particulate GROUP BY gateway",
+                              self.options.database, timeout=5)
         except OSError:
             return {}
-        out = {}
-        for res in result.get("results", []):
+        total: dict[str, int] = {}
+        for res in counts.get("results", []):
             for series in res.get("series", []):
-                count, last = series["values"][0][1:3]
-                out[series["tags"]["gateway"]] = (int(count), last)
-        return out
+                gw = series["tags"]["gateway"]
+                total[gw] = total.get(gw, 0) + int(series["values"][0][1])
+        last: dict[str, float] = {}
+        for res in pm.get("results", []):
+            for series in res.get("series", []):
+                last[series["tags"]["gateway"]] = series["values"][0][1]
+        return {gw: (n, last.get(gw)) for gw, n in total.items()}
 
     def _table(self, landed: dict[str, tuple[int, float | None]]) -> Table:
         t = Table(title="cityedge demo: readings from sensor to InfluxDB", expand=True)
