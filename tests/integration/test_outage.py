@@ -109,12 +109,15 @@ def test_a_full_outbox_drops_oldest_and_records_exactly_what_it_dropped(
                        "SELECT sum(dropped) FROM outbox_drops WHERE sensor = 'pm-1'")
             return int(got[0]["sum"]) if got else 0
 
+        # Every frame on the line is a reading, warm-up frames included: the agent
+        # discards warm-up only after it woke the sensor itself.
+        produced = device.stats.frames + device.stats.warmup
         try:
-            wait_for(lambda: count(influxdb, unique_name) + dropped() >= 1500, 60,
+            wait_for(lambda: count(influxdb, unique_name) + dropped() >= produced, 60,
                      "every reading landed or recorded as dropped")
         finally:
             print(f"landed {count(influxdb, unique_name)}, dropped {dropped()}, "
-                  f"emitted {device.stats.frames}")
+                  f"produced {device.stats.frames} + {device.stats.warmup} warm-up")
         landed = rows(influxdb, unique_name, "SELECT seq FROM particulate")
         gaps = rows(influxdb, unique_name, "SELECT * FROM outbox_drops WHERE sensor = 'pm-1'")
         dropped_seqs = set()
@@ -125,12 +128,16 @@ def test_a_full_outbox_drops_oldest_and_records_exactly_what_it_dropped(
         # Nothing vanished silently: every reading landed or is counted as dropped,
         # no landed reading lies inside a recorded gap, and the oldest went first.
         assert dropped() > 0
-        assert len(landed_seqs) + dropped() >= 1500
+        assert len(landed_seqs) + dropped() >= produced
         assert not landed_seqs & dropped_seqs
         assert min(landed_seqs) > max(dropped_seqs)
-        if len(landed_seqs) + dropped() != 1500:
-            pytest.xfail(f"known bug: drops over-counted by {len(landed_seqs) + dropped() - 1500} "
-                         "(landed + counted drops > emitted); see the closing note of issue 3")
+        over = len(landed_seqs) + dropped() - produced
+        if over:
+            # Seen: 5 to 7 of 1,500, always the same few; the store's own accounting is
+            # exact in unit tests, so the extra readings come from before the first
+            # drop (the agent probing an idle port?). Open in issue 3's closing note.
+            pytest.xfail(f"known bug: landed + counted drops exceed what the device "
+                         f"emitted by {over}")
     finally:
         device.close()
         agent.stop()
