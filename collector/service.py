@@ -91,7 +91,7 @@ class CollectorService:
             log.warning("shutdown timeout: %d points unwritten; gateways will resend them",
                         self.pipeline.pending_points)
             pipeline_task.cancel()
-        except Exception:  # noqa: BLE001  the pipeline's own error was logged where it happened
+        except Exception:
             log.exception("pipeline failed during shutdown")
         await asyncio.sleep(0.2)  # let paho send the last acks
         if self.mqtt is not None:

@@ -15,6 +15,7 @@ import logging
 import secrets
 import signal
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,12 +45,14 @@ class Agent:
     def __init__(self, config: AgentConfig, base_dir: Path, transport: Transport | None = None):
         self.config = config
         self.clock = Clock(config.clock_synced)
-        profiles_dir = resolve(base_dir, config.profiles_dir) if config.profiles_dir else SHIPPED_PROFILES
+        profiles_dir = (resolve(base_dir, config.profiles_dir) if config.profiles_dir
+                        else SHIPPED_PROFILES)
         self.profiles: dict[str, Profile] = load_profiles(profiles_dir)
         for i, sensor in enumerate(config.sensors):
             if sensor.profile not in self.profiles:
                 known = ", ".join(sorted(self.profiles))
-                raise ValueError(f"sensors[{i}].profile: {sensor.profile!r} not in {profiles_dir} ({known})")
+                raise ValueError(
+                    f"sensors[{i}].profile: {sensor.profile!r} not in {profiles_dir} ({known})")
         self.outbox_path = resolve(base_dir, config.outbox.path)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self.outbox: Outbox | None = None
@@ -78,6 +81,7 @@ class Agent:
         self.stored = 0
         self.acked = 0
         self.refused_sends = 0
+        self.store_failures: Counter[str] = Counter()
         self.timebase: Timebase | None = None
         self._synced_now = self.clock.synced()
         self._hold_cap: int | None = None
@@ -105,7 +109,13 @@ class Agent:
                 if self.outbox is not None and self.outbox.fsync_every_append:
                     self._wake_sender.set()
             else:
-                log.error("outbox append failed: %s", f.exception())
+                # Read from the port but not stored (disk full, SD card failing): lost,
+                # so counted per sensor and shown in the health readings once storage
+                # works again, never only logged.
+                for r in readings:
+                    self.store_failures[r.sensor] += 1
+                log.error("outbox append failed, %d readings lost: %s", len(readings),
+                          f.exception())
 
         fut.add_done_callback(done)
 
@@ -213,7 +223,8 @@ class Agent:
                     pass
                 continue
             if isinstance(plan, SendNew):
-                rows = await self._io_call(self.outbox.fetch_after, plan.after, plan.upto, plan.limit)
+                rows = await self._io_call(self.outbox.fetch_after, plan.after, plan.upto,
+                                           plan.limit)
                 if not rows:
                     self.window.advance(plan, plan.upto)
                     continue
@@ -257,6 +268,7 @@ class Agent:
                 fields: dict[str, int | float | bool | str] = {
                     "port_open": port.is_open,
                     "dropped_readings": self.outbox.dropped[port.config.id] if self.outbox else 0,
+                    "store_failed": self.store_failures[port.config.id],
                     **dict(port.counters),
                 }
                 self._store([Reading(port.config.id, "sensor_health", fields, wall,
@@ -282,6 +294,7 @@ class Agent:
             "outbox_full_pct": round(100 * depth.bytes / max_bytes, 2),
             "oldest_age_s": round((wall - depth.oldest_ns) / 1e9, 3) if depth.oldest_ns else 0.0,
             "dropped_readings": sum(self.outbox.dropped.values()),
+            "store_failed_readings": sum(self.store_failures.values()),
             "outbox_time_left_s": self._time_left(depth.bytes, max_bytes),
             "backlog_readings": self.window.backlog_seqs,
             "in_flight_batches": self.window.in_flight,

@@ -20,7 +20,7 @@ _TIME_ERROR = 5
 class _Timex(ctypes.Structure):
     # struct timex from <sys/timex.h> (Linux); only ``status`` is read, the
     # padding covers the rest of the kernel's structure.
-    _fields_ = [  # noqa: RUF012  ctypes requires a class attribute
+    _fields_ = [
         ("modes", ctypes.c_uint),
         ("offset", ctypes.c_long),
         ("freq", ctypes.c_long),

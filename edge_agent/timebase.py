@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from cityedge.uplink.timing import NEVER, Anchor, BootTime
 
+
 class Timebase:
     """Decides the current boot's anchor and hold; the caller persists what it returns."""
 
@@ -40,7 +41,7 @@ class Timebase:
     def settle_old_boots(self, seen: set[str]) -> dict[str, BootTime]:
         """Boots found in the outbox that are not this one and have no anchor: unverified."""
         changed = {}
-        for boot in seen - {self.boot}:
+        for boot in seen - {self.boot, ""}:  # "": records made by the gateway, no clock to fix
             bt = self.boots.get(boot, BootTime())
             if bt.anchor is None and bt.unverified_before != NEVER:
                 changed[boot] = BootTime(None, NEVER)

@@ -29,15 +29,15 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterable, Sequence
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from cityedge.uplink import SeqRanges, WireReading
 from cityedge.uplink.timing import BootTime
 from edge_agent.readings import Reading
-from cityedge.uplink import SeqRanges, WireReading
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
