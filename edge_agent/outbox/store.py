@@ -16,17 +16,19 @@ With ``commit_window = 0`` every append is fsynced (synchronous=FULL).
 
 The outbox is bounded (``max_bytes``). When an append would pass the bound,
 the drop policy removes readings (oldest first, or lowest priority first),
-never one that is in flight, and adds them, in the same transaction, to the
-sensor's open gap (meta table: count, first and last time and seq).
-``flush_gaps()`` (every health interval) turns each open gap into one reading
-(measurement ``outbox_drops``), so a full outbox costs one small record per
-sensor per interval, and the data team sees exactly what was lost. Drop
+never one handed out for sending, and adds them, in the same transaction, to
+the open gap of their sensor and measurement (meta table: count, first and
+last time and seq). ``flush_gaps()`` (every health interval) turns each open
+gap into one reading (measurement ``outbox_drops``, field ``of_measurement``),
+so a full outbox costs one small record per sensor and measurement per
+interval, and the data team sees exactly what was lost. Drop
 records themselves are never dropped.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 import secrets
 import sqlite3
 from collections import Counter
@@ -82,9 +84,10 @@ class DropPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """Readings of one sensor dropped in one go: the data team's "why is this missing"."""
+    """Readings of one sensor and measurement dropped: the data team's "why is this missing"."""
 
     sensor: str
+    measurement: str
     count: int
     first_ns: int
     last_ns: int
@@ -204,22 +207,23 @@ class Outbox:
                 if m.isidentifier()
             )
             order = f"CASE measurement {cases} ELSE 0 END, seq"
-        victims: list[tuple[int, str, int, int]] = []
+        victims: list[tuple[int, str, str, int, int]] = []
         freed = 0
         offset = 0
         while self.bytes - freed > target:
             batch = cur.execute(
-                f"SELECT seq, sensor, time_ns, size FROM readings WHERE measurement != ?"
+                f"SELECT seq, sensor, measurement, time_ns, size FROM readings"
+                f" WHERE measurement != ?"
                 f" ORDER BY {order} LIMIT ? OFFSET ?",
                 (DROPS_MEASUREMENT, DROP_CHUNK, offset),
             ).fetchall()
             if not batch:
                 break  # only protected readings and drop records left
             offset += len(batch)
-            for seq, sensor, time_ns, size in batch:
+            for seq, sensor, measurement, time_ns, size in batch:
                 if seq in self._handed_out or (protect is not None and seq in protect):
                     continue
-                victims.append((seq, sensor, time_ns, size))
+                victims.append((seq, sensor, measurement, time_ns, size))
                 freed += size
                 if self.bytes - freed <= target:
                     break
@@ -229,9 +233,10 @@ class Outbox:
         self._oldest_ns = self._first_time()
         gaps = _gaps(victims)
         for gap in gaps:
-            key = f"gap:{gap.sensor}"
+            key = f"gap:{gap.sensor}:{gap.measurement}"
             row = cur.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            open_gap = gap if row is None else _merge(Gap(gap.sensor, **json.loads(row[0])), gap)
+            open_gap = gap if row is None else _merge(
+                Gap(gap.sensor, gap.measurement, **json.loads(row[0])), gap)
             doc = {k: getattr(open_gap, k) for k in
                    ("count", "first_ns", "last_ns", "first_seq", "last_seq")}
             cur.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
@@ -250,7 +255,9 @@ class Outbox:
         try:
             rows = cur.execute("SELECT key, value FROM meta WHERE key LIKE 'gap:%'").fetchall()
             for key, value in rows:
-                gap = Gap(key.split(":", 1)[1], **json.loads(value))
+                # gap:<sensor>:<measurement>; sensor ids may hold ':', names may not.
+                sensor, measurement = key.split(":", 1)[1].rsplit(":", 1)
+                gap = Gap(sensor, measurement, **json.loads(value))
                 self._insert(cur, _drop_record(gap, self._drop_time(gap)))
                 cur.execute("DELETE FROM meta WHERE key = ?", (key,))
             cur.execute("COMMIT")
@@ -267,9 +274,10 @@ class Outbox:
         return len(rows)
 
     def _drop_time(self, gap: Gap) -> int:
-        # The record is stamped just after the last dropped reading: a pure
-        # function of stored data, so its point never moves on a resend.
-        return gap.last_ns + 1
+        # Just after the last dropped reading: a pure function of stored data, so
+        # the point never moves on a resend. The measurement's own offset keeps
+        # two gaps of one sensor from landing on the same timestamp.
+        return gap.last_ns + 1 + zlib.crc32(gap.measurement.encode()) % 1000
 
     def _first_time(self) -> int | None:
         """Time of the oldest waiting reading by seq (an index lookup, not a scan)."""
@@ -387,19 +395,19 @@ class Outbox:
             self._db.close()
 
 
-def _gaps(victims: list[tuple[int, str, int, int]]) -> list[Gap]:
-    by_sensor: dict[str, list[tuple[int, int]]] = {}
-    for seq, sensor, time_ns, _size in victims:
-        by_sensor.setdefault(sensor, []).append((seq, time_ns))
+def _gaps(victims: list[tuple[int, str, str, int, int]]) -> list[Gap]:
+    by_kind: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for seq, sensor, measurement, time_ns, _size in victims:
+        by_kind.setdefault((sensor, measurement), []).append((seq, time_ns))
     return [
-        Gap(sensor, len(items), min(t for _, t in items), max(t for _, t in items),
-            min(s for s, _ in items), max(s for s, _ in items))
-        for sensor, items in sorted(by_sensor.items())
+        Gap(sensor, measurement, len(items), min(t for _, t in items),
+            max(t for _, t in items), min(s for s, _ in items), max(s for s, _ in items))
+        for (sensor, measurement), items in sorted(by_kind.items())
     ]
 
 
 def _merge(a: Gap, b: Gap) -> Gap:
-    return Gap(a.sensor, a.count + b.count, min(a.first_ns, b.first_ns),
+    return Gap(a.sensor, a.measurement, a.count + b.count, min(a.first_ns, b.first_ns),
                max(a.last_ns, b.last_ns), min(a.first_seq, b.first_seq),
                max(a.last_seq, b.last_seq))
 
@@ -410,6 +418,7 @@ def _drop_record(gap: Gap, time_ns: int) -> Reading:
         measurement=DROPS_MEASUREMENT,
         fields={
             "dropped": gap.count,
+            "of_measurement": gap.measurement,
             "first_time_ns": gap.first_ns,
             "last_time_ns": gap.last_ns,
             "first_seq": gap.first_seq,

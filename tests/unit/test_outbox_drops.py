@@ -43,6 +43,23 @@ def test_oldest_go_first_and_each_drop_is_recorded(tmp_path: Path) -> None:
     }
     for r in records:
         assert r.fields["first_time_ns"] <= r.fields["last_time_ns"] < r.time_ns
+        assert r.fields["of_measurement"] == "particulate"
+
+
+def test_gaps_are_kept_per_sensor_and_measurement(tmp_path: Path) -> None:
+    """A sensor's own health readings dropped are not counted as its data dropped."""
+    o = Outbox(tmp_path / "o.sqlite", max_bytes=8_000)
+    for i in range(300):
+        o.append([reading(i), reading(i, measurement="sensor_health")])
+    o.flush_gaps()
+    rows = everything(o)
+    records = [r for r in rows if r.measurement == DROPS_MEASUREMENT]
+    by_kind = {r.fields["of_measurement"]: r.fields["dropped"] for r in records}
+    kept = {m: sum(1 for r in rows if r.measurement == m) for m in by_kind}
+    assert set(by_kind) == {"particulate", "sensor_health"}
+    for m, n in by_kind.items():
+        assert n + kept[m] == 300
+    assert len({r.time_ns for r in records}) == len(records)  # two points, not one
 
 
 def test_in_flight_readings_are_spared(tmp_path: Path) -> None:
