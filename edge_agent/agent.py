@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cityedge.uplink import Batch, SeqRanges, WireReading, encode_batch
+from cityedge.uplink.downlink import DisplayAck, encode_ack
 from edge_agent.clock import Clock
 from edge_agent.config import AGENT_SENSOR, AgentConfig, resolve
 from edge_agent.decoding import Profile, load_profiles
+from edge_agent.display_file import read_display_file, write_display_file
+from edge_agent.displays import DisplayBoard
 from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
 from edge_agent.outbox.store import DropPolicy
 from edge_agent.readings import Reading
@@ -65,6 +68,12 @@ class Agent:
             if u.kind == "http"
             else MqttTransport(u.mqtt, config.gateway.id, max_in_flight=u.max_in_flight)
         )
+        self.displays = DisplayBoard(config.gateway.id,
+                                     has_display=config.display.output != "none")
+        self.display_path = (resolve(base_dir, config.display.path)
+                             if config.display.output == "file" else None)
+        self.display_write_failures = 0
+        self.transport.downlink = self._on_display
         self.ports = [
             SensorPort(s, self.profiles[s.profile], self.clock, self._store) for s in config.sensors
         ]
@@ -257,11 +266,58 @@ class Agent:
                                             at_mono=(sent + now) // 2 if sent else now)
             self._wake_sender.set()
 
+    # -- alert displays (downlink) ----------------------------------------------
+    def _trusted_now_ns(self) -> int | None:
+        """Wall time if the clock is synchronised or anchored this boot; else None."""
+        if self._synced_now:
+            return time.time_ns()
+        anchor = self.timebase.current.anchor if self.timebase else None
+        return None if anchor is None else anchor.wall_ns + time.monotonic_ns() - anchor.mono_ns
+
+    async def _on_display(self, payload: bytes) -> bytes:
+        changed, ack = self.displays.receive(payload, self._trusted_now_ns())
+        if changed and not await self._write_displays():
+            self.displays.forget(ack.id)
+            ack = DisplayAck(ack.id, ack.gateway, "rejected", "display_output: write failed")
+        if ack.result == "rejected":
+            log.warning("display %s rejected: %s", ack.id or "?", ack.detail)
+        else:
+            log.info("display %s %s; showing %d", ack.id, ack.result, len(self.displays.showing))
+        return encode_ack(ack)
+
+    async def _write_displays(self) -> bool:
+        if self.display_path is None:
+            return True
+        snapshot = self.displays.snapshot(time.time_ns())
+        try:
+            await asyncio.to_thread(write_display_file, self.display_path, snapshot)
+        except OSError as exc:
+            self.display_write_failures += 1
+            log.error("cannot write the display file %s: %s", self.display_path, exc)
+            return False
+        return True
+
+    def _restore_displays(self) -> None:
+        if self.display_path is None:
+            return
+        try:
+            snapshot = read_display_file(self.display_path)
+            if snapshot is not None:
+                self.displays.restore(snapshot)
+                log.info("restored %d display(s) from %s", len(self.displays.showing),
+                         self.display_path)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.error("display file %s unreadable, starting with a blank board: %s",
+                      self.display_path, exc)
+
     # -- health ----------------------------------------------------------------
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval)
             await self._io_call(self.outbox.flush_gaps) if self.outbox else None
+            now = self._trusted_now_ns()
+            if now is not None and self.displays.expire(now):
+                await self._write_displays()
             self._store([await self.health_reading()])
             for port in self.ports:
                 wall, mono = self.clock.stamp(port.config.id + "/health")
@@ -300,6 +356,9 @@ class Agent:
             "in_flight_batches": self.window.in_flight,
             "resent_batches": self.window.resent_batches,
             "refused_sends": self.refused_sends,
+            "displays_showing": len(self.displays.showing),
+            "displays_rejected": self.displays.counts["rejected"],
+            "display_write_failures": self.display_write_failures,
             "link_up": self.transport.ready(),
             "clock_synced": self._synced_now,
             "clock_anchor": (a.source if self.timebase and (a := self.timebase.current.anchor)
@@ -330,6 +389,7 @@ class Agent:
             drop_policy=DropPolicy(o.drop_policy, o.priorities),
         ))
         await self._open_timebase()
+        self._restore_displays()
         u = self.config.uplink
         self.window = DeliveryWindow(max_in_flight=u.max_in_flight, ack_timeout=u.ack_timeout,
                                      batch_size=u.batch_size, durable_seq=self.sendable_seq())

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from cityedge.yamlconfig import ConfigError
 from edge_agent.config import AgentConfig, load_config, resolve
+from edge_agent.display_file import read_display_file
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,14 +73,34 @@ def _status(config: AgentConfig, base: Path, as_json: bool) -> int:
             "waiting": count, "oldest_age_s": round(time.time() - oldest / 1e9, 1) if oldest else None,
             "seq_range": [lo, hi], "last_seq": last[0] if last else 0, "per_sensor": per_sensor,
         }
+    if config.display.output == "file":
+        info["displays"] = _displays(resolve(base, config.display.path))
     if as_json:
         print(json.dumps(info, ensure_ascii=False))
         return 0
     table = Table(title=f"gateway {config.gateway.id} outbox", show_header=False)
     for key, value in info.items():
-        table.add_row(key, str(value))
+        shown = "\n".join(value) or "(nothing)" if key == "displays" and isinstance(value, list) \
+            else str(value)
+        table.add_row(key, shown)
     Console().print(table)
     return 0
+
+
+def _displays(path: Path) -> list[str] | str:
+    """What the terminal is told to show, one line per alert."""
+    try:
+        board = read_display_file(path)
+    except (OSError, ValueError) as exc:
+        return f"unreadable: {exc}"
+    if board is None:
+        return []
+    lines = []
+    for d in board["showing"]:
+        until = (time.strftime("%Y-%m-%d %H:%M", time.localtime(d["expires_ns"] / 1e9))
+                 if d.get("expires_ns") else "cleared by the collector")
+        lines.append(f"[{d.get('severity', '')}] {d.get('text', '')} (until {until})")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

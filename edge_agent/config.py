@@ -123,11 +123,21 @@ class UplinkConfig:
 
 
 @dataclass(frozen=True)
+class DisplayConfig:
+    # Where alert displays sent by the collector go (MQTT uplink only): "none"
+    # refuses them (acked as rejected); "file" keeps what the terminal should
+    # show in a JSON file its display software reads, rewritten atomically.
+    output: Literal["none", "file"] = "none"
+    path: str = "var/display.json"
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     gateway: GatewayConfig
     sensors: list[SensorConfig]
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
+    display: DisplayConfig = field(default_factory=DisplayConfig)
     profiles_dir: str | None = None
     # auto asks the kernel; true/false (YAML's yes/no too) override it.
     clock_synced: bool | Literal["auto"] = "auto"

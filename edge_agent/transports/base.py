@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from cityedge.uplink import Ack
 
 
 class Transport(Protocol):
+    # Handler for downlink messages (alert displays), returning the ack to send
+    # back; transports without a downlink (HTTP) never call it.
+    downlink: Callable[[bytes], Awaitable[bytes]] | None
+
     async def start(self) -> None: ...
 
     def ready(self) -> bool:

@@ -148,6 +148,7 @@ class HttpTransport:
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._not_before = 0.0  # time.monotonic() before which the link counts as down
+        self.downlink = None  # no downlink over HTTP: displays need the MQTT uplink
         self._backoff = 0.0
 
     async def start(self) -> None:

@@ -1,9 +1,14 @@
-"""MQTT uplink: batches to ``.../up`` at QoS 1, acks from ``.../ack``, status with a last will."""
+"""MQTT uplink: batches to ``.../up`` at QoS 1, acks from ``.../ack``, status with a last will.
+
+Alert displays arrive on ``.../down``; ``downlink`` (set by the agent) turns
+each into the ack published on ``.../down_ack``, in arrival order.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 
 from cityedge.mqtt import MqttClient, MqttOptions, Will
 from cityedge.uplink import Ack, PayloadError, Topics, decode_ack
@@ -34,6 +39,7 @@ class MqttTransport:
             subscriptions=[(self.topics.ack(gateway), 1), (self.topics.down(gateway), 1)],
         )
         self.client: MqttClient | None = None
+        self.downlink: Callable[[bytes], Awaitable[bytes]] | None = None
 
     async def start(self) -> None:
         self.client = MqttClient(self._options)
@@ -56,14 +62,24 @@ class MqttTransport:
         assert self.client is not None
         while True:
             message = await self.client.get()
-            if message.topic != self.topics.ack(self.gateway):
-                log.info("downlink on %s: %.200r", message.topic, message.payload)
+            if message.topic == self.topics.down(self.gateway):
+                await self._downlink(message.payload)
                 continue
             try:
                 return decode_ack(message.payload)
             except PayloadError as exc:
                 self.bad_acks += 1
                 log.warning("unusable ack: %s", exc)
+
+    async def _downlink(self, payload: bytes) -> None:
+        assert self.client is not None
+        if self.downlink is None:
+            log.warning("downlink message ignored (nothing handles it): %.200r", payload)
+            return
+        ack = await self.downlink(payload)
+        if not self.client.publish(self.topics.down_ack(self.gateway), ack, qos=1):
+            log.warning("display ack not queued (%s); the collector counts it unacked",
+                        self.client.stats.last_error)
 
     async def close(self) -> None:
         if self.client is not None:

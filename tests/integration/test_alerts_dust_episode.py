@@ -22,13 +22,15 @@ import pytest
 from aiohttp import web
 
 from cityedge.mqtt import MqttClient, MqttOptions
+from cityedge.uplink.downlink import encode_ack
 from collector.alerts.config import parse_alerts
 from collector.alerts.runner import AlertRunner
 from collector.config import MqttSourceConfig
 from collector.lineprotocol import Point
-from collector.notifiers.mqtt_downlink import DownlinkNotifier, terminal_ack
+from collector.notifiers.mqtt_downlink import DownlinkNotifier
 from collector.notifiers.webhook import verify
 from collector.writers.influxdb_v1.writer import InfluxV1Config, InfluxV1Writer
+from edge_agent.displays import DisplayBoard
 from simulators.services import InfluxDB, Mosquitto
 from tests.helpers import rows
 
@@ -67,11 +69,15 @@ class Receiver:
 
 
 class Terminals:
-    """Two bus information terminals' agents: they show what comes down and acknowledge it."""
+    """Two bus information terminals' display boards (the agent's): show what comes down, ack it.
+
+    A real agent process answering displays is tests/integration/test_displays.py.
+    """
 
     def __init__(self, mosquitto: Mosquitto, prefix: str) -> None:
         self.prefix = prefix
         self.shown: list[tuple[str, str, str]] = []  # (gateway, action, text)
+        self.boards = {gw: DisplayBoard(gw, has_display=True) for gw in ("gw-bus-1", "gw-bus-2")}
         self.client = MqttClient(MqttOptions(
             "127.0.0.1", mosquitto.port, f"terminals-{prefix.replace('/', '-')}",
             clean_start=True, subscriptions=[(f"{prefix}/gw-bus-1/down", 1),
@@ -81,10 +87,11 @@ class Terminals:
         while True:
             message = await self.client.get()
             gateway = message.topic.split("/")[-2]
-            display, ack = terminal_ack(message.payload, gateway)
-            if display is not None:
-                self.shown.append((gateway, display.action, display.text))
-            self.client.publish(f"{self.prefix}/{gateway}/down_ack", ack, qos=1)
+            changed, ack = self.boards[gateway].receive(message.payload, time.time_ns())
+            if changed:
+                doc = json.loads(message.payload)
+                self.shown.append((gateway, doc["action"], doc["text"]))
+            self.client.publish(f"{self.prefix}/{gateway}/down_ack", encode_ack(ack), qos=1)
 
 
 SITES = {  # gateway -> (district, site kind, measurement, sensors)

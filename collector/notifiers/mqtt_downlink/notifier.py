@@ -18,16 +18,12 @@ from typing import Any
 
 from cityedge import yamlconfig
 from cityedge.mqtt import MqttClient, MqttOptions
+from cityedge.uplink import Topics
+from cityedge.uplink.downlink import DownlinkError, decode_ack, encode_display
 from collector.alerts.errors import Rejected, Retryable
 from collector.alerts.events import AlertEvent
 from collector.notifiers.base import NotifierContext, register
-from collector.notifiers.mqtt_downlink.message import (
-    ACK_SUFFIX,
-    DownlinkError,
-    decode_ack,
-    display_for,
-    encode_display,
-)
+from collector.notifiers.mqtt_downlink.message import display_for
 
 
 @dataclass(frozen=True)
@@ -85,7 +81,7 @@ class DownlinkNotifier:
         self.client = MqttClient(MqttOptions(
             host=c.host, port=c.port, client_id=c.client_id, keepalive=c.keepalive,
             username=c.username, password=c.password,
-            subscriptions=[(f"{self.prefix}/+/{ACK_SUFFIX}", 1)]))
+            subscriptions=[(Topics(self.prefix).down_ack("+"), 1)]))
         self.client.start()
         self._task = asyncio.create_task(self._read_acks(), name="downlink-acks")
 
@@ -113,7 +109,7 @@ class DownlinkNotifier:
         payload = encode_display(display)
         deadline = time.monotonic() + self.config.ack_timeout
         for gw in targets:
-            if not self.client.publish(f"{self.prefix}/{gw}/down", payload, qos=1):
+            if not self.client.publish(Topics(self.prefix).down(gw), payload, qos=1):
                 raise Retryable(f"publish to {gw} refused: {self.client.stats.last_error}")
             self.awaiting[(display.id, gw)] = deadline
             self.counts["messages"] += 1

@@ -1,0 +1,151 @@
+"""A real bus-stop agent process answering alert displays on a real Mosquitto.
+
+The test plays the collector's mqtt_downlink notifier: it publishes display
+messages to the gateway's ``.../down`` topic and reads the acks on
+``.../down_ack``. What the terminal is told to show is the agent's display
+file, which ``edge-agent status`` prints for a technician.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cityedge.mqtt import MqttClient, MqttOptions
+from cityedge.uplink import Topics
+from cityedge.uplink.downlink import Display, DisplayAck, decode_ack, encode_display
+from simulators.services import Mosquitto
+from tests.helpers import ROOT, Proc, write_yaml
+
+pytestmark = pytest.mark.integration
+
+S = 10**9
+
+
+def agent_yaml(tmp: Path, mosquitto: Mosquitto, prefix: str, gateway: str, output: str) -> Path:
+    return write_yaml(tmp / f"{gateway}.yaml", {
+        "gateway": {"id": gateway, "site": {"district": "종로구", "site": "세종로 정류장 01-147",
+                                            "kind": "bus_stop"}},
+        "sensors": [],
+        "outbox": {"path": str(tmp / gateway / "outbox.sqlite")},
+        "uplink": {"mqtt": {"host": "127.0.0.1", "port": mosquitto.port,
+                            "topic_prefix": prefix}},
+        "display": {"output": output, "path": str(tmp / gateway / "display.json")},
+        "clock_synced": True,
+    })
+
+
+def display(seq: int, action: str, text: str = "종로구 미세먼지 주의보 - 외출을 자제하세요",
+            ttl_s: int = 3600) -> Display:
+    now = time.time_ns()
+    return Display(f"a1:{seq}", "a1", action, "pm10_advisory", "advisory",  # type: ignore[arg-type]
+                   text if action == "show" else "", now, now + ttl_s * S if action == "show"
+                   else None, {"district": "종로구"})
+
+
+class Collector:
+    """The collector's side of the downlink: publish displays, collect acks."""
+
+    def __init__(self, mosquitto: Mosquitto, prefix: str, gateway: str) -> None:
+        self.topics, self.gateway = Topics(prefix), gateway
+        self.client = MqttClient(MqttOptions("127.0.0.1", mosquitto.port, f"c-{gateway}",
+                                             clean_start=True,
+                                             subscriptions=[(self.topics.down_ack(gateway), 1),
+                                                            (self.topics.status(gateway), 1)]))
+
+    async def __aenter__(self) -> Collector:
+        """Connected, and the agent online (its retained status says so)."""
+        self.client.start()
+        await self.client.wait_connected(10)
+        async with asyncio.timeout(15):
+            while True:
+                message = await self.client.get()
+                if json.loads(message.payload).get("state") == "online":
+                    return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.close()
+
+    async def show(self, payload: bytes, timeout: float = 10) -> tuple[DisplayAck, float]:
+        sent = time.monotonic()
+        assert self.client.publish(self.topics.down(self.gateway), payload, qos=1)
+        async with asyncio.timeout(timeout):
+            message = await self.client.get()
+            while message.topic != self.topics.down_ack(self.gateway):
+                message = await self.client.get()
+        return decode_ack(message.payload), time.monotonic() - sent
+
+
+def status(config: Path) -> dict[str, object]:
+    out = subprocess.run([sys.executable, "-m", "edge_agent.cli", "status", "--config",
+                          str(config), "--json"], capture_output=True, text=True, cwd=ROOT,
+                         check=True)
+    return json.loads(out.stdout)
+
+
+def test_the_terminal_shows_clears_acks_and_keeps_its_board_across_a_restart(
+        tmp_path: Path, mosquitto: Mosquitto, unique_name: str) -> None:
+    prefix, gw = f"test/{unique_name}", "gw-bus-jongno-0147"
+    config = agent_yaml(tmp_path, mosquitto, prefix, gw, "file")
+    board = tmp_path / gw / "display.json"
+
+    def start() -> Proc:
+        return Proc(["edge_agent.cli", "run", "--config", str(config)],
+                    tmp_path / "agent.log").start()
+
+    agent = start()
+    try:
+        async def first_run() -> None:
+            async with Collector(mosquitto, prefix, gw) as collector:
+                ack, took = await collector.show(encode_display(display(1, "show")))
+                assert ack == DisplayAck("a1:1", gw, "shown"), ack
+                assert took < 2.0, f"ack after {took:.2f} s"
+                shown = json.loads(board.read_text())["showing"]
+                assert [d["text"] for d in shown] == ["종로구 미세먼지 주의보 - 외출을 자제하세요"]
+                again, _ = await collector.show(encode_display(display(1, "show")))
+                assert again.result == "shown"  # a resend: acked again, acted on once
+                bad, _ = await collector.show(b'{"v": 2, "type": "alert_display", "id": "z"}')
+                assert (bad.id, bad.result) == ("z", "rejected")
+                assert bad.detail.startswith("unsupported_version")
+
+        asyncio.run(first_run())
+        shown = status(config)["displays"]
+        assert isinstance(shown, list) and len(shown) == 1 and "종로구 미세먼지 주의보" in shown[0]
+        assert agent.stop() == 0, agent.output()[-2000:]
+
+        agent = start()  # the collector will not resend a show it has an ack for
+
+        async def second_run() -> None:
+            async with Collector(mosquitto, prefix, gw) as collector:
+                ack, _ = await collector.show(encode_display(display(2, "clear")))
+                assert ack.result == "cleared"
+                assert json.loads(board.read_text())["showing"] == []
+
+        asyncio.run(second_run())
+        assert status(config)["displays"] == []
+        assert "restored 1 display(s)" in agent.output()
+    finally:
+        agent.stop()
+
+
+def test_a_gateway_without_a_display_rejects_with_the_reason(
+        tmp_path: Path, mosquitto: Mosquitto, unique_name: str) -> None:
+    prefix, gw = f"test/{unique_name}", "gw-dust-1"
+    agent = Proc(["edge_agent.cli", "run", "--config",
+                  str(agent_yaml(tmp_path, mosquitto, prefix, gw, "none"))],
+                 tmp_path / "agent.log").start()
+    try:
+        async def run() -> None:
+            async with Collector(mosquitto, prefix, gw) as collector:
+                ack, _ = await collector.show(encode_display(display(1, "show")))
+                assert ack.result == "rejected" and ack.detail.startswith("no_display"), ack
+
+        asyncio.run(run())
+    finally:
+        assert agent.stop() == 0, agent.output()[-2000:]

@@ -1,0 +1,136 @@
+"""The display downlink's wire format and the terminal's board that answers it (sans-IO)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cityedge.uplink.downlink import (
+    Display,
+    DisplayAck,
+    DownlinkError,
+    decode_ack,
+    decode_display,
+    encode_ack,
+    encode_display,
+)
+from edge_agent.displays import DisplayBoard
+
+T0 = 1_764_000_000 * 10**9
+S = 10**9
+
+
+def show(alert: str = "a1", seq: int = 1, at: int = T0, ttl: int | None = 3600 * S,
+         text: str = "강남구 미세먼지 주의보") -> bytes:
+    return encode_display(Display(f"{alert}:{seq}", alert, "show", "pm10_advisory", "advisory",
+                                  text, at, None if ttl is None else at + ttl,
+                                  {"district": "강남구"}))
+
+
+def clear(alert: str = "a1", seq: int = 2, at: int = T0 + 60 * S) -> bytes:
+    return encode_display(Display(f"{alert}:{seq}", alert, "clear", "pm10_advisory", "advisory",
+                                  "", at, None))
+
+
+def test_show_then_clear_is_acked_and_changes_the_board() -> None:
+    board = DisplayBoard("gw-bus-7", has_display=True)
+    changed, ack = board.receive(show(), T0 + S)
+    assert changed and ack == DisplayAck("a1:1", "gw-bus-7", "shown")
+    assert [d.text for d in board.current()] == ["강남구 미세먼지 주의보"]
+    changed, ack = board.receive(clear(), T0 + 61 * S)
+    assert changed and ack.result == "cleared" and board.current() == []
+
+
+def test_a_resent_event_is_acted_on_once_and_acked_again() -> None:
+    board = DisplayBoard("gw", has_display=True)
+    board.receive(show(), T0)
+    board.receive(clear(), T0)
+    changed, ack = board.receive(show(), T0)  # the show, resent after its clear
+    assert not changed and ack.result == "shown" and board.current() == []
+    assert board.counts["repeated"] == 1
+
+
+def test_an_older_event_crossing_a_newer_one_is_acked_not_applied() -> None:
+    board = DisplayBoard("gw", has_display=True)
+    board.receive(clear(at=T0 + 60 * S), T0)
+    changed, ack = board.receive(show(seq=1, at=T0), T0)  # never seen, but older than the clear
+    assert not changed and ack.result == "shown" and board.current() == []
+
+
+def test_a_repeat_refreshes_the_text_and_expiry() -> None:
+    board = DisplayBoard("gw", has_display=True)
+    board.receive(show(seq=1, ttl=60 * S), T0)
+    board.receive(show(seq=3, at=T0 + 50 * S, ttl=60 * S, text="경보"), T0 + 50 * S)
+    assert not board.expire(T0 + 100 * S)
+    assert [d.text for d in board.current()] == ["경보"]
+    assert board.expire(T0 + 110 * S) and board.current() == []
+
+
+def test_expiry_boundary_and_untrusted_clock() -> None:
+    board = DisplayBoard("gw", has_display=True)
+    _, ack = board.receive(show(ttl=10 * S), T0 + 10 * S)  # expires exactly now: too late
+    assert ack.result == "rejected" and ack.detail.startswith("expired")
+    _, ack = board.receive(show(seq=5, ttl=10 * S), T0 + 10 * S - 1)
+    assert ack.result == "shown"
+    other = DisplayBoard("gw", has_display=True)
+    _, ack = other.receive(show(ttl=10 * S), None)  # clock not trusted: not checked on arrival
+    assert ack.result == "shown"
+
+
+def test_a_gateway_without_a_display_rejects_with_the_reason() -> None:
+    _, ack = DisplayBoard("gw", has_display=False).receive(show(), T0)
+    assert ack.result == "rejected" and ack.detail.startswith("no_display")
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (b"not json", "bad_json"),
+    (b"\xff\xfe", "bad_json"),
+    (b"[1]", "bad_json"),
+    (b'{"v": 2, "type": "alert_display", "id": "x"}', "unsupported_version"),
+    (b'{"v": 1, "type": "reboot", "id": "x"}', "wrong_type"),
+    (b'{"v": 1, "type": "alert_display", "id": "x"}', "bad_field"),
+    (show().replace(b'"show"', b'"blink"'), "bad_field"),
+    (show().replace(b'"time_ns":', b'"time_ns":-'), "bad_field"),
+    (show(text="x" * 501), "bad_field"),
+])
+def test_unusable_messages_are_rejected_naming_the_id_and_reason(payload: bytes,
+                                                                 reason: str) -> None:
+    with pytest.raises(DownlinkError) as info:
+        decode_display(payload)
+    assert info.value.reason == reason
+    changed, ack = DisplayBoard("gw", has_display=True).receive(payload, T0)
+    assert not changed and ack.result == "rejected" and ack.detail.startswith(reason)
+    if payload.startswith(b'{"v": 1, "type": "alert_display", "id": "x"'):
+        assert ack.id == "x"
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_decode_or_raise_downlink_error(data: bytes) -> None:
+    for decode in (decode_display, decode_ack):
+        with contextlib.suppress(DownlinkError):
+            decode(data)
+    _, ack = DisplayBoard("gw", has_display=True).receive(data, T0)
+    assert ack.result in ("shown", "cleared", "rejected")
+
+
+def test_ack_round_trip_and_bad_acks() -> None:
+    ack = DisplayAck("i", "g", "cleared", "")
+    assert decode_ack(encode_ack(ack)) == ack
+    assert json.loads(encode_ack(DisplayAck("i", "게이트", "shown")))["gateway"] == "게이트"
+    with pytest.raises(DownlinkError):
+        decode_ack(b'{"v": 1, "type": "alert_display_ack", "id": "i", "result": "maybe"}')
+
+
+def test_restore_puts_back_what_a_previous_run_showed() -> None:
+    board = DisplayBoard("gw", has_display=True)
+    board.receive(show(), T0)
+    snapshot = json.loads(json.dumps(board.snapshot(T0), ensure_ascii=False))
+    again = DisplayBoard("gw", has_display=True)
+    again.restore(snapshot)
+    assert again.current() == board.current()
+    changed, _ = again.receive(show(seq=0, at=T0 - S), T0)  # older than what is up
+    assert not changed
