@@ -108,3 +108,11 @@ def test_offline_status_seen_late_fires_at_once() -> None:
     events = e.status(Status("gw-x", False, at("03-04 10:00")))
     assert brief(events) == [("03-04 10:01", "gw_offline", "firing", 60.0)]
     assert events[0].scope == {"gateway": "gw-x"}
+
+
+def test_a_hold_ends_on_a_reading_not_on_a_clock_tick() -> None:
+    e = engine("  - {name: pm, kind: threshold, field: v, above: 10, hold: 10m}\n")
+    steps = [R(at("03-04 10:00"), {"v": 12}), Tick(at("03-04 10:30")),  # no reading since
+             R(at("03-04 10:31"), {"v": 12})]
+    assert run(e, steps) == [("03-04 10:00", "pm", "pending", 12.0),
+                             ("03-04 10:31", "pm", "firing", 12.0)]
