@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="InfluxDB database (default cityedge; env CITYEDGE_DATABASE)")
     d.add_argument("--workdir", type=Path, default=None,
                    help="keep configs, logs and outboxes here (default: a temp dir, removed after)")
+    d.add_argument("--episode-at", type=float, default=20.0, metavar="S",
+                   help="seconds after the devices start that a dust episode begins at the bus"
+                        " stop (default 20; a negative value: no episode)")
+    d.add_argument("--episode-length", type=float, default=30.0, metavar="S",
+                   help="seconds the dust episode lasts (default 30)")
 
     dev = sub.add_parser(
         "device", help="one simulated device on a pty; prints its path",
@@ -73,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         from simulators.demo import DemoOptions, run_demo
 
         return run_demo(DemoOptions(args.duration, args.mqtt, args.influx, args.database,
-                                    args.workdir))
+                                    args.workdir,
+                                    None if args.episode_at < 0 else args.episode_at,
+                                    args.episode_length))
     from edge_agent.decoding import load_profiles
     from simulators.device import Faults, SimulatedDevice
 

@@ -2,8 +2,12 @@
 
 Starts (or uses) Mosquitto and InfluxDB, simulated devices on ptys for a dust
 zone, a bus stop and an apartment unit, one real agent process per gateway
-and a real collector process. Stops everything it started, by process id:
-devices first, then agents once they have delivered what they hold.
+and a real collector process evaluating alerts. A dust episode at the bus
+stop (``--episode-at``) raises a fine-dust advisory: the live view shows
+when the webhook call, the message on the bus stop's display downlink and
+the terminal's ack arrived, counted from the reading that caused it. Stops
+everything it started, by process id: devices first, then agents once they
+have delivered what they hold.
 """
 
 from __future__ import annotations
@@ -24,8 +28,16 @@ from rich.panel import Panel
 from rich.table import Table
 
 from edge_agent.decoding import load_profiles
+from simulators.demo_alerts import RULES_FILE, WEBHOOK_SECRET, AlertWatch, Episode
 from simulators.device import SimulatedDevice
-from simulators.fleet import DEMO_FLEET, SimGateway, agent_config, collector_config, write_yaml
+from simulators.fleet import (
+    DEMO_FLEET,
+    agent_config,
+    alerts_config,
+    collector_config,
+    display_file,
+    write_yaml,
+)
 from simulators.services import LocalServices, influx_query, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +49,7 @@ QUERIES = (
     "SELECT last(pm2_5_ugm3), last(pm10_ugm3) FROM particulate GROUP BY gateway, sensor",
     "SELECT last(outbox_readings), last(link_up), last(clock_synced) FROM gateway_health "
     "GROUP BY gateway",
+    "SELECT rule, state, value, message FROM alerts ORDER BY time DESC LIMIT 10",
 )
 
 
@@ -47,6 +60,10 @@ class DemoOptions:
     influx: str | None
     database: str
     workdir: Path | None
+    # Seconds after the devices start that the bus stop's dust episode begins
+    # (None: no episode), and how long it lasts.
+    episode_at: float | None = 20.0
+    episode_length: float = 30.0
 
 
 class Demo:
@@ -58,7 +75,14 @@ class Demo:
         self.procs: dict[str, Any] = {}
         self.devices: dict[tuple[str, str], SimulatedDevice] = {}
         self.started = time.monotonic()
+        # Only this run's readings count (a reused --workdir or --influx holds older ones).
+        self.since_ns = time.time_ns()
         self.first_landed_s: float | None = None
+        self.episode = Episode(options.episode_at if options.episode_at is not None else 1e12,
+                               options.episode_length)
+        self.watch: AlertWatch | None = None
+        self.delivered = (0, 0)  # (in InfluxDB, emitted) once the devices have stopped
+        self.terminal: tuple[str, Path] | None = None
 
     # -- setup ------------------------------------------------------------------
     def _start_services(self, root: Path) -> tuple[tuple[str, int], str]:
@@ -86,16 +110,24 @@ class Demo:
             stack.callback(self._stop_all)
             mqtt, influx = self._start_services(root)
             self.influx = influx
+            self.watch = AlertWatch(mqtt)
+            stack.callback(self.watch.stop)
+            webhook = self.watch.start()
+            alerts = alerts_config(RULES_FILE, root / "alerts", mqtt, webhook, WEBHOOK_SECRET)
             cfg = write_yaml(root / "collector.yaml",
-                             collector_config(mqtt, influx, self.options.database))
+                             collector_config(mqtt, influx, self.options.database, alerts))
             self.procs["collector"] = self._python("collector.cli", "run", "--config", str(cfg),
                                                    log=root / "collector.log")
             profiles = load_profiles(ROOT / "firmware_profiles")
             for gw in DEMO_FLEET:
+                if gw.kind == "bus_stop" and self.terminal is None:
+                    self.terminal = (gw.id, display_file(gw, root / "state"))
+                # The episode is the bus stop's: its PM sensor reads it, its terminal shows it.
+                episode = self.episode.multiplier if gw.kind == "bus_stop" else (lambda: 1.0)
                 for s in gw.sensors:
                     self.devices[(gw.id, s.id)] = SimulatedDevice(
                         profiles[s.profile], link=root / "dev" / gw.id / s.id,
-                        interval=s.interval, seed=s.seed)
+                        interval=s.interval, seed=s.seed, episode=episode)
                 acfg = write_yaml(root / "agents" / f"{gw.id}.yaml",
                                   agent_config(gw, root / "dev", root / "state", mqtt))
                 self.procs[gw.id] = self._python("edge_agent.cli", "run", "--config", str(acfg),
@@ -103,9 +135,11 @@ class Demo:
             self._wait_ports_open(root)
             for device in self.devices.values():
                 device.start()
+            self.episode.start()
             self._print_queries(mqtt, influx)
             self._live()
             self._drain()
+            self._alert_summary()
         self._print_queries(mqtt, influx, final=True)
         return 0
 
@@ -131,8 +165,9 @@ class Demo:
         try:
             counts = influx_query(
                 self.influx, f"SELECT count(seq) FROM {', '.join(READING_MEASUREMENTS)} "
-                "GROUP BY gateway", self.options.database, timeout=5)
-            pm = influx_query(self.influx, "SELECT last(pm2_5_ugm3) FROM particulate GROUP BY gateway",
+                f"WHERE time >= {self.since_ns} GROUP BY gateway", self.options.database, timeout=5)
+            pm = influx_query(self.influx, "SELECT last(pm2_5_ugm3) FROM particulate "
+                              f"WHERE time >= {self.since_ns} GROUP BY gateway",
                               self.options.database, timeout=5)
         except OSError:
             return {}
@@ -174,10 +209,34 @@ class Demo:
         with Live(console=self.console, refresh_per_second=2, transient=False) as live:
             while not self.stop_requested.is_set():
                 landed = self.landed()
-                live.update(Group(self._table(landed), self._status(landed)))
+                live.update(Group(self._table(landed), self._alerts(), self._status(landed)))
                 if self.options.duration and time.monotonic() - self.started >= self.options.duration:
                     break
                 self.stop_requested.wait(1.0)
+
+    def _alerts(self) -> Table | str:
+        if self.watch is None:
+            return ""
+        return self.watch.table(self.episode, self.terminal)
+
+    def _alert_summary(self) -> None:
+        """The episode's advisory: how long after the reading each receiver had it."""
+        if self.watch is None:
+            return
+        self.console.print(self._alerts())
+        for seen in self.watch.timeline():
+            if seen.event["state"] != "firing":
+                continue
+            acks = [f"{gw} {result} after {seen.after(ns):.2f} s"
+                    for gw, (result, ns) in seen.acks.items()]
+            self.console.print(
+                f"[bold]{seen.event['rule']} firing in {seen.event['scope'].get('district')}[/]:"
+                f" webhook {seen.after(seen.webhook_ns):.2f} s after the reading; downlink "
+                + (", ".join(f"{gw} {seen.after(ns):.2f} s" for gw, ns in seen.downlinks.items())
+                   or "none") + "; terminal ack " + (", ".join(acks) or "none"), highlight=False)
+        if self.watch.bad_signatures:
+            self.console.print(f"[red]{self.watch.bad_signatures} webhook calls with a bad"
+                               " signature[/]")
 
     # -- teardown ----------------------------------------------------------------------
     def _drain(self, timeout: float = 30) -> None:
@@ -196,6 +255,7 @@ class Demo:
         self.console.print(self._table(landed))
         total = sum(emitted.values())
         got = sum(landed.get(g, (0, None))[0] for g in emitted)
+        self.delivered = (got, total)
         self.console.print(f"[bold]{got} of {total} emitted readings are in InfluxDB[/]")
 
     def _stop_all(self) -> None:

@@ -53,11 +53,31 @@ DEMO_FLEET = (
 )
 
 
-def collector_config(mqtt: tuple[str, int], influx_url: str, database: str) -> dict[str, Any]:
-    return {
+def collector_config(mqtt: tuple[str, int], influx_url: str, database: str,
+                     alerts: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
         "mqtt": {"host": mqtt[0], "port": mqtt[1], "client_id": "cityedge-demo-collector"},
         "writer": {"type": "influxdb_v1", "url": influx_url, "database": database},
         "health_interval": 5,
+    }
+    if alerts is not None:
+        doc["alerts"] = alerts
+    return doc
+
+
+def alerts_config(rules: Path, state_dir: Path, mqtt: tuple[str, int], webhook_url: str,
+                  secret: str) -> dict[str, Any]:
+    """Alerts to the log, a webhook, and the affected district's bus-stop displays."""
+    return {
+        "rules": [str(rules)],
+        "state_dir": str(state_dir),
+        "tick_interval": 0.5,
+        "notifiers": [
+            {"type": "log"},
+            {"type": "webhook", "url": webhook_url, "secret": secret, "timeout": 5.0},
+            {"type": "mqtt_downlink", "host": mqtt[0], "port": mqtt[1],
+             "client_id": "cityedge-demo-downlink", "rules": ["pm*_advisory*"], "ttl": 600.0},
+        ],
     }
 
 
@@ -73,8 +93,15 @@ def agent_config(gw: SimGateway, device_dir: Path, state_dir: Path,
         ],
         "outbox": {"path": str(state_dir / gw.id / "outbox.sqlite")},
         "uplink": {"mqtt": {"host": mqtt[0], "port": mqtt[1]}},
+        # A bus stop's terminal shows alert displays; the agent keeps them in this file.
+        "display": ({"output": "file", "path": str(display_file(gw, state_dir))}
+                    if gw.kind == "bus_stop" else {"output": "none"}),
         "health_interval": 5,
     }
+
+
+def display_file(gw: SimGateway, state_dir: Path) -> Path:
+    return state_dir / gw.id / "display.json"
 
 
 def write_yaml(path: Path, doc: dict[str, Any]) -> Path:

@@ -1,0 +1,204 @@
+"""The demo's alert side: a dust episode it plays, and what people would see of it.
+
+``Episode`` multiplies one sensor's particulate values for a while, as a
+yellow-dust day does. ``AlertWatch`` plays the city's receivers on its own
+thread and event loop: the operations team's webhook endpoint (a real aiohttp
+server that checks the HMAC signature) and a broker subscription to every
+gateway's display downlink and display acks. Each event is kept with the
+time it arrived, so the live view can show how long after the reading that
+caused it the alert reached each of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from rich.table import Table
+
+from cityedge.mqtt import MqttClient, MqttOptions
+from cityedge.uplink import Topics
+from collector.notifiers.webhook.payload import SIGNATURE_HEADER, verify
+
+RULES_FILE = Path(__file__).resolve().parent / "demo_rules.yaml"
+WEBHOOK_SECRET = "cityedge-demo"  # a demo secret: the receiver runs on loopback
+
+
+@dataclass
+class Episode:
+    """``factor`` times the usual dust from ``at`` to ``at + length`` seconds after ``start()``."""
+
+    at: float
+    length: float
+    factor: float = 20.0  # PM10 near 500 ug/m3: a heavy yellow-dust day
+    started: float | None = None
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+
+    def phase(self) -> str:
+        if self.started is None:
+            return "waiting"
+        elapsed = time.monotonic() - self.started
+        if elapsed < self.at:
+            return f"in {self.at - elapsed:.0f} s"
+        if elapsed < self.at + self.length:
+            return f"running, {self.at + self.length - elapsed:.0f} s left"
+        return "over"
+
+    def multiplier(self) -> float:
+        if self.started is None:
+            return 1.0
+        elapsed = time.monotonic() - self.started
+        return self.factor if self.at <= elapsed < self.at + self.length else 1.0
+
+
+@dataclass
+class Seen:
+    """One alert event as the receivers saw it; times are wall ns of arrival."""
+
+    event: dict[str, Any]
+    webhook_ns: int
+    downlinks: dict[str, int] = field(default_factory=dict)  # gateway -> arrival
+    acks: dict[str, tuple[str, int]] = field(default_factory=dict)  # gateway -> (result, arrival)
+
+    def after(self, arrival_ns: int) -> float:
+        """Seconds from the reading that caused the event to an arrival."""
+        return (arrival_ns - int(self.event["time_ns"])) / 1e9
+
+
+class AlertWatch:
+    def __init__(self, mqtt: tuple[str, int], prefix: str = "cityedge/v1") -> None:
+        self.mqtt, self.topics = mqtt, Topics(prefix)
+        self.events: dict[str, Seen] = {}  # event id -> what arrived
+        self.downlinks: dict[str, dict[str, int]] = {}  # display id -> gateway -> arrival
+        self.acks: dict[str, dict[str, tuple[str, int]]] = {}
+        self.bad_signatures = 0
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="alert-watch", daemon=True)
+        self._error: BaseException | None = None
+
+    # -- the thread ---------------------------------------------------------------
+    def start(self, timeout: float = 15) -> str:
+        """Start the receivers; returns the webhook URL for the collector's config."""
+        self._thread.start()
+        if not self._ready.wait(timeout) or self._error is not None:
+            raise RuntimeError(f"alert receivers did not start: {self._error}")
+        return self.url
+
+    def stop(self) -> None:
+        if self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        except BaseException as exc:  # reported by start()
+            self._error = exc
+            self._ready.set()
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/hook"
+        client = MqttClient(MqttOptions(
+            self.mqtt[0], self.mqtt[1], "cityedge-demo-alert-watch", clean_start=True,
+            subscriptions=[(self.topics.down("+"), 1), (self.topics.down_ack("+"), 1)]))
+        client.start()
+        await client.wait_connected(10)
+        self._ready.set()
+        reader = asyncio.create_task(self._read(client))
+        try:
+            await self._stop.wait()
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            await client.close()
+            await runner.cleanup()
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        arrived = time.time_ns()
+        payload = await request.read()
+        if not verify(WEBHOOK_SECRET, request.headers.get(SIGNATURE_HEADER, ""), payload,
+                      arrived // 10**9):
+            self.bad_signatures += 1
+            return web.Response(status=401)
+        doc = json.loads(payload)
+        self.events.setdefault(doc["event_id"], Seen(doc, arrived))
+        return web.Response(status=204)
+
+    async def _read(self, client: MqttClient) -> None:
+        while True:
+            message = await client.get()
+            arrived = time.time_ns()
+            gateway, kind = message.topic.split("/")[-2:]
+            try:
+                doc = json.loads(message.payload)
+                msg_id = str(doc["id"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if kind == "down":
+                self.downlinks.setdefault(msg_id, {}).setdefault(gateway, arrived)
+            else:
+                self.acks.setdefault(msg_id, {}).setdefault(gateway, (str(doc.get("result")),
+                                                                      arrived))
+
+    # -- what the live view shows ---------------------------------------------------
+    def timeline(self) -> list[Seen]:
+        out = []
+        for event_id, seen in self.events.items():
+            seen.downlinks = dict(self.downlinks.get(event_id, {}))
+            seen.acks = dict(self.acks.get(event_id, {}))
+            out.append(seen)
+        return sorted(out, key=lambda s: (s.event["time_ns"], s.webhook_ns))
+
+    def table(self, episode: Episode, terminal: tuple[str, Path] | None) -> Table:
+        """The last events; times are seconds after the reading that caused each."""
+        t = Table(title=f"alerts (dust episode at the bus stop: {episode.phase()})", expand=True)
+        t.add_column("reading", no_wrap=True)
+        t.add_column("alert")
+        t.add_column("state", no_wrap=True)
+        for col in ("webhook", "downlink", "terminal"):
+            t.add_column(col, justify="right", no_wrap=True)
+        for seen in self.timeline()[-6:]:
+            e = seen.event
+            downlink = " ".join(f"{seen.after(ns):.2f}s" for ns in seen.downlinks.values())
+            acks = " ".join(f"{result} {seen.after(ns):.2f}s" for result, ns in seen.acks.values())
+            t.add_row(datetime.fromtimestamp(e["time_ns"] / 1e9).strftime("%H:%M:%S"),
+                      f"{e['rule']} {e.get('scope', {}).get('district', '')}",
+                      f"{e['state']} {e.get('value', 0):.0f}",
+                      f"{seen.after(seen.webhook_ns):.2f}s", downlink or "-", acks or "-")
+        if terminal is not None:
+            t.caption = f"{terminal[0]} terminal shows: {showing(terminal[1])}"
+        return t
+
+
+def showing(display_file: Path) -> str:
+    try:
+        board = json.loads(display_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "(nothing yet)"
+    texts = [d.get("text", "") for d in board.get("showing", [])]
+    return " | ".join(texts) if texts else "(nothing)"
