@@ -389,6 +389,9 @@ class Agent:
             drop_policy=DropPolicy(o.drop_policy, o.priorities),
         ))
         await self._open_timebase()
+        await self._io_call(self.outbox.save_sensor_meta, self.sensors_meta)
+        # Sensors removed from the config since their readings were stored keep their meta.
+        self.sensors_meta = {**await self._io_call(self.outbox.sensor_meta), **self.sensors_meta}
         self._restore_displays()
         u = self.config.uplink
         self.window = DeliveryWindow(max_in_flight=u.max_in_flight, ack_timeout=u.ack_timeout,

@@ -375,6 +375,27 @@ class Outbox:
             " SET value = excluded.value", (f"boot:{boot}", json.dumps(record.to_json())))
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    # -- where each sensor's readings come from (model and tags, as configured) ----
+    def sensor_meta(self) -> dict[str, dict[str, str]]:
+        rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'sensor:%'")
+        return {key.split(":", 1)[1]: json.loads(v) for key, v in rows}
+
+    def save_sensor_meta(self, meta: dict[str, dict[str, str]]) -> None:
+        """Remembered past the config: readings of a sensor since removed from it still
+        leave with their model and tags instead of being refused as an unknown sensor."""
+        rows = [(f"sensor:{k}", json.dumps(v, ensure_ascii=False, sort_keys=True))
+                for k, v in meta.items()]
+        if [(k, v) for k, v in rows if self._meta_value(k) != v]:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            cur.executemany("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key)"
+                            " DO UPDATE SET value = excluded.value", rows)
+            cur.execute("COMMIT")
+
+    def _meta_value(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
     def boots_waiting(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT DISTINCT boot FROM readings")}
 

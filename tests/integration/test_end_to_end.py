@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from edge_agent.decoding import load_profiles
 from simulators.device import SimulatedDevice
@@ -114,3 +115,53 @@ def test_every_emitted_reading_lands_once_with_its_values(
         collector_rc = collector.stop()
     assert agent_rc == 0, agent.output()[-3000:]
     assert collector_rc == 0, collector.output()[-3000:]
+
+
+def test_readings_of_a_sensor_removed_from_the_config_still_land_under_their_model(
+    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB, unique_name: str
+) -> None:
+    """An installer takes a sensor out of the config while the outbox still holds its
+    readings (the uplink was down): they land in their measurement with the model and
+    tags they were read with, not in the dead letters as an unknown sensor."""
+    profile = load_profiles(ROOT / "firmware_profiles")["pms5003"]
+    device = SimulatedDevice(profile, link=tmp_path / "dev" / "pm-1", interval=0.02, seed=9)
+    collector_cfg, agent_cfg = configs(tmp_path, unique_name, mosquitto, influxdb, device.path)
+    offline = yaml.safe_load(agent_cfg.read_text())
+    offline["sensors"][0]["tags"] = {"pole": "A-12"}
+    offline["uplink"]["mqtt"]["port"] = 1  # nothing listens: readings stay in the outbox
+    write_yaml(agent_cfg, offline)
+    agent = Proc(["edge_agent.cli", "run", "--config", str(agent_cfg)],
+                 tmp_path / "agent.log").start()
+    try:
+        wait_for(lambda: "opened" in agent.output(), 15, "the agent to open the port")
+        device.start(count=30)
+        device.wait(30)
+        time.sleep(0.5)  # past the commit window
+    finally:
+        device.close()
+        assert agent.stop() == 0, agent.output()[-2000:]
+    write_yaml(agent_cfg, {**offline, "sensors": [],
+                           "uplink": {**offline["uplink"],
+                                      "mqtt": {**offline["uplink"]["mqtt"],
+                                               "port": mosquitto.port}}})
+    collector = Proc(["collector.cli", "run", "--config", str(collector_cfg)],
+                     tmp_path / "collector.log").start()
+    agent = Proc(["edge_agent.cli", "run", "--config", str(agent_cfg)],
+                 tmp_path / "agent.log").start()
+    try:
+        def landed() -> list[dict[str, object]]:
+            try:
+                return rows(influxdb, unique_name, "SELECT pm2_5_ugm3, model, pole FROM"
+                            " particulate WHERE gateway='gw-e2e'")
+            except AssertionError as exc:  # the collector creates the database on first write
+                if "database not found" in str(exc):
+                    return []
+                raise
+
+        wait_for(lambda: len(landed()) >= 30, 30, "30 readings in InfluxDB")
+        got = landed()
+        assert len(got) == 30 and {(p["model"], p["pole"]) for p in got} == {("pms5003", "A-12")}
+        assert rows(influxdb, unique_name, "SELECT * FROM cityedge_deadletter") == []
+    finally:
+        agent.stop()
+        collector.stop()

@@ -303,3 +303,14 @@ def test_kill_9_loses_nothing_that_was_committed(tmp_path: Path) -> None:
         assert box.durable_seq == box.last_seq
         previous_max = box.last_seq
         box.close()
+
+
+def test_sensor_meta_outlives_the_config_and_updates_in_place(path: Path) -> None:
+    ob = Outbox(path)
+    ob.save_sensor_meta({"pm-1": {"model": "pms5003", "pole": "A-12"}, "agent": {"model": "a"}})
+    ob.close()
+    ob = Outbox(path)
+    ob.save_sensor_meta({"pm-2": {"model": "sds011"}, "agent": {"model": "b"}})
+    assert ob.sensor_meta() == {"pm-1": {"model": "pms5003", "pole": "A-12"},
+                                "pm-2": {"model": "sds011"}, "agent": {"model": "b"}}
+    ob.close()
