@@ -110,3 +110,36 @@ def test_readings_handed_out_for_sending_are_never_dropped(tmp_path: Path) -> No
     assert 6 not in left
     o.delete(SeqRanges.of(sent))  # acked: gone, and no longer spared
     assert not set(sent) & {r.seq for r in everything(o)}
+
+
+def _seqs(path: Path) -> set[int]:
+    """What the file holds, read without handing anything out."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        return {row[0] for row in db.execute("SELECT seq FROM readings")}
+    finally:
+        db.close()
+
+
+def test_what_an_earlier_run_handed_out_is_still_spared_after_a_restart(tmp_path: Path) -> None:
+    """An agent restarted while its last batches wait at the broker for a collector:
+    those readings may still land, so the next run must not drop them either."""
+    path = tmp_path / "o.sqlite"
+    o = Outbox(path, max_bytes=8_000)
+    o.append([reading(i) for i in range(20)])
+    sent = [r.seq for r in o.fetch_after(0, 10**9, 5)]
+    o.close()  # the agent stops; the batch is not acked yet
+    o = Outbox(path, max_bytes=8_000)
+    for i in range(20, 300):
+        o.append([reading(i)])
+    left = _seqs(path)
+    assert set(sent) <= left and 6 not in left
+    o.delete(SeqRanges.of(sent[:2]))  # acked by the next run: no longer spared
+    o.close()
+    o = Outbox(path, max_bytes=8_000)
+    for i in range(300, 600):
+        o.append([reading(i)])
+    left = _seqs(path)
+    assert set(sent[2:]) <= left and not set(sent[:2]) & left
