@@ -1,6 +1,6 @@
 """One decoder per port, whatever the protocol: the factory the reader, probe and decode share.
 
-Both decoders have the same sans-IO face (``StreamDecoder``): ``receive_data``,
+Both decoders are ``StreamDecoder``s (edge_agent/decoding/stream.py): ``receive_data``,
 ``next_event``, ``events``, ``stats``, ``offset`` and ``buffer_limit``. The
 frame decoder serves every ``frames`` profile; the Modbus decoder (pymodbus
 underneath, imported only when a Modbus profile is used) serves ``modbus_rtu``.
@@ -8,29 +8,9 @@ underneath, imported only when a Modbus profile is used) serves ``modbus_rtu``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
-
-from edge_agent.decoding import DecoderStats, Event, FrameDecoder, Profile, Signal
+from edge_agent.decoding import FrameDecoder, Profile, StreamDecoder
 
 __all__ = ["StreamDecoder", "make_decoder"]
-
-
-class StreamDecoder(Protocol):
-    """What the serial reader needs from a decoder."""
-
-    profile: Profile
-    stats: DecoderStats
-    buffer_limit: int
-
-    @property
-    def offset(self) -> int: ...
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None: ...
-
-    def next_event(self) -> Event | Signal: ...
-
-    def events(self) -> Iterator[Event]: ...
 
 
 def make_decoder(profile: Profile, *, slave: int | None = None) -> StreamDecoder:

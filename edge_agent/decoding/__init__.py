@@ -2,7 +2,7 @@
 
 The public face of the package; the modules behind it are small and named for
 their job (``events``, ``errors``, ``profile``, ``loader``, ``checksums``,
-``decoder``, ``wire``). Nothing here opens a port, reads a clock or starts a thread.
+``decoder``, ``stream``, ``wire``). Nothing here opens a port, reads a clock or starts a thread.
 
     profile = load_profile("firmware_profiles/pms5003.yaml")
     decoder = FrameDecoder(profile)
@@ -12,7 +12,7 @@ their job (``events``, ``errors``, ``profile``, ``loader``, ``checksums``,
 """
 
 from edge_agent.decoding.checksums import CHECKSUMS, ChecksumAlgorithm
-from edge_agent.decoding.decoder import DecoderStats, FrameDecoder
+from edge_agent.decoding.decoder import FrameDecoder
 from edge_agent.decoding.errors import DecodingError, LocalProtocolError, ProfileError
 from edge_agent.decoding.events import (
     END_OF_STREAM,
@@ -48,6 +48,7 @@ from edge_agent.decoding.profile import (
     SerialSettings,
     ValueType,
 )
+from edge_agent.decoding.stream import DecoderStats, StreamDecoder
 from edge_agent.decoding.wire import seal, unseal
 
 __all__ = [
@@ -86,6 +87,7 @@ __all__ = [
     "SerialSettings",
     "Signal",
     "Skipped",
+    "StreamDecoder",
     "ValueType",
     "load_profile",
     "load_profiles",

@@ -31,9 +31,7 @@ one Python call per field. Reading values are floats (booleans stay booleans).
 from __future__ import annotations
 
 import struct
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from edge_agent.decoding._plans import Plan
@@ -51,44 +49,21 @@ from edge_agent.decoding.events import (
     decoded,
 )
 from edge_agent.decoding.profile import Profile, resolve
+from edge_agent.decoding.stream import StreamDecoder
 
-__all__ = ["DecoderStats", "FrameDecoder"]
+__all__ = ["FrameDecoder"]
 
-
-
-@dataclass(slots=True)
-class DecoderStats:
-    """What one decoder has seen; the reader publishes these per port.
-
-    Attributes:
-        bytes_received: every byte fed through ``receive_data()``.
-        frames_ok: ``Decoded`` events.
-        replies: ``Reply`` events.
-        rejected: ``Rejected`` events by reason code.
-        bytes_skipped: bytes reported in ``Skipped`` events.
-    """
-
-    bytes_received: int = 0
-    frames_ok: int = 0
-    replies: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    bytes_skipped: int = 0
-
-    @property
-    def frames_rejected(self) -> int:
-        return sum(self.rejected.values())
 
 
 class _BadEscapeError(Exception):
     """Internal: a byte-stuffed frame holds an invalid escape sequence."""
 
 
-class FrameDecoder:
+class FrameDecoder(StreamDecoder):
     """Cuts one sensor's byte stream into frames, as its profile describes.
 
-    The buffer holds at most ``buffer_limit`` undecided bytes (the longest frame
-    the profile allows on the wire, see ``MAX_FRAME_BYTES``) plus one read:
-    ``receive_data()`` refuses more until ``next_event()`` has drained it.
+    ``buffer_limit`` is the longest frame the profile allows on the wire (see
+    ``MAX_FRAME_BYTES``).
     """
 
     def __init__(self, profile: Profile) -> None:
@@ -96,9 +71,8 @@ class FrameDecoder:
             raise LocalProtocolError(
                 f"{profile.model} is a {profile.protocol} profile; use edge_agent.modbus for it"
             )
+        super().__init__(profile.framing.max_raw_length)
         self.profile = profile
-        self.stats = DecoderStats()
-        self.buffer_limit = profile.framing.max_raw_length
         self._framing = framing = profile.framing
         self._plans = tuple(Plan(frame, profile) for frame in profile.frames)
         lf = framing.length_field
@@ -112,50 +86,6 @@ class FrameDecoder:
         self._stuffed = framing.escape is not None
         self._lengths = framing.lengths
         self._end = framing.end
-        self._buffer = bytearray()
-        self._position = 0  # index in _buffer of the first unconsumed byte
-        self._base = 0  # absolute stream offset of _buffer[0]
-        self._ended = False
-
-    @property
-    def offset(self) -> int:
-        """Absolute stream offset of the first byte not yet accounted for by an event."""
-        return self._base + self._position
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Buffer bytes read from the port; ``b""`` means the stream has ended."""
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise LocalProtocolError(f"receive_data() takes bytes, got {type(data).__name__}")
-        if self._ended:
-            if data:
-                raise LocalProtocolError("receive_data() after the end of the stream")
-            return
-        if not data:
-            self._ended = True
-            return
-        if len(self._buffer) - self._position >= self.buffer_limit:
-            raise LocalProtocolError(
-                f"{len(self._buffer) - self._position} undecided bytes buffered (limit"
-                f" {self.buffer_limit}); call next_event() until NEED_DATA before feeding more"
-            )
-        del self._buffer[: self._position]
-        self._base += self._position
-        self._position = 0
-        self._buffer += data
-        self.stats.bytes_received += len(data)
-
-    def next_event(self) -> Event | Signal:
-        """The next event, or ``NEED_DATA`` / ``END_OF_STREAM`` when there is none."""
-        event = self._next()
-        if isinstance(event, Decoded):
-            self.stats.frames_ok += 1
-        elif isinstance(event, Skipped):
-            self.stats.bytes_skipped += event.count
-        elif isinstance(event, Rejected):
-            self.stats.rejected[str(event.reason)] += 1
-        elif isinstance(event, Reply):
-            self.stats.replies += 1
-        return event
 
     def events(self) -> Iterator[Event]:
         """Every event available now, until ``NEED_DATA`` or ``END_OF_STREAM``."""

@@ -17,8 +17,6 @@ of the poll are ``Reply`` events named ``read0``, ``read1``, ...
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.pdu.bit_message import ReadCoilsRequest, ReadDiscreteInputsRequest
@@ -31,7 +29,6 @@ from edge_agent.decoding import (
     END_OF_STREAM,
     NEED_DATA,
     Decoded,
-    DecoderStats,
     Event,
     FieldSpec,
     LocalProtocolError,
@@ -43,6 +40,7 @@ from edge_agent.decoding import (
     Signal,
     Skipped,
 )
+from edge_agent.decoding.stream import StreamDecoder
 
 __all__ = ["MAX_ADU", "ModbusDecoder", "request_pdu"]
 
@@ -72,7 +70,7 @@ def _reply_bytes(read: ModbusRead) -> int:
     return 2 * read.count if read.function in (3, 4) else (read.count + 7) // 8
 
 
-class ModbusDecoder:
+class ModbusDecoder(StreamDecoder):
     """Cuts one slave's replies out of a byte stream and turns each poll into a reading."""
 
     def __init__(self, profile: Profile, slave: int | None = None) -> None:
@@ -83,18 +81,13 @@ class ModbusDecoder:
         self.slave = profile.modbus.slave if slave is None else slave
         if not 1 <= self.slave <= 247:
             raise LocalProtocolError(f"slave address must be 1..247, got {self.slave}")
-        self.stats = DecoderStats()
-        self.buffer_limit = MAX_ADU
+        super().__init__(MAX_ADU)
         self._framer = FramerRTU(DecodePDU(is_server=False))
         self._functions = {read.function for read in self.map.reads}
         self._sizes = {(r.function, _reply_bytes(r)) for r in self.map.reads}
         self._fields = profile.frames[0].fields
         self._expected: int | None = None
         self._blocks: dict[int, bytes | list[bool]] = {}
-        self._buffer = bytearray()
-        self._position = 0
-        self._base = 0
-        self._ended = False
 
     # -- requests --------------------------------------------------------------
 
@@ -104,49 +97,6 @@ class ModbusDecoder:
         if index == 0:
             self._blocks = {}
         return bytes(self._framer.buildFrame(request_pdu(self.map.reads[index], self.slave)))
-
-    @property
-    def offset(self) -> int:
-        return self._base + self._position
-
-    # -- the sans-IO contract ----------------------------------------------------
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise LocalProtocolError(f"receive_data() takes bytes, got {type(data).__name__}")
-        if self._ended:
-            if data:
-                raise LocalProtocolError("receive_data() after the end of the stream")
-            return
-        if not data:
-            self._ended = True
-            return
-        if len(self._buffer) - self._position >= self.buffer_limit:
-            raise LocalProtocolError(
-                f"{len(self._buffer) - self._position} undecided bytes buffered (limit"
-                f" {self.buffer_limit}); call next_event() until NEED_DATA before feeding more"
-            )
-        del self._buffer[: self._position]
-        self._base += self._position
-        self._position = 0
-        self._buffer += data
-        self.stats.bytes_received += len(data)
-
-    def next_event(self) -> Event | Signal:
-        event = self._next()
-        if isinstance(event, Decoded):
-            self.stats.frames_ok += 1
-        elif isinstance(event, Skipped):
-            self.stats.bytes_skipped += event.count
-        elif isinstance(event, Rejected):
-            self.stats.rejected[str(event.reason)] += 1
-        elif isinstance(event, Reply):
-            self.stats.replies += 1
-        return event
-
-    def events(self) -> Iterator[Event]:
-        while not isinstance(event := self.next_event(), Signal):
-            yield event
 
     # -- hunting -----------------------------------------------------------------
 
