@@ -28,9 +28,9 @@ records themselves are never dropped.
 from __future__ import annotations
 
 import json
-import zlib
 import secrets
 import sqlite3
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
