@@ -8,7 +8,6 @@ what only a real process can show.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import signal
@@ -20,8 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import CollectorConfig
-from edge_agent.config import UplinkConfig
 from edge_agent.decoding import load_profiles
 from edge_agent.outbox import Outbox
 from edge_agent.transports.http import HttpTransport, HttpUplinkConfig
@@ -128,14 +125,7 @@ def test_a_collector_process_killed_midway_loses_nothing_and_duplicates_nothing(
         collector.kill()
 
 
-# -- the real agent and collector, once they are wired for HTTP -------------------------------
-def _wired() -> bool:
-    agent = {f.name for f in dataclasses.fields(UplinkConfig)}
-    collector = {f.name for f in dataclasses.fields(CollectorConfig)}
-    return "http" in agent and "http" in collector
-
-
-@pytest.mark.skipif(not _wired(), reason="UplinkConfig.http / CollectorConfig.http not wired yet")
+# -- the real agent and collector processes over HTTP --------------------------------------
 def test_agent_and_collector_processes_over_http(
     tmp_path: Path, influxdb: InfluxDB, unique_name: str
 ) -> None:
