@@ -6,10 +6,15 @@ starts (an API moved under it) would leave that record unrepeatable.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from simulators.services import find_binary
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,4 +64,26 @@ def test_edge_cost_bench_quick(tmp_path: Path) -> None:
     assert "## RSS of a process holding an outbox with 2,000 readings" in out
     for cell in row(out, "after Outbox() open")[1:]:
         assert re.fullmatch(r"[\d.]+", cell), cell
+    assert not list(tmp_path.iterdir()), "the bench left files behind"
+
+
+@pytest.mark.integration
+def test_alert_latency_bench_quick(tmp_path: Path) -> None:
+    """The alert latency bench: its own Mosquitto, InfluxDB and collector, a few seconds."""
+    for binary, package in (("mosquitto", "mosquitto"), ("influxd", "influxdb")):
+        if find_binary(binary) is None:
+            message = f"{binary} is not installed (apt-get install {package})"
+            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+                pytest.fail(f"CI=true: {message}", pytrace=False)
+            pytest.skip(message)
+    out = run("alert_latency_bench.py", "--quick", "--duration", "2", "--warmup", "0.5",
+              tmp_path=tmp_path)
+    for name in ("publish -> ack", "publish -> webhook received", "webhook minus ack"):
+        *_, p50, p99, top, low, count = row(out, name)
+        assert all(re.fullmatch(r"-?[\d.]+", c) for c in (p50, p99, top, low)), row(out, name)
+        assert int(count) >= 4, row(out, name)
+    # Every probe acked and turned into exactly one webhook event, every reading acked.
+    assert re.search(r"probes: \d+ measured, 0 without ack, 0 without webhook, 0 with the wrong"
+                     r" state; 0 unexpected webhook events, 0 bad signatures", out), out
+    assert re.search(r"of the whole run's [\d,]+, 0 not acked", out), out
     assert not list(tmp_path.iterdir()), "the bench left files behind"
