@@ -86,15 +86,18 @@ class WritePipeline:
                 points.extend(accepted.points)
                 points.extend(accepted.dead_letters)
             await self.write_durably(points)
-            if self.on_written is not None:
-                # Alerts see what InfluxDB accepted (dead letters are not readings).
-                self.on_written([p for accepted, _ in group for p in accepted.points])
             for accepted, fut in group:
                 self.stats.batches += 1
                 self.stats.readings += accepted.readings
                 self.stats.dead_letters += len(accepted.dead_letters)
                 if not fut.done():
                     fut.set_result(None)
+            if self.on_written is not None:
+                # Acks first (their senders run during this yield), then the alert engine,
+                # which can take longer than the write itself with many rules.
+                await asyncio.sleep(0)
+                # Alerts see what InfluxDB accepted (dead letters are not readings).
+                self.on_written([p for accepted, _ in group for p in accepted.points])
 
     async def close(self) -> None:
         """Finish what was submitted (the caller bounds this with a timeout)."""
