@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,6 +150,7 @@ class MqttClient:
                     first = False
                 else:
                     self._client.reconnect()
+                self._no_delay()
             except (OSError, paho.WebsocketConnectionError) as exc:
                 self.stats.last_error = f"connect: {exc}"
                 # Full jitter: a city's gateways reconnecting after a broker
@@ -170,6 +172,14 @@ class MqttClient:
             self._client.loop(timeout=0.2)
         except (OSError, ValueError):  # already gone; nothing left to tell the broker
             pass
+
+    def _no_delay(self) -> None:
+        """Send small packets (acks, PUBACKs) at once: with Nagle's algorithm on both
+        ends a PUBACK can wait for a delayed TCP ACK, 40 ms on Linux (measured by
+        bench/alert_latency_bench.py on a quarter to a third of the acks)."""
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _connect_properties(self) -> Properties:
         props = Properties(PacketTypes.CONNECT)
