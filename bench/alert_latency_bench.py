@@ -57,7 +57,7 @@ from cityedge.mqtt import MqttClient, MqttOptions  # noqa: E402
 from cityedge.uplink import Batch, PayloadError, Topics, WireReading, decode_ack, encode_batch  # noqa: E402
 from collector.notifiers.webhook import verify  # noqa: E402
 from simulators.fleet import write_yaml  # noqa: E402
-from simulators.services import LocalServices, Mosquitto, spawn  # noqa: E402
+from simulators.services import LocalServices, spawn  # noqa: E402
 
 SECRET = "bench-secret"
 RULE = "bench_pm2_5_high"
@@ -173,15 +173,6 @@ class Gateway:
             self.id, self.epoch, self.batch_id, time.time_ns(), True, self.BOOT, mono, self.site,
             {s: {"model": "pms5003"} for s in self.sensors}, tuple(wire)))
         return self.batch_id, payload
-
-
-class NoDelayMosquitto(Mosquitto):
-    """The same broker with set_tcp_nodelay true (Mosquitto's default is false: Nagle on)."""
-
-    def _spawn(self, argv: list[str]) -> None:
-        with self.config_path.open("a") as conf:
-            conf.write("set_tcp_nodelay true\n")
-        super()._spawn(argv)
 
 
 def percentile(sorted_ms: list[float], q: float) -> float:
@@ -488,8 +479,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shipped-rules", action="store_true",
                     help="evaluate configs/rules/*.yaml too (the webhook still gets only the"
                          " bench rule's events)")
-    ap.add_argument("--broker-nodelay", action="store_true",
-                    help="run Mosquitto with set_tcp_nodelay true (see bench/README.md)")
     ap.add_argument("--seed", type=int, default=1, help="for the probes' timing jitter")
     ap.add_argument("--quick", action="store_true", help="small load, a few seconds")
     ap.add_argument("--dir", type=Path, default=None,
@@ -514,14 +503,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load: {args.rate:,.0f} readings/s from {args.sensors} sensors on {args.gateways} "
           f"gateways (a batch per gateway every {args.batch_interval:g} s); a probe every "
           f"{args.probe_interval:g} s; {args.duration:g} s measured after {args.warmup:g} s"
-          + ("; the shipped rules too" if args.shipped_rules else "")
-          + ("; Mosquitto with set_tcp_nodelay true" if args.broker_nodelay else ""))
+          + ("; the shipped rules too" if args.shipped_rules else ""))
     print()
     with tempfile.TemporaryDirectory(prefix="cityedge-alert-latency-", dir=args.dir) as d:
         tmp = Path(d)
         services = LocalServices(tmp / "services")
-        if args.broker_nodelay:
-            services.mosquitto = NoDelayMosquitto(services.root / "mosquitto")
         with services:
             try:
                 result = asyncio.run(measure(tmp, services, args))
