@@ -73,6 +73,8 @@ class Agent:
         self.display_path = (resolve(base_dir, config.display.path)
                              if config.display.output == "file" else None)
         self.display_write_failures = 0
+        self._displays_stale = False
+        self._display_lock = asyncio.Lock()
         self.transport.downlink = self._on_display
         self.ports = [
             SensorPort(s, self.profiles[s.profile], self.clock, self._store) for s in config.sensors
@@ -275,8 +277,13 @@ class Agent:
         return None if anchor is None else anchor.wall_ns + time.monotonic_ns() - anchor.mono_ns
 
     async def _on_display(self, payload: bytes) -> bytes:
-        changed, ack = self.displays.receive(payload, self._trusted_now_ns())
-        if changed and not await self._write_displays():
+        try:
+            changed, ack = self.displays.receive(payload, self._trusted_now_ns())
+        except Exception as exc:  # a bug, not the peer's fault: the board promises not to raise
+            log.exception("display message %.200r", payload)
+            return encode_ack(DisplayAck("", self.config.gateway.id, "rejected",
+                                         f"internal_error: {type(exc).__name__}"))
+        if (changed or self._displays_stale) and not await self._write_displays():
             self.displays.forget(ack.id)
             ack = DisplayAck(ack.id, ack.gateway, "rejected", "display_output: write failed")
         if ack.result == "rejected":
@@ -286,16 +293,22 @@ class Agent:
         return encode_ack(ack)
 
     async def _write_displays(self) -> bool:
+        """Write the board as it is now. Until a write succeeds the file is stale, and
+        every display message and health tick tries again (a failed clear must not
+        leave a warning up because the board already forgot it)."""
         if self.display_path is None:
             return True
-        snapshot = self.displays.snapshot(time.time_ns())
-        try:
-            await asyncio.to_thread(write_display_file, self.display_path, snapshot)
-        except OSError as exc:
-            self.display_write_failures += 1
-            log.error("cannot write the display file %s: %s", self.display_path, exc)
-            return False
-        return True
+        async with self._display_lock:  # the ack task and the health loop both write
+            snapshot = self.displays.snapshot(time.time_ns())
+            try:
+                await asyncio.to_thread(write_display_file, self.display_path, snapshot)
+            except (OSError, ValueError) as exc:
+                self.display_write_failures += 1
+                self._displays_stale = True
+                log.error("cannot write the display file %s: %s", self.display_path, exc)
+                return False
+            self._displays_stale = False
+            return True
 
     def _restore_displays(self) -> None:
         if self.display_path is None:
@@ -306,9 +319,10 @@ class Agent:
                 self.displays.restore(snapshot)
                 log.info("restored %d display(s) from %s", len(self.displays.showing),
                          self.display_path)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except (OSError, ValueError) as exc:  # DownlinkError is a ValueError
             log.error("display file %s unreadable, starting with a blank board: %s",
                       self.display_path, exc)
+            self._displays_stale = True  # rewrite it blank: the terminal must not show it
 
     # -- health ----------------------------------------------------------------
     async def _health_loop(self) -> None:
@@ -316,7 +330,7 @@ class Agent:
             await asyncio.sleep(self.config.health_interval)
             await self._io_call(self.outbox.flush_gaps) if self.outbox else None
             now = self._trusted_now_ns()
-            if now is not None and self.displays.expire(now):
+            if (now is not None and self.displays.expire(now)) or self._displays_stale:
                 await self._write_displays()
             self._store([await self.health_reading()])
             for port in self.ports:

@@ -12,11 +12,13 @@ crossed a newer event) is acknowledged but not applied.
 
 from __future__ import annotations
 
+import json
 from collections import Counter, OrderedDict
 from dataclasses import asdict
 from typing import Any
 
 from cityedge.uplink.downlink import (
+    DOWNLINK_VERSION,
     Display,
     DisplayAck,
     DownlinkError,
@@ -97,10 +99,24 @@ class DisplayBoard:
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Put back what a previous run left in the display file (the collector will not
-        resend a show it already has an ack for)."""
-        for doc in snapshot.get("showing", []):
-            d = Display(**{**doc, "scope": dict(doc.get("scope") or {})})
-            self.showing[d.alert_id] = d
+        resend a show it already has an ack for). Each entry is checked as a display
+        message is; ValueError (DownlinkError) if one is not, and the board is unchanged.
+        What was applied before the restart is not kept: an older show crossing a clear
+        applied by the previous run is shown again, until it expires."""
+        entries = snapshot.get("showing")
+        if not isinstance(entries, list):
+            raise DownlinkError("bad_field", "showing: expected a list")
+        restored = {}
+        for entry in entries:
+            if not isinstance(entry, dict):
+                raise DownlinkError("bad_field", f"showing: expected objects, got {entry!r:.100}")
+            doc = {**entry, "v": DOWNLINK_VERSION, "type": "alert_display"}
+            d = decode_display(json.dumps(doc, ensure_ascii=False).encode("utf-8"))
+            if d.action != "show":
+                raise DownlinkError("bad_field", f"showing: {d.id} is a {d.action}")
+            restored[d.alert_id] = d
+        self.showing.update(restored)
+        for d in restored.values():
             self._applied[d.alert_id] = d.time_ns
 
     def _remember(self, display: Display, result: Result, detail: str = "") -> DisplayAck:

@@ -92,8 +92,8 @@ def encode_ack(ack: DisplayAck) -> bytes:
 def _load(payload: bytes, kind: str) -> dict[str, Any]:
     try:
         doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DownlinkError("bad_json", str(exc)) from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
+        raise DownlinkError("bad_json", str(exc)[:200]) from None
     if not isinstance(doc, dict):
         raise DownlinkError("bad_json", "not an object")
     if doc.get("v") != DOWNLINK_VERSION:
@@ -104,11 +104,23 @@ def _load(payload: bytes, kind: str) -> dict[str, Any]:
     return doc
 
 
+def _text_ok(value: object) -> bool:
+    """A string that can be sent back out: JSON's \\udc80 escapes decode to lone
+    surrogates, which no UTF-8 encoder (ours, or a display's) accepts."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _str(doc: dict[str, Any], key: str) -> str:
     value = doc.get(key)
-    if not isinstance(value, str):
-        raise DownlinkError("bad_field", f"{key}: expected a string, got {value!r}")
-    return value
+    if not _text_ok(value):
+        raise DownlinkError("bad_field", f"{key}: expected a UTF-8 string, got {value!r:.100}")
+    return value  # type: ignore[return-value]
 
 
 def _ns(value: Any, key: str) -> int:
@@ -126,8 +138,9 @@ def decode_display(payload: bytes) -> Display:
     if len(text) > MAX_TEXT_CHARS:
         raise DownlinkError("bad_field", f"text: {len(text)} characters, at most {MAX_TEXT_CHARS}")
     scope = doc.get("scope") or {}
-    if not isinstance(scope, dict) or not all(isinstance(v, str) for v in scope.values()):
-        raise DownlinkError("bad_field", f"scope: expected tag -> string, got {scope!r}")
+    if not isinstance(scope, dict) or not all(_text_ok(k) and _text_ok(v)
+                                              for k, v in scope.items()):
+        raise DownlinkError("bad_field", f"scope: expected tag -> string, got {scope!r:.100}")
     expires = doc.get("expires_ns")
     return Display(_str(doc, "id"), _str(doc, "alert_id"), action,  # type: ignore[arg-type]
                    _str(doc, "rule"), _str(doc, "severity"), text,
@@ -140,15 +153,17 @@ def decode_ack(payload: bytes) -> DisplayAck:
     result = doc.get("result")
     if result not in RESULTS:
         raise DownlinkError("bad_field", f"result: expected one of {RESULTS}, got {result!r}")
-    return DisplayAck(_str(doc, "id"), str(doc.get("gateway", "")), result,
-                      str(doc.get("detail", "")))
+    gateway, detail = doc.get("gateway", ""), doc.get("detail", "")
+    if not (_text_ok(gateway) and _text_ok(detail)):
+        raise DownlinkError("bad_field", "gateway and detail: expected UTF-8 strings")
+    return DisplayAck(_str(doc, "id"), gateway, result, detail)
 
 
 def message_id(payload: bytes) -> str:
     """The id of a message we could not decode, best effort, so a rejection names it."""
     try:
         doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return ""
     value = doc.get("id") if isinstance(doc, dict) else None
-    return value if isinstance(value, str) else ""
+    return value if _text_ok(value) else ""  # type: ignore[return-value]

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cityedge.mqtt import MqttClient, MqttOptions
 from cityedge.uplink import Topics
@@ -149,3 +150,37 @@ def test_a_gateway_without_a_display_rejects_with_the_reason(
         asyncio.run(run())
     finally:
         assert agent.stop() == 0, agent.output()[-2000:]
+
+
+def test_a_clear_that_could_not_be_written_is_written_as_soon_as_it_can(
+        tmp_path: Path, mosquitto: Mosquitto, unique_name: str) -> None:
+    """The board forgot the show when the clear came; the file must follow, or the
+    terminal would show the warning for good."""
+    prefix, gw = f"test/{unique_name}", "gw-bus-1"
+    config = agent_yaml(tmp_path, mosquitto, prefix, gw, "file")
+    doc = yaml.safe_load(config.read_text())
+    write_yaml(config, {**doc, "health_interval": 1})
+    board = tmp_path / gw / "display.json"
+    agent = Proc(["edge_agent.cli", "run", "--config", str(config)],
+                 tmp_path / "agent.log").start()
+    try:
+        async def run() -> None:
+            async with Collector(mosquitto, prefix, gw) as collector:
+                assert (await collector.show(encode_display(display(1, "show"))))[0].result \
+                    == "shown"
+                board.unlink()
+                board.mkdir()  # the display file cannot be replaced now
+                ack, _ = await collector.show(encode_display(display(2, "clear")))
+                assert (ack.result, ack.detail) == ("rejected", "display_output: write failed")
+                board.rmdir()
+                async with asyncio.timeout(10):  # the next health tick rewrites it
+                    while not board.is_file():
+                        await asyncio.sleep(0.1)
+                assert json.loads(board.read_text())["showing"] == []
+                again, _ = await collector.show(encode_display(display(2, "clear")))
+                assert again.result == "cleared"
+
+        asyncio.run(run())
+    finally:
+        assert agent.stop() == 0, agent.output()[-2000:]
+    assert "cannot write the display file" in agent.output()

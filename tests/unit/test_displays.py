@@ -134,3 +134,61 @@ def test_restore_puts_back_what_a_previous_run_showed() -> None:
     assert again.current() == board.current()
     changed, _ = again.receive(show(seq=0, at=T0 - S), T0)  # older than what is up
     assert not changed
+
+
+SURROGATE = "\\udc80"  # JSON's escape for a lone surrogate: valid JSON, not valid UTF-8
+
+
+@pytest.mark.parametrize("payload", [
+    b"[" * 5000,  # nested deeper than the JSON parser's recursion allows
+    b'{"v": 1, "type": "alert_display", "id": "' + SURROGATE.encode() + b'"}',
+    show(text="ok").replace(b'"text":"ok"', b'"text":"' + SURROGATE.encode() + b'"'),
+    show().replace(b'"district":', b'"' + SURROGATE.encode() + b'":'),
+])
+def test_hostile_payloads_are_rejected_and_the_ack_can_still_be_sent(payload: bytes) -> None:
+    _, ack = DisplayBoard("gw", has_display=True).receive(payload, T0)
+    assert ack.result == "rejected"
+    assert decode_ack(encode_ack(ack)).result == "rejected"  # encodable, whatever came in
+
+
+def test_an_ack_with_an_unencodable_string_is_a_downlink_error() -> None:
+    with pytest.raises(DownlinkError):
+        decode_ack(b'{"v":1,"type":"alert_display_ack","id":"i","result":"shown","gateway":"'
+                   + SURROGATE.encode() + b'"}')
+    with pytest.raises(DownlinkError):
+        decode_ack(b"[" * 5000)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(st.characters(codec=None, exclude_categories=())),  # surrogates included
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
+                                                                max_size=4),
+    max_leaves=12)
+
+
+@given(st.dictionaries(st.sampled_from(["v", "type", "id", "alert_id", "action", "rule",
+                                        "severity", "text", "time_ns", "expires_ns", "scope",
+                                        "result", "gateway", "detail"]), json_values))
+def test_any_json_decodes_or_raises_downlink_error_and_is_answered(doc: dict) -> None:  # type: ignore[type-arg]
+    for base in ({"v": 1, "type": "alert_display"}, {"v": 1, "type": "alert_display_ack"}, {}):
+        payload = json.dumps({**base, **doc}).encode()  # ensure_ascii: surrogates as escapes
+        for decode in (decode_display, decode_ack):
+            with contextlib.suppress(DownlinkError):
+                decode(payload)
+        _, ack = DisplayBoard("gw", has_display=True).receive(payload, T0)
+        encode_ack(ack)
+
+
+@pytest.mark.parametrize("entry", [
+    {"time_ns": "10"}, {"expires_ns": "x"}, {"action": "clear"}, {"text": None}, "not a dict",
+])
+def test_restore_refuses_a_bad_file_and_leaves_the_board_as_it_was(entry: object) -> None:
+    board = DisplayBoard("gw", has_display=True)
+    board.receive(show(), T0)
+    good = board.snapshot(T0)["showing"][0]
+    bad = {**good, "alert_id": "a2", **entry} if isinstance(entry, dict) else entry
+    again = DisplayBoard("gw", has_display=True)
+    with pytest.raises(DownlinkError):
+        again.restore({"showing": [good, bad]})
+    assert again.current() == []
