@@ -127,8 +127,13 @@ class Outbox:
         self.appended_bytes = 0  # since open: the ingest rate, for "time until full"
         # Seqs handed out for sending and not deleted (acked) yet: any of them may
         # still land, so the drop policy never takes them (it would count them lost).
-        # Kept across restarts: what an earlier run sent may still wait at the broker.
-        self._handed_out: set[int] = set(self._load_handed_out())
+        # The previous run's are spared too (they may wait at the broker), but only
+        # this run's are stored for the next: protection spans two runs, so restarts
+        # during a long outage cannot pile it up until only fresh readings are left
+        # to drop.
+        self._handed_out: set[int] = set()
+        self._handed_out_before: set[int] = set(self._load_handed_out())
+        self._handed_out_saved = False
         self.drop_policy = drop_policy or DropPolicy()
         count, size = self._db.execute(
             "SELECT count(*), coalesce(sum(size), 0) FROM readings").fetchone()
@@ -150,8 +155,9 @@ class Outbox:
         return SeqRanges.from_pairs(json.loads(row[0])) if row else SeqRanges()
 
     def _save_handed_out(self, cur: sqlite3.Cursor | sqlite3.Connection) -> None:
-        """Not fsynced on its own: a power cut can forget the last commit window's hand-outs
-        (then one of those dropped and landing is counted twice; nothing is lost)."""
+        """This run's hand-outs, for the next run. Not fsynced on its own: a power cut can
+        forget the last commit window's (then one of those dropped and landing is counted
+        twice; nothing is lost)."""
         cur.execute("INSERT INTO meta(key, value) VALUES ('handed_out', ?) ON CONFLICT(key)"
                     " DO UPDATE SET value = excluded.value",
                     (json.dumps(SeqRanges.of(self._handed_out).as_pairs()),))
@@ -233,7 +239,8 @@ class Outbox:
                 break  # only protected readings and drop records left
             offset += len(batch)
             for seq, sensor, measurement, time_ns, size in batch:
-                if seq in self._handed_out or (protect is not None and seq in protect):
+                if (seq in self._handed_out or seq in self._handed_out_before
+                        or (protect is not None and seq in protect)):
                     continue
                 victims.append((seq, sensor, measurement, time_ns, size))
                 freed += size
@@ -340,6 +347,7 @@ class Outbox:
         if fresh:
             self._handed_out |= fresh
             self._save_handed_out(self._db)
+            self._handed_out_saved = True
             self._dirty = True
         return rows
 
@@ -361,17 +369,16 @@ class Outbox:
         cur.execute("BEGIN IMMEDIATE")
         removed = freed = 0
         for lo, hi in seqs.ranges:
-            if hi - lo < len(self._handed_out):
-                self._handed_out.difference_update(range(lo, hi + 1))
-            else:
-                self._handed_out = {q for q in self._handed_out if not lo <= q <= hi}
+            self._handed_out = _without(self._handed_out, lo, hi)
+            self._handed_out_before = _without(self._handed_out_before, lo, hi)
             n, size = cur.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM readings WHERE seq BETWEEN ? AND ?",
                 (lo, hi)).fetchone()
             if n:
                 cur.execute("DELETE FROM readings WHERE seq BETWEEN ? AND ?", (lo, hi))
                 removed, freed = removed + n, freed + size
-        self._save_handed_out(cur)
+        if self._handed_out_saved:  # else the previous run's set stays for the next
+            self._save_handed_out(cur)
         cur.execute("COMMIT")
         if removed:
             self._dirty = True
@@ -431,6 +438,15 @@ class Outbox:
             self.sync()
         finally:
             self._db.close()
+
+
+def _without(seqs: set[int], lo: int, hi: int) -> set[int]:
+    if not seqs:
+        return seqs
+    if hi - lo < len(seqs):
+        seqs.difference_update(range(lo, hi + 1))
+        return seqs
+    return {q for q in seqs if not lo <= q <= hi}
 
 
 def _gaps(victims: list[tuple[int, str, str, int, int]]) -> list[Gap]:

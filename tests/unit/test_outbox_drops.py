@@ -143,3 +143,24 @@ def test_what_an_earlier_run_handed_out_is_still_spared_after_a_restart(tmp_path
         o.append([reading(i)])
     left = _seqs(path)
     assert set(sent[2:]) <= left and not set(sent[:2]) & left
+
+
+def test_protection_spans_two_runs_so_restarts_cannot_pile_it_up(tmp_path: Path) -> None:
+    """A collector down through many agent restarts: each run hands out its window.
+    Only the last run's hand-outs are spared by the next, so the drop policy keeps
+    dropping oldest first instead of running out of droppable old readings."""
+    path = tmp_path / "o.sqlite"
+    per_run = []
+    for run in range(6):
+        o = Outbox(path, max_bytes=20_000)
+        base = run * 200
+        o.append([reading(base + i) for i in range(200)])
+        per_run.append([r.seq for r in o.fetch_after(o.last_seq - 200, 10**9, 20)])
+        o.close()
+    o = Outbox(path, max_bytes=20_000)
+    o.append([reading(2000 + i) for i in range(200)])
+    o.close()
+    left = _seqs(path)
+    assert set(per_run[-1]) <= left  # the last run's batches may still land
+    assert not set(per_run[0]) & left  # five restarts ago: old enough to drop
+    assert max(left) == o.last_seq and len(left) > 100  # fresh readings kept
