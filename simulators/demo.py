@@ -309,4 +309,14 @@ def run_demo(options: DemoOptions) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    return demo.run()
+    try:
+        return demo.run()
+    except KeyboardInterrupt:
+        # A third signal while stopping: what is left dies with us (PDEATHSIG).
+        console.print("interrupted again: exiting now")
+        return 130
+    except (RuntimeError, SystemExit) as exc:
+        if isinstance(exc, SystemExit) and not isinstance(exc.code, str):
+            raise
+        console.print(f"[bold red]demo failed to start[/]: {exc}", highlight=False)
+        return 1
