@@ -18,6 +18,10 @@ from collector.alerts.rules import RuleSet, load_rules
 from collector.notifiers import Notifier, build
 
 NotifiedState = Literal["firing", "resolved", "acknowledged", "flapping"]
+# Who evaluates when several collectors run (docs/alerts.md, "Several collectors").
+LeaseKind = Literal["none", "file", "mqtt"]
+# Before the choice there was ``lease: true|false``; both still read as they did.
+LEGACY_LEASE: dict[bool, LeaseKind] = {False: "none", True: "file"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class AlertsConfig:
     state_dir: str = "var/alerts"
     tick_interval: float = field(default=1.0, metadata={"min": 0.05, "max": 60.0})
     save_interval: float = field(default=300.0, metadata={"min": 1.0})
-    lease: bool = False
+    lease: LeaseKind | bool = "none"
     status: bool = True
     observe_uplinks: bool = False
     queue_size: int = field(default=1000, metadata={"min": 1})
@@ -61,6 +65,10 @@ class AlertsConfig:
     retry_min: float = field(default=1.0, metadata={"min": 0.01})
     retry_max: float = field(default=300.0, metadata={"min": 0.01})
     notifiers: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "log"}])
+
+    @property
+    def lease_kind(self) -> LeaseKind:
+        return LEGACY_LEASE[self.lease] if isinstance(self.lease, bool) else self.lease
 
 
 @dataclass

@@ -1,28 +1,74 @@
-"""Who evaluates alerts when several collectors run: the holder of an flock on a lease file.
+"""Who evaluates alerts when several collectors run: ``lease: file`` or ``lease: mqtt``.
 
-The kernel releases the lock when its holder dies (kill -9 included), so a
-standby takes over on its next attempt without any timeout guesswork. The
-limit, stated in docs/alerts.md: flock coordinates processes on one host (or
-on a shared file system whose locks work); collectors on separate hosts need
-an external lease, or must rely on receivers deduplicating by alert id.
+Only the holder of the lease evaluates and notifies; the others stand by and
+take over when it goes (docs/alerts.md, "Several collectors"). ``Lease`` is
+what the runner needs from either kind:
+
+- ``FileLease`` (here): an flock on ``<state_dir>/alerts.lease``. The kernel
+  releases the lock when its holder dies (kill -9 included), so a standby
+  takes over on its next attempt without any timeout guesswork. It
+  coordinates processes on one host (or on a shared file system whose locks
+  work), which share the state files too, so nothing is handed over.
+- ``MqttLease`` (collector/alerts/mqtt_lease.py, deciding in election.py):
+  candidacies on the collectors' broker, for collectors on several hosts; the
+  leader's open alerts go through the broker to the next one (handover.py).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
+
+from collector.alerts.handover import Header, Version
+
+
+class Lease(Protocol):
+    on_change: Callable[[], None] | None  # called when ``held`` changes by itself
+
+    @property
+    def held(self) -> bool:
+        """We hold the lease now: evaluate and notify."""
+        ...
+
+    @property
+    def term(self) -> tuple[int, str] | None:
+        """(rank, holder) for the versions of handed-over state; None: nothing handed over."""
+        ...
+
+    async def start(self) -> None: ...
+
+    def poll(self) -> None:
+        """Once a tick: try to take the lease if this kind must ask."""
+        ...
+
+    def describe(self) -> str: ...
+
+    def handed_over(self) -> tuple[Header, bytes] | None: ...
+
+    def publish_state(self, payload: bytes, version: Version) -> bool: ...
+
+    async def close(self) -> None:
+        """Release the lease (a standby takes over) and let go of any connection."""
+        ...
 
 
 class FileLease:
     def __init__(self, path: str | Path, holder: str) -> None:
         self.path = Path(path)
         self.holder = holder
+        self.on_change: Callable[[], None] | None = None
         self._fd: int | None = None
 
     @property
     def held(self) -> bool:
         return self._fd is not None
+
+    @property
+    def term(self) -> tuple[int, str] | None:
+        return None  # the processes share one state_dir: nothing to hand over
 
     def try_acquire(self) -> bool:
         """Take the lease if free; never blocks. True if we hold it now."""
@@ -51,3 +97,22 @@ class FileLease:
             return self.path.read_text().strip()
         except OSError:
             return ""
+
+    # -- the Lease interface -------------------------------------------------------------
+    async def start(self) -> None:
+        self.try_acquire()
+
+    def poll(self) -> None:
+        self.try_acquire()
+
+    def describe(self) -> str:
+        return f"file lease {self.path}, held by {self.holder_text() or 'nobody'}"
+
+    def handed_over(self) -> tuple[Header, bytes] | None:
+        return None
+
+    def publish_state(self, payload: bytes, version: Version) -> bool:
+        return False
+
+    async def close(self) -> None:
+        self.release()

@@ -5,8 +5,11 @@ The collector only calls ``feed(points, now_ns)`` after each successful write
 clock tick loop, the notifiers' queues and retries (delivery.py), the
 ``alerts`` points handed back to the collector's writer, the state files
 (store.py) and the command spool of ``edge-collector alerts ack|silence``.
-With ``lease: true`` only the process holding the lease file evaluates and
-notifies; the others stand by and take over when it dies.
+With a lease (``lease: file`` or ``lease: mqtt``, lease.py) only the holder
+evaluates and notifies; the others stand by and take over when it goes. The
+lease is checked before every evaluation, so a holder that lost it (a
+partition, say) stops at once; on taking over, the runner restores the newest
+state: its own files, or the one handed over through the broker.
 """
 
 from __future__ import annotations
@@ -26,8 +29,16 @@ from collector.alerts.delivery import Delivery
 from collector.alerts.engine import Engine
 from collector.alerts.errors import UsageError
 from collector.alerts.events import Ack, AlertEvent, Silence, Status
-from collector.alerts.lease import FileLease
+from collector.alerts.handover import (
+    HandoverError,
+    Version,
+    decode_alerts,
+    encode_state,
+    remote_is_newer,
+)
+from collector.alerts.lease import FileLease, Lease
 from collector.alerts.mqtt_feed import BrokerConfig, MqttFeed
+from collector.alerts.mqtt_lease import MqttLease
 from collector.alerts.points import alert_point
 from collector.alerts.snapshot import dump_alerts, dump_stats_text, restore
 from collector.alerts.store import StateStore
@@ -55,13 +66,15 @@ class RunnerStats:
     write_errors: int = 0
     commands: int = 0
     saves: int = 0
+    takeovers: int = 0
+    stepdowns: int = 0
 
 
 class AlertRunner:
     def __init__(self, loaded: LoadedAlerts, *, write_points: WritePoints | None = None,
                  mqtt: BrokerConfig | None = None, holder: str = "collector",
-                 clock: Callable[[], int] = time.time_ns, topic_prefix: str = "cityedge/v1"
-                 ) -> None:
+                 clock: Callable[[], int] = time.time_ns, topic_prefix: str = "cityedge/v1",
+                 lease: Lease | None = None) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.write_points = write_points
@@ -69,8 +82,9 @@ class AlertRunner:
         self.topic_prefix = mqtt.topic_prefix if mqtt is not None else topic_prefix
         self.engine = Engine(loaded.rules)
         self.store = StateStore(loaded.state_dir)
-        self.lease = (FileLease(self.store.dir / "alerts.lease", holder) if self.config.lease
-                      else None)
+        self.lease = lease if lease is not None else self._make_lease(holder, mqtt)
+        if self.lease is not None:
+            self.lease.on_change = self._lease_changed
         c = self.config
         self.deliveries = [
             Delivery(name, notifier, route, queue_size=c.queue_size, max_attempts=c.max_attempts,
@@ -86,18 +100,36 @@ class AlertRunner:
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty_since: float | None = None
         self._last_stats_save = time.monotonic()
+        self._leading = self.lease is None
+        self._closing = False
+        self._saves = 0  # this process's saves: the n of a handed-over state's version
+        self._stepdown_save = False
         self.started = False
+
+    def _make_lease(self, holder: str, mqtt: BrokerConfig | None) -> Lease | None:
+        kind = self.config.lease_kind
+        if kind == "file":
+            return FileLease(self.store.dir / "alerts.lease", holder)
+        if kind == "mqtt":
+            if mqtt is None:
+                raise UsageError("alerts: lease: mqtt needs the collector's mqtt section "
+                                 "(the collectors' broker carries the lease)")
+            return MqttLease(mqtt, holder)
+        return None
 
     @property
     def leader(self) -> bool:
-        return self.lease is None or self.lease.held
+        """We evaluate and notify (as of the last check: every feed, status and tick)."""
+        return self._leading
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
-        if self.lease is None or self.lease.try_acquire():
-            self._restore()
+        if self.lease is None:
+            self._restore(*self._load_local())
         else:
-            log.info("alerts: standing by; the lease is held by %s", self.lease.holder_text())
+            await self.lease.start()
+            if not self._check_lease():
+                log.info("alerts: standing by; %s", self.lease.describe())
         context = NotifierContext(gateways=self._gateways, topic_prefix=self.topic_prefix,
                                   log=log)
         for d in self.deliveries:
@@ -113,28 +145,83 @@ class AlertRunner:
     def _gateways(self, match: Mapping[str, str]) -> list[str]:
         return self.engine.gateways(match)  # the engine is replaced on a lease takeover
 
-    def _restore(self) -> None:
+    def _load_local(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        try:
+            return self.store.load()
+        except UsageError as exc:
+            # A state file we cannot read must not keep the collector down.
+            log.error("alerts: starting without saved state: %s", exc)
+            return None, None
+
+    def _restore(self, alerts: dict[str, Any] | None, stats: dict[str, Any] | None) -> None:
         self.engine = Engine(self.loaded.rules)
         try:
-            alerts, stats = self.store.load()
             for warning in restore(self.engine, alerts, stats):
                 log.warning("alerts: %s", warning)
         except (UsageError, ValueError, KeyError, TypeError) as exc:
-            # A state file we cannot read must not keep the collector down.
             log.error("alerts: starting without saved state: %s", exc)
             self.engine = Engine(self.loaded.rules)
         log.info("alerts: evaluating %d rules, %d open alerts", len(self.loaded.rules),
                  len(self.engine.open))
 
+    def _check_lease(self) -> bool:
+        """Do we hold the lease now? Takes over (restoring state) or steps down on a change."""
+        if self.lease is None or self._closing:
+            return self._leading
+        held = self.lease.held
+        if held and not self._leading:
+            self._leading = True
+            self._take_over()
+        elif not held and self._leading:
+            self._leading = False
+            self.stats.stepdowns += 1
+            self._stepdown_save = True  # our latest, for our files (not handed over)
+            log.warning("alerts: lost the lease; standing by (%s)", self.lease.describe())
+        return held
+
+    def _lease_changed(self) -> None:
+        self._check_lease()  # take over (or step down) now, not at the next reading or tick
+
+    def _take_over(self) -> None:
+        """The newest state: the local files, or the one handed over through the broker."""
+        assert self.lease is not None
+        self.stats.takeovers += 1
+        alerts, stats = self._load_local()
+        source = str(self.store.dir)
+        remote = self.lease.handed_over()
+        if remote is not None:
+            header, payload = remote
+            local = Version.from_dict(alerts.get("handover")) if alerts else None
+            if remote_is_newer(header.version, local):
+                try:
+                    alerts, stats = decode_alerts(payload), None  # windows refill
+                    v = header.version
+                    source = f"the broker ({v.holder}'s save {v.n}, {header.open_alerts} open)"
+                except HandoverError as exc:
+                    log.error("alerts: the handed-over state is unusable, using %s: %s",
+                              source, exc)
+        log.warning("alerts: took over the lease; restoring state from %s", source)
+        self._restore(alerts, stats)
+        self._dirty_since = 0.0  # save (and hand over) under our own version at once
+
     async def close(self, timeout: float = 5.0) -> None:
-        """Stop ticking, save state, give queued notifications up to timeout, close plugins."""
+        """Stop ticking, save state, release the lease, give queued notifications up to
+        timeout, close plugins. A second call does nothing."""
+        if self._closing:
+            return
         if self.feed_source is not None:
             await self.feed_source.close()
         for t in self._tasks:
             if t.get_name() in ("alerts-tick", "alerts-mqtt"):
                 t.cancel()
-        if self.leader:
+        if self._check_lease() or self._stepdown_save:
             await self.save()
+        self._closing = True  # from here on, the lease is neither checked nor taken
+        if self.lease is not None:
+            # Released before the queues drain: a standby takes over at once, and what
+            # we queued while we held the lease is still ours to deliver.
+            self._leading = False
+            await self.lease.close()
         drained = await asyncio.gather(*(d.drain(timeout) for d in self.deliveries))
         if not all(drained):
             log.warning("alerts: notifications still queued at shutdown: %s",
@@ -148,29 +235,26 @@ class AlertRunner:
         for d in self.deliveries:
             with contextlib.suppress(Exception):
                 await d.notifier.close()
-        if self.lease is not None:
-            self.lease.release()
 
     # -- inputs from the collector ------------------------------------------------
     def feed(self, points: Sequence[Point], now_ns: int) -> None:
         """Readings InfluxDB has accepted; cheap and synchronous."""
-        if not self.leader:
+        if not self._check_lease():
             self.stats.standby_points += len(points)
             return
         self.engine.advance(now_ns)  # for lateness; the tick loop does the sweeps
         self._dispatch(self.engine.readings(points))
 
     def on_status(self, gateway: str, state: str, now_ns: int) -> None:
-        if self.leader:
+        if self._check_lease():
             self._dispatch(self.engine.tick(now_ns) +
                            self.engine.status(Status(gateway, state == "online", now_ns)))
 
     def tick(self, now_ns: int) -> None:
         """One clock tick (the loop calls this; tests may too)."""
-        if self.lease is not None and not self.lease.held and self.lease.try_acquire():
-            log.warning("alerts: took over the lease; restoring state from %s", self.store.dir)
-            self._restore()
-        if not self.leader:
+        if self.lease is not None and not self._closing:
+            self.lease.poll()
+        if not self._check_lease():
             return
         self._apply_commands(now_ns)
         self._dispatch(self.engine.tick(now_ns))
@@ -237,7 +321,15 @@ class AlertRunner:
         between (tens of megabytes for a city); the files are written in a thread.
         """
         alerts = dump_alerts(self.engine)
+        leading = self._leading  # a step-down save is kept locally, never handed over
         self._dirty_since = None
+        self._stepdown_save = False
+        term = self.lease.term if self.lease is not None else None
+        version: Version | None = None
+        if term is not None:
+            self._saves += 1
+            version = Version(term[0], term[1], self._saves)
+            alerts["handover"] = version.as_dict()
         stats: str | None = None
         if with_stats:
             steps = dump_stats_text(self.engine)
@@ -250,6 +342,9 @@ class AlertRunner:
             self._last_stats_save = time.monotonic()
         await asyncio.to_thread(self.store.save, alerts, stats)
         self.stats.saves += 1
+        if version is not None and self.lease is not None and leading and self._check_lease():
+            payload = await asyncio.to_thread(encode_state, alerts, version, time.time_ns())
+            self.lease.publish_state(payload, version)  # only if we still hold it
 
     async def _tick_loop(self) -> None:
         while True:
@@ -259,7 +354,9 @@ class AlertRunner:
                 now = time.monotonic()
                 stats_due = now - self._last_stats_save >= self.config.save_interval
                 due = self._dirty_since is not None and now - self._dirty_since >= SAVE_DELAY_S
-                if self.leader and (due or stats_due):
+                if self._stepdown_save:
+                    await self.save(with_stats=True)
+                elif self.leader and (due or stats_due):
                     await self.save(with_stats=stats_due)
             except Exception:  # one bad tick must not stop alerting
                 log.exception("alerts: tick failed")
@@ -291,7 +388,7 @@ class AlertRunner:
         """Counters for the collector's health point (cityedge_collector)."""
         out = {"alert_events": self.stats.events, "alerts_open": len(self.engine.open),
                "alert_points_dropped": self.stats.points_dropped,
-               "alerts_leader": int(self.leader)}
+               "alerts_leader": int(self.leader), "alert_takeovers": self.stats.takeovers}
         for d in self.deliveries:
             s = d.stats
             out |= {f"notify_{d.name}_delivered": s.delivered,
@@ -302,4 +399,5 @@ class AlertRunner:
 
     def describe(self) -> str:
         return json.dumps({"rules": len(self.loaded.rules), "notifiers":
-                           [d.name for d in self.deliveries], "leader": self.leader})
+                           [d.name for d in self.deliveries], "leader": self.leader,
+                           "lease": self.lease.describe() if self.lease else "none"})

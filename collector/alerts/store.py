@@ -89,6 +89,8 @@ class StateStore:
     def save(self, alerts: dict[str, Any], stats: dict[str, Any] | str | None = None) -> None:
         """Write the lifecycle file, and the statistics (data or ready JSON text) if given."""
         meta = {"version": alerts["version"], "now": alerts["now"], "saved_ns": time.time_ns()}
+        if "handover" in alerts:  # the save's version with lease: mqtt (handover.py)
+            meta["handover"] = alerts["handover"]
         doc = {
             "meta": _table([meta]),
             "alerts": _table(alerts["groups"]),
@@ -122,6 +124,8 @@ class StateStore:
             "silences": list(doc.get("silences", {}).values()),
             "directory": {r["gateway"]: r["tags"] for r in doc.get("directory", {}).values()},
         }
+        if "handover" in meta:
+            alerts["handover"] = meta["handover"]
         return alerts, stats
 
     def db(self) -> TinyDB:

@@ -238,8 +238,8 @@ def test_cli_ack_and_silence_reach_the_running_collector(
 
 def test_only_the_lease_holder_evaluates_and_a_standby_takes_over(tmp_path: Path) -> None:
     async def scenario() -> None:
-        a = AlertRunner(setup(tmp_path, "  - {type: capture}\n", "lease: true\n"), holder="a")
-        b = AlertRunner(setup(tmp_path, "  - {type: capture}\n", "lease: true\n"), holder="b")
+        a = AlertRunner(setup(tmp_path, "  - {type: capture}\n", "lease: file\n"), holder="a")
+        b = AlertRunner(setup(tmp_path, "  - {type: capture}\n", "lease: file\n"), holder="b")
         await a.start()
         await b.start()
         assert (a.leader, b.leader) == (True, False)

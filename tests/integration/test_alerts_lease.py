@@ -1,0 +1,363 @@
+"""``lease: mqtt`` on a real Mosquitto: one evaluator among collectors that share no disk.
+
+Two collectors with different state folders (as on two hosts) stand for the
+lease. One leads; an alert fires and is notified once; the leader then
+fails without a clean disconnect, the other takes over within a bounded
+time, restores the open alert from the broker's retained state message and
+does not notify it again; the resolution is notified exactly once.
+
+Two ways to fail: ``kill -9`` of a real collector process (the kernel closes
+its socket, so Mosquitto publishes its will at once), and a leader whose
+network goes silent (a stalled TCP proxy: nothing closes, Mosquitto waits
+for the keepalive). In the second test both runners are in this process, so
+it can watch both leases and check that the silent one stopped before the
+other started; it also checks that the silent leader, back, stands by and
+notifies nothing, and that a clean shutdown hands over at once. The takeover
+times printed here are the ones in docs/alerts.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import selectors
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from cityedge.mqtt import MqttClient, MqttOptions
+from cityedge.uplink import Batch, Topics, WireReading, encode_batch
+from collector.alerts.config import parse_alerts
+from collector.alerts.handover import decode_header
+from collector.alerts.mqtt_lease import MqttLease
+from collector.alerts.runner import AlertRunner
+from collector.config import MqttSourceConfig
+from collector.lineprotocol import Point
+from simulators.services import InfluxDB, Mosquitto
+from tests.helpers import Proc, rows, wait_for, write_yaml
+from tests.tcp_proxy import CuttableProxy
+
+pytestmark = pytest.mark.integration
+
+KEEPALIVE = 5  # the collector's smallest: a silent leader is replaced in 7.5 to 15 s
+RULES = """rules:
+  - name: pm10_high
+    kind: threshold
+    match: {measurement: particulate}
+    group_by: district
+    field: pm10_ugm3
+    above: 100
+    clear: 50
+"""
+
+
+class Receiver:
+    """The ops team's webhook endpoint; each collector posts to its own path."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []  # (collector, body)
+
+    async def hook(self, request: web.Request) -> web.Response:
+        self.events.append((request.match_info["who"], json.loads(await request.read())))
+        return web.Response(status=204)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/hook/{who}", self.hook)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}/hook"
+
+    def states(self, who: str | None = None) -> list[tuple[str, str, int]]:
+        """(state, alert id, event seq) of every notification, from one collector or all."""
+        return [(e["state"], e["alert_id"], e["seq"]) for w, e in self.events
+                if who is None or w == who]
+
+
+class StallingProxy(CuttableProxy):
+    """A CuttableProxy that can also go silent: connections stay open, nothing passes."""
+
+    stall_until = 0.0
+
+    def stall(self, seconds: float) -> None:
+        self.stall_until = time.monotonic() + seconds
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(a, selectors.EVENT_READ, b)
+        sel.register(b, selectors.EVENT_READ, a)
+        try:
+            while not self._stop.is_set():
+                if time.monotonic() < self.stall_until:
+                    time.sleep(0.02)  # unread bytes wait in the kernel, as on a dead link
+                    continue
+                for key, _ in sel.select(0.1):
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    if not data:
+                        return
+                    key.data.sendall(data)
+        except OSError:
+            return
+        finally:
+            sel.close()
+            for s in (a, b):
+                s.close()
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> float:
+    """Wait for predicate; returns the seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- a silent leader, two runners in this process --------------------------------------
+
+
+class Readings:
+    """PM10 readings of one dust sensor in 강남구, fed to every runner (observe_uplinks)."""
+
+    def __init__(self, runners: list[AlertRunner]) -> None:
+        self.runners, self.seq = runners, 0
+
+    def send(self, pm10: float) -> None:
+        self.seq += 1
+        now = time.time_ns()
+        point = Point("particulate", {"district": "강남구", "site": "역삼초등학교",
+                                      "site_kind": "dust_zone", "gateway": "gw-1",
+                                      "sensor": "pm-1", "model": "pms5003"},
+                      {"pm10_ugm3": pm10, "seq": self.seq, "epoch": "00e1"}, now)
+        for r in self.runners:
+            r.feed([point], now)
+
+
+def open_on_the_broker(standby: AlertRunner) -> int:
+    """Open alerts in the handed-over state message, as the standby has it."""
+    found = standby.lease.handed_over() if standby.lease is not None else None
+    return found[0].open_alerts if found is not None else -1
+
+
+async def watch_the_leases(a: AlertRunner, b: AlertRunner) -> tuple[float, float]:
+    """Seconds until a's lease lapsed and until b's began; never both held at once."""
+    assert a.lease is not None and b.lease is not None
+    start = time.monotonic()
+    a_stopped = b_started = 0.0
+    while not b_started:
+        held, now = (a.lease.held, b.lease.held), time.monotonic() - start
+        assert held != (True, True), f"both held the lease {now:.2f} s into the silence"
+        a_stopped = a_stopped or (0.0 if held[0] else now)
+        b_started = b_started or (now if held[1] else 0.0)
+        assert now < 4 * KEEPALIVE, "b never took over"
+        await asyncio.sleep(0.01)
+    return a_stopped, b_started
+
+
+async def clean_shutdown_hands_over(leader: AlertRunner, standby: AlertRunner,
+                                    readings: Readings, receiver: Receiver) -> None:
+    """The leader shuts down cleanly: the standby takes over at once, from its last save."""
+    assert isinstance(standby.lease, MqttLease)
+    election = standby.lease.election
+    await until(lambda: election.settled(time.monotonic()), "the standby's candidacy to settle")
+    notified = len(receiver.events)
+    closing = asyncio.create_task(leader.close())  # saves, hands over, then withdraws
+    took = await until(lambda: standby.leader, "the standby to take over", timeout=5)
+    await closing
+    print(f"clean shutdown: the standby took over {took:.3f} s after the leader began closing")
+    assert took < 0.5
+    assert len(standby.engine.open) == 1  # the open episode, from the leader's last save
+    readings.send(160)  # still high: nothing new to say
+    await asyncio.sleep(1.0)
+    assert len(receiver.events) == notified
+
+
+def runner(tmp: Path, who: str, port: int, prefix: str, hook: str) -> AlertRunner:
+    (tmp / "rules.yaml").write_text(RULES)
+    loaded = parse_alerts(f"""
+rules: [rules.yaml]
+state_dir: state-{who}
+tick_interval: 0.1
+lease: mqtt
+status: false
+notifiers:
+  - {{type: webhook, url: "{hook}/{who}", timeout: 5}}
+""", tmp)
+    mqtt = MqttSourceConfig(host="127.0.0.1", port=port, client_id=f"c-{who}-{prefix[-12:]}",
+                            keepalive=KEEPALIVE, topic_prefix=prefix)
+    return AlertRunner(loaded, mqtt=mqtt, holder=mqtt.client_id)
+
+
+def test_a_silent_leader_stops_before_the_standby_takes_over_and_never_notifies_again(
+        tmp_path: Path, mosquitto: Mosquitto, unique_name: str) -> None:
+    asyncio.run(asyncio.wait_for(silent_leader(tmp_path, mosquitto, f"test/{unique_name}"), 90))
+
+
+async def silent_leader(tmp: Path, mosquitto: Mosquitto, prefix: str) -> None:
+    receiver = Receiver()
+    hook = await receiver.start()
+    proxy = StallingProxy(mosquitto.address)
+    proxy.start()
+    a = runner(tmp, "a", proxy.port, prefix, hook)  # its broker link can go silent
+    b = runner(tmp, "b", mosquitto.port, prefix, hook)
+    await a.start()
+    await b.start()
+    try:
+        assert (a.leader, b.leader) == (True, False)
+        readings = Readings([a, b])
+        readings.send(120)
+        await until(lambda: receiver.states() != [], "the firing notification")
+        [(state, alert_id, seq)] = receiver.states("a")
+        assert state == "firing"
+        await until(lambda: open_on_the_broker(b) == 1, "a's state on the broker, as b sees it")
+
+        proxy.stall(30)  # a's network goes silent; nothing is closed
+        a_stopped, b_started = await watch_the_leases(a, b)
+        await until(lambda: b.leader, "b's runner to take over")
+        print(f"silent leader: a stopped after {a_stopped:.2f} s, b led after {b_started:.2f} s")
+        assert a_stopped <= KEEPALIVE + 0.1 < 1.5 * KEEPALIVE - 1.0 < b_started
+        # Mosquitto 2.0 drops a silent client later than MQTT's 1.5 keepalives (about
+        # 2 at keepalive 5); past 3 b would have cleared a's candidacy as stale itself.
+        assert b_started < 3 * KEEPALIVE + 1.0
+        assert [g.alert_id for g in b.engine.open] == [alert_id]  # restored from the broker
+
+        readings.send(130)  # still high: nothing new to say
+        readings.send(40)  # resolved
+        await until(lambda: len(receiver.states()) == 2, "the resolved notification")
+        await asyncio.sleep(1.0)
+        assert receiver.states() == [("firing", alert_id, seq), ("resolved", alert_id, seq + 1)]
+        assert receiver.states("b") == [("resolved", alert_id, seq + 1)]
+
+        proxy.stall_until = 0.0  # a's link comes back: a reconnects and stands behind b
+        await until(lambda: a.lease is not None and "leader c-b" in a.lease.describe(),
+                    "a back as a standby", timeout=3 * KEEPALIVE)
+        readings.send(150)  # a new episode: b alone notifies it
+        await until(lambda: len(receiver.states()) == 3, "the second episode")
+        await asyncio.sleep(1.0)
+        assert [w for w, _ in receiver.events] == ["a", "b", "b"]
+        assert not a.leader and a.stats.standby_points >= 3
+
+        await clean_shutdown_hands_over(b, a, readings, receiver)
+    finally:
+        await b.close()
+        await a.close()
+        proxy.close()
+        await receiver.runner.cleanup()
+
+
+# -- kill -9, two collector processes ----------------------------------------------------
+
+
+def collector(tmp: Path, who: str, *, mosquitto: Mosquitto, influxdb: InfluxDB, name: str,
+              hook: str) -> Proc:
+    (tmp / "rules.yaml").write_text(RULES)
+    path = write_yaml(tmp / f"collector-{who}.yaml", {
+        "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"c-{who}-{name}",
+                 "keepalive": KEEPALIVE, "topic_prefix": f"test/{name}"},
+        "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": name},
+        "batching": {"linger": 0.02},
+        "health_interval": 1,
+        "alerts": {"rules": ["rules.yaml"], "state_dir": f"state-{who}", "lease": "mqtt",
+                   "observe_uplinks": True, "status": False,
+                   "notifiers": [{"type": "webhook", "url": f"{hook}/{who}", "timeout": 5}]},
+    })
+    return Proc(["collector.cli", "run", "--config", str(path)], tmp / f"collector-{who}.log")
+
+
+class Gateway:
+    """Publishes uplink batches as a gateway would (the collectors ack; we do not wait)."""
+
+    def __init__(self, mosquitto: Mosquitto, name: str) -> None:
+        self.topics = Topics(f"test/{name}")
+        self.client = MqttClient(MqttOptions("127.0.0.1", mosquitto.port, f"gw-{name}",
+                                             clean_start=True,
+                                             subscriptions=[(self.topics.alert_state(), 1)]))
+        self.seq = 0
+
+    def send(self, pm10: float) -> None:
+        self.seq += 1
+        now = time.time_ns()
+        batch = Batch("gw-1", "00e100e1", self.seq, now, True, "b0", now,
+                      {"district": "강남구", "site": "역삼초등학교", "kind": "dust_zone"},
+                      {"pm-1": {"model": "pms5003"}},
+                      (WireReading(self.seq, "pm-1", "particulate", now, "b0", now,
+                                   {"pm10_ugm3": pm10}),))
+        self.client.publish(self.topics.up("gw-1"), encode_batch(batch), qos=1)
+
+
+TOOK_OVER = re.compile(r"^(\S+ \S+) WARNING .*took over the lease; restoring state from (.*)$",
+                       re.M)
+
+
+def test_kill_9_of_the_leader_hands_its_open_alert_to_the_other_collector(
+        tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB, unique_name: str) -> None:
+    asyncio.run(asyncio.wait_for(killed_leader(tmp_path, mosquitto, influxdb, unique_name), 90))
+
+
+async def killed_leader(tmp: Path, mosquitto: Mosquitto, influxdb: InfluxDB, name: str) -> None:
+    receiver = Receiver()
+    hook = await receiver.start()
+    gateway = Gateway(mosquitto, name)
+    gateway.client.start()
+    procs = {who: collector(tmp, who, mosquitto=mosquitto, influxdb=influxdb, name=name,
+                            hook=hook) for who in ("a", "b")}
+    try:
+        procs["a"].start()
+        await until(lambda: TOOK_OVER.search(procs["a"].output()) is not None, "a to lead")
+        procs["b"].start()
+        await until(lambda: "standing by" in procs["b"].output(), "b to stand by")
+        await gateway.client.wait_connected(10)
+
+        gateway.send(120)
+        await until(lambda: receiver.states() != [], "the firing notification")
+        [(state, alert_id, seq)] = receiver.states("a")
+        assert state == "firing"
+        state_message: list[Any] = []
+
+        async def watch() -> None:
+            while True:
+                m = await gateway.client.get()
+                state_message.append(decode_header(m.payload))
+
+        watcher = asyncio.create_task(watch())
+        await until(lambda: any(h.open_alerts == 1 for h in state_message), "a's handed-over state")
+        watcher.cancel()
+
+        killed = time.time()
+        procs["a"].kill()
+        await until(lambda: TOOK_OVER.search(procs["b"].output()) is not None, "b to take over")
+        found = TOOK_OVER.search(procs["b"].output())
+        assert found is not None
+        logged = time.mktime(time.strptime(found.group(1)[:19], "%Y-%m-%d %H:%M:%S"))
+        took = logged + int(found.group(1)[20:23]) / 1000 - killed
+        print(f"kill -9: b took over {took:.3f} s after the kill; state from {found.group(2)}")
+        assert took < 2.0
+        assert found.group(2).startswith(f"the broker (c-a-{name}'s save")
+
+        gateway.send(130)
+        gateway.send(40)
+        await until(lambda: len(receiver.states()) == 2, "the resolved notification")
+        await asyncio.sleep(1.5)
+        assert receiver.states() == [("firing", alert_id, seq), ("resolved", alert_id, seq + 1)]
+        assert receiver.states("b") == [("resolved", alert_id, seq + 1)]
+        assert procs["b"].stop() == 0
+    finally:
+        for p in procs.values():
+            if p.alive():
+                p.kill()
+        await gateway.client.close()
+        await receiver.runner.cleanup()
+    wait_for(lambda: bool(rows(influxdb, name, "SELECT * FROM alerts")), 10, "alert points")
+    got = rows(influxdb, name, "SELECT * FROM alerts ORDER BY time")
+    assert [(r["state"], r["alert_id"]) for r in got] == [("firing", alert_id),
+                                                          ("resolved", alert_id)]
