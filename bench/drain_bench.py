@@ -122,7 +122,10 @@ def main() -> int:
     ap.add_argument("--in-flight", type=int, default=4)
     args = ap.parse_args()
     n = args.readings
-    with tempfile.TemporaryDirectory(prefix="cityedge-drain-") as d, LocalServices(Path(d) / "s") as s:
+    with (
+        tempfile.TemporaryDirectory(prefix="cityedge-drain-") as d,
+        LocalServices(Path(d) / "s") as s,
+    ):
         tmp = Path(d)
         fill_s = fill(tmp / "outbox.sqlite", n)
         base_s = baseline(s.influxdb.url, n)

@@ -127,11 +127,14 @@ class MqttClient:
             self._client.subscribe(topic, qos)
         self._loop.call_soon_threadsafe(self._connected)
 
-    def _on_disconnect(self, _c: paho.Client, _u: object, _f: object, rc: object, _p: object) -> None:
+    def _on_disconnect(
+        self, _c: paho.Client, _u: object, _f: object, rc: object, _p: object
+    ) -> None:
         self._loop.call_soon_threadsafe(self._disconnected, str(rc))
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-        m = Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid, self.generation)
+        m = Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid,
+                    self.generation)
         self._loop.call_soon_threadsafe(self._deliver, m)
 
     def _run(self) -> None:
@@ -237,7 +240,7 @@ class MqttClient:
         return False
 
     def ack(self, message: Message) -> None:
-        """Acknowledge a QoS 1 message (manual_ack mode) if its connection is still the current one."""
+        """Acknowledge a QoS 1 message (manual_ack mode) if its connection is still current."""
         if message.qos > 0 and message.generation == self.generation and self.connected.is_set():
             self._client.ack(message.mid, message.qos)
 

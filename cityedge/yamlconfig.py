@@ -63,7 +63,8 @@ def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str) 
                                   "keys must be plain names, not lists or mappings")
             key = _scalar(key_node)
             if key in out:
-                raise ConfigError(file, key_node.start_mark.line + 1, path, f"duplicate key {key!r}")
+                raise ConfigError(file, key_node.start_mark.line + 1, path,
+                                  f"duplicate key {key!r}")
             out[key] = _walk(value_node, (*path, key), lines, file)
             lines[(*path, key)] = key_node.start_mark.line + 1
         return out
@@ -82,7 +83,8 @@ def parse(text: str, file: str = "<string>") -> Located:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(file, mark.line + 1 if mark else None, (), f"not valid YAML: {exc}") from None
+        raise ConfigError(file, mark.line + 1 if mark else None, (),
+                          f"not valid YAML: {exc}") from None
     lines: dict[KeyPath, int] = {}
     data = {} if node is None else _walk(node, (), lines, file)
     return Located(file, data, lines)
@@ -115,7 +117,7 @@ def _type_name(tp: Any) -> str:
     )
 
 
-def bind(tp: Any, value: Any, doc: Located, path: KeyPath = ()) -> Any:
+def bind(tp: Any, value: Any, doc: Located, path: KeyPath = ()) -> Any:  # noqa: PLR0911, PLR0912  a type dispatcher: one arm per kind of type, kept flat
     """Convert ``value`` to type ``tp`` or raise ConfigError at ``path``."""
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
@@ -159,7 +161,8 @@ def bind(tp: Any, value: Any, doc: Located, path: KeyPath = ()) -> Any:
         return float(value)
     if tp is type(None) and value is None:
         return None
-    if isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+    if (isinstance(tp, type) and isinstance(value, tp)
+            and not (tp is int and isinstance(value, bool))):
         return value
     raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
 
@@ -188,7 +191,8 @@ def _bind_dataclass(cls: Any, value: Any, doc: Located, path: KeyPath) -> Any:
     for name, f in fields.items():
         if name not in value:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise doc.error(path, f"missing required key {name!r} ({_type_name(hints[name])})")
+                raise doc.error(path,
+                                f"missing required key {name!r} ({_type_name(hints[name])})")
             continue
         bound = bind(hints[name], value[name], doc, (*path, name))
         low, high = f.metadata.get("min"), f.metadata.get("max")

@@ -10,6 +10,7 @@ from cityedge import yamlconfig
 from cityedge.uplink.topics import DEFAULT_PREFIX, DEFAULT_SHARE_GROUP
 from collector.alerts.config import LoadedAlerts, load_alerts
 from collector.sources.http import HttpSourceConfig
+from collector.writers import REGISTRY
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,9 @@ def load_config(path: Path | str) -> LoadedConfig:
 
 
 def make_writer(config: CollectorConfig, doc: yamlconfig.Located) -> Any:
-    from collector.writers import REGISTRY
-
     options = dict(config.writer)
     kind = options.pop("type", None)
     if kind not in REGISTRY:
-        raise doc.error(("writer", "type"), f"expected one of {', '.join(sorted(REGISTRY))}, got {kind!r}")
+        raise doc.error(("writer", "type"),
+                        f"expected one of {', '.join(sorted(REGISTRY))}, got {kind!r}")
     return REGISTRY[kind](options, doc, ("writer",))

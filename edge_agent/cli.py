@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--log-level", default=os.environ.get("CITYEDGE_LOG_LEVEL", "INFO"),
                             help="DEBUG, INFO, WARNING (env CITYEDGE_LOG_LEVEL; default INFO)")
         if name == "status":
-            sp.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+            sp.add_argument("--json", action="store_true",
+                            help="one JSON object instead of a table")
     _add_technician_commands(sub)
     return p
 
@@ -70,7 +71,8 @@ def _status(config: AgentConfig, base: Path, as_json: bool) -> int:
         db.close()
         info = {
             "outbox": str(path), "exists": True, "epoch": epoch[0] if epoch else None,
-            "waiting": count, "oldest_age_s": round(time.time() - oldest / 1e9, 1) if oldest else None,
+            "waiting": count,
+            "oldest_age_s": round(time.time() - oldest / 1e9, 1) if oldest else None,
             "seq_range": [lo, hi], "last_seq": last[0] if last else 0, "per_sensor": per_sensor,
         }
     if config.display.output == "file":
@@ -184,8 +186,8 @@ def _add_technician_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def _profiles(directory: str | None) -> dict[str, object]:
-    from edge_agent.agent import SHIPPED_PROFILES  # noqa: PLC0415
-    from edge_agent.decoding import ProfileError, load_profiles  # noqa: PLC0415
+    from edge_agent.agent import SHIPPED_PROFILES
+    from edge_agent.decoding import ProfileError, load_profiles
 
     try:
         return dict(load_profiles(directory or SHIPPED_PROFILES))
@@ -195,7 +197,7 @@ def _profiles(directory: str | None) -> dict[str, object]:
 
 
 def _decode_command(args: argparse.Namespace) -> int:
-    from edge_agent import decode_cmd  # noqa: PLC0415
+    from edge_agent import decode_cmd
 
     profiles = _profiles(args.profiles_dir)
     if args.profile not in profiles:
@@ -207,9 +209,9 @@ def _decode_command(args: argparse.Namespace) -> int:
 
 
 def _probe_command(args: argparse.Namespace) -> int:
-    import serial  # noqa: PLC0415
+    import serial
 
-    from edge_agent.probe import describe, probe  # noqa: PLC0415
+    from edge_agent.probe import describe, probe
 
     profiles = _profiles(args.profiles_dir)
     err = Console(stderr=True)

@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="services, simulated devices, agents and a collector, live")
     d.add_argument("--duration", type=float, default=None,
-                   help="seconds to run, then stop devices and let agents deliver (default: until Ctrl-C)")
+                   help="seconds to run, then stop devices and let agents deliver"
+                        " (default: until Ctrl-C)")
     d.add_argument("--mqtt", type=_host_port, default=None, metavar="HOST:PORT",
                    help="use this broker instead of starting one")
     d.add_argument("--influx", default=None, metavar="URL",
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device.start(args.count)
         next_unplug = time.monotonic() + (args.unplug_every or 0)
-        while device._thread is not None and device._thread.is_alive():  # noqa: SLF001
+        while device._thread is not None and device._thread.is_alive():
             device.wait(0.2)
             if args.unplug_every and time.monotonic() >= next_unplug:
                 device.unplug()

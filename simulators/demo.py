@@ -103,7 +103,8 @@ class Demo:
     def run(self) -> int:
         with contextlib.ExitStack() as stack:
             if self.options.workdir is None:
-                root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cityedge-demo-")))
+                root = Path(stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="cityedge-demo-")))
             else:
                 root = self.options.workdir
                 root.mkdir(parents=True, exist_ok=True)
@@ -200,9 +201,12 @@ class Demo:
         elapsed = time.monotonic() - self.started
         if self.first_landed_s is None and any(c for c, _ in landed.values()):
             self.first_landed_s = elapsed
-        procs = ", ".join(f"{n} {'up' if p.poll() is None else 'EXITED'}" for n, p in self.procs.items())
-        first = f"first reading landed after {self.first_landed_s:.1f} s" if self.first_landed_s else "waiting for the first reading"
-        left = f", {max(0.0, self.options.duration - elapsed):.0f} s left" if self.options.duration else ", Ctrl-C to stop"
+        procs = ", ".join(f"{n} {'up' if p.poll() is None else 'EXITED'}"
+                          for n, p in self.procs.items())
+        first = (f"first reading landed after {self.first_landed_s:.1f} s"
+                 if self.first_landed_s else "waiting for the first reading")
+        left = (f", {max(0.0, self.options.duration - elapsed):.0f} s left"
+                if self.options.duration else ", Ctrl-C to stop")
         return Panel(f"{elapsed:.0f} s{left}; {first}\nprocesses: {procs}", title="status")
 
     def _live(self) -> None:
@@ -210,7 +214,8 @@ class Demo:
             while not self.stop_requested.is_set():
                 landed = self.landed()
                 live.update(Group(self._table(landed), self._alerts(), self._status(landed)))
-                if self.options.duration and time.monotonic() - self.started >= self.options.duration:
+                if (self.options.duration
+                        and time.monotonic() - self.started >= self.options.duration):
                     break
                 self.stop_requested.wait(1.0)
 
@@ -268,7 +273,7 @@ class Demo:
         for proc in agents:
             try:
                 proc.wait(15)
-            except Exception:  # noqa: BLE001  still alive after 15 s: it goes the hard way
+            except Exception:  # still alive after 15 s: it goes the hard way
                 proc.kill()
                 proc.wait()
         collector = self.procs.get("collector")
@@ -277,7 +282,7 @@ class Demo:
                 collector.send_signal(signal.SIGTERM)
             try:
                 collector.wait(15)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 collector.kill()
                 collector.wait()
         if self.services is not None:
@@ -288,13 +293,15 @@ class Demo:
         host, _, port = host_port.partition(":")
         note = " (the demo's own InfluxDB has stopped; run the demo again to query it live)" \
             if final and self.services and not self.options.influx else ""
-        self.console.print(f"\n[bold]Try these in InfluxDB[/] (database {self.options.database!r}){note}:")
+        self.console.print(
+            f"\n[bold]Try these in InfluxDB[/] (database {self.options.database!r}){note}:")
         for q in QUERIES:
             self.console.print(f"  influx -host {host} -port {port or 8086} "
                                f"-database {self.options.database} -execute \"{q}\"",
                                highlight=False, soft_wrap=True)
         if not final:
-            self.console.print(f"MQTT broker {mqtt[0]}:{mqtt[1]}, InfluxDB {influx}\n", highlight=False)
+            self.console.print(f"MQTT broker {mqtt[0]}:{mqtt[1]}, InfluxDB {influx}\n",
+                               highlight=False)
 
 
 def run_demo(options: DemoOptions) -> int:

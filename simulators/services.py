@@ -7,6 +7,7 @@ and stopped by process id, leaving nothing behind.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -28,8 +29,6 @@ SBIN_PATHS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 
 def die_with_parent() -> None:
     """preexec_fn: the child gets SIGTERM if we die first (Linux), so nothing outlives a crash."""
-    import ctypes
-
     pr_set_pdeathsig = 1
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
@@ -46,7 +45,8 @@ def spawn(argv: list[str], log_path: Path, **kwargs: Any) -> subprocess.Popen[by
     with log_path.open("ab") as log:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=die_with_parent if on_main else None, **kwargs)
+                                preexec_fn=die_with_parent if on_main else None,  # noqa: PLW1509  prctl PDEATHSIG, main thread only (see above)
+                                **kwargs)
 
 
 def influx_query(url: str, q: str, db: str | None = None, *, post: bool = False,

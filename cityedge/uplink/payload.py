@@ -10,7 +10,8 @@ Batch, version 1::
     {"v": 1, "gateway": "gw-1", "epoch": "<hex>", "batch": 7,
      "sent_ns": 1700000000000000000,
      "clock": {"synced": true, "boot": "<hex>", "mono_ns": 123456789,
-               "boots": {"<hex>": {"unverified_before": 0, "anchor_mono": 5, "anchor_wall": 17...}}},
+               "boots": {"<hex>": {"unverified_before": 0, "anchor_mono": 5,
+                                   "anchor_wall": 17...}}},
      "site": {"district": "...", "site": "...", "kind": "dust_zone"},
      "sensors": {"pm-1": {"model": "pms5003"}},
      "readings": [{"seq": 1, "sensor": "pm-1", "m": "particulate", "t": 17..., "boot": "<hex>",
@@ -241,7 +242,8 @@ def _check_reading(raw: Any, sensors: Mapping[str, Any]) -> WireReading:
         if isinstance(value, float) and not math.isfinite(value):
             raise PayloadError("bad_value", f"{name}={value!r} is not finite")
         if not isinstance(value, int | float | str):
-            raise PayloadError("bad_value", f"{name}={value!r:.40}: expected a number, bool or string")
+            raise PayloadError("bad_value",
+                               f"{name}={value!r:.40}: expected a number, bool or string")
     return WireReading(
         seq=raw["seq"],
         sensor=sensor,

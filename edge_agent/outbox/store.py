@@ -200,7 +200,8 @@ class Outbox:
         fields = json.dumps(r.fields, separators=(",", ":"))
         size = len(fields) + ROW_OVERHEAD
         cur.execute(
-            "INSERT INTO readings(sensor, measurement, time_ns, boot, mono_ns, fields, size, synced)"
+            "INSERT INTO readings"
+            "(sensor, measurement, time_ns, boot, mono_ns, fields, size, synced)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (r.sensor, r.measurement, r.time_ns, r.boot, r.mono_ns, fields, size, int(r.synced)),
         )

@@ -137,7 +137,8 @@ class DeliveryWindow:
         if self._due:
             acked = set(seqs)
             self._due = deque(
-                left for left in (SeqRanges.of(s for s in due if s not in acked) for due in self._due)
+                left
+                for left in (SeqRanges.of(s for s in due if s not in acked) for due in self._due)
                 if left
             )
 

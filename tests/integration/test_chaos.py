@@ -80,8 +80,8 @@ class Chaos:
         self.gateways: list[Gateway] = []
         for n, gw in enumerate(GATEWAYS):
             devices = [
-                SimulatedDevice(profile, link=tmp / "dev" / gw / f"pm-{i}", interval=0.05 + 0.05 * i,
-                                seed=100 * n + i, keep_values=True)
+                SimulatedDevice(profile, link=tmp / "dev" / gw / f"pm-{i}",
+                                interval=0.05 + 0.05 * i, seed=100 * n + i, keep_values=True)
                 for i in range(2)
             ]
             config = write_yaml(tmp / f"{gw}.yaml", {
@@ -242,4 +242,4 @@ def test_chaos_every_reading_lands_exactly_once(tmp_path: Path, request: pytest.
         chaos.close()
     for gw in chaos.gateways:
         assert gw.proc is not None and gw.proc.proc is not None
-        assert gw.proc.proc.returncode == 0 or gw.proc.proc.returncode == -signal.SIGKILL
+        assert gw.proc.proc.returncode in {0, -signal.SIGKILL}

@@ -7,6 +7,7 @@ InfluxDB exactly once, with the values it wrote.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FIELDS = ("pm1_0_ugm3", "pm2_5_ugm3", "pm10_ugm3", "count_0_3um_per_0_1l")
 
 
-def configs(tmp: Path, name: str, mosquitto: Mosquitto, influxdb: InfluxDB, port: str,
+def configs(tmp: Path, name: str, mosquitto: Mosquitto, influxdb: InfluxDB, port: str, *,
             health_interval: float = 3600) -> tuple[Path, Path]:
     collector = write_yaml(tmp / "collector.yaml", {
         "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"c-{name}",
@@ -101,8 +102,6 @@ def test_every_emitted_reading_lands_once_with_its_values(
 
         # Acked readings leave the outbox (health readings may still be on their way).
         def outbox_drained() -> bool:
-            import sqlite3
-
             db = sqlite3.connect(tmp_path / "outbox.sqlite")
             n = db.execute("SELECT count(*) FROM readings WHERE sensor='pm-1'").fetchone()[0]
             db.close()

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def start(tmp: Path, name: str, mosquitto: Mosquitto, influxdb: InfluxDB, proxy: CuttableProxy,
-          device: SimulatedDevice, outbox: dict[str, object], *, batch_size: int = 100,
+          *, device: SimulatedDevice, outbox: dict[str, object], batch_size: int = 100,
           linger: float = 0.01, health_interval: float = 3600) -> tuple[Proc, Proc]:
     collector = write_yaml(tmp / "collector.yaml", {
         "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"c-{name}",
@@ -28,7 +28,8 @@ def start(tmp: Path, name: str, mosquitto: Mosquitto, influxdb: InfluxDB, proxy:
         "batching": {"linger": linger},
     })
     agent = write_yaml(tmp / "agent.yaml", {
-        "gateway": {"id": "gw-out", "site": {"district": "서초구", "site": "s", "kind": "dust_zone"}},
+        "gateway": {"id": "gw-out",
+                    "site": {"district": "서초구", "site": "s", "kind": "dust_zone"}},
         "sensors": [{"id": "pm-1", "port": device.path, "profile": "pms5003"}],
         "outbox": {"path": str(tmp / "outbox.sqlite"), "commit_window": 0.2, **outbox},
         "uplink": {"mqtt": {"host": "127.0.0.1", "port": proxy.port, "keepalive": 5,
@@ -55,8 +56,8 @@ def test_live_readings_land_within_seconds_while_the_backlog_drains(
     proxy = CuttableProxy(mosquitto.address).start()
     # Small batches and a slow collector make the drain take several seconds, so a
     # fresh reading can only be early if it overtakes the backlog.
-    collector, agent = start(tmp_path, unique_name, mosquitto, influxdb, proxy, device, {},
-                             batch_size=50, linger=0.1)
+    collector, agent = start(tmp_path, unique_name, mosquitto, influxdb, proxy,
+                             device=device, outbox={}, batch_size=50, linger=0.1)
     try:
         device.start()
         wait_for(lambda: count(influxdb, unique_name) > 0, 15, "first readings")
@@ -94,8 +95,8 @@ def test_a_full_outbox_drops_oldest_and_records_exactly_what_it_dropped(
     proxy = CuttableProxy(mosquitto.address).start()
     # About 430 bytes a reading: 0.1 MB holds some 240 of them.
     # Open gaps become outbox_drops readings every health interval.
-    collector, agent = start(tmp_path, unique_name, mosquitto, influxdb, proxy, device,
-                             {"max_size_mb": 0.1}, health_interval=1)
+    collector, agent = start(tmp_path, unique_name, mosquitto, influxdb, proxy,
+                             device=device, outbox={"max_size_mb": 0.1}, health_interval=1)
     try:
         proxy.cut(3600)
         time.sleep(1.5)  # the link is seen down before anything is sent

@@ -8,9 +8,9 @@ decides when "InfluxDB" accepts. Nothing is patched.
 from __future__ import annotations
 
 import asyncio
-import time
 import dataclasses
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime

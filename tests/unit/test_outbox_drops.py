@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from cityedge.uplink import SeqRanges
@@ -114,8 +115,6 @@ def test_readings_handed_out_for_sending_are_never_dropped(tmp_path: Path) -> No
 
 def _seqs(path: Path) -> set[int]:
     """What the file holds, read without handing anything out."""
-    import sqlite3
-
     db = sqlite3.connect(path)
     try:
         return {row[0] for row in db.execute("SELECT seq FROM readings")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,10 +60,8 @@ class InfluxV1Writer:
         )
         if self.config.create_database:
             # CREATE DATABASE is idempotent in 1.x; a database down now is retried by write().
-            try:
+            with contextlib.suppress(Retryable):
                 await self.query(f'CREATE DATABASE "{self.config.database}"', post=True)
-            except Retryable:
-                pass
 
     async def query(self, q: str, *, post: bool = False) -> dict[str, Any]:
         assert self._session is not None, "start() first"
@@ -100,10 +99,8 @@ class InfluxV1Writer:
         if resp.status == 404 and self.config.create_database and "database not found" in text:
             # InfluxDB was down when we started, or the database was dropped since:
             # create it; the write is retried (404 is retryable).
-            try:
+            with contextlib.suppress(Retryable):
                 await self.query(f'CREATE DATABASE "{self.config.database}"', post=True)
-            except Retryable:
-                pass
         raise error
 
     async def close(self) -> None:
