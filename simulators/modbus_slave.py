@@ -25,6 +25,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
 from edge_agent.decoding import Profile
+from edge_agent.modbus import request_pdu
 from simulators.emulator import Emission
 from simulators.frames import quantize
 
@@ -170,8 +171,6 @@ class ModbusSlave:
 
 def encode_replies(profile: Profile, values: Values, *, slave: int | None = None) -> list[bytes]:
     """The slave's answers to one poll carrying ``values`` (one RTU frame per read)."""
-    from edge_agent.modbus import request_pdu  # noqa: PLC0415
-
     device = ModbusSlave(profile, lambda: values, slave=slave)
     try:
         framer = FramerRTU(DecodePDU(is_server=False))

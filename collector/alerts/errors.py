@@ -30,7 +30,7 @@ class NotifyError(AlertError):
 
 
 # Named like collector.writers.errors (Telegraf's classes), hence no "Error" suffix.
-class Retryable(NotifyError):  # noqa: N818
+class Retryable(NotifyError):
     """Try the same event again after a backoff (network down, 5xx, timeout)."""
 
 
@@ -42,5 +42,5 @@ class Throttled(Retryable):
         self.retry_after = retry_after
 
 
-class Rejected(NotifyError):  # noqa: N818
+class Rejected(NotifyError):
     """The receiver refused this event for good (4xx); retrying cannot help."""
