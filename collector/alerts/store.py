@@ -12,10 +12,7 @@ collector applies and deletes them.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -24,29 +21,10 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
+from cityedge.atomic import atomic_write
 from collector.alerts.errors import UsageError
 
 ALERT_TABLES = ("alerts", "members", "silences", "directory", "meta")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class AtomicJSONStorage(Storage):

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from cityedge.atomic import atomic_write
 from cityedge.mqtt import Message
 from cityedge.uplink import Batch, WireReading, encode_batch
 from collector.alerts import UsageError
 from collector.alerts.lease import FileLease
 from collector.alerts.mqtt_feed import MqttFeed, parse_status
-from collector.alerts.store import StateStore, atomic_write
+from collector.alerts.store import StateStore
 from collector.config import MqttSourceConfig
 from collector.lineprotocol import Point
 
