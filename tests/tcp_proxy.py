@@ -1,4 +1,5 @@
-"""A TCP proxy on loopback that a test can cut: the uplink going away, without a firewall."""
+"""A TCP proxy on loopback that a test can cut or stall: the uplink going away, or going
+silent (a frozen host, a dead link), without a firewall."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import time
 
 class CuttableProxy:
     """Forwards 127.0.0.1:<port> to a target; ``cut(seconds)`` drops every connection
-    and refuses new ones until the time is up."""
+    and refuses new ones until the time is up; ``stall(seconds)`` keeps connections
+    open but passes nothing (unread bytes wait in the kernel, as on a dead link)."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._cut_until = 0.0
+        self._stall_until = 0.0
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -35,6 +38,9 @@ class CuttableProxy:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
+
+    def stall(self, seconds: float) -> None:
+        self._stall_until = time.monotonic() + seconds
 
     @property
     def is_cut(self) -> bool:
@@ -67,7 +73,10 @@ class CuttableProxy:
         sel.register(b, selectors.EVENT_READ, a)
         try:
             while not self._stop.is_set():
-                for key, _ in sel.select(0.5):
+                if time.monotonic() < self._stall_until:
+                    time.sleep(0.02)
+                    continue
+                for key, _ in sel.select(0.1):
                     data = key.fileobj.recv(65536)  # type: ignore[union-attr]
                     if not data:
                         return

@@ -21,8 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import selectors
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -81,36 +79,6 @@ class Receiver:
         """(state, alert id, event seq) of every notification, from one collector or all."""
         return [(e["state"], e["alert_id"], e["seq"]) for w, e in self.events
                 if who is None or w == who]
-
-
-class StallingProxy(CuttableProxy):
-    """A CuttableProxy that can also go silent: connections stay open, nothing passes."""
-
-    stall_until = 0.0
-
-    def stall(self, seconds: float) -> None:
-        self.stall_until = time.monotonic() + seconds
-
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(a, selectors.EVENT_READ, b)
-        sel.register(b, selectors.EVENT_READ, a)
-        try:
-            while not self._stop.is_set():
-                if time.monotonic() < self.stall_until:
-                    time.sleep(0.02)  # unread bytes wait in the kernel, as on a dead link
-                    continue
-                for key, _ in sel.select(0.1):
-                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
-                    if not data:
-                        return
-                    key.data.sendall(data)
-        except OSError:
-            return
-        finally:
-            sel.close()
-            for s in (a, b):
-                s.close()
 
 
 async def until(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> float:
@@ -206,7 +174,7 @@ def test_a_silent_leader_stops_before_the_standby_takes_over_and_never_notifies_
 async def silent_leader(tmp: Path, mosquitto: Mosquitto, prefix: str) -> None:
     receiver = Receiver()
     hook = await receiver.start()
-    proxy = StallingProxy(mosquitto.address)
+    proxy = CuttableProxy(mosquitto.address)
     proxy.start()
     a = runner(tmp, "a", proxy.port, prefix, hook)  # its broker link can go silent
     b = runner(tmp, "b", mosquitto.port, prefix, hook)
@@ -238,7 +206,7 @@ async def silent_leader(tmp: Path, mosquitto: Mosquitto, prefix: str) -> None:
         assert receiver.states() == [("firing", alert_id, seq), ("resolved", alert_id, seq + 1)]
         assert receiver.states("b") == [("resolved", alert_id, seq + 1)]
 
-        proxy.stall_until = 0.0  # a's link comes back: a reconnects and stands behind b
+        proxy.stall(0)  # a's link comes back: a reconnects and stands behind b
         await until(lambda: a.lease is not None and "leader c-b" in a.lease.describe(),
                     "a back as a standby", timeout=3 * KEEPALIVE)
         readings.send(150)  # a new episode: b alone notifies it
