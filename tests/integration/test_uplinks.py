@@ -13,8 +13,9 @@ and nothing deleted that InfluxDB does not have.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,32 @@ async def drive(gateway: Gateway, until_done: Callable[[], Coroutine[Any, Any, N
         await asyncio.gather(task, return_exceptions=True)
 
 
+@dataclass
+class Rig:
+    outbox: Outbox
+    gateway: Gateway
+    collector: Collector  # a test may replace it (a restart after a crash)
+
+
+@contextlib.asynccontextmanager
+async def rig(site: Site, influx_url: str, tmp_path: Path, gw: str, n: int,
+              **gateway_options: Any) -> AsyncIterator[Rig]:
+    """An outbox holding n readings, a collector on ``influx_url``, and the gateway between;
+    closed in that order's reverse when the test is done with them."""
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    fill(outbox, n)
+    collector = await Collector(site, influx_url, site.name).start()
+    transport = site.transport(gw)
+    await transport.start()
+    r = Rig(outbox, Gateway(gw, outbox, transport, **gateway_options), collector)
+    try:
+        yield r
+    finally:
+        await transport.close()
+        await r.collector.stop()
+        outbox.close()
+
+
 # -- the suite -----------------------------------------------------------------------------
 def test_every_reading_lands_once_and_the_outbox_empties(
     site: Site, influxdb: InfluxDB, tmp_path: Path
@@ -243,24 +270,11 @@ def test_every_reading_lands_once_and_the_outbox_empties(
     n, gw = 1200, f"gw-{site.kind}-all"
 
     async def main() -> None:
-        outbox = Outbox(tmp_path / "outbox.sqlite")
-        fill(outbox, n)
-        collector = await Collector(site, influxdb.url, site.name).start()
-        transport = site.transport(gw)
-        await transport.start()
-        gateway = Gateway(gw, outbox, transport)
-
-        async def body() -> None:
-            await until(lambda: gateway.waiting() == 0, 60, "the outbox to drain")
-
-        try:
-            await drive(gateway, body)
-        finally:
-            await transport.close()
-            await collector.stop()
-        assert gateway.deleted == n
-        assert_exactly_once(await landed(influxdb.url, site.name, gw), outbox.epoch, n)
-        outbox.close()
+        async with rig(site, influxdb.url, tmp_path, gw, n) as r:
+            await drive(r.gateway, lambda: until(lambda: r.gateway.waiting() == 0, 60,
+                                                 "the outbox to drain"))
+            assert r.gateway.deleted == n
+        assert_exactly_once(await landed(influxdb.url, site.name, gw), r.outbox.epoch, n)
 
     run(main())
 
@@ -271,35 +285,23 @@ def test_a_collector_crash_midway_loses_nothing_and_duplicates_nothing(
     n, gw = 3000, f"gw-{site.kind}-crash"
 
     async def main() -> None:
-        outbox = Outbox(tmp_path / "outbox.sqlite")
-        fill(outbox, n)
-        collector = await Collector(site, influxdb.url, site.name).start()
-        transport = site.transport(gw)
-        await transport.start()
-        gateway = Gateway(gw, outbox, transport, batch_size=40)
+        async with rig(site, influxdb.url, tmp_path, gw, n, batch_size=40) as r:
+            async def body() -> None:
+                await until(lambda: r.gateway.deleted >= n // 4, 30, "a quarter acked")
+                await r.collector.crash()
+                crashed_at = r.gateway.deleted
+                assert crashed_at < n, "drained before the crash: make n larger"
+                await asyncio.sleep(1.5)  # the gateway keeps trying meanwhile
+                # Whatever was deleted is in InfluxDB (acked only after the write).
+                got = {p["seq"] for p in await landed(influxdb.url, site.name, gw)}
+                deleted = set(range(1, n + 1)) - {x.seq for x in r.outbox.fetch_after(0, n, n)}
+                assert deleted <= got, f"deleted but not in InfluxDB: {sorted(deleted - got)[:10]}"
+                r.collector = await Collector(site, influxdb.url, site.name).start()
+                await until(lambda: r.gateway.waiting() == 0, 60, "the outbox to drain")
 
-        async def body() -> None:
-            nonlocal collector
-            await until(lambda: gateway.deleted >= n // 4, 30, "a quarter acked")
-            await collector.crash()
-            crashed_at = gateway.deleted
-            assert crashed_at < n, "drained before the crash: make n larger"
-            await asyncio.sleep(1.5)  # the gateway keeps trying meanwhile
-            # Whatever was deleted is in InfluxDB (acked only after the write).
-            got = {p["seq"] for p in await landed(influxdb.url, site.name, gw)}
-            deleted = set(range(1, n + 1)) - {r.seq for r in outbox.fetch_after(0, n, n)}
-            assert deleted <= got, f"deleted but not in InfluxDB: {sorted(deleted - got)[:10]}"
-            collector = await Collector(site, influxdb.url, site.name).start()
-            await until(lambda: gateway.waiting() == 0, 60, "the outbox to drain")
-
-        try:
-            await drive(gateway, body)
-        finally:
-            await transport.close()
-            await collector.stop()
-        assert gateway.deleted == n
-        assert_exactly_once(await landed(influxdb.url, site.name, gw), outbox.epoch, n)
-        outbox.close()
+            await drive(r.gateway, body)
+            assert r.gateway.deleted == n
+        assert_exactly_once(await landed(influxdb.url, site.name, gw), r.outbox.epoch, n)
 
     run(main())
 
@@ -315,33 +317,22 @@ def test_influxdb_unreachable_nothing_is_acked_nothing_deleted_then_all_lands_on
     later = InfluxDB(influx_dir, port=free_port())  # not started yet: the address refuses
 
     async def main() -> None:
-        outbox = Outbox(tmp_path / "outbox.sqlite")
-        fill(outbox, n)
-        collector = await Collector(site, later.url, site.name).start()
-        transport = site.transport(gw)
-        await transport.start()
-        gateway = Gateway(gw, outbox, transport, ack_timeout=1.0)
+        async with rig(site, later.url, tmp_path, gw, n, ack_timeout=1.0) as r:
+            async def body() -> None:
+                await until(lambda: r.collector.pipeline.stats.write_retries >= 2, 20,
+                            "the collector to retry its write")
+                await asyncio.sleep(3.0)  # past several ack timeouts: resends, still no ack
+                assert r.gateway.sent > 1
+                assert r.gateway.acks == 0
+                assert r.gateway.deleted == 0
+                assert r.gateway.waiting() == n
+                await asyncio.to_thread(later.start)
+                await asyncio.to_thread(later.query, f'CREATE DATABASE "{site.name}"', None,
+                                        post=True)
+                await until(lambda: r.gateway.waiting() == 0, 60, "the outbox to drain")
 
-        async def body() -> None:
-            await until(lambda: collector.pipeline.stats.write_retries >= 2, 20,
-                        "the collector to retry its write")
-            await asyncio.sleep(3.0)  # past several ack timeouts: resends, still no ack
-            assert gateway.sent > 1
-            assert gateway.acks == 0
-            assert gateway.deleted == 0
-            assert gateway.waiting() == n
-            await asyncio.to_thread(later.start)
-            await asyncio.to_thread(later.query, f'CREATE DATABASE "{site.name}"', None,
-                                    post=True)
-            await until(lambda: gateway.waiting() == 0, 60, "the outbox to drain")
-
-        try:
-            await drive(gateway, body)
-        finally:
-            await transport.close()
-            await collector.stop()
-        assert_exactly_once(await landed(later.url, site.name, gw), outbox.epoch, n)
-        outbox.close()
+            await drive(r.gateway, body)
+        assert_exactly_once(await landed(later.url, site.name, gw), r.outbox.epoch, n)
 
     try:
         run(main())
@@ -356,30 +347,17 @@ def test_a_refused_batch_is_never_acked_and_stays_in_the_outbox(
     n, gw = 30, f"gw-{site.kind}-liar"
 
     async def main() -> None:
-        outbox = Outbox(tmp_path / "outbox.sqlite")
-        fill(outbox, n)
-        collector = await Collector(site, influxdb.url, site.name).start()
-        transport = site.transport(gw)
-        await transport.start()
-        gateway = Gateway(gw, outbox, transport, ack_timeout=0.5, payload_gateway="gw-other")
-        assert collector.source is not None
-
-        async def body() -> None:
-            source = collector.source
+        async with rig(site, influxdb.url, tmp_path, gw, n, ack_timeout=0.5,
+                       payload_gateway="gw-other") as r:
+            source = r.collector.source
             assert source is not None
-            await until(lambda: source.refused["gateway_mismatch"] >= 2, 20,
-                        "the collector to refuse the batch and its resend")
-
-        try:
-            await drive(gateway, body)
-        finally:
-            await transport.close()
-            await collector.stop()
-        assert gateway.acks == 0
-        assert gateway.waiting() == n
+            await drive(r.gateway, lambda: until(
+                lambda: source.refused["gateway_mismatch"] >= 2, 20,
+                "the collector to refuse the batch and its resend"))
+            assert r.gateway.acks == 0
+            assert r.gateway.waiting() == n
         for g in (gw, "gw-other"):
             assert await landed(influxdb.url, site.name, g) == []
-        outbox.close()
 
     run(main())
 
