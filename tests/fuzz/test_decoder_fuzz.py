@@ -14,7 +14,6 @@ The invariant in full, for every profile and however the stream is cut into read
 
 from __future__ import annotations
 
-import itertools
 import operator
 from pathlib import Path
 
@@ -23,15 +22,12 @@ from hypothesis import strategies as st
 
 from edge_agent.decoding import (
     Decoded,
-    Event,
-    FrameDecoder,
     Profile,
-    Rejected,
-    Skipped,
     load_profile,
     parse_profile,
 )
 from simulators.frames import encode_frame
+from tests.fuzz.streams import check_accounting, cut, feed, merged
 
 ROOT = Path(__file__).resolve().parents[2]
 PMS5003 = load_profile(ROOT / "firmware_profiles" / "pms5003.yaml")
@@ -91,45 +87,12 @@ def values_for(profile: Profile) -> st.SearchStrategy[dict[str, float]]:
     return st.fixed_dictionaries(fields)
 
 
-def feed(profile: Profile, reads: list[bytes]) -> tuple[list[Event], FrameDecoder]:
-    decoder = FrameDecoder(profile)
-    events: list[Event] = []
-    for data in [*reads, b""]:
-        decoder.receive_data(data)
-        events.extend(decoder.events())
-        undecided = decoder.stats.bytes_received - decoder.offset
-        assert undecided < decoder.buffer_limit or not data
-    return events, decoder
 
 
-def cut(stream: bytes, points: list[int]) -> list[bytes]:
-    edges = sorted({0, len(stream), *(p % (len(stream) + 1) for p in points)})
-    return [stream[a:b] for a, b in itertools.pairwise(edges)]
 
 
-def merged(events: list[Event]) -> list[Event]:
-    """Adjacent Skipped runs merged: how garbage splits into events depends on the reads."""
-    out: list[Event] = []
-    for event in events:
-        last = out[-1] if out else None
-        if isinstance(event, Skipped) and isinstance(last, Skipped):
-            out[-1] = Skipped(last.offset, last.count + event.count)
-        else:
-            out.append(event)
-    return out
 
 
-def check_accounting(events: list[Event], total: int) -> None:
-    covered = 0
-    for event in events:
-        assert isinstance(event, Decoded | Rejected | Skipped), event
-        assert event.offset == covered
-        covered += (
-            len(event.raw)
-            if isinstance(event, Decoded)
-            else (event.count if isinstance(event, Skipped) else 1)
-        )
-    assert covered == total
 
 
 @st.composite

@@ -19,26 +19,22 @@ The invariant, for each profile in firmware_profiles/ (frame, text and Modbus):
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.codec import StreamDecoder, make_decoder
 from edge_agent.decoding import (
     Decoded,
-    Event,
     FieldSpec,
     FrameSpec,
     Profile,
-    Rejected,
     Reply,
-    Skipped,
     load_profiles,
 )
 from simulators.frames import encode_frame, quantize
 from simulators.modbus_slave import encode_replies
+from tests.fuzz.streams import check_accounting, cut, feed, merged
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = load_profiles(ROOT / "firmware_profiles")
@@ -75,43 +71,12 @@ def good_frame(draw: st.DrawFn, profile: Profile) -> tuple[bytes, dict[str, floa
     return encode_frame(profile, values, frame=kind.name), values
 
 
-def feed(profile: Profile, reads: list[bytes]) -> tuple[list[Event], StreamDecoder]:
-    decoder = make_decoder(profile)
-    events: list[Event] = []
-    for data in [*reads, b""]:
-        decoder.receive_data(data)
-        events.extend(decoder.events())
-        undecided = decoder.stats.bytes_received - decoder.offset
-        assert undecided < decoder.buffer_limit or not data
-    return events, decoder
 
 
-def cut(stream: bytes, points: list[int]) -> list[bytes]:
-    edges = sorted({0, len(stream), *(p % (len(stream) + 1) for p in points)})
-    return [stream[a:b] for a, b in itertools.pairwise(edges)]
 
 
-def merged(events: list[Event]) -> list[Event]:
-    out: list[Event] = []
-    for event in events:
-        last = out[-1] if out else None
-        if isinstance(event, Skipped) and isinstance(last, Skipped):
-            out[-1] = Skipped(last.offset, last.count + event.count)
-        else:
-            out.append(event)
-    return out
 
 
-def check_accounting(events: list[Event], total: int) -> None:
-    covered = 0
-    for event in events:
-        assert isinstance(event, Decoded | Reply | Rejected | Skipped), event
-        assert event.offset == covered
-        if isinstance(event, Decoded | Reply):
-            covered += len(event.raw)
-        else:
-            covered += event.count if isinstance(event, Skipped) else 1
-    assert covered == total
 
 
 def markers(profile: Profile) -> set[int]:
