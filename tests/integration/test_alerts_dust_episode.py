@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from cityedge.mqtt import MqttClient, MqttOptions
 from cityedge.uplink.downlink import encode_ack
@@ -28,44 +27,17 @@ from collector.alerts.runner import AlertRunner
 from collector.config import MqttSourceConfig
 from collector.lineprotocol import Point
 from collector.notifiers.mqtt_downlink import DownlinkNotifier
-from collector.notifiers.webhook import verify
 from collector.writers.influxdb_v1.writer import InfluxV1Config, InfluxV1Writer
 from edge_agent.displays import DisplayBoard
 from simulators.services import InfluxDB, Mosquitto
 from tests.helpers import rows
+from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 S, M, H = 10**9, 60 * 10**9, 3600 * 10**9
 SECRET = "episode-secret"
-
-
-class Receiver:
-    """The ops team's webhook endpoint: a real aiohttp server on a free loopback port."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.bad_signatures = 0
-
-    async def hook(self, request: web.Request) -> web.Response:
-        payload = await request.read()
-        if not verify(SECRET, request.headers.get("X-Cityedge-Signature", ""), payload,
-                      int(time.time())):
-            self.bad_signatures += 1
-            return web.Response(status=401)
-        self.events.append(json.loads(payload))
-        return web.Response(status=204)
-
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_post("/hook", self.hook)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://127.0.0.1:{port}/hook"
 
 
 class Terminals:
@@ -116,7 +88,7 @@ class Episode:
     def __init__(self, tmp: Path, mosquitto: Mosquitto, influxdb: InfluxDB, name: str) -> None:
         self.tmp, self.mosquitto, self.influxdb, self.name = tmp, mosquitto, influxdb, name
         self.prefix = f"test/{name}"
-        self.receiver = Receiver()
+        self.receiver = WebhookReceiver(SECRET)
         self.writer = InfluxV1Writer(InfluxV1Config(url=influxdb.url, database=name))
         # Event time runs from four hours ago; the runner's clock is the feed's clock.
         self.start = (time.time_ns() // H - 4) * H
@@ -154,7 +126,7 @@ notifiers:
             await self.terminal_task
         await self.terminals.client.close()
         await self.writer.close()
-        await self.receiver.runner.cleanup()
+        await self.receiver.close()
 
     async def collect(self, gateways: tuple[str, ...], pm10: float) -> None:
         batch = []

@@ -19,7 +19,6 @@ times printed here are the ones in docs/alerts.md.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Callable
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from cityedge.mqtt import MqttClient, MqttOptions
 from cityedge.uplink import Batch, Topics, WireReading, encode_batch
@@ -40,6 +38,7 @@ from collector.lineprotocol import Point
 from simulators.services import InfluxDB, Mosquitto
 from tests.helpers import Proc, rows, wait_for, write_yaml
 from tests.tcp_proxy import CuttableProxy
+from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -53,32 +52,6 @@ RULES = """rules:
     above: 100
     clear: 50
 """
-
-
-class Receiver:
-    """The ops team's webhook endpoint; each collector posts to its own path."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []  # (collector, body)
-
-    async def hook(self, request: web.Request) -> web.Response:
-        self.events.append((request.match_info["who"], json.loads(await request.read())))
-        return web.Response(status=204)
-
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_post("/hook/{who}", self.hook)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://127.0.0.1:{port}/hook"
-
-    def states(self, who: str | None = None) -> list[tuple[str, str, int]]:
-        """(state, alert id, event seq) of every notification, from one collector or all."""
-        return [(e["state"], e["alert_id"], e["seq"]) for w, e in self.events
-                if who is None or w == who]
 
 
 async def until(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> float:
@@ -133,7 +106,7 @@ async def watch_the_leases(a: AlertRunner, b: AlertRunner) -> tuple[float, float
 
 
 async def clean_shutdown_hands_over(leader: AlertRunner, standby: AlertRunner,
-                                    readings: Readings, receiver: Receiver) -> None:
+                                    readings: Readings, receiver: WebhookReceiver) -> None:
     """The leader shuts down cleanly: the standby takes over at once, from its last save."""
     assert isinstance(standby.lease, MqttLease)
     election = standby.lease.election
@@ -172,7 +145,7 @@ def test_a_silent_leader_stops_before_the_standby_takes_over_and_never_notifies_
 
 
 async def silent_leader(tmp: Path, mosquitto: Mosquitto, prefix: str) -> None:
-    receiver = Receiver()
+    receiver = WebhookReceiver()
     hook = await receiver.start()
     proxy = CuttableProxy(mosquitto.address)
     proxy.start()
@@ -212,7 +185,7 @@ async def silent_leader(tmp: Path, mosquitto: Mosquitto, prefix: str) -> None:
         readings.send(150)  # a new episode: b alone notifies it
         await until(lambda: len(receiver.states()) == 3, "the second episode")
         await asyncio.sleep(1.0)
-        assert [w for w, _ in receiver.events] == ["a", "b", "b"]
+        assert [w for w, _ in receiver.posts] == ["a", "b", "b"]
         assert not a.leader and a.stats.standby_points >= 3
 
         await clean_shutdown_hands_over(b, a, readings, receiver)
@@ -220,7 +193,7 @@ async def silent_leader(tmp: Path, mosquitto: Mosquitto, prefix: str) -> None:
         await b.close()
         await a.close()
         proxy.close()
-        await receiver.runner.cleanup()
+        await receiver.close()
 
 
 # -- kill -9, two collector processes ----------------------------------------------------
@@ -273,7 +246,7 @@ def test_kill_9_of_the_leader_hands_its_open_alert_to_the_other_collector(
 
 
 async def killed_leader(tmp: Path, mosquitto: Mosquitto, influxdb: InfluxDB, name: str) -> None:
-    receiver = Receiver()
+    receiver = WebhookReceiver()
     hook = await receiver.start()
     gateway = Gateway(mosquitto, name)
     gateway.client.start()
@@ -324,7 +297,7 @@ async def killed_leader(tmp: Path, mosquitto: Mosquitto, influxdb: InfluxDB, nam
             if p.alive():
                 p.kill()
         await gateway.client.close()
-        await receiver.runner.cleanup()
+        await receiver.close()
     wait_for(lambda: bool(rows(influxdb, name, "SELECT * FROM alerts")), 10, "alert points")
     got = rows(influxdb, name, "SELECT * FROM alerts ORDER BY time")
     assert [(r["state"], r["alert_id"]) for r in got] == [("firing", alert_id),
