@@ -38,6 +38,10 @@ class Lease(Protocol):
         """(rank, holder) for the versions of handed-over state; None: nothing handed over."""
         ...
 
+    def note_rank(self, rank: int) -> None:
+        """A rank from our own files: a term we stand for later must rank above it."""
+        ...
+
     async def start(self) -> None: ...
 
     def poll(self) -> None:
@@ -99,6 +103,9 @@ class FileLease:
             return ""
 
     # -- the Lease interface -------------------------------------------------------------
+    def note_rank(self, rank: int) -> None:
+        return None  # no terms: the processes share their files
+
     async def start(self) -> None:
         self.try_acquire()
 

@@ -87,8 +87,14 @@ class MqttLease:
 
     @property
     def term(self) -> tuple[int, str] | None:
-        """The rank we stand (or last stood) with: the first part of our state's version."""
+        """The rank we stand (or last stood) with. The runner takes it once, when it takes
+        over, and versions every save of that term with it: after a step-down the
+        election stands again at once with a higher rank, which is not the term those
+        saves belong to."""
         return None if self._last_rank is None else (self._last_rank, self.holder)
+
+    def note_rank(self, rank: int) -> None:
+        self.election.note_rank(rank)
 
     async def start(self, wait: float = START_WAIT_S) -> None:
         c = self.config

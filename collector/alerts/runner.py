@@ -103,6 +103,10 @@ class AlertRunner:
         self._leading = self.lease is None
         self._closing = False
         self._saves = 0  # this process's saves: the n of a handed-over state's version
+        # (rank, holder) of the lease term whose engine we hold, taken when we took over:
+        # every save of that engine, a step-down's and the last one included, is
+        # versioned with it, never with a later candidacy's rank.
+        self._term: tuple[int, str] | None = None
         self._stepdown_save = False
         self.started = False
 
@@ -127,6 +131,7 @@ class AlertRunner:
         if self.lease is None:
             self._restore(*self._load_local())
         else:
+            self._note_local_rank()
             await self.lease.start()
             if not self._check_lease():
                 log.info("alerts: standing by; %s", self.lease.describe())
@@ -152,6 +157,17 @@ class AlertRunner:
             # A state file we cannot read must not keep the collector down.
             log.error("alerts: starting without saved state: %s", exc)
             return None, None
+
+    def _note_local_rank(self) -> None:
+        """Our files' version ranks below any term we stand for, whatever the clock says."""
+        assert self.lease is not None
+        try:
+            alerts = self.store.load_alerts()
+        except UsageError:
+            return  # reported when (if) we take over
+        local = Version.from_dict(alerts.get("handover")) if alerts else None
+        if local is not None:
+            self.lease.note_rank(local.rank)
 
     def _restore(self, alerts: dict[str, Any] | None, stats: dict[str, Any] | None) -> None:
         self.engine = Engine(self.loaded.rules)
@@ -186,6 +202,7 @@ class AlertRunner:
         """The newest state: the local files, or the one handed over through the broker."""
         assert self.lease is not None
         self.stats.takeovers += 1
+        self._term = self.lease.term
         alerts, stats = self._load_local()
         source = str(self.store.dir)
         remote = self.lease.handed_over()
@@ -324,7 +341,7 @@ class AlertRunner:
         leading = self._leading  # a step-down save is kept locally, never handed over
         self._dirty_since = None
         self._stepdown_save = False
-        term = self.lease.term if self.lease is not None else None
+        term = self._term
         version: Version | None = None
         if term is not None:
             self._saves += 1

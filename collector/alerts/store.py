@@ -85,14 +85,16 @@ class StateStore:
         AtomicJSONStorage(self.alerts_path).write(doc)
 
     def load(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        return self.load_alerts(), self.load_stats()
+
+    def load_alerts(self) -> dict[str, Any] | None:
+        """The lifecycle file (small), or None when there is none; UsageError if unreadable."""
         try:
             doc = AtomicJSONStorage(self.alerts_path).read()
-            stats = (json.loads(self.stats_path.read_text(encoding="utf-8"))
-                     if self.stats_path.exists() else None)
         except (ValueError, OSError) as exc:
             raise UsageError(f"cannot read alert state in {self.dir}: {exc}") from None
         if doc is None:
-            return None, stats
+            return None
         meta: dict[str, Any] = next(iter(doc.get("meta", {}).values()), {})
         alerts = {
             "version": meta.get("version"),
@@ -104,7 +106,16 @@ class StateStore:
         }
         if "handover" in meta:
             alerts["handover"] = meta["handover"]
-        return alerts, stats
+        return alerts
+
+    def load_stats(self) -> dict[str, Any] | None:
+        """The statistics file (tens of megabytes for a city), or None; UsageError if unreadable."""
+        try:
+            stats: dict[str, Any] | None = (json.loads(self.stats_path.read_text(encoding="utf-8"))
+                                            if self.stats_path.exists() else None)
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"cannot read alert state in {self.dir}: {exc}") from None
+        return stats
 
     def db(self) -> TinyDB:
         """The alert state as a TinyDB database, for reading (``edge-collector alerts list``)."""

@@ -90,6 +90,14 @@ def open_on_the_broker(standby: AlertRunner) -> int:
     return found[0].open_alerts if found is not None else -1
 
 
+def saved_on_the_broker(standby: AlertRunner, leader: AlertRunner) -> int:
+    """When the newest state message the standby has was saved, if the leader saved it."""
+    assert isinstance(standby.lease, MqttLease) and isinstance(leader.lease, MqttLease)
+    found = standby.lease.handed_over()
+    ok = found is not None and found[0].version.holder == leader.lease.holder
+    return found[0].saved_ns if found is not None and ok else 0
+
+
 async def watch_the_leases(a: AlertRunner, b: AlertRunner) -> tuple[float, float]:
     """Seconds until a's lease lapsed and until b's began; never both held at once."""
     assert a.lease is not None and b.lease is not None
@@ -193,6 +201,66 @@ async def silent_leader(tmp: Path, mosquitto: Mosquitto, prefix: str) -> None:
         await b.close()
         await a.close()
         proxy.close()
+        await receiver.close()
+
+
+async def poker(mosquitto: Mosquitto, prefix: str) -> MqttClient:
+    """Another client on the broker (an operator's mosquitto_pub, a peer's bug)."""
+    client = MqttClient(MqttOptions("127.0.0.1", mosquitto.port, f"poker-{prefix[-12:]}",
+                                    clean_start=True))
+    client.start()
+    await client.wait_connected(5)
+    return client
+
+
+def test_a_step_down_save_does_not_outrank_the_next_leaders_hand_over(
+        tmp_path: Path, mosquitto: Mosquitto, unique_name: str) -> None:
+    asyncio.run(asyncio.wait_for(step_down(tmp_path, mosquitto, f"test/{unique_name}"), 60))
+
+
+async def step_down(tmp: Path, mosquitto: Mosquitto, prefix: str) -> None:
+    """a's candidacy is emptied under it: it steps down, saves its state locally and stands
+    again at once, with a rank above b's. That save belongs to a's first term: when b has
+    resolved the alert and leaves, a restores b's hand-over, not its own older files."""
+    receiver = WebhookReceiver()
+    hook = await receiver.start()
+    a = runner(tmp, "a", mosquitto.port, prefix, hook)
+    b = runner(tmp, "b", mosquitto.port, prefix, hook)
+    await a.start()
+    await b.start()
+    other = await poker(mosquitto, prefix)
+    try:
+        assert (a.leader, b.leader) == (True, False)
+        readings = Readings([a, b])
+        readings.send(120)
+        await until(lambda: receiver.states() != [], "the firing notification")
+        [(_, alert_id, seq)] = receiver.states("a")
+        await until(lambda: open_on_the_broker(b) == 1, "a's state on the broker, as b sees it")
+
+        assert isinstance(a.lease, MqttLease)
+        other.publish(Topics(prefix).alert_lease(a.lease.holder), b"", qos=1, retain=True)
+        await until(lambda: b.leader, "b to take over")
+        await until(lambda: a.stats.stepdowns == 1, "a to step down")
+        saves = a.stats.saves
+        await until(lambda: a.stats.saves > saves, "a's step-down save")
+
+        readings.send(40)  # b resolves
+        await until(lambda: len(receiver.states()) == 2, "the resolved notification")
+        since = time.time_ns()
+        await b.save()
+        await until(lambda: saved_on_the_broker(a, b) >= since,
+                    "b's latest save on the broker, as a sees it")
+        await b.close()  # a takes over: b's hand-over is newer than a's step-down save
+        await until(lambda: a.leader, "a to take over again")
+        assert len(a.engine.open) == 0
+        readings.runners = [a]
+        readings.send(40)
+        await asyncio.sleep(1.5)
+        assert receiver.states() == [("firing", alert_id, seq), ("resolved", alert_id, seq + 1)]
+    finally:
+        await b.close()
+        await a.close()
+        await other.close()
         await receiver.close()
 
 

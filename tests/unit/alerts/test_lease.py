@@ -9,6 +9,7 @@ moment do two candidates lead, and once the faults stop one leads.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -368,6 +369,7 @@ class ScriptedLease:
         self.on_change: Callable[[], None] | None = None
         self.is_held = False
         self.published: list[Version] = []
+        self.noted: list[int] = []
 
     @property
     def held(self) -> bool:
@@ -377,10 +379,15 @@ class ScriptedLease:
     def term(self) -> tuple[int, str] | None:
         return (self.rank, self.holder)
 
-    def give(self, held: bool) -> None:
+    def give(self, held: bool, *, rank: int | None = None) -> None:
+        """Give or take the lease; rank: the candidacy stands again at once with this one."""
         self.is_held = held
+        self.rank = self.rank if rank is None else rank
         if self.on_change is not None:
             self.on_change()
+
+    def note_rank(self, rank: int) -> None:
+        self.noted.append(rank)
 
     async def start(self) -> None:
         return None
@@ -408,8 +415,9 @@ class ScriptedLease:
 def scripted(tmp: Path, broker: Broker, who: str, rank: int) -> AlertRunner:
     base = tmp / who
     base.mkdir(exist_ok=True)
+    # The clock stays at the scenario's start: only the readings move the engines' time.
     return AlertRunner(setup(base, "  - {type: capture}\n", "lease: mqtt\n"),
-                       lease=ScriptedLease(broker, who, rank))
+                       lease=ScriptedLease(broker, who, rank), clock=lambda: at("03-04 10:00"))
 
 
 def lease_of(runner: AlertRunner) -> ScriptedLease:
@@ -472,6 +480,62 @@ def test_the_local_files_win_when_they_are_as_new_and_a_step_down_saves_them(
         assert f"restoring state from {a.store.dir}" in caplog.text
         assert len(a.engine.open) == 1
         await a.close()
+
+    run(scenario())
+
+
+def saved_version(runner: AlertRunner) -> Version | None:
+    alerts, _ = runner.store.load()
+    return Version.from_dict(alerts.get("handover")) if alerts else None
+
+
+def test_a_step_down_save_keeps_its_term_so_a_newer_hand_over_wins(tmp_path: Path) -> None:
+    """The /tmp/rv/stepdown.py scenario: a loses the lease and stands again at once with a
+    higher rank than b's; its step-down save must not outrank b's later hand-over."""
+    async def scenario() -> None:
+        broker = Broker()
+        a, b = scripted(tmp_path, broker, "a", 10), scripted(tmp_path, broker, "b", 20)
+        lease_of(a).is_held = True
+        await a.start()
+        await b.start()
+        for r in (a, b):
+            heat(r, "03-04 10:00", [11, 11, 11])
+        await until(lambda: len(capture(a).sent) == 1, "a's firing notification")
+        await a.save()
+        lease_of(a).give(False, rank=30)  # emptied under it: a stands again behind b
+        lease_of(b).give(True)
+        await until(lambda: b.leader, "b to take over")
+        await until(lambda: a.stats.saves == 2, "a's step-down save")
+        assert saved_version(a) == Version(10, "a", 2)  # the term it held, not its new rank
+        heat(b, "03-04 10:03", [12, 9])
+        await until(lambda: len(capture(b).sent) == 1, "b's resolved notification")
+        await b.save()
+        assert broker.retained is not None and broker.retained[0].version.holder == "b"
+        lease_of(b).give(False, rank=40)
+        lease_of(a).give(True)  # b's save is newer than a's files: a restores it
+        await until(lambda: a.leader, "a to take over again")
+        assert len(a.engine.open) == 0
+        heat(a, "03-04 10:05", [9, 8])
+        await asyncio.sleep(0.3)
+        assert [e.state for e in capture(a).sent + capture(b).sent] == ["firing", "resolved"]
+        await a.close()
+        await b.close()
+
+    run(scenario())
+
+
+def test_a_restarted_collector_notes_its_files_rank_before_it_stands(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        broker = Broker()
+        first = scripted(tmp_path, broker, "a", 10**20)
+        lease_of(first).is_held = True
+        await first.start()
+        await first.save()
+        await first.close()
+        again = scripted(tmp_path, broker, "a", 5)  # its clock went back
+        await again.start()
+        assert lease_of(again).noted == [10**20]
+        await again.close()
 
     run(scenario())
 
