@@ -126,7 +126,7 @@ def decode(holder: str, payload: bytes) -> LeaseMessage:
         return Withdrawn(holder)
     try:
         doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
         raise LeaseWireError("not JSON") from None
     if not isinstance(doc, dict) or doc.get("v") != WIRE_VERSION:
         raise LeaseWireError(f"not a version {WIRE_VERSION} lease message")

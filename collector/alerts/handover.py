@@ -77,10 +77,11 @@ def encode_state(alerts: dict[str, Any], version: Version, saved_ns: int) -> byt
 
 
 def decode_header(payload: bytes) -> Header:
+    """The header line; raises HandoverError, never anything else."""
     line, newline, _ = payload.partition(b"\n")
     try:
         head = json.loads(line) if newline else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
         head = None
     if not isinstance(head, dict) or head.get("format") != FORMAT:
         raise HandoverError(f"not a format {FORMAT} alert state message")
@@ -96,7 +97,7 @@ def decode_alerts(payload: bytes) -> dict[str, Any]:
     decode_header(payload)
     try:
         alerts = json.loads(zlib.decompress(payload.partition(b"\n")[2]))
-    except (zlib.error, ValueError, UnicodeDecodeError) as exc:
+    except (zlib.error, ValueError, RecursionError) as exc:
         raise HandoverError(f"alert state body unreadable: {exc}") from None
     if not isinstance(alerts, dict):
         raise HandoverError("alert state body is not a mapping")

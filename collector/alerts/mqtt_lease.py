@@ -217,19 +217,27 @@ class MqttLease:
         assert self.client is not None
         while True:
             message = await self.client.get()
-            if message.generation == self._generation:  # else from a connection already gone
+            if message.generation != self._generation:
+                continue  # from a connection already gone
+            try:
                 self.handle(message)
+            except Exception:  # a message we failed on must not stop the lease: count, go on
+                self.stats.bad_messages += 1
+                log.exception("alerts: a lease message on %s failed", message.topic)
 
     async def _timer_loop(self) -> None:
         assert self.client is not None
         period = min(1.0, max(0.05, self.election.refresh_every / 4))
         while True:
             await asyncio.sleep(period)
-            if not self.client.connected.is_set() and self.election.phase in (Phase.PROBING,
-                                                                              Phase.STANDING):
-                self.election.disconnected()
-            self._send(self.election.tick(self.monotonic()))
-            self._changed()
+            try:
+                if not self.client.connected.is_set() and self.election.phase in (
+                        Phase.PROBING, Phase.STANDING):
+                    self.election.disconnected()
+                self._send(self.election.tick(self.monotonic()))
+                self._changed()
+            except Exception:  # one bad tick must not stop the lease (nor the next takeover)
+                log.exception("alerts: lease tick failed")
 
     def _send(self, messages: list[LeaseMessage]) -> None:
         if self.client is None:

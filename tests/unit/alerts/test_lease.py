@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,14 +73,21 @@ def test_every_message_round_trips(message: Any) -> None:
     (b'{"v": 1, "holder": "c-1", "rank": true, "beat": 0}', "rank must be a count"),
     (b'{"v": 1, "holder": "c-1", "rank": 1}', "beat must be a count"),
     (b'{"v": 1, "holder": "c-1", "probe": "x"}', "probe must be a count"),
+    (b"[" * 100_000, "not JSON"), (b'{"v": ' * 100_000, "not JSON"),  # deeper than the stack
 ])
 def test_bad_messages_say_why(payload: bytes, why: str) -> None:
     with pytest.raises(LeaseWireError, match=why):
         decode("c-1", payload)
 
 
-@given(st.binary(max_size=200) | st.from_regex(rb'\{"v": ?1, "holder": "c-1".{0,40}\}',
-                                              fullmatch=True))
+# Nested deeper than Python's stack: json raises RecursionError (/tmp/rv/garbage.py).
+deep = st.builds(lambda n, opener, tail: opener * n + tail, st.integers(500, 5_000),
+                 st.sampled_from([b"[", b'{"v": ', b'{"v": 1, "holder": "c-1", "rank": ']),
+                 st.binary(max_size=20))
+
+
+@given(st.binary(max_size=200) | deep | st.from_regex(rb'\{"v": ?1, "holder": "c-1".{0,40}\}',
+                                                     fullmatch=True))
 def test_any_bytes_decode_or_raise_lease_wire_error(payload: bytes) -> None:
     try:
         message = decode("c-1", payload)
@@ -339,6 +347,36 @@ def test_a_bad_state_message_raises_handover_error(payload: bytes) -> None:
         decode_alerts(payload)
 
 
+HEAD = (b'{"format": 1, "holder": "a", "rank": 1, "n": 0, "saved_ns": 0, "open_alerts": 0}'
+        b"\n")
+# The header deeper than the stack, a body that inflates to JSON deeper than the stack,
+# a torn or garbled body after a good header, or any bytes at all.
+state_payloads = (
+    st.binary(max_size=300)
+    | st.builds(lambda n, tail: b"[" * n + tail + b"\n", st.integers(500, 5_000),
+                st.binary(max_size=20))
+    | st.builds(lambda n, tail: HEAD + zlib.compress(b"[" * n + tail), st.integers(500, 5_000),
+                st.binary(max_size=20))
+    | st.builds(lambda body, cut, junk: HEAD + zlib.compress(body)[:cut] + junk,
+                st.binary(max_size=200), st.integers(0, 300), st.binary(max_size=10)))
+
+
+@given(state_payloads)
+def test_any_bytes_on_the_state_topic_decode_or_raise_handover_error(payload: bytes) -> None:
+    for decoder in (decode_header, decode_alerts):
+        try:
+            decoded = decoder(payload)
+        except HandoverError:
+            continue
+        assert isinstance(decoded, Header | dict)
+
+
+@pytest.mark.parametrize("payload", [b"[" * 100_000 + b"\n", HEAD + zlib.compress(b"[" * 100_000)])
+def test_a_state_nested_deeper_than_the_stack_raises_handover_error(payload: bytes) -> None:
+    with pytest.raises(HandoverError):
+        decode_alerts(payload)
+
+
 def test_which_state_is_newer() -> None:
     older, newer = Version(5, "a", 9), Version(6, "b", 0)
     assert remote_is_newer(newer, older) and not remote_is_newer(older, newer)
@@ -586,3 +624,14 @@ def test_the_adapter_keeps_the_newest_state_and_counts_what_it_cannot_read() -> 
     lease.handle(message(state, b""))  # emptied by hand: nothing to hand over
     assert lease.handed_over() is None
     assert not lease.held and lease.term is None
+
+
+def test_the_adapter_survives_messages_nested_deeper_than_the_stack() -> None:
+    lease = MqttLease(MqttSourceConfig(topic_prefix="p"), "c-1")
+    good = encode_state(ALERTS, Version(6, "b", 0), saved_ns=2)
+    lease.handle(message(lease.topics.alert_state(), good))
+    for topic in (lease.topics.alert_state(), lease.topics.alert_lease("x")):
+        lease.handle(message(topic, b"[" * 100_000 + b"\n"))
+    lease.handle(message(lease.topics.alert_state(), HEAD + zlib.compress(b"[" * 100_000)))
+    assert lease.stats.bad_messages == 2
+    assert lease.handed_over() is not None
