@@ -16,12 +16,17 @@ same version is kept in ``alerts.json``, so a new leader can tell whether its
 own files or the broker's message are newer. Window statistics are not
 handed over (tens of megabytes for a city); a takeover from the broker's
 message starts them empty and they refill.
+
+A header is only a claim: a standby keeps the few newest messages (``keep``),
+and a takeover restores the newest one that decodes and restores, else its
+own files. The body is inflated to a bounded size (``MAX_STATE_JSON_BYTES``).
 """
 
 from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +38,16 @@ FORMAT = 1
 # message is passed on but not retained), leaving room for the topic and the
 # packet's own header. Mosquitto, HiveMQ and VerneMQ allow far more by default.
 MAX_STATE_BYTES = 960_000
+# The alerts' JSON, before compression: the most a state message may inflate to.
+# The bench fleet with every sensor in alarm (10,000 sensors, 6,244 open
+# alerts, docs/alerts.md) made 5.5 MB, 430 KB compressed; at that ratio
+# MAX_STATE_BYTES holds 12 MB. Unbounded, a 778 KB message built to inflate
+# (a zlib bomb) took 6 s and 1.6 GB to read. A leader hands over no more.
+MAX_STATE_JSON_BYTES = 16 * 2**20
 COMPRESS_LEVEL = 6
+# State messages a standby keeps for a takeover, newest first: the newest may
+# not decode or restore (a bug, a forged header), and an older one still can.
+KEEP_STATES = 3
 
 
 class HandoverError(AlertError):
@@ -70,9 +84,13 @@ class Header:
 
 
 def encode_state(alerts: dict[str, Any], version: Version, saved_ns: int) -> bytes:
+    """The state message; HandoverError if its JSON is over MAX_STATE_JSON_BYTES."""
     head = {"format": FORMAT, **version.as_dict(), "saved_ns": saved_ns,
             "open_alerts": len(alerts.get("groups", []))}
     body = json.dumps(alerts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if len(body) > MAX_STATE_JSON_BYTES:
+        raise HandoverError(f"alert state of {len(body)} bytes of JSON is over the "
+                            f"{MAX_STATE_JSON_BYTES}-byte limit for a hand-over")
     return json.dumps(head).encode() + b"\n" + zlib.compress(body, COMPRESS_LEVEL)
 
 
@@ -93,15 +111,42 @@ def decode_header(payload: bytes) -> Header:
 
 
 def decode_alerts(payload: bytes) -> dict[str, Any]:
-    """The alerts part; raises HandoverError, never anything else."""
+    """The alerts part; raises HandoverError, never anything else.
+
+    It inflates at most MAX_STATE_JSON_BYTES and parses them: up to a few
+    hundred milliseconds, so the runner calls it off the event loop.
+    """
     decode_header(payload)
+    inflater = zlib.decompressobj()
     try:
-        alerts = json.loads(zlib.decompress(payload.partition(b"\n")[2]))
-    except (zlib.error, ValueError, RecursionError) as exc:
+        body = inflater.decompress(payload.partition(b"\n")[2], MAX_STATE_JSON_BYTES + 1)
+    except zlib.error as exc:
+        raise HandoverError(f"alert state body unreadable: {exc}") from None
+    if len(body) > MAX_STATE_JSON_BYTES:
+        raise HandoverError(f"alert state body inflates past {MAX_STATE_JSON_BYTES} bytes")
+    if not inflater.eof:
+        raise HandoverError("alert state body unreadable: incomplete or truncated stream")
+    try:
+        alerts = json.loads(body)
+    except (ValueError, RecursionError) as exc:
         raise HandoverError(f"alert state body unreadable: {exc}") from None
     if not isinstance(alerts, dict):
         raise HandoverError("alert state body is not a mapping")
     return alerts
+
+
+def keep(states: Sequence[tuple[Header, bytes]], header: Header,
+         payload: bytes) -> list[tuple[Header, bytes]]:
+    """The states to keep once this one has come: the KEEP_STATES newest, newest first.
+
+    By version, not by arrival: a deposed leader's late save, retained after the
+    newer one, does not displace it. Whether a state decodes and restores is
+    known only at a takeover, which tries them newest first.
+    """
+    if any(h.version == header.version for h, _ in states):
+        return list(states)  # the same save again
+    return sorted([*states, (header, payload)], key=lambda s: s[0].version,
+                  reverse=True)[:KEEP_STATES]
 
 
 def remote_is_newer(remote: Version | None, local: Version | None) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -50,7 +50,9 @@ class Lease(Protocol):
 
     def describe(self) -> str: ...
 
-    def handed_over(self) -> tuple[Header, bytes] | None: ...
+    def handed_over(self) -> Sequence[tuple[Header, bytes]]:
+        """Alert state messages from the broker, newest first (none for a file lease)."""
+        ...
 
     def publish_state(self, payload: bytes, version: Version) -> bool: ...
 
@@ -115,8 +117,8 @@ class FileLease:
     def describe(self) -> str:
         return f"file lease {self.path}, held by {self.holder_text() or 'nobody'}"
 
-    def handed_over(self) -> tuple[Header, bytes] | None:
-        return None
+    def handed_over(self) -> Sequence[tuple[Header, bytes]]:
+        return ()
 
     def publish_state(self, payload: bytes, version: Version) -> bool:
         return False

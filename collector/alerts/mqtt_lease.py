@@ -7,7 +7,7 @@ empties our candidacy), subscribes to the alert state and to every
 candidacy, feeds the election what arrives, publishes what the election
 returns (QoS 0: a lost message is covered by the next refresh, and nothing
 stale is resent after a reconnect), ticks it, and keeps the newest alert
-state message for a takeover (collector/alerts/handover.py).
+state messages for a takeover (collector/alerts/handover.py).
 """
 
 from __future__ import annotations
@@ -32,7 +32,14 @@ from collector.alerts.election import (
     encode,
 )
 from collector.alerts.errors import UsageError
-from collector.alerts.handover import MAX_STATE_BYTES, HandoverError, Header, Version, decode_header
+from collector.alerts.handover import (
+    MAX_STATE_BYTES,
+    HandoverError,
+    Header,
+    Version,
+    decode_header,
+    keep,
+)
 from collector.alerts.mqtt_feed import BrokerConfig
 
 log = logging.getLogger(__name__)
@@ -74,7 +81,7 @@ class MqttLease:
         self._generation = -1
         self._was_held = False
         self._last_rank: int | None = None
-        self._state: tuple[Header, bytes] | None = None
+        self._states: list[tuple[Header, bytes]] = []  # newest first (handover.keep)
         self._published: tuple[Version, bytes] | None = None
         self._released: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -127,9 +134,10 @@ class MqttLease:
                 f"{self.election.phase.value}, leader {self.election.leader(now) or '?'}, "
                 f"other candidates {', '.join(others) or 'none'}")
 
-    def handed_over(self) -> tuple[Header, bytes] | None:
-        """The newest alert state message seen on the broker, if any."""
-        return self._state
+    def handed_over(self) -> list[tuple[Header, bytes]]:
+        """The newest alert state messages seen on the broker (their headers read), newest
+        first; a takeover restores the first one that decodes and restores."""
+        return list(self._states)
 
     def publish_state(self, payload: bytes, version: Version) -> bool:
         """Retain our alert state for the next leader; only while we hold the lease."""
@@ -190,7 +198,7 @@ class MqttLease:
 
     def _on_state(self, payload: bytes) -> None:
         if not payload:
-            self._state = None  # emptied by hand: there is nothing to hand over
+            self._states = []  # emptied by hand: there is nothing to hand over
             return
         try:
             header = decode_header(payload)
@@ -199,8 +207,7 @@ class MqttLease:
             log.warning("alerts: ignoring the alert state message: %s", exc)
             return
         self.election.note_rank(header.version.rank)
-        if self._state is None or header.version >= self._state[0].version:
-            self._state = (header, payload)
+        self._states = keep(self._states, header, payload)
         mine = self._published
         if mine is not None and header.version < mine[0] and self.held and self.client:
             # A deposed leader's late save replaced ours: put ours back.

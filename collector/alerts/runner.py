@@ -199,27 +199,38 @@ class AlertRunner:
         self._check_lease()  # take over (or step down) now, not at the next reading or tick
 
     def _take_over(self) -> None:
-        """The newest state: the local files, or the one handed over through the broker."""
+        """The newest state: the local files, or one handed over through the broker."""
         assert self.lease is not None
         self.stats.takeovers += 1
         self._term = self.lease.term
         alerts, stats = self._load_local()
-        source = str(self.store.dir)
-        remote = self.lease.handed_over()
-        if remote is not None:
-            header, payload = remote
-            local = Version.from_dict(alerts.get("handover")) if alerts else None
-            if remote_is_newer(header.version, local):
-                try:
-                    alerts, stats = decode_alerts(payload), None  # windows refill
-                    v = header.version
-                    source = f"the broker ({v.holder}'s save {v.n}, {header.open_alerts} open)"
-                except HandoverError as exc:
-                    log.error("alerts: the handed-over state is unusable, using %s: %s",
-                              source, exc)
-        log.warning("alerts: took over the lease; restoring state from %s", source)
-        self._restore(alerts, stats)
+        local = Version.from_dict(alerts.get("handover")) if alerts else None
+        for header, payload in self.lease.handed_over():  # newest first
+            if not remote_is_newer(header.version, local):
+                break
+            v = header.version
+            try:
+                self.engine = self._restored(decode_alerts(payload), None)  # windows refill
+            except Exception as exc:  # whatever it holds, a bad message falls back
+                log.error("alerts: the handed-over state (%s's save %d) is unusable: %s",
+                          v.holder, v.n, exc)
+                continue
+            log.warning("alerts: took over the lease; restoring state from the broker "
+                        "(%s's save %d, %d open)", v.holder, v.n, header.open_alerts)
+            break
+        else:
+            log.warning("alerts: took over the lease; restoring state from %s", self.store.dir)
+            self._restore(alerts, stats)
         self._dirty_since = 0.0  # save (and hand over) under our own version at once
+
+    def _restored(self, alerts: dict[str, Any] | None,
+                  stats: dict[str, Any] | None) -> Engine:
+        """A new engine holding the saved state; raises whatever bad state makes restore()
+        raise."""
+        engine = Engine(self.loaded.rules)
+        for warning in restore(engine, alerts, stats):
+            log.warning("alerts: %s", warning)
+        return engine
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop ticking, save state, release the lease, give queued notifications up to
@@ -360,7 +371,11 @@ class AlertRunner:
         await asyncio.to_thread(self.store.save, alerts, stats)
         self.stats.saves += 1
         if version is not None and self.lease is not None and leading and self._check_lease():
-            payload = await asyncio.to_thread(encode_state, alerts, version, time.time_ns())
+            try:
+                payload = await asyncio.to_thread(encode_state, alerts, version, time.time_ns())
+            except HandoverError as exc:
+                log.warning("alerts: %s; not handed over (a takeover restores an older one)", exc)
+                return
             self.lease.publish_state(payload, version)  # only if we still hold it
 
     async def _tick_loop(self) -> None:

@@ -86,16 +86,16 @@ class Readings:
 
 def open_on_the_broker(standby: AlertRunner) -> int:
     """Open alerts in the handed-over state message, as the standby has it."""
-    found = standby.lease.handed_over() if standby.lease is not None else None
-    return found[0].open_alerts if found is not None else -1
+    found = standby.lease.handed_over() if standby.lease is not None else []
+    return found[0][0].open_alerts if found else -1
 
 
 def saved_on_the_broker(standby: AlertRunner, leader: AlertRunner) -> int:
     """When the newest state message the standby has was saved, if the leader saved it."""
     assert isinstance(standby.lease, MqttLease) and isinstance(leader.lease, MqttLease)
     found = standby.lease.handed_over()
-    ok = found is not None and found[0].version.holder == leader.lease.holder
-    return found[0].saved_ns if found is not None and ok else 0
+    ok = bool(found) and found[0][0].version.holder == leader.lease.holder
+    return found[0][0].saved_ns if ok else 0
 
 
 async def watch_the_leases(a: AlertRunner, b: AlertRunner) -> tuple[float, float]:

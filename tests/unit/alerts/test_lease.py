@@ -10,6 +10,7 @@ moment do two candidates lead, and once the faults stop one leads.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import zlib
 from collections.abc import Callable
@@ -37,12 +38,14 @@ from collector.alerts.election import (
 )
 from collector.alerts.handover import (
     MAX_STATE_BYTES,
+    MAX_STATE_JSON_BYTES,
     HandoverError,
     Header,
     Version,
     decode_alerts,
     decode_header,
     encode_state,
+    keep,
     remote_is_newer,
 )
 from collector.alerts.mqtt_lease import MqttLease
@@ -377,6 +380,22 @@ def test_a_state_nested_deeper_than_the_stack_raises_handover_error(payload: byt
         decode_alerts(payload)
 
 
+def test_a_state_that_inflates_past_the_limit_is_refused_unread() -> None:
+    body = b'{"version": 1, "pad": "' + b"0" * MAX_STATE_JSON_BYTES + b'"}'
+    payload = HEAD + zlib.compress(body, 9)
+    assert len(payload) < MAX_STATE_BYTES / 10  # what a small message can inflate to
+    with pytest.raises(HandoverError, match=f"inflates past {MAX_STATE_JSON_BYTES} bytes"):
+        decode_alerts(payload)
+    with pytest.raises(HandoverError, match="over the 16777216-byte limit for a hand-over"):
+        encode_state({"version": 1, "pad": "0" * MAX_STATE_JSON_BYTES}, Version(1, "a", 1), 0)
+
+
+def test_a_torn_body_raises_handover_error() -> None:
+    payload = encode_state(ALERTS, Version(7, "c-1", 3), saved_ns=99)
+    with pytest.raises(HandoverError, match="truncated"):
+        decode_alerts(payload[:-5])
+
+
 def test_which_state_is_newer() -> None:
     older, newer = Version(5, "a", 9), Version(6, "b", 0)
     assert remote_is_newer(newer, older) and not remote_is_newer(older, newer)
@@ -393,10 +412,15 @@ def test_the_size_limit_leaves_room_under_a_1_mb_broker_limit() -> None:
 
 
 class Broker:
-    """The retained alert state message both scripted leases see."""
+    """The alert state messages both scripted leases see, kept as the adapter keeps them."""
 
     def __init__(self) -> None:
+        self.kept: list[tuple[Header, bytes]] = []
         self.retained: tuple[Header, bytes] | None = None
+
+    def publish(self, payload: bytes) -> None:
+        self.retained = (decode_header(payload), payload)
+        self.kept = keep(self.kept, *self.retained)
 
 
 class ScriptedLease:
@@ -436,13 +460,13 @@ class ScriptedLease:
     def describe(self) -> str:
         return f"scripted lease of {self.holder}"
 
-    def handed_over(self) -> tuple[Header, bytes] | None:
-        return self.broker.retained
+    def handed_over(self) -> list[tuple[Header, bytes]]:
+        return self.broker.kept
 
     def publish_state(self, payload: bytes, version: Version) -> bool:
         if not self.is_held:
             return False
-        self.broker.retained = (decode_header(payload), payload)
+        self.broker.publish(payload)
         self.published.append(version)
         return True
 
@@ -578,6 +602,62 @@ def test_a_restarted_collector_notes_its_files_rank_before_it_stands(tmp_path: P
     run(scenario())
 
 
+def forged(body: dict[str, Any] | None = None) -> bytes:
+    """A state message whose header claims to be the newest ever (a bug, or forged)."""
+    head = json.dumps({"format": 1, "holder": "zz", "rank": 10**30, "n": 1, "saved_ns": 0,
+                       "open_alerts": 1}).encode() + b"\n"
+    return head + (zlib.compress(json.dumps(body).encode()) if body else b"not zlib")
+
+
+def test_a_handed_over_state_that_does_not_restore_falls_back_to_the_local_files(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        broker = Broker()
+        a = scripted(tmp_path, broker, "a", 10)
+        lease_of(a).is_held = True
+        await a.start()
+        heat(a, "03-04 10:00", [11, 11, 11])
+        await until(lambda: len(capture(a).sent) == 1, "a's firing notification")
+        await a.save()
+        lease_of(a).give(False)
+        await until(lambda: a.stats.saves == 2, "the step-down save")
+        broker.publish(forged({**ALERTS, "groups": [1]}))  # decodes; restore() refuses it
+        with caplog.at_level("WARNING"):
+            lease_of(a).give(True)
+            await until(lambda: a.leader, "a to take over again")
+        assert "the handed-over state (zz's save 1) is unusable" in caplog.text
+        assert f"restoring state from {a.store.dir}" in caplog.text
+        assert len(a.engine.open) == 1  # not an empty engine
+        await a.close()
+
+    run(scenario())
+
+
+def test_a_takeover_restores_the_newest_state_that_restores(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        broker = Broker()
+        a, b = scripted(tmp_path, broker, "a", 10), scripted(tmp_path, broker, "b", 20)
+        lease_of(a).is_held = True
+        await a.start()
+        await b.start()
+        heat(a, "03-04 10:00", [11, 11, 11])
+        await until(lambda: len(capture(a).sent) == 1, "a's firing notification")
+        await a.save()
+        broker.publish(forged())  # after a's save, with a higher version, and unreadable
+        assert [h.version.holder for h, _ in lease_of(b).handed_over()] == ["zz", "a"]
+        lease_of(a).give(False)
+        with caplog.at_level("WARNING"):
+            lease_of(b).give(True)
+            await until(lambda: b.leader, "b to take over")
+        assert "restoring state from the broker (a's save 1, 1 open)" in caplog.text
+        assert len(b.engine.open) == 1
+        await a.close()
+        await b.close()
+
+    run(scenario())
+
+
 def test_the_lease_setting_reads_the_old_booleans_and_mqtt_needs_a_broker(
         tmp_path: Path) -> None:
     for text, kind in (("true", "file"), ("false", "none"), ("file", "file"), ("mqtt", "mqtt")):
@@ -616,14 +696,28 @@ def test_the_adapter_keeps_the_newest_state_and_counts_what_it_cannot_read() -> 
     newer = encode_state(ALERTS, Version(6, "b", 0), saved_ns=2)
     lease.handle(message(state, newer))
     lease.handle(message(state, encode_state(ALERTS, Version(5, "a", 9), saved_ns=1)))
-    assert lease.handed_over() == (decode_header(newer), newer)
+    older = encode_state(ALERTS, Version(5, "a", 9), saved_ns=1)
+    assert lease.handed_over() == [(decode_header(newer), newer), (decode_header(older), older)]
     assert lease.election.floor == 6  # our next candidacy ranks above its writer's
     lease.handle(message(state, b"junk"))
     lease.handle(message(lease.topics.alert_lease("x"), b"{"))
-    assert lease.stats.bad_messages == 2 and lease.handed_over() is not None
+    assert lease.stats.bad_messages == 2 and len(lease.handed_over()) == 2
     lease.handle(message(state, b""))  # emptied by hand: nothing to hand over
-    assert lease.handed_over() is None
+    assert lease.handed_over() == []
     assert not lease.held and lease.term is None
+
+
+def test_a_forged_header_does_not_hide_the_states_that_come_after_it() -> None:
+    lease = MqttLease(MqttSourceConfig(topic_prefix="p"), "c-1")
+    state = lease.topics.alert_state()
+    lease.handle(message(state, forged()))
+    good = encode_state(ALERTS, Version(6, "b", 0), saved_ns=2)
+    lease.handle(message(state, good))
+    assert [h.version for h, _ in lease.handed_over()] == [Version(10**30, "zz", 1),
+                                                            Version(6, "b", 0)]
+    for n in range(1, 5):  # the few newest are kept, newest first
+        lease.handle(message(state, encode_state(ALERTS, Version(6, "b", n), saved_ns=2)))
+    assert [h.version.n for h, _ in lease.handed_over()] == [1, 4, 3]
 
 
 def test_the_adapter_survives_messages_nested_deeper_than_the_stack() -> None:
@@ -633,5 +727,5 @@ def test_the_adapter_survives_messages_nested_deeper_than_the_stack() -> None:
     for topic in (lease.topics.alert_state(), lease.topics.alert_lease("x")):
         lease.handle(message(topic, b"[" * 100_000 + b"\n"))
     lease.handle(message(lease.topics.alert_state(), HEAD + zlib.compress(b"[" * 100_000)))
-    assert lease.stats.bad_messages == 2
-    assert lease.handed_over() is not None
+    assert lease.stats.bad_messages == 2  # the two whose header is unreadable
+    assert lease.handed_over()[0] == (decode_header(good), good)  # the body: at a takeover
