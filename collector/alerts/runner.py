@@ -9,7 +9,9 @@ With a lease (``lease: file`` or ``lease: mqtt``, lease.py) only the holder
 evaluates and notifies; the others stand by and take over when it goes. The
 lease is checked before every evaluation, so a holder that lost it (a
 partition, say) stops at once; on taking over, the runner restores the newest
-state: its own files, or the one handed over through the broker.
+state: its own files, or one handed over through the broker (takeover.py, off
+the event loop). It evaluates nothing until that state is in: readings fed
+meanwhile are counted as standby points, as before the takeover.
 """
 
 from __future__ import annotations
@@ -29,19 +31,14 @@ from collector.alerts.delivery import Delivery
 from collector.alerts.engine import Engine
 from collector.alerts.errors import UsageError
 from collector.alerts.events import Ack, AlertEvent, Silence, Status
-from collector.alerts.handover import (
-    HandoverError,
-    Version,
-    decode_alerts,
-    encode_state,
-    remote_is_newer,
-)
+from collector.alerts.handover import HandoverError, Version, encode_state
 from collector.alerts.lease import FileLease, Lease
 from collector.alerts.mqtt_feed import BrokerConfig, MqttFeed
 from collector.alerts.mqtt_lease import MqttLease
 from collector.alerts.points import alert_point
-from collector.alerts.snapshot import dump_alerts, dump_stats_text, restore
+from collector.alerts.snapshot import dump_alerts, dump_stats_text
 from collector.alerts.store import StateStore
+from collector.alerts.takeover import newest_state, restored_or_empty
 from collector.lineprotocol import Point
 from collector.notifiers import NotifierContext
 from collector.notifiers.webhook.payload import body
@@ -108,6 +105,8 @@ class AlertRunner:
         # versioned with it, never with a later candidacy's rank.
         self._term: tuple[int, str] | None = None
         self._stepdown_save = False
+        self._restoring: asyncio.Task[None] | None = None  # a takeover restoring state
+        self._save_lock = asyncio.Lock()  # one save at a time, in order
         self.started = False
 
     def _make_lease(self, holder: str, mqtt: BrokerConfig | None) -> Lease | None:
@@ -123,7 +122,8 @@ class AlertRunner:
 
     @property
     def leader(self) -> bool:
-        """We evaluate and notify (as of the last check: every feed, status and tick)."""
+        """We evaluate and notify (as of the last check: every feed, status and tick); not
+        yet while a takeover restores state."""
         return self._leading
 
     # -- lifecycle -----------------------------------------------------------------
@@ -133,7 +133,10 @@ class AlertRunner:
         else:
             self._note_local_rank()
             await self.lease.start()
-            if not self._check_lease():
+            self._check_lease()
+            if self._restoring is not None:
+                await asyncio.wait([self._restoring])  # lead from the start if we can
+            if not self._leading:
                 log.info("alerts: standing by; %s", self.lease.describe())
         context = NotifierContext(gateways=self._gateways, topic_prefix=self.topic_prefix,
                                   log=log)
@@ -170,67 +173,78 @@ class AlertRunner:
             self.lease.note_rank(local.rank)
 
     def _restore(self, alerts: dict[str, Any] | None, stats: dict[str, Any] | None) -> None:
-        self.engine = Engine(self.loaded.rules)
-        try:
-            for warning in restore(self.engine, alerts, stats):
-                log.warning("alerts: %s", warning)
-        except (UsageError, ValueError, KeyError, TypeError) as exc:
-            log.error("alerts: starting without saved state: %s", exc)
-            self.engine = Engine(self.loaded.rules)
+        self._install(restored_or_empty(self.loaded.rules, alerts, stats))
+
+    def _install(self, engine: Engine) -> None:
+        self.engine = engine
         log.info("alerts: evaluating %d rules, %d open alerts", len(self.loaded.rules),
                  len(self.engine.open))
 
     def _check_lease(self) -> bool:
-        """Do we hold the lease now? Takes over (restoring state) or steps down on a change."""
+        """Do we evaluate now? Takes over (restoring state) or steps down on a change.
+
+        While a takeover restores state we hold the lease but do not evaluate yet:
+        what is fed meanwhile is counted as standby points, as before the takeover.
+        """
         if self.lease is None or self._closing:
             return self._leading
         held = self.lease.held
-        if held and not self._leading:
-            self._leading = True
+        if held and not self._leading and self._restoring is None:
             self._take_over()
+        elif not held and self._restoring is not None:
+            self._restoring.cancel()
+            self._restoring = None
+            log.warning("alerts: lost the lease while restoring state; standing by (%s)",
+                        self.lease.describe())
         elif not held and self._leading:
             self._leading = False
             self.stats.stepdowns += 1
             self._stepdown_save = True  # our latest, for our files (not handed over)
             log.warning("alerts: lost the lease; standing by (%s)", self.lease.describe())
-        return held
+        return held and self._leading
 
     def _lease_changed(self) -> None:
         self._check_lease()  # take over (or step down) now, not at the next reading or tick
 
     def _take_over(self) -> None:
-        """The newest state: the local files, or one handed over through the broker."""
+        """Restore the newest state, then lead: at once from the shared files with a lease
+        that hands nothing over (``file``, as at start); off the event loop otherwise."""
         assert self.lease is not None
         self.stats.takeovers += 1
-        self._term = self.lease.term
-        alerts, stats = self._load_local()
-        local = Version.from_dict(alerts.get("handover")) if alerts else None
-        for header, payload in self.lease.handed_over():  # newest first
-            if not remote_is_newer(header.version, local):
-                break
-            v = header.version
-            try:
-                self.engine = self._restored(decode_alerts(payload), None)  # windows refill
-            except Exception as exc:  # whatever it holds, a bad message falls back
-                log.error("alerts: the handed-over state (%s's save %d) is unusable: %s",
-                          v.holder, v.n, exc)
-                continue
-            log.warning("alerts: took over the lease; restoring state from the broker "
-                        "(%s's save %d, %d open)", v.holder, v.n, header.open_alerts)
-            break
-        else:
+        term = self.lease.term
+        if term is None:
             log.warning("alerts: took over the lease; restoring state from %s", self.store.dir)
-            self._restore(alerts, stats)
-        self._dirty_since = 0.0  # save (and hand over) under our own version at once
+            self._restore(*self._load_local())
+            self._lead(None)
+        else:
+            self._restoring = asyncio.create_task(self._restore_newest(term),
+                                                  name="alerts-takeover")
 
-    def _restored(self, alerts: dict[str, Any] | None,
-                  stats: dict[str, Any] | None) -> Engine:
-        """A new engine holding the saved state; raises whatever bad state makes restore()
-        raise."""
-        engine = Engine(self.loaded.rules)
-        for warning in restore(engine, alerts, stats):
-            log.warning("alerts: %s", warning)
-        return engine
+    async def _restore_newest(self, term: tuple[int, str]) -> None:
+        assert self.lease is not None
+        try:
+            if self._stepdown_save:  # the last term's latest first, under that term's version
+                await self.save()
+            async with self._save_lock:  # no save of ours is half-written while we read
+                pass
+            engine, source = await newest_state(self.loaded.rules, self.store,
+                                                self.lease.handed_over())
+        except Exception:  # a bug: stand by, and try again at the next check
+            log.exception("alerts: taking over failed")
+            self._restoring = None
+            return
+        self._restoring = None
+        if self._closing or not self.lease.held:
+            log.warning("alerts: lost the lease while restoring state; standing by")
+            return
+        log.warning("alerts: took over the lease; restoring state from %s", source)
+        self._install(engine)
+        self._lead(term)
+
+    def _lead(self, term: tuple[int, str] | None) -> None:
+        self._term = term
+        self._leading = True
+        self._dirty_since = 0.0  # save (and hand over) under our own version at once
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop ticking, save state, release the lease, give queued notifications up to
@@ -242,9 +256,15 @@ class AlertRunner:
         for t in self._tasks:
             if t.get_name() in ("alerts-tick", "alerts-mqtt"):
                 t.cancel()
-        if self._check_lease() or self._stepdown_save:
-            await self.save()
+        if self._leading:
+            self._check_lease()  # the last check: step down if we lost it
         self._closing = True  # from here on, the lease is neither checked nor taken
+        if self._restoring is not None:  # nothing evaluated yet: nothing new to save
+            self._restoring.cancel()
+            await asyncio.wait([self._restoring])
+            self._restoring = None
+        if self._leading or self._stepdown_save:
+            await self.save()
         if self.lease is not None:
             # Released before the queues drain: a standby takes over at once, and what
             # we queued while we held the lease is still ours to deliver.
@@ -347,36 +367,42 @@ class AlertRunner:
 
         The statistics are dumped in slices with the event loop running in
         between (tens of megabytes for a city); the files are written in a thread.
+        One save runs at a time, so files and hand-overs are written in save order.
         """
-        alerts = dump_alerts(self.engine)
-        leading = self._leading  # a step-down save is kept locally, never handed over
-        self._dirty_since = None
-        self._stepdown_save = False
-        term = self._term
-        version: Version | None = None
-        if term is not None:
-            self._saves += 1
-            version = Version(term[0], term[1], self._saves)
-            alerts["handover"] = version.as_dict()
-        stats: str | None = None
-        if with_stats:
-            steps = dump_stats_text(self.engine)
-            while stats is None:
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    stats = done.value
-                await asyncio.sleep(0)
-            self._last_stats_save = time.monotonic()
-        await asyncio.to_thread(self.store.save, alerts, stats)
-        self.stats.saves += 1
-        if version is not None and self.lease is not None and leading and self._check_lease():
-            try:
-                payload = await asyncio.to_thread(encode_state, alerts, version, time.time_ns())
-            except HandoverError as exc:
-                log.warning("alerts: %s; not handed over (a takeover restores an older one)", exc)
-                return
-            self.lease.publish_state(payload, version)  # only if we still hold it
+        async with self._save_lock:
+            alerts = dump_alerts(self.engine)
+            leading = self._leading  # a step-down save is kept locally, never handed over
+            self._dirty_since = None
+            self._stepdown_save = False
+            term = self._term
+            version: Version | None = None
+            if term is not None:
+                self._saves += 1
+                version = Version(term[0], term[1], self._saves)
+                alerts["handover"] = version.as_dict()
+            stats: str | None = None
+            if with_stats:
+                steps = dump_stats_text(self.engine)
+                while stats is None:
+                    try:
+                        next(steps)
+                    except StopIteration as done:
+                        stats = done.value
+                    await asyncio.sleep(0)
+                self._last_stats_save = time.monotonic()
+            await asyncio.to_thread(self.store.save, alerts, stats)
+            self.stats.saves += 1
+            if version is not None and leading and self._check_lease():
+                await self._hand_over(alerts, version)
+
+    async def _hand_over(self, alerts: dict[str, Any], version: Version) -> None:
+        assert self.lease is not None
+        try:
+            payload = await asyncio.to_thread(encode_state, alerts, version, time.time_ns())
+        except HandoverError as exc:
+            log.warning("alerts: %s; not handed over (a takeover restores an older one)", exc)
+            return
+        self.lease.publish_state(payload, version)  # only if we still hold it
 
     async def _tick_loop(self) -> None:
         while True:
