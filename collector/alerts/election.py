@@ -4,8 +4,9 @@ Each candidate (a collector with ``lease: mqtt``) keeps a retained candidacy on
 ``{prefix}/collectors/alerts/lease/{holder}``, with a last will that clears it,
 and subscribes to everyone's. The live candidacy with the lowest rank leads.
 This module decides; collector/alerts/mqtt_lease.py moves the bytes. Nothing
-here reads a clock: ``now`` (monotonic seconds, for every duration) and
-``wall_ns`` (only to seed a rank) are passed in, as h11 is passed bytes.
+here reads a clock: ``now`` (seconds on a clock that never goes back, for
+every duration; the adapter's counts a suspend too) and ``wall_ns`` (only to
+seed a rank) are passed in, as h11 is passed bytes.
 
 The rules, and why they keep two leaders apart (docs/alerts.md, "Several
 collectors", says the same for operators):

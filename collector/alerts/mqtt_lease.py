@@ -52,6 +52,18 @@ START_WAIT_S = SETTLE_S + 8.0
 RELEASE_WAIT_S = 3.0
 
 
+def boottime() -> float:
+    """Seconds that go on counting while the host is suspended: the lease's clock.
+
+    CLOCK_MONOTONIC stops during a suspend, so a leader suspended past its lead
+    window would resume still leading by its own count, while the broker had
+    dropped it and another collector led. Linux's CLOCK_BOOTTIME counts the
+    suspend; where there is none this is time.monotonic().
+    """
+    clock_id: int | None = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.monotonic() if clock_id is None else time.clock_gettime(clock_id)
+
+
 @dataclass
 class MqttLeaseStats:
     bad_messages: int = 0
@@ -64,7 +76,7 @@ class MqttLease:
     """Implements collector.alerts.lease.Lease over the collectors' broker."""
 
     def __init__(self, config: BrokerConfig, holder: str, *, settle: float = SETTLE_S,
-                 monotonic: Callable[[], float] = time.monotonic,
+                 monotonic: Callable[[], float] = boottime,
                  wall_ns: Callable[[], int] = time.time_ns) -> None:
         self.config = config
         self.topics = Topics(config.topic_prefix)

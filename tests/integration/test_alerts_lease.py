@@ -116,9 +116,10 @@ async def watch_the_leases(a: AlertRunner, b: AlertRunner) -> tuple[float, float
 async def clean_shutdown_hands_over(leader: AlertRunner, standby: AlertRunner,
                                     readings: Readings, receiver: WebhookReceiver) -> None:
     """The leader shuts down cleanly: the standby takes over at once, from its last save."""
-    assert isinstance(standby.lease, MqttLease)
-    election = standby.lease.election
-    await until(lambda: election.settled(time.monotonic()), "the standby's candidacy to settle")
+    lease = standby.lease
+    assert isinstance(lease, MqttLease)
+    await until(lambda: lease.election.settled(lease.monotonic()),
+                "the standby's candidacy to settle")
     notified = len(receiver.events)
     closing = asyncio.create_task(leader.close())  # saves, hands over, then withdraws
     took = await until(lambda: standby.leader, "the standby to take over", timeout=5)

@@ -49,7 +49,7 @@ from collector.alerts.handover import (
     keep,
     remote_is_newer,
 )
-from collector.alerts.mqtt_lease import MqttLease
+from collector.alerts.mqtt_lease import MqttLease, boottime
 from collector.alerts.runner import AlertRunner
 from collector.alerts.snapshot import dump_alerts
 from collector.config import MqttSourceConfig
@@ -783,6 +783,14 @@ def test_a_forged_header_does_not_hide_the_states_that_come_after_it() -> None:
     for n in range(1, 5):  # the few newest are kept, newest first
         lease.handle(message(state, encode_state(ALERTS, Version(6, "b", n), saved_ns=2)))
     assert [h.version.n for h, _ in lease.handed_over()] == [1, 4, 3]
+
+
+def test_the_lease_counts_time_the_host_was_suspended() -> None:
+    """CLOCK_MONOTONIC stops during a suspend: a leader suspended past its lead window
+    would resume leading by its own count while another collector leads."""
+    lease = MqttLease(MqttSourceConfig(topic_prefix="p"), "c-1")
+    assert lease.monotonic is boottime
+    assert abs(boottime() - time.clock_gettime(time.CLOCK_BOOTTIME)) < 1.0
 
 
 def test_the_adapter_survives_messages_nested_deeper_than_the_stack() -> None:
