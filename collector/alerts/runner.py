@@ -38,7 +38,12 @@ from collector.alerts.mqtt_lease import MqttLease
 from collector.alerts.points import alert_point
 from collector.alerts.snapshot import dump_alerts, dump_stats_text
 from collector.alerts.store import StateStore
-from collector.alerts.takeover import newest_state, restored_or_empty
+from collector.alerts.takeover import (
+    local_state,
+    local_version,
+    newest_state,
+    restored_or_empty,
+)
 from collector.lineprotocol import Point
 from collector.notifiers import NotifierContext
 from collector.notifiers.webhook.payload import body
@@ -129,9 +134,11 @@ class AlertRunner:
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
         if self.lease is None:
-            self._restore(*self._load_local())
+            self._restore(*local_state(self.store))
         else:
-            self._note_local_rank()
+            local = local_version(self.store)
+            if local is not None:
+                self.lease.note_rank(local.rank)  # stand above our own files, whatever the clock
             await self.lease.start()
             self._check_lease()
             if self._restoring is not None:
@@ -152,25 +159,6 @@ class AlertRunner:
 
     def _gateways(self, match: Mapping[str, str]) -> list[str]:
         return self.engine.gateways(match)  # the engine is replaced on a lease takeover
-
-    def _load_local(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        try:
-            return self.store.load()
-        except UsageError as exc:
-            # A state file we cannot read must not keep the collector down.
-            log.error("alerts: starting without saved state: %s", exc)
-            return None, None
-
-    def _note_local_rank(self) -> None:
-        """Our files' version ranks below any term we stand for, whatever the clock says."""
-        assert self.lease is not None
-        try:
-            alerts = self.store.load_alerts()
-        except UsageError:
-            return  # reported when (if) we take over
-        local = Version.from_dict(alerts.get("handover")) if alerts else None
-        if local is not None:
-            self.lease.note_rank(local.rank)
 
     def _restore(self, alerts: dict[str, Any] | None, stats: dict[str, Any] | None) -> None:
         self._install(restored_or_empty(self.loaded.rules, alerts, stats))
@@ -214,7 +202,7 @@ class AlertRunner:
         term = self.lease.term
         if term is None:
             log.warning("alerts: took over the lease; restoring state from %s", self.store.dir)
-            self._restore(*self._load_local())
+            self._restore(*local_state(self.store))
             self._lead(None)
         else:
             self._restoring = asyncio.create_task(self._restore_newest(term),

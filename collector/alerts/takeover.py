@@ -58,8 +58,22 @@ def _read(load: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
     try:
         return load()
     except UsageError as exc:  # a state file we cannot read must not keep alerting down
-        log.error("alerts: starting without saved state: %s", exc)
+        log.error("alerts: %s; going on without that file", exc)
         return None
+
+
+def local_state(store: StateStore) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Our files (alerts.json, alerts.stats.json); a file we cannot read counts as none."""
+    return _read(store.load_alerts), _read(store.load_stats)
+
+
+def local_version(store: StateStore) -> Version | None:
+    """The version of the state in our alerts.json, if it has one (``lease: mqtt``)."""
+    try:
+        alerts = store.load_alerts()
+    except UsageError:
+        return None  # reported when (if) it is restored
+    return Version.from_dict(alerts.get("handover")) if alerts else None
 
 
 async def newest_state(rules: RuleSet, store: StateStore,

@@ -723,6 +723,27 @@ def test_losing_the_lease_while_restoring_stands_by_and_saves_nothing(tmp_path: 
     run(scenario())
 
 
+def test_a_torn_statistics_file_costs_window_history_not_the_open_alerts(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        a = scripted(tmp_path, Broker(), "a", 10)
+        lease_of(a).is_held = True
+        await a.start()
+        heat(a, "03-04 10:00", [11, 11, 11])
+        await until(lambda: len(capture(a).sent) == 1, "a's firing notification")
+        await a.close()  # saves both files
+        a.store.stats_path.write_text('{"torn')
+        again = scripted(tmp_path, Broker(), "a", 20)
+        lease_of(again).is_held = True
+        with caplog.at_level("WARNING"):
+            await again.start()
+        assert again.leader and "going on without that file" in caplog.text
+        assert len(again.engine.open) == 1
+        await again.close()
+
+    run(scenario())
+
+
 def test_the_lease_setting_reads_the_old_booleans_and_mqtt_needs_a_broker(
         tmp_path: Path) -> None:
     for text, kind in (("true", "file"), ("false", "none"), ("file", "file"), ("mqtt", "mqtt")):
