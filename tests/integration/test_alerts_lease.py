@@ -14,6 +14,11 @@ it can watch both leases and check that the silent one stopped before the
 other started; it also checks that the silent leader, back, stands by and
 notifies nothing, and that a clean shutdown hands over at once. The takeover
 times printed here are the ones in docs/alerts.md.
+
+Two more from a review: a leader whose candidacy is emptied under it steps
+down, and its step-down save must not outrank the next leader's hand-over;
+and payloads nested deeper than Python's stack, or a handle() that raises,
+must stop no collector's lease reader.
 """
 
 from __future__ import annotations
