@@ -33,7 +33,9 @@ PLANTOWER_32 = {"pms5003", "pms7003", "pmsa003", "pms5003t"}
 
 
 def run_probe(port: str, *extra: str, listen: float = 0.6) -> tuple[int, dict[str, Any], str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # rich wraps at the terminal width (80 without one): a long temp path would split
+    # the lines asserted on, so the test sets a width as a wide terminal would.
+    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="240")
     done = subprocess.run(
         [sys.executable, "-m", "edge_agent.cli", "probe", port, "--listen", str(listen), *extra],
         capture_output=True, text=True, timeout=120, cwd=ROOT, env=env, check=False,
@@ -120,7 +122,9 @@ def test_probe_of_a_missing_port(tmp_path: Path) -> None:
 
 def test_edge_sim_device_and_probe_on_another_slave_address(tmp_path: Path) -> None:
     """The technician's pair of commands: edge-sim device on a pty, edge-agent probe on it."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # rich wraps at the terminal width (80 without one): a long temp path would split
+    # the lines asserted on, so the test sets a width as a wide terminal would.
+    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="240")
     link = tmp_path / "noise"
     sim = subprocess.Popen(
         [sys.executable, "-m", "simulators.cli", "device", "noise_meter_modbus", "--link",
