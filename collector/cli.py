@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="DEBUG, INFO, WARNING (env CITYEDGE_LOG_LEVEL; default INFO)")
     sub.add_parser("rules", help="rules test|check: replay readings through alert rules offline")
     sub.add_parser("alerts", help="alerts list|ack|silence|unsilence")
+    sub.add_parser("gateways", help="the gateway registry: add|list|rotate|revoke|add-collector"
+                   "|mosquitto (edge-collector gateways --help)")
+    sub.add_parser("pki", help="a small CA: init|issue certificates (edge-collector pki --help)")
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("--config", required=True)
     return p
@@ -34,6 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         from collector.alerts import cli as alerts_cli
 
         return alerts_cli.main(argv)
+    if argv[:1] == ["gateways"]:
+        from collector.registry import cli as registry_cli
+
+        return registry_cli.main(argv[1:])
+    if argv[:1] == ["pki"]:
+        from collector import pki
+
+        return pki.main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         loaded = load_config(args.config)
