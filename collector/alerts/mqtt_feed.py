@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from cityedge.mqtt import Message, MqttClient, MqttOptions
+from cityedge.tls import TlsConfig
 from cityedge.uplink import Topics
 from collector.ingest import Accepted, ingest
 from collector.lineprotocol import Point
@@ -41,6 +42,8 @@ class BrokerConfig(Protocol):
     def keepalive(self) -> int: ...
     @property
     def topic_prefix(self) -> str: ...
+    @property
+    def tls(self) -> TlsConfig | None: ...
 
 
 class Sink(Protocol):
@@ -79,7 +82,7 @@ class MqttFeed:
         self.client = MqttClient(MqttOptions(
             host=c.host, port=c.port, client_id=f"{c.client_id}-alerts", keepalive=c.keepalive,
             username=c.username, password=c.password, clean_start=True, session_expiry=0,
-            subscriptions=self.subscriptions))
+            subscriptions=self.subscriptions, tls=c.tls))
         self.client.start()
 
     async def run(self) -> None:
