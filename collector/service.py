@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections import Counter
 
 from collector.admission import Admission
 from collector.alerts.runner import AlertRunner
@@ -144,10 +145,19 @@ class CollectorService:
         if self.http is not None:
             refused += sum(self.http.refused.values())
         fields["refused_batches"] = refused
+        fields.update(self._refusal_fields())
         if self.alerts is not None:
             fields.update(self.alerts.health_fields())
         fields.update(self._registry_fields())
         return Point(HEALTH_MEASUREMENT, tags, fields, time.time_ns())
+
+    def _refusal_fields(self) -> dict[str, int | float | str]:
+        """Refused batches by reason (a fixed set of codes), both sources together."""
+        by_reason: Counter[str] = Counter()
+        for source in (self.mqtt, self.http):
+            if source is not None:
+                by_reason.update(source.refused)
+        return {f"refused_{reason}": n for reason, n in sorted(by_reason.items())}
 
     def _registry_fields(self) -> dict[str, int | float | str]:
         if self.admission is None:
