@@ -49,6 +49,8 @@ class CollectorService:
                                       mqtt=mqtt, holder=mqtt.client_id if mqtt else "collector")
             alerts = self.alerts
             self.pipeline.on_written = lambda points: alerts.feed(points, time.time_ns())
+            if self.alerts.feed_source is not None:
+                self.alerts.feed_source.admission = self.admission
         self.should_exit = asyncio.Event()
         self.started = asyncio.Event()
 

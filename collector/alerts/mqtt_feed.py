@@ -19,7 +19,8 @@ from typing import Protocol
 from cityedge.mqtt import Message, MqttClient, MqttOptions
 from cityedge.tls import TlsConfig
 from cityedge.uplink import Topics
-from collector.ingest import Accepted, ingest
+from collector.admission import Admission, ingest_checked
+from collector.ingest import Accepted
 from collector.lineprotocol import Point
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class MqttFeed:
             self.subscriptions.append((self.topics.up_subscription(None), 1))
         self.ignored: Counter[str] = Counter()
         self.client: MqttClient | None = None
+        # The collector's registry check (set by the service); None: no registry.
+        self.admission: Admission | None = None
 
     async def start(self) -> None:
         c = self.config
@@ -95,6 +98,10 @@ class MqttFeed:
         if gateway is None:
             self.ignored["foreign_topic"] += 1
             return
+        refused = self.admission.refusal(gateway) if self.admission is not None else None
+        if refused is not None:
+            self.ignored[refused.reason] += 1
+            return
         if message.topic == self.topics.status(gateway):
             state = parse_status(message.payload, gateway)
             if state is None:
@@ -102,7 +109,7 @@ class MqttFeed:
                 return
             self.sink.on_status(gateway, state, self.clock())
         elif message.topic == self.topics.up(gateway):
-            result = ingest(message.payload, gateway)
+            result = ingest_checked(message.payload, gateway, self.admission)
             if isinstance(result, Accepted):
                 self.sink.feed(result.points, self.clock())
             else:
