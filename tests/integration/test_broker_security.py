@@ -62,7 +62,8 @@ class Peer:
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.connack = threading.Event()
         self.disconnected = threading.Event()
-        self.reason: str = ""
+        self.reason: str = ""  # the CONNACK's
+        self.disconnect_reason: str = ""
         self.acks: dict[int, str] = {}
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -76,7 +77,7 @@ class Peer:
         self.connack.set()
 
     def _on_disconnect(self, _c: object, _u: object, _f: object, rc: object, _p: object) -> None:
-        self.reason = str(rc)
+        self.disconnect_reason = str(rc)
         self.disconnected.set()
 
     def _on_publish(self, _c: object, _u: object, mid: int, rc: object, _p: object) -> None:
