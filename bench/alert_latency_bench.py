@@ -197,6 +197,7 @@ def collector_config(tmp: Path, services: LocalServices, hook_url: str, *,
         rules += [str(p) for p in sorted((ROOT / "configs" / "rules").glob("*.yaml"))]
     mqtt = services.mosquitto.address
     return write_yaml(tmp / "collector.yaml", {
+        "insecure": True,  # a plain broker: no registry
         "writer": {"type": "influxdb_v1", "url": services.influxdb.url, "database": "bench"},
         "mqtt": {"host": mqtt[0], "port": mqtt[1], "client_id": "bench-collector"},
         "alerts": {

@@ -79,6 +79,7 @@ def drain(tmp: Path, services: LocalServices, n: int, batch_size: int, in_flight
     mqtt, url = services.mosquitto.address, services.influxdb.url
     collector = write_yaml(tmp / "collector.yaml", {
         "mqtt": {"host": mqtt[0], "port": mqtt[1], "client_id": "bench-collector"},
+        "insecure": True,  # a plain broker: no registry
         "writer": {"type": "influxdb_v1", "url": url, "database": db},
     })
     agent = write_yaml(tmp / "agent.yaml", {

@@ -22,6 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cityedge.tls import TlsConfig, client_context
+
 log = logging.getLogger(__name__)
 
 # MQTT 5 session expiry for persistent sessions: a gateway offline for a
@@ -84,6 +86,8 @@ class MqttOptions:
     reconnect_max: float = 30.0
     will: Will | None = None
     subscriptions: list[tuple[str, int]] = field(default_factory=list)
+    # TLS to the broker (verified, TLS 1.2+); None: plain TCP (a broker on this host only).
+    tls: TlsConfig | None = None
 
 
 class MqttClient:
@@ -106,6 +110,9 @@ class MqttClient:
         )
         if options.username is not None:
             c.username_pw_set(options.username, options.password)
+        if options.tls is not None:
+            # Never tls_insecure_set(True): the broker's name is checked against its certificate.
+            c.tls_set_context(client_context(options.tls))
         if options.will is not None:
             w = options.will
             c.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)

@@ -9,7 +9,7 @@ import os
 import sys
 
 from cityedge.yamlconfig import ConfigError
-from collector.config import load_config
+from collector.config import LoadedConfig, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,9 +23,31 @@ def _parser() -> argparse.ArgumentParser:
                      help="DEBUG, INFO, WARNING (env CITYEDGE_LOG_LEVEL; default INFO)")
     sub.add_parser("rules", help="rules test|check: replay readings through alert rules offline")
     sub.add_parser("alerts", help="alerts list|ack|silence|unsilence")
+    sub.add_parser("gateways", help="the gateway registry: add|list|rotate|revoke|add-collector"
+                   "|mosquitto (edge-collector gateways --help)")
+    sub.add_parser("pki", help="a small CA: init|issue certificates (edge-collector pki --help)")
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("--config", required=True)
     return p
+
+
+def _check(path: str, loaded: LoadedConfig) -> int:
+    """The config, and the registry it names (readable, every entry valid)."""
+    registry = loaded.registry_path
+    if registry is not None:
+        from collector.registry import RegistryError, load
+
+        try:
+            reg = load(registry)
+        except RegistryError as exc:
+            print(f"registry error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{registry}: {len(reg.active())} active gateways,"
+              f" {len(reg.gateways) - len(reg.active())} revoked, {len(reg.collectors)} collectors")
+    else:
+        print("warning: insecure: true: no gateway registry", file=sys.stderr)
+    print(f"{path}: ok")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         from collector.alerts import cli as alerts_cli
 
         return alerts_cli.main(argv)
+    if argv[:1] == ["gateways"]:
+        from collector.registry import cli as registry_cli
+
+        return registry_cli.main(argv[1:])
+    if argv[:1] == ["pki"]:
+        from collector import pki
+
+        return pki.main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         loaded = load_config(args.config)
@@ -41,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     if args.command == "check":
-        print(f"{args.config}: ok")
-        return 0
+        return _check(args.config, loaded)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

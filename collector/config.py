@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cityedge import yamlconfig
+from cityedge.tls import TlsConfig
 from cityedge.uplink.topics import DEFAULT_PREFIX, DEFAULT_SHARE_GROUP
 from collector.alerts.config import LoadedAlerts, load_alerts
 from collector.sources.http import HttpSourceConfig
@@ -26,6 +28,9 @@ class MqttSourceConfig:
     share_group: str = DEFAULT_SHARE_GROUP
     # Unacked batches the broker may send us at once: bounds our memory.
     receive_maximum: int = field(default=200, metadata={"min": 1, "max": 65535})
+    # TLS to the broker, verified against ca_file (cert_file/key_file: a client
+    # certificate); null: plain TCP, for a broker on this host only.
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,12 @@ class CollectorConfig:
     shutdown_timeout: float = field(default=10.0, metadata={"min": 0.0})
     # Alert rules and notifiers (docs/alerts.md); off unless set.
     alerts: dict[str, Any] | None = None
+    # The gateway registry (edge-collector gateways): who may send, their site
+    # tags, HTTP tokens and seal keys. Relative to this file's folder.
+    registry: str | None = None
+    # true runs without a registry: any gateway id is taken at its word. Explicit
+    # opt-in only, for a closed test network.
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         if self.mqtt is None and self.http is None:
@@ -56,6 +67,28 @@ class LoadedConfig:
     config: CollectorConfig
     doc: yamlconfig.Located
     alerts: LoadedAlerts | None = None
+    # The config file's folder: relative paths (registry, TLS files) are taken from it.
+    base: Path = Path()
+
+    @property
+    def registry_path(self) -> Path | None:
+        r = self.config.registry
+        return None if r is None else _resolve(self.base, r)
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _resolve_tls(config: CollectorConfig, base: Path) -> CollectorConfig:
+    """TLS file paths taken from the config's folder, as the rule files are."""
+    mqtt, http = config.mqtt, config.http
+    if mqtt is not None and mqtt.tls is not None:
+        mqtt = dataclasses.replace(mqtt, tls=mqtt.tls.resolved(base))
+    if http is not None and http.tls is not None:
+        http = dataclasses.replace(http, tls=http.tls.resolved(base))
+    return dataclasses.replace(config, mqtt=mqtt, http=http)
 
 
 def load_config(path: Path | str) -> LoadedConfig:
@@ -65,10 +98,24 @@ def load_config(path: Path | str) -> LoadedConfig:
     except OSError as exc:
         raise yamlconfig.ConfigError(str(path), None, (), f"cannot read: {exc.strerror}") from None
     doc = yamlconfig.parse(text, str(path))
-    config = yamlconfig.bind(CollectorConfig, doc.data, doc)
+    config = _resolve_tls(yamlconfig.bind(CollectorConfig, doc.data, doc), path.parent)
     make_writer(config, doc)  # validates the writer's options now, before any connection
+    check_identity(config, doc)
     alerts = None if config.alerts is None else load_alerts(config.alerts, doc, path.parent)
-    return LoadedConfig(config, doc, alerts)
+    return LoadedConfig(config, doc, alerts, path.parent)
+
+
+def check_identity(config: CollectorConfig, doc: yamlconfig.Located) -> None:
+    """A registry, or the explicit ``insecure: true``; never neither, never both."""
+    if config.registry is None and not config.insecure:
+        raise doc.error(("registry",), "required (the gateway registry, docs/identity.md);"
+                        " or set insecure: true to take any gateway at its word")
+    if config.registry is not None and config.insecure:
+        raise doc.error(("insecure",), "true means no registry; drop one of the two")
+    if config.registry is not None and config.http is not None and (
+            config.http.token is not None or config.http.tokens):
+        raise doc.error(("http",), "token/tokens are for running without a registry; with"
+                        " one, each gateway's secret is its bearer token")
 
 
 def make_writer(config: CollectorConfig, doc: yamlconfig.Located) -> Any:

@@ -7,11 +7,14 @@ import contextlib
 import logging
 import signal
 import time
+from collections import Counter
 
+from collector.admission import Admission
 from collector.alerts.runner import AlertRunner
 from collector.config import LoadedConfig, make_writer
 from collector.delivery import WritePipeline
 from collector.lineprotocol import Point
+from collector.registry.live import REFRESH_INTERVAL_S, LiveRegistry
 from collector.sources.http import HttpSource
 from collector.sources.mqtt import MqttSource
 
@@ -20,14 +23,25 @@ log = logging.getLogger(__name__)
 HEALTH_MEASUREMENT = "cityedge_collector"
 
 
+def _admission(loaded: LoadedConfig) -> Admission | None:
+    path = loaded.registry_path
+    if path is None:
+        log.warning("insecure: true: no gateway registry; any client that reaches the broker"
+                    " or the HTTP ingest may send as any gateway")
+        return None
+    return Admission(LiveRegistry(path))
+
+
 class CollectorService:
     def __init__(self, loaded: LoadedConfig) -> None:
         self.config = loaded.config
         self.writer = make_writer(loaded.config, loaded.doc)
         b = loaded.config.batching
         self.pipeline = WritePipeline(self.writer, max_points=b.max_points, linger=b.linger)
-        self.mqtt = MqttSource(loaded.config.mqtt, self.pipeline) if loaded.config.mqtt else None
-        self.http = HttpSource(loaded.config.http, self.pipeline) if loaded.config.http else None
+        self.admission = _admission(loaded)
+        c = loaded.config
+        self.mqtt = MqttSource(c.mqtt, self.pipeline, self.admission) if c.mqtt else None
+        self.http = HttpSource(c.http, self.pipeline, self.admission) if c.http else None
         self.alerts: AlertRunner | None = None
         if loaded.alerts is not None and loaded.alerts.config.enabled:
             mqtt = loaded.config.mqtt
@@ -35,6 +49,8 @@ class CollectorService:
                                       mqtt=mqtt, holder=mqtt.client_id if mqtt else "collector")
             alerts = self.alerts
             self.pipeline.on_written = lambda points: alerts.feed(points, time.time_ns())
+            if self.alerts.feed_source is not None:
+                self.alerts.feed_source.admission = self.admission
         self.should_exit = asyncio.Event()
         self.started = asyncio.Event()
 
@@ -42,6 +58,14 @@ class CollectorService:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.handle_exit, sig)
+        if self.admission is not None:
+            loop.add_signal_handler(signal.SIGHUP, self.reload_registry)
+
+    def reload_registry(self) -> None:
+        """SIGHUP: read the registry again now, changed or not."""
+        if self.admission is not None:
+            log.info("SIGHUP: reloading the registry")
+            self.admission.live.refresh(force=True)
 
     def handle_exit(self, sig: int) -> None:
         if self.should_exit.is_set():
@@ -61,6 +85,8 @@ class CollectorService:
         if self.http is not None:
             await self.http.start()
         tasks.append(asyncio.create_task(self._health_loop(), name="health"))
+        if self.admission is not None:
+            tasks.append(asyncio.create_task(self._registry_loop(), name="registry"))
         log.info("collector running")
         self.started.set()
         try:
@@ -79,7 +105,7 @@ class CollectorService:
     async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         # Stop taking new batches first; what the pipeline holds gets written and acked.
         for t in tasks:
-            if t.get_name() in ("mqtt-source", "health"):
+            if t.get_name() in ("mqtt-source", "health", "registry"):
                 t.cancel()
         if self.http is not None:
             await self.http.close()  # answers the requests whose writes are still in flight
@@ -121,9 +147,34 @@ class CollectorService:
         if self.http is not None:
             refused += sum(self.http.refused.values())
         fields["refused_batches"] = refused
+        fields.update(self._refusal_fields())
         if self.alerts is not None:
             fields.update(self.alerts.health_fields())
+        fields.update(self._registry_fields())
         return Point(HEALTH_MEASUREMENT, tags, fields, time.time_ns())
+
+    def _refusal_fields(self) -> dict[str, int | float | str]:
+        """Refused batches by reason (a fixed set of codes), both sources together."""
+        by_reason: Counter[str] = Counter()
+        for source in (self.mqtt, self.http):
+            if source is not None:
+                by_reason.update(source.refused)
+        return {f"refused_{reason}": n for reason, n in sorted(by_reason.items())}
+
+    def _registry_fields(self) -> dict[str, int | float | str]:
+        if self.admission is None:
+            return {"insecure": True}
+        live = self.admission.live
+        return {"registry_gateways": len(live.current.active()),
+                "registry_reloads": live.stats.reloads,
+                "registry_errors": live.stats.reload_errors,
+                "site_overrides": self.admission.stats.site_overrides}
+
+    async def _registry_loop(self) -> None:
+        assert self.admission is not None
+        while True:
+            await asyncio.sleep(REFRESH_INTERVAL_S)
+            self.admission.live.refresh()
 
     async def _health_loop(self) -> None:
         while True:

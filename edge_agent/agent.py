@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from cityedge.uplink import Batch, SeqRanges, WireReading, encode_batch
 from cityedge.uplink.downlink import DisplayAck, encode_ack
 from edge_agent.clock import Clock
-from edge_agent.config import AGENT_SENSOR, AgentConfig, resolve
+from edge_agent.config import AGENT_SENSOR, AgentConfig, effective_uplink, resolve
 from edge_agent.decoding import Profile, load_profiles
 from edge_agent.display_file import read_display_file, write_display_file
 from edge_agent.displays import DisplayBoard
@@ -59,7 +59,7 @@ class Agent:
         self.outbox_path = resolve(base_dir, config.outbox.path)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self.outbox: Outbox | None = None
-        u = config.uplink
+        u = effective_uplink(config, base_dir)  # the secret as credentials, TLS paths resolved
         self.window = DeliveryWindow(  # replaced once the outbox is open (serve)
             max_in_flight=u.max_in_flight, ack_timeout=u.ack_timeout, batch_size=u.batch_size
         )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from cityedge import yamlconfig
+from cityedge.tls import TlsConfig
 from cityedge.uplink.payload import ID_RE, MAX_READINGS_PER_BATCH, NAME_RE, tag_value_ok
 
 SITE_KINDS = ("dust_zone", "bus_stop", "apartment")
@@ -32,6 +34,9 @@ class SiteConfig:
 class GatewayConfig:
     id: str
     site: SiteConfig
+    # The one secret the registry issued (edge-collector gateways add): the MQTT
+    # password (username: the id), the HTTP bearer token, and the seal key's source.
+    secret: str | None = None
 
     def __post_init__(self) -> None:
         if not ID_RE.fullmatch(self.id):
@@ -89,11 +94,16 @@ class MqttConfig:
     host: str = "127.0.0.1"
     port: int = field(default=1883, metadata={"min": 1, "max": 65535})
     keepalive: int = field(default=30, metadata={"min": 5, "max": 3600})
+    # Default: the gateway id and gateway.secret, when a secret is configured.
     username: str | None = None
     password: str | None = None
     topic_prefix: str = "cityedge/v1"
     # Longest wait between reconnect attempts (exponential backoff, full jitter).
     reconnect_max: float = field(default=30.0, metadata={"min": 0.5, "max": 3600.0})
+    # TLS to the broker (TLS 1.2+, certificate and host name always verified):
+    # ca_file to trust, cert_file/key_file for a client certificate whose CN is
+    # the gateway id. null: plain TCP, for a broker on the same host only.
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -101,11 +111,14 @@ class HttpUplinkConfig:
     # The collector's base URL, with its path prefix if any: batches go to
     # {url}/v1/gateways/{gateway}/batches.
     url: str = "http://127.0.0.1:8080"
-    # Sent as "Authorization: Bearer <token>".
+    # Sent as "Authorization: Bearer <token>"; default: gateway.secret.
     token: str | None = None
     # Seconds for one request, the collector's write included; keep it above
     # the collector's write_timeout and at most the uplink's ack_timeout.
     timeout: float = field(default=15.0, metadata={"min": 0.5, "max": 600.0})
+    # For an https url: the CA to verify the collector against (default: the
+    # system's CAs), and an optional client certificate.
+    tls: TlsConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -153,6 +166,22 @@ class AgentConfig:
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"sensors: sensor ids must be unique, repeated: {', '.join(dupes)}")
+
+
+def effective_uplink(config: AgentConfig, base: Path) -> UplinkConfig:
+    """The uplink with the gateway's secret as its default credentials and TLS file
+    paths taken from the config's folder."""
+    u, gw = config.uplink, config.gateway
+    mqtt, http = u.mqtt, u.http
+    if gw.secret is not None:
+        mqtt = dataclasses.replace(mqtt, username=mqtt.username or gw.id,
+                                   password=mqtt.password or gw.secret)
+        http = dataclasses.replace(http, token=http.token or gw.secret)
+    if mqtt.tls is not None:
+        mqtt = dataclasses.replace(mqtt, tls=mqtt.tls.resolved(base))
+    if http.tls is not None:
+        http = dataclasses.replace(http, tls=http.tls.resolved(base))
+    return dataclasses.replace(u, mqtt=mqtt, http=http)
 
 
 def load_config(path: Path | str) -> AgentConfig:

@@ -57,6 +57,7 @@ def collector_config(mqtt: tuple[str, int], influx_url: str, database: str,
                      alerts: dict[str, Any] | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "mqtt": {"host": mqtt[0], "port": mqtt[1], "client_id": "cityedge-demo-collector"},
+        "insecure": True,  # a plain broker: no registry
         "writer": {"type": "influxdb_v1", "url": influx_url, "database": database},
         "health_interval": 5,
     }

@@ -135,20 +135,70 @@ class Service:
         self.stop(signal.SIGKILL)
 
 
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """What a secure Mosquitto needs: its TLS files and the files generated from the registry.
+
+    ``simulators.secure.SecureSetup`` makes all of them for a test or the demo.
+    """
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    passwd_file: Path
+    acl_file: Path
+    # A third listener that requires a client certificate and takes its CN as the username.
+    client_certs: bool = False
+
+
 class Mosquitto(Service):
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    """Plain (anonymous, one TCP listener) unless ``security`` is given.
+
+    Secure mode has TLS listeners only, ``allow_anonymous false``, and the
+    registry's password and ACL files:
+
+    - ``port``: gateways (username + password). ``use_username_as_clientid``
+      pins each client id to its username, so a gateway cannot take over
+      another's session (and the messages queued in it) by borrowing its id.
+    - ``collector_port``: collectors, whose several connections (ingest,
+      alerts, lease, downlink) need client ids of their own. A deployment binds
+      it where only the collectors' hosts reach it.
+    - ``cert_port`` (with ``client_certs``): a client certificate signed by the
+      CA is required and its CN is the username (``use_identity_as_username``).
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None,
+                 security: BrokerSecurity | None = None) -> None:
         super().__init__("mosquitto", port or free_port(), workdir)
         self.binary = _require("mosquitto", "mosquitto")
         self.config_path = workdir / "mosquitto.conf"
+        self.pid_file = workdir / "mosquitto.pid"
+        self.security = security
+        self.collector_port = free_port() if security else self.port
+        self.cert_port = free_port() if security and security.client_certs else None
 
     @property
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
+    def _listeners(self) -> str:
+        sec = self.security
+        if sec is None:
+            return f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+        tls = (f"cafile {sec.ca_file}\ncertfile {sec.cert_file}\nkeyfile {sec.key_file}\n"
+               "tls_version tlsv1.2\n")
+        text = (f"listener {self.port} 127.0.0.1\n{tls}use_username_as_clientid true\n"
+                f"listener {self.collector_port} 127.0.0.1\n{tls}")
+        if self.cert_port is not None:
+            text += (f"listener {self.cert_port} 127.0.0.1\n{tls}require_certificate true\n"
+                     "use_identity_as_username true\nuse_username_as_clientid true\n")
+        return text + (f"allow_anonymous false\npassword_file {sec.passwd_file}\n"
+                       f"acl_file {sec.acl_file}\n")
+
     def start(self, timeout: float = 10.0) -> Mosquitto:
         self.config_path.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            self._listeners()
+            + f"pid_file {self.pid_file}\n"
             "persistence false\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
@@ -164,12 +214,20 @@ class Mosquitto(Service):
         self._wait_ready(self._accepts, timeout)
         return self
 
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its password and ACL files (nobody is restarted)."""
+        assert self.proc is not None and self.proc.poll() is None, "not running"
+        self.proc.send_signal(signal.SIGHUP)
+
     def _accepts(self) -> bool:
+        ports = [self.port, self.collector_port] + ([self.cert_port] if self.cert_port else [])
         try:
-            with socket.create_connection(self.address, timeout=0.2):
-                return True
+            for port in ports:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    pass
         except OSError:
             return False
+        return True
 
 
 class InfluxDB(Service):

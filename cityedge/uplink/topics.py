@@ -23,6 +23,23 @@ from dataclasses import dataclass
 
 DEFAULT_PREFIX = "cityedge/v1"
 DEFAULT_SHARE_GROUP = "collectors"
+# The level under the prefix that only collectors use: no gateway may take it as its id.
+COLLECTORS_LEVEL = "collectors"
+RESERVED_LEVELS = frozenset({COLLECTORS_LEVEL})
+
+
+@dataclass(frozen=True, slots=True)
+class Grants:
+    """What one broker user may do, as topic filters (the broker's ACL, generated from these).
+
+    ``read`` also covers shared subscriptions: Mosquitto 2.0 checks read access
+    when it delivers a message, against the message's own topic, so
+    ``$share/collectors/{prefix}/+/up`` delivers what ``{prefix}/+/up`` allows.
+    """
+
+    write: tuple[str, ...] = ()
+    read: tuple[str, ...] = ()
+    readwrite: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +84,22 @@ class Topics:
         head = self.alert_lease_subscription()[:-1]
         rest = topic[len(head):] if topic.startswith(head) else ""
         return rest if rest and "/" not in rest else None
+
+    def gateway_grants(self, gateway: str) -> Grants:
+        """A gateway speaks only for itself: its own uplink, status and display acks out,
+        its own acks and downlink in."""
+        return Grants(write=(self.up(gateway), self.status(gateway), self.down_ack(gateway)),
+                      read=(self.ack(gateway), self.down(gateway)))
+
+    def collector_grants(self) -> Grants:
+        """Collectors read every gateway's uplink, status and display acks, write every
+        gateway's acks and downlink, and share their own ``collectors/`` tree."""
+        every = "+"
+        return Grants(
+            write=(self.ack(every), self.down(every)),
+            read=(self.up(every), self.status(every), self.down_ack(every)),
+            readwrite=(f"{self.prefix}/{COLLECTORS_LEVEL}/#",),
+        )
 
     def gateway_of(self, topic: str) -> str | None:
         """The gateway id in ``{prefix}/{gateway}/<kind>``, or None if the topic is not ours."""

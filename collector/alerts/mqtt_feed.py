@@ -17,8 +17,10 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from cityedge.mqtt import Message, MqttClient, MqttOptions
+from cityedge.tls import TlsConfig
 from cityedge.uplink import Topics
-from collector.ingest import Accepted, ingest
+from collector.admission import Admission, ingest_checked
+from collector.ingest import Accepted
 from collector.lineprotocol import Point
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ class BrokerConfig(Protocol):
     def keepalive(self) -> int: ...
     @property
     def topic_prefix(self) -> str: ...
+    @property
+    def tls(self) -> TlsConfig | None: ...
 
 
 class Sink(Protocol):
@@ -73,13 +77,15 @@ class MqttFeed:
             self.subscriptions.append((self.topics.up_subscription(None), 1))
         self.ignored: Counter[str] = Counter()
         self.client: MqttClient | None = None
+        # The collector's registry check (set by the service); None: no registry.
+        self.admission: Admission | None = None
 
     async def start(self) -> None:
         c = self.config
         self.client = MqttClient(MqttOptions(
             host=c.host, port=c.port, client_id=f"{c.client_id}-alerts", keepalive=c.keepalive,
             username=c.username, password=c.password, clean_start=True, session_expiry=0,
-            subscriptions=self.subscriptions))
+            subscriptions=self.subscriptions, tls=c.tls))
         self.client.start()
 
     async def run(self) -> None:
@@ -92,6 +98,10 @@ class MqttFeed:
         if gateway is None:
             self.ignored["foreign_topic"] += 1
             return
+        refused = self.admission.refusal(gateway) if self.admission is not None else None
+        if refused is not None:
+            self.ignored[refused.reason] += 1
+            return
         if message.topic == self.topics.status(gateway):
             state = parse_status(message.payload, gateway)
             if state is None:
@@ -99,7 +109,7 @@ class MqttFeed:
                 return
             self.sink.on_status(gateway, state, self.clock())
         elif message.topic == self.topics.up(gateway):
-            result = ingest(message.payload, gateway)
+            result = ingest_checked(message.payload, gateway, self.admission)
             if isinstance(result, Accepted):
                 self.sink.feed(result.points, self.clock())
             else:

@@ -121,7 +121,7 @@ class MqttLease:
         self.client = MqttClient(MqttOptions(
             host=c.host, port=c.port, client_id=f"{c.client_id}-lease", keepalive=c.keepalive,
             username=c.username, password=c.password, clean_start=True, session_expiry=0,
-            will=Will(self.own_topic, b"", qos=0, retain=True),
+            will=Will(self.own_topic, b"", qos=0, retain=True), tls=c.tls,
             # The state first: its rank is in by the time our probe comes back.
             subscriptions=[(self.topics.alert_state(), 1),
                            (self.topics.alert_lease_subscription(), 0)]))

@@ -37,10 +37,12 @@ from typing import Any
 
 from aiohttp import web
 
+from cityedge.tls import TlsConfig, server_context
 from cityedge.uplink import SeqRanges, encode_ack
 from cityedge.uplink.payload import MAX_PAYLOAD_BYTES
+from collector.admission import Admission, ingest_checked
 from collector.delivery import WritePipeline
-from collector.ingest import Accepted, Refused, ingest
+from collector.ingest import Accepted, Refused
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,11 @@ class HttpSourceConfig:
     max_body_bytes: int = field(
         default=MAX_PAYLOAD_BYTES, metadata={"min": 1024, "max": 64 * 1024 * 1024}
     )
-    # One token for every gateway ...
+    # https: the server's cert_file and key_file (and ca_file to require client
+    # certificates that CA signed); null serves plain http (behind a TLS proxy).
+    tls: TlsConfig | None = None
+    # Without a registry only (with one, each gateway's secret is its token):
+    # one token for every gateway ...
     token: str | None = None
     # ... and/or one per gateway id, which then only that gateway may use. With
     # per-gateway tokens and no shared token, gateways not listed get 403.
@@ -78,6 +84,8 @@ class HttpSourceConfig:
             raise ValueError(
                 f"path_prefix: expected '' or '/name' without a trailing '/', got {p!r}"
             )
+        if self.tls is not None and self.tls.cert_file is None:
+            raise ValueError("tls: https needs cert_file and key_file")
 
 
 @dataclass
@@ -98,9 +106,11 @@ def _reply(status: int, reason: str, detail: str, **headers: str) -> web.Respons
 class HttpSource:
     """An aiohttp server that turns each POSTed batch into a pipeline write and acks it."""
 
-    def __init__(self, config: HttpSourceConfig, pipeline: WritePipeline) -> None:
+    def __init__(self, config: HttpSourceConfig, pipeline: WritePipeline,
+                 admission: Admission | None = None) -> None:
         self.config = config
         self.pipeline = pipeline
+        self.admission = admission  # None: no registry (insecure: true); tokens from config
         self.stats = HttpSourceStats()
         self.refused: Counter[str] = Counter()
         self._writing: dict[tuple[str, str, SeqRanges], asyncio.Future[None]] = {}
@@ -121,7 +131,8 @@ class HttpSource:
 
     @property
     def url(self) -> str:
-        return f"http://{self.config.host}:{self.port}{self.config.path_prefix}"
+        scheme = "https" if self.config.tls is not None else "http"
+        return f"{scheme}://{self.config.host}:{self.port}{self.config.path_prefix}"
 
     @property
     def pending_batches(self) -> int:
@@ -132,7 +143,9 @@ class HttpSource:
         self._runner = web.AppRunner(self.app, access_log=None,
                                      shutdown_timeout=self.config.write_timeout + 1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.config.host, self.config.port).start()
+        ssl = server_context(self.config.tls) if self.config.tls is not None else None
+        await web.TCPSite(self._runner, self.config.host, self.config.port,
+                          ssl_context=ssl).start()
         self._port = int(self._runner.addresses[0][1])
         log.info("http source listening on %s", self.url)
 
@@ -146,6 +159,8 @@ class HttpSource:
 
     # -- handlers -------------------------------------------------------------
     def _authorize(self, request: web.Request, gateway: str) -> web.Response | None:
+        if self.admission is not None:
+            return self._authorize_registered(request, gateway, self.admission)
         c = self.config
         if c.token is None and not c.tokens:
             return None
@@ -159,8 +174,22 @@ class HttpSource:
             return self._deny(401, gateway, "wrong token")
         return None
 
-    def _deny(self, status: int, gateway: str, detail: str) -> web.Response:
-        reason = "unauthorized" if status == 401 else "forbidden"
+    def _authorize_registered(self, request: web.Request, gateway: str,
+                              admission: Admission) -> web.Response | None:
+        """The gateway is in the registry, not revoked, and the token is its secret."""
+        refused = admission.refusal(gateway)
+        if refused is not None:
+            return self._deny(403, gateway, refused.detail, refused.reason)
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return self._deny(401, gateway, "missing bearer token")
+        if not admission.token_ok(gateway, given.strip()):
+            return self._deny(401, gateway, "wrong token")
+        return None
+
+    def _deny(self, status: int, gateway: str, detail: str,
+              reason: str | None = None) -> web.Response:
+        reason = reason or ("unauthorized" if status == 401 else "forbidden")
         self.refused[reason] += 1
         log.warning("refused batch from %s: %s: %s", gateway, reason, detail)
         headers = {"WWW-Authenticate": 'Bearer realm="cityedge"'} if status == 401 else {}
@@ -191,7 +220,7 @@ class HttpSource:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._refuse(gateway, "too_large", f"body over {limit} bytes")
-        result = ingest(body, gateway)
+        result = ingest_checked(body, gateway, self.admission)
         if isinstance(result, Refused):
             return self._refuse(gateway, result.reason, result.detail)
         return result

@@ -15,17 +15,20 @@ from collections import Counter
 
 from cityedge.mqtt import Message, MqttClient, MqttOptions
 from cityedge.uplink import Topics, encode_ack
+from collector.admission import Admission, ingest_checked
 from collector.config import MqttSourceConfig
 from collector.delivery import WritePipeline
-from collector.ingest import Refused, ingest
+from collector.ingest import Refused
 
 log = logging.getLogger(__name__)
 
 
 class MqttSource:
-    def __init__(self, config: MqttSourceConfig, pipeline: WritePipeline) -> None:
+    def __init__(self, config: MqttSourceConfig, pipeline: WritePipeline,
+                 admission: Admission | None = None) -> None:
         self.config = config
         self.pipeline = pipeline
+        self.admission = admission  # None: no registry (insecure: true)
         self.topics = Topics(config.topic_prefix)
         self.refused: Counter[str] = Counter()
         self.client: MqttClient | None = None
@@ -43,6 +46,7 @@ class MqttSource:
             receive_maximum=c.receive_maximum,
             incoming_queue=c.receive_maximum + 10,
             subscriptions=[(self.topics.up_subscription(c.share_group or None), 1)],
+            tls=c.tls,
         )
         self.client = MqttClient(options)
         self.client.start()
@@ -57,7 +61,7 @@ class MqttSource:
     def handle(self, message: Message) -> None:
         assert self.client is not None
         gateway = self.topics.gateway_of(message.topic)
-        result = ingest(message.payload, gateway)
+        result = ingest_checked(message.payload, gateway, self.admission)
         if isinstance(result, Refused):
             self.refused[result.reason] += 1
             log.warning("refused batch from %s on %s: %s: %s",

@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from cityedge.tls import client_context
 from cityedge.uplink import Ack, PayloadError, decode_ack
 from edge_agent.config import HttpUplinkConfig
 
@@ -158,8 +159,15 @@ class HttpTransport:
         self._session = aiohttp.ClientSession(
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-            connector=aiohttp.TCPConnector(limit=self.max_in_flight),
+            connector=self._connector(),
         )
+
+    def _connector(self) -> aiohttp.TCPConnector:
+        """https is verified against tls.ca_file when set (else the system's CAs); never off."""
+        tls = self.config.tls
+        if tls is None:
+            return aiohttp.TCPConnector(limit=self.max_in_flight)
+        return aiohttp.TCPConnector(limit=self.max_in_flight, ssl=client_context(tls))
 
     def ready(self) -> bool:
         return (self._session is not None and not self._closed

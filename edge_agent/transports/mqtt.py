@@ -37,6 +37,7 @@ class MqttTransport:
             reconnect_max=config.reconnect_max,
             will=Will(self.topics.status(gateway), offline, qos=1, retain=True),
             subscriptions=[(self.topics.ack(gateway), 1), (self.topics.down(gateway), 1)],
+            tls=config.tls,
         )
         self.client: MqttClient | None = None
         self.downlink: Callable[[bytes], Awaitable[bytes]] | None = None

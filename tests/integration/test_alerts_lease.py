@@ -332,6 +332,7 @@ def collector(tmp: Path, who: str, *, mosquitto: Mosquitto, influxdb: InfluxDB, 
     path = write_yaml(tmp / f"collector-{who}.yaml", {
         "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"c-{who}-{name}",
                  "keepalive": KEEPALIVE, "topic_prefix": f"test/{name}"},
+        "insecure": True,  # a plain broker: no registry
         "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": name},
         "batching": {"linger": 0.02},
         "health_interval": 1,

@@ -69,6 +69,7 @@ class Chaos:
         cfg = write_yaml(tmp / "collector.yaml", {
             "mqtt": {"host": "127.0.0.1", "port": self.mosquitto.port,
                      "client_id": "chaos-collector"},
+            "insecure": True,  # a plain broker: no registry
             "writer": {"type": "influxdb_v1", "url": self.influx.url, "database": DB,
                        "timeout": 3},
             "batching": {"linger": 0.02},

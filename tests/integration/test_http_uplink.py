@@ -133,6 +133,7 @@ def test_agent_and_collector_processes_over_http(
     device = SimulatedDevice(profile, link=tmp_path / "dev" / "pm-1", interval=0.02, seed=11)
     port, token = free_port(), "s3cret-gw-http"
     collector_cfg = write_yaml(tmp_path / "collector.yaml", {
+        "insecure": True,  # no registry: the per-gateway token below
         "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": unique_name},
         "mqtt": None,  # a site without a broker
         "http": {"host": "127.0.0.1", "port": port, "tokens": {"gw-http": token},

@@ -24,6 +24,7 @@ def start(tmp: Path, name: str, mosquitto: Mosquitto, influxdb: InfluxDB, proxy:
     collector = write_yaml(tmp / "collector.yaml", {
         "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"c-{name}",
                  "topic_prefix": f"test/{name}"},
+        "insecure": True,  # a plain broker: no registry
         "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": name},
         "batching": {"linger": linger},
     })

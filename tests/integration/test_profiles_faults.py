@@ -64,6 +64,7 @@ def test_faults_and_an_unplug_lose_nothing_intact(
         tmp_path / "collector.yaml", {
             "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"c-{db}",
                      "topic_prefix": f"test/{db}"},
+            "insecure": True,  # a plain broker: no registry
             "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": db},
             "batching": {"linger": 0.02},
         }))], tmp_path / "collector.log").start()

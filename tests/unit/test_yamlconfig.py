@@ -418,6 +418,8 @@ writer:
   url: http://127.0.0.1:8086
   database: 도시
 """
+# The explicit opt-out of the gateway registry (collector configs need one or the other).
+INSECURE = "insecure: true\n"
 
 
 def collector_load(tmp_path: Path, text: str) -> collector_config.LoadedConfig:
@@ -433,7 +435,8 @@ def collector_error(tmp_path: Path, text: str) -> str:
 
 
 def test_collector_config_loads(tmp_path: Path) -> None:
-    loaded = collector_load(tmp_path, COLLECTOR + "batching: {max_points: 100, linger: 0}\n")
+    loaded = collector_load(tmp_path,
+                            COLLECTOR + INSECURE + "batching: {max_points: 100, linger: 0}\n")
     cfg = loaded.config
     assert isinstance(cfg, CollectorConfig)
     assert cfg.writer == {"type": "influxdb_v1", "url": "http://127.0.0.1:8086", "database": "도시"}
@@ -476,7 +479,7 @@ def test_collector_config_errors(tmp_path: Path, text: str, expected: str) -> No
 
 
 def test_collector_mqtt_null_disables_the_mqtt_source(tmp_path: Path) -> None:
-    loaded = collector_load(tmp_path, COLLECTOR + "mqtt: null\nhttp: {port: 8080}\n")
+    loaded = collector_load(tmp_path, COLLECTOR + INSECURE + "mqtt: null\nhttp: {port: 8080}\n")
     assert loaded.config.mqtt is None
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from cityedge import yamlconfig
 from cityedge.mqtt import MqttClient, MqttOptions
+from cityedge.tls import TlsConfig
 from cityedge.uplink import Topics
 from cityedge.uplink.downlink import DownlinkError, decode_ack, encode_display
 from collector.alerts.errors import Rejected, Retryable
@@ -40,6 +41,8 @@ class DownlinkConfig:
     text: str = "{display}"
     ttl: float = field(default=6 * 3600.0, metadata={"min": 0.0})
     ack_timeout: float = field(default=30.0, metadata={"min": 0.1})
+    # TLS to the broker, as the collector's mqtt.tls (paths absolute or from the cwd).
+    tls: TlsConfig | None = None
 
 
 class _Values(dict[str, Any]):
@@ -80,7 +83,7 @@ class DownlinkNotifier:
         c = self.config
         self.client = MqttClient(MqttOptions(
             host=c.host, port=c.port, client_id=c.client_id, keepalive=c.keepalive,
-            username=c.username, password=c.password,
+            username=c.username, password=c.password, tls=c.tls,
             subscriptions=[(Topics(self.prefix).down_ack("+"), 1)]))
         self.client.start()
         self._task = asyncio.create_task(self._read_acks(), name="downlink-acks")
