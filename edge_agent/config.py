@@ -32,6 +32,12 @@ class SiteConfig:
 class GatewayConfig:
     id: str
     site: SiteConfig
+    # This gateway's credential, as the operator's registry has it (its MQTT
+    # password or HTTP token). Acks and display messages are taken only when
+    # sealed with the key derived from it (cityedge/uplink/seal.py); None
+    # takes them unsealed, from anyone who can publish to this gateway's topics
+    # (insecure: for tests and closed networks only).
+    secret: str | None = None
 
     def __post_init__(self) -> None:
         if not ID_RE.fullmatch(self.id):

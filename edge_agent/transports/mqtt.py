@@ -2,12 +2,20 @@
 
 Alert displays arrive on ``.../down``; ``downlink`` (set by the agent) turns
 each into the ack published on ``.../down_ack``, in arrival order.
+
+With the gateway's seal ``key`` (cityedge/uplink/seal.py) an ack without a
+valid seal is dropped here, counted by reason in ``bad_ack_reasons``
+(``unsealed``, ``bad_seal``, or what was wrong with its JSON): anyone who can
+publish to the ack topic could have sent it. Display messages are checked
+against the same key by the agent's board (edge_agent/displays.py), which
+answers each with an ack.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from cityedge.mqtt import MqttClient, MqttOptions, Will
@@ -18,11 +26,14 @@ log = logging.getLogger(__name__)
 
 
 class MqttTransport:
-    def __init__(self, config: MqttConfig, gateway: str, *, max_in_flight: int) -> None:
+    def __init__(self, config: MqttConfig, gateway: str, *, max_in_flight: int,
+                 key: bytes | None = None) -> None:
         self.config = config
         self.gateway = gateway
+        self.key = key
         self.topics = Topics(config.topic_prefix)
         self.bad_acks = 0
+        self.bad_ack_reasons: Counter[str] = Counter()
         offline = json.dumps({"gateway": gateway, "state": "offline"}).encode()
         self._options = MqttOptions(
             host=config.host,
@@ -66,10 +77,12 @@ class MqttTransport:
                 await self._downlink(message.payload)
                 continue
             try:
-                return decode_ack(message.payload)
+                return decode_ack(message.payload, self.key)
             except PayloadError as exc:
                 self.bad_acks += 1
-                log.warning("unusable ack: %s", exc)
+                self.bad_ack_reasons[exc.reason] += 1
+                if self.bad_ack_reasons[exc.reason] == 1:  # a flood must not fill the log
+                    log.warning("unusable ack (this kind is counted, not logged again): %s", exc)
 
     async def _downlink(self, payload: bytes) -> None:
         assert self.client is not None
