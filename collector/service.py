@@ -8,6 +8,7 @@ import logging
 import signal
 import time
 
+from cityedge.uplink.seal import KeyRing
 from collector.alerts.runner import AlertRunner
 from collector.config import LoadedConfig, make_writer
 from collector.delivery import WritePipeline
@@ -21,18 +22,24 @@ HEALTH_MEASUREMENT = "cityedge_collector"
 
 
 class CollectorService:
-    def __init__(self, loaded: LoadedConfig) -> None:
+    """``keyring``: each gateway's seal key (cityedge/uplink/seal.py), from the operator's
+    registry; acks and displays to a gateway are sealed with it. None: insecure, unsealed."""
+
+    def __init__(self, loaded: LoadedConfig, keyring: KeyRing | None = None) -> None:
         self.config = loaded.config
+        self.keyring = keyring
         self.writer = make_writer(loaded.config, loaded.doc)
         b = loaded.config.batching
         self.pipeline = WritePipeline(self.writer, max_points=b.max_points, linger=b.linger)
-        self.mqtt = MqttSource(loaded.config.mqtt, self.pipeline) if loaded.config.mqtt else None
-        self.http = HttpSource(loaded.config.http, self.pipeline) if loaded.config.http else None
+        c = loaded.config
+        self.mqtt = MqttSource(c.mqtt, self.pipeline, keyring) if c.mqtt else None
+        self.http = HttpSource(c.http, self.pipeline, keyring) if c.http else None
         self.alerts: AlertRunner | None = None
         if loaded.alerts is not None and loaded.alerts.config.enabled:
             mqtt = loaded.config.mqtt
             self.alerts = AlertRunner(loaded.alerts, write_points=self.pipeline.write_durably,
-                                      mqtt=mqtt, holder=mqtt.client_id if mqtt else "collector")
+                                      mqtt=mqtt, holder=mqtt.client_id if mqtt else "collector",
+                                      keyring=keyring)
             alerts = self.alerts
             self.pipeline.on_written = lambda points: alerts.feed(points, time.time_ns())
         self.should_exit = asyncio.Event()

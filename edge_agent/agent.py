@@ -276,7 +276,7 @@ class Agent:
                 self.acks_other_outbox += 1
                 log.info("ack for another outbox (%s/%s) ignored", ack.gateway, ack.epoch)
                 continue
-            probe_sent = self._probes.pop(ack.batch_id, None)
+            probe_sent = self._probes.get(ack.batch_id)
             in_flight = probe_sent is not None
             if not in_flight:  # a probe hands out no seqs; any other ack goes to the window
                 result = self.window.acked(ack.batch_id, ack.seqs)
@@ -297,15 +297,18 @@ class Agent:
         """
         assert ack.time_ns is not None
         if self.timebase is None or self.timebase.current.anchor is not None:
+            self._probes.clear()
             return
         reason = ("not_in_flight" if not in_flight
                   else None if self.timebase.plausible(ack.time_ns) else "implausible")
         if reason is not None:
+            # A refused answer leaves its probe open: the collector's may still come.
             self.time_answers_refused[reason] += 1
             if self.time_answers_refused[reason] == 1:
                 log.warning("time answer refused (%s): %d ns in the ack of batch %d; later ones"
                             " are counted, not logged", reason, ack.time_ns, ack.batch_id)
             return
+        self._probes.pop(ack.batch_id, None)
         # For a probe, the collector's clock was read about half way through the
         # round trip; for any other ack, just before receipt.
         now = time.monotonic_ns()
