@@ -27,7 +27,7 @@ from edge_agent.clock import Clock
 from edge_agent.config import AGENT_SENSOR, AgentConfig, resolve
 from edge_agent.decoding import Profile, load_profiles
 from edge_agent.display_file import read_display_file, write_display_file
-from edge_agent.displays import DisplayBoard
+from edge_agent.displays import DisplayBoard, answered, reason_of
 from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
 from edge_agent.outbox.store import DropPolicy
 from edge_agent.readings import Reading
@@ -323,7 +323,9 @@ class Agent:
         anchor = self.timebase.current.anchor if self.timebase else None
         return None if anchor is None else anchor.wall_ns + time.monotonic_ns() - anchor.mono_ns
 
-    async def _on_display(self, payload: bytes) -> bytes:
+    async def _on_display(self, payload: bytes) -> bytes | None:
+        """Apply a display message; the ack to publish, or None for one that failed the seal
+        check (counted by the board, logged once per reason)."""
         try:
             changed, ack = self.displays.receive(payload, self._trusted_now_ns())
         except Exception as exc:  # a bug, not the peer's fault: the board promises not to raise
@@ -334,11 +336,12 @@ class Agent:
             self.displays.forget(ack.id)
             self.displays.rejected["display_output"] += 1
             ack = DisplayAck(ack.id, ack.gateway, "rejected", "display_output: write failed")
-        if ack.result == "rejected":
-            log.warning("display %s rejected: %s", ack.id or "?", ack.detail)
-        else:
+        if ack.result != "rejected":
             log.info("display %s %s; showing %d", ack.id, ack.result, len(self.displays.showing))
-        return encode_ack(ack)
+        elif self.displays.rejected[reason_of(ack)] <= 1:  # a flood must not fill the log
+            log.warning("display %s rejected (more of this kind are counted, not logged): %s",
+                        ack.id or "?", ack.detail)
+        return encode_ack(ack) if answered(ack) else None
 
     async def _write_displays(self) -> bool:
         """Write the board as it is now. Until a write succeeds the file is stale, and

@@ -12,7 +12,9 @@ crossed a newer event) is acknowledged but not applied.
 What a stranger on the broker can do is bounded (DESIGN, Trust):
 - with the gateway's seal key, a show or a clear without a valid seal is
   rejected (``unsealed``, ``bad_seal``) before anything else: its id is not
-  remembered, so the genuine message with that id is still acted on;
+  remembered, so the genuine message with that id is still acted on, and
+  no ack is sent for it (``answered``): no collector sent it, and a flood of
+  answers would crowd the uplink's queue;
 - at most ``MAX_SHOWING`` alerts are on the board; a show for one more is
   rejected (``board_full``), so the display file stays small (a few kB per
   entry, see the limits in cityedge/uplink/downlink.py);
@@ -42,6 +44,8 @@ from cityedge.uplink.downlink import (
     message_id,
 )
 
+# Rejections of a message no collector can be shown to have sent: not answered.
+UNATTRIBUTED = frozenset({"unsealed", "bad_seal"})
 # Event ids remembered for "act once"; QoS 1 resends arrive within minutes.
 SEEN_IDS = 4096
 # Alerts whose last applied event time is remembered (ordering guard).
@@ -189,3 +193,13 @@ def _bounded(display: Display) -> Display:
         display.expires_ns, longest)
     return display if expires == display.expires_ns else dataclasses.replace(
         display, expires_ns=expires)
+
+
+def reason_of(ack: DisplayAck) -> str:
+    """The reason code of a rejection ("" for shown and cleared)."""
+    return ack.detail.partition(":")[0] if ack.result == "rejected" else ""
+
+
+def answered(ack: DisplayAck) -> bool:
+    """Should this ack be sent? Not for a message that failed the seal check."""
+    return reason_of(ack) not in UNATTRIBUTED

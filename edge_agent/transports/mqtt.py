@@ -50,7 +50,8 @@ class MqttTransport:
             subscriptions=[(self.topics.ack(gateway), 1), (self.topics.down(gateway), 1)],
         )
         self.client: MqttClient | None = None
-        self.downlink: Callable[[bytes], Awaitable[bytes]] | None = None
+        self.downlink: Callable[[bytes], Awaitable[bytes | None]] | None = None
+        self.display_acks_dropped = 0  # not queued: the collector counts them unacked
 
     async def start(self) -> None:
         self.client = MqttClient(self._options)
@@ -90,9 +91,14 @@ class MqttTransport:
             log.warning("downlink message ignored (nothing handles it): %.200r", payload)
             return
         ack = await self.downlink(payload)
+        if ack is None:
+            return
         if not self.client.publish(self.topics.down_ack(self.gateway), ack, qos=1):
-            log.warning("display ack not queued (%s); the collector counts it unacked",
-                        self.client.stats.last_error)
+            self.display_acks_dropped += 1
+            if self.display_acks_dropped % 100 == 1:  # a flood must not fill the log
+                log.warning("display ack not queued (%s); the collector counts it unacked"
+                            " (%d so far)", self.client.stats.last_error,
+                            self.display_acks_dropped)
 
     async def close(self) -> None:
         if self.client is not None:

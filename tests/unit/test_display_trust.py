@@ -28,6 +28,7 @@ from edge_agent.displays import (
     MAX_SHOWING,
     MAX_TTL_NS,
     DisplayBoard,
+    answered,
 )
 
 T0 = 1_780_000_000 * 10**9
@@ -198,3 +199,13 @@ def test_restore_keeps_at_most_max_showing_newest_first() -> None:
     b.restore({"showing": entries})
     assert len(b.showing) == MAX_SHOWING
     assert "a0" not in b.showing and f"a{MAX_SHOWING + 3}" in b.showing
+
+
+def test_only_messages_that_pass_the_seal_check_are_answered() -> None:
+    b = board()
+    _, forged = b.receive(encode_display(d()), T0)
+    _, wrong = b.receive(encode_display(d(), OTHER), T0)
+    _, genuine = b.receive(encode_display(d(), KEY), T0)
+    _, full = board(key=None).receive(b"not json", T0)
+    assert not answered(forged) and not answered(wrong)
+    assert answered(genuine) and answered(full)  # the collector's own: always answered
