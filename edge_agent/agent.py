@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cityedge.uplink import Ack, Batch, SeqRanges, WireReading, encode_batch
-from cityedge.uplink.downlink import DisplayAck, encode_ack
 from cityedge.uplink.seal import derive_key
 from edge_agent.clock import Clock
 from edge_agent.config import AGENT_SENSOR, AgentConfig, resolve
 from edge_agent.decoding import Profile, load_profiles
-from edge_agent.display_file import read_display_file, write_display_file
-from edge_agent.displays import DisplayBoard, answered, reason_of
+from edge_agent.display_file import DisplayOutput
+from edge_agent.displays import DisplayBoard
 from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
 from edge_agent.outbox.store import DropPolicy
 from edge_agent.readings import Reading
@@ -82,12 +81,10 @@ class Agent:
         )
         self.displays = DisplayBoard(config.gateway.id, key=self.seal_key,
                                      has_display=config.display.output != "none")
-        self.display_path = (resolve(base_dir, config.display.path)
-                             if config.display.output == "file" else None)
-        self.display_write_failures = 0
-        self._displays_stale = False
-        self._display_lock = asyncio.Lock()
-        self.transport.downlink = self._on_display
+        self.display = DisplayOutput(self.displays, resolve(base_dir, config.display.path)
+                                     if config.display.output == "file" else None,
+                                     now=self._trusted_now_ns)
+        self.transport.downlink = self.display.on_message
         self.ports = [
             SensorPort(s, self.profiles[s.profile], self.clock, self._store) for s in config.sensors
         ]
@@ -323,66 +320,12 @@ class Agent:
         anchor = self.timebase.current.anchor if self.timebase else None
         return None if anchor is None else anchor.wall_ns + time.monotonic_ns() - anchor.mono_ns
 
-    async def _on_display(self, payload: bytes) -> bytes | None:
-        """Apply a display message; the ack to publish, or None for one that failed the seal
-        check (counted by the board, logged once per reason)."""
-        try:
-            changed, ack = self.displays.receive(payload, self._trusted_now_ns())
-        except Exception as exc:  # a bug, not the peer's fault: the board promises not to raise
-            log.exception("display message %.200r", payload)
-            return encode_ack(DisplayAck("", self.config.gateway.id, "rejected",
-                                         f"internal_error: {type(exc).__name__}"))
-        if (changed or self._displays_stale) and not await self._write_displays():
-            self.displays.forget(ack.id)
-            self.displays.rejected["display_output"] += 1
-            ack = DisplayAck(ack.id, ack.gateway, "rejected", "display_output: write failed")
-        if ack.result != "rejected":
-            log.info("display %s %s; showing %d", ack.id, ack.result, len(self.displays.showing))
-        elif self.displays.rejected[reason_of(ack)] <= 1:  # a flood must not fill the log
-            log.warning("display %s rejected (more of this kind are counted, not logged): %s",
-                        ack.id or "?", ack.detail)
-        return encode_ack(ack) if answered(ack) else None
-
-    async def _write_displays(self) -> bool:
-        """Write the board as it is now. Until a write succeeds the file is stale, and
-        every display message and health tick tries again (a failed clear must not
-        leave a warning up because the board already forgot it)."""
-        if self.display_path is None:
-            return True
-        async with self._display_lock:  # the ack task and the health loop both write
-            snapshot = self.displays.snapshot(time.time_ns())
-            try:
-                await asyncio.to_thread(write_display_file, self.display_path, snapshot)
-            except (OSError, ValueError) as exc:
-                self.display_write_failures += 1
-                self._displays_stale = True
-                log.error("cannot write the display file %s: %s", self.display_path, exc)
-                return False
-            self._displays_stale = False
-            return True
-
-    def _restore_displays(self) -> None:
-        if self.display_path is None:
-            return
-        try:
-            snapshot = read_display_file(self.display_path)
-            if snapshot is not None:
-                self.displays.restore(snapshot)
-                log.info("restored %d display(s) from %s", len(self.displays.showing),
-                         self.display_path)
-        except (OSError, ValueError) as exc:  # DownlinkError is a ValueError
-            log.error("display file %s unreadable, starting with a blank board: %s",
-                      self.display_path, exc)
-            self._displays_stale = True  # rewrite it blank: the terminal must not show it
-
     # -- health ----------------------------------------------------------------
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval)
             await self._io_call(self.outbox.flush_gaps) if self.outbox else None
-            now = self._trusted_now_ns()
-            if (now is not None and self.displays.expire(now)) or self._displays_stale:
-                await self._write_displays()
+            await self.display.tick()
             self._store([await self.health_reading()])
             for port in self.ports:
                 wall, mono = self.clock.stamp(port.config.id + "/health")
@@ -421,10 +364,7 @@ class Agent:
             "in_flight_batches": self.window.in_flight,
             "resent_batches": self.window.resent_batches,
             "refused_sends": self.refused_sends,
-            "displays_showing": len(self.displays.showing),
-            "displays_rejected": self.displays.counts["rejected"],
-            **_by_reason("displays_rejected", self.displays.rejected),
-            "display_write_failures": self.display_write_failures,
+            **self.display.health_fields(),
             **self._trust_fields(),
             "link_up": self.transport.ready(),
             "clock_synced": self._synced_now,
@@ -473,7 +413,7 @@ class Agent:
         await self._io_call(self.outbox.save_sensor_meta, self.sensors_meta)
         # Sensors removed from the config since their readings were stored keep their meta.
         self.sensors_meta = {**await self._io_call(self.outbox.sensor_meta), **self.sensors_meta}
-        self._restore_displays()
+        self.display.restore()
         u = self.config.uplink
         self.window = DeliveryWindow(max_in_flight=u.max_in_flight, ack_timeout=u.ack_timeout,
                                      batch_size=u.batch_size, durable_seq=self.sendable_seq())
