@@ -209,3 +209,19 @@ def test_only_messages_that_pass_the_seal_check_are_answered() -> None:
     _, full = board(key=None).receive(b"not json", T0)
     assert not answered(forged) and not answered(wrong)
     assert answered(genuine) and answered(full)  # the collector's own: always answered
+
+
+@pytest.mark.parametrize("change", [
+    {"id": "a1:9"}, {"alert_id": "a9"}, {"action": "clear"}, {"rule": "pm25_advisory"},
+    {"severity": "warning"}, {"text": "대피하십시오"}, {"time_ns": T0 + 1},
+    {"expires_ns": T0 + 10**18}, {"expires_ns": None}, {"scope": {"district": "강남구"}},
+    {"scope": {}}, {"v": 2}, {"type": "alert_display_ack"}, {"extra": 1},
+], ids=repr)
+def test_tampering_with_any_field_of_a_sealed_display_is_refused(
+        change: dict[str, object]) -> None:
+    doc = {**json.loads(encode_display(d(), KEY)), **change}
+    payload = json.dumps(doc, ensure_ascii=False).encode()
+    changed, ack = board().receive(payload, T0)
+    assert not changed and ack.result == "rejected"
+    if "v" not in change and "type" not in change:  # those fail before the seal is read
+        assert ack.detail.startswith("bad_seal"), ack
