@@ -62,6 +62,10 @@ class Admission:
         self.stats.site_overrides += 1
         return dataclasses.replace(accepted, points=tuple(points))
 
+    def key_for(self, gateway: str) -> bytes | None:
+        """The gateway's seal key (a KeyRing, cityedge/uplink/seal.py): None once revoked."""
+        return self.registry.key_for(gateway)
+
     def token_ok(self, gateway: str, token: str) -> bool:
         """The bearer token is this gateway's secret (call after ``refusal`` said None)."""
         if self._verified_for is not self.registry:

@@ -9,6 +9,7 @@ import signal
 import time
 from collections import Counter
 
+from cityedge.uplink.seal import KeyRing
 from collector.admission import Admission
 from collector.alerts.runner import AlertRunner
 from collector.config import LoadedConfig, make_writer
@@ -33,20 +34,29 @@ def _admission(loaded: LoadedConfig) -> Admission | None:
 
 
 class CollectorService:
-    def __init__(self, loaded: LoadedConfig) -> None:
+    """``keyring``: each gateway's seal key (cityedge/uplink/seal.py), from the operator's
+    registry; acks and displays to a gateway are sealed with it. None: insecure, unsealed."""
+
+    def __init__(self, loaded: LoadedConfig, keyring: KeyRing | None = None) -> None:
         self.config = loaded.config
         self.writer = make_writer(loaded.config, loaded.doc)
         b = loaded.config.batching
         self.pipeline = WritePipeline(self.writer, max_points=b.max_points, linger=b.linger)
         self.admission = _admission(loaded)
+        # The registry seals what goes to each gateway unless a keyring is given.
+        self.keyring: KeyRing | None = keyring or self.admission
+        keyring = self.keyring
         c = loaded.config
-        self.mqtt = MqttSource(c.mqtt, self.pipeline, self.admission) if c.mqtt else None
-        self.http = HttpSource(c.http, self.pipeline, self.admission) if c.http else None
+        self.mqtt = (MqttSource(c.mqtt, self.pipeline, self.admission, keyring)
+                     if c.mqtt else None)
+        self.http = (HttpSource(c.http, self.pipeline, self.admission, keyring)
+                     if c.http else None)
         self.alerts: AlertRunner | None = None
         if loaded.alerts is not None and loaded.alerts.config.enabled:
             mqtt = loaded.config.mqtt
             self.alerts = AlertRunner(loaded.alerts, write_points=self.pipeline.write_durably,
-                                      mqtt=mqtt, holder=mqtt.client_id if mqtt else "collector")
+                                      mqtt=mqtt, holder=mqtt.client_id if mqtt else "collector",
+                                      keyring=keyring)
             alerts = self.alerts
             self.pipeline.on_written = lambda points: alerts.feed(points, time.time_ns())
             if self.alerts.feed_source is not None:

@@ -20,12 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cityedge.uplink import Batch, SeqRanges, WireReading, encode_batch
-from cityedge.uplink.downlink import DisplayAck, encode_ack
+from cityedge.uplink import Ack, Batch, SeqRanges, WireReading, encode_batch
+from cityedge.uplink.seal import derive_key
 from edge_agent.clock import Clock
 from edge_agent.config import AGENT_SENSOR, AgentConfig, effective_uplink, resolve
 from edge_agent.decoding import Profile, load_profiles
-from edge_agent.display_file import read_display_file, write_display_file
+from edge_agent.display_file import DisplayOutput
 from edge_agent.displays import DisplayBoard
 from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
 from edge_agent.outbox.store import DropPolicy
@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 # Seconds between time probes while the boot has no anchor.
 PROBE_INTERVAL_S = 5.0
+# Probes whose answer is awaited: older ones are forgotten (their answer, if
+# it ever comes, is not taken); 16 probes are 80 s of an unanswered link.
+MAX_PROBES = 16
 
 T = TypeVar("T")
 SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "firmware_profiles"
@@ -63,19 +66,25 @@ class Agent:
         self.window = DeliveryWindow(  # replaced once the outbox is open (serve)
             max_in_flight=u.max_in_flight, ack_timeout=u.ack_timeout, batch_size=u.batch_size
         )
+        # Acks and displays must be sealed with it (cityedge/uplink/seal.py); None: insecure.
+        self.seal_key = (None if config.gateway.secret is None
+                         else derive_key(config.gateway.secret))
+        if self.seal_key is None:
+            log.warning("gateway.secret is not set: acks and displays are taken unsealed,"
+                        " from anyone who can publish to this gateway's topics")
         self.transport: Transport = transport or (
-            HttpTransport(u.http, config.gateway.id, max_in_flight=u.max_in_flight)
+            HttpTransport(u.http, config.gateway.id, max_in_flight=u.max_in_flight,
+                          key=self.seal_key)
             if u.kind == "http"
-            else MqttTransport(u.mqtt, config.gateway.id, max_in_flight=u.max_in_flight)
+            else MqttTransport(u.mqtt, config.gateway.id, max_in_flight=u.max_in_flight,
+                               key=self.seal_key)
         )
-        self.displays = DisplayBoard(config.gateway.id,
+        self.displays = DisplayBoard(config.gateway.id, key=self.seal_key,
                                      has_display=config.display.output != "none")
-        self.display_path = (resolve(base_dir, config.display.path)
-                             if config.display.output == "file" else None)
-        self.display_write_failures = 0
-        self._displays_stale = False
-        self._display_lock = asyncio.Lock()
-        self.transport.downlink = self._on_display
+        self.display = DisplayOutput(self.displays, resolve(base_dir, config.display.path)
+                                     if config.display.output == "file" else None,
+                                     now=self._trusted_now_ns)
+        self.transport.downlink = self.display.on_message
         self.ports = [
             SensorPort(s, self.profiles[s.profile], self.clock, self._store) for s in config.sensors
         ]
@@ -97,6 +106,8 @@ class Agent:
         self._synced_now = self.clock.synced()
         self._hold_cap: int | None = None
         self._probes: dict[int, int] = {}  # time-probe batch id -> monotonic ns sent
+        self.acks_other_outbox = 0  # acks naming another gateway or epoch
+        self.time_answers_refused: Counter[str] = Counter()  # by reason
         self._last_probe = -PROBE_INTERVAL_S
         self._rate_mark = (time.monotonic(), 0)
         self.started_at = time.monotonic()
@@ -213,6 +224,8 @@ class Agent:
         self._last_probe = now
         probe = self._batch([])
         self._probes[probe.batch_id] = time.monotonic_ns()
+        while len(self._probes) > MAX_PROBES:
+            del self._probes[next(iter(self._probes))]
         self.transport.send(encode_batch(probe))
 
     async def _send_loop(self) -> None:
@@ -251,22 +264,53 @@ class Agent:
             self.window.sent(batch.batch_id, seqs, time.monotonic(), plan)
 
     async def _ack_loop(self) -> None:
+        """Apply each ack the transport verified (sealed, when a key is set): it deletes only
+        the seqs the delivery window confirms (outbox/window.py), and may answer a probe."""
         assert self.outbox is not None
         while True:
             ack = await self.transport.next_ack()
             if ack.epoch != self.outbox.epoch or ack.gateway != self.config.gateway.id:
+                self.acks_other_outbox += 1
                 log.info("ack for another outbox (%s/%s) ignored", ack.gateway, ack.epoch)
                 continue
-            self.window.acked(ack.batch_id, ack.seqs)
-            self.acked += await self._io_call(self.outbox.delete, ack.seqs)
-            if ack.time_ns is not None and self.timebase and self.timebase.current.anchor is None:
-                # For a probe, the collector's clock was read about half way
-                # through the round trip; for any other ack, just before receipt.
-                sent = self._probes.pop(ack.batch_id, None)
-                now = time.monotonic_ns()
-                await self._update_timebase(collector_time=ack.time_ns,
-                                            at_mono=(sent + now) // 2 if sent else now)
+            probe_sent = self._probes.get(ack.batch_id)
+            in_flight = probe_sent is not None
+            if not in_flight:  # a probe hands out no seqs; any other ack goes to the window
+                result = self.window.acked(ack.batch_id, ack.seqs)
+                in_flight = result.in_flight
+                if result.confirmed:
+                    self.acked += await self._io_call(self.outbox.delete, result.confirmed)
+            if ack.time_ns is not None:
+                await self._time_answer(ack, in_flight, probe_sent)
             self._wake_sender.set()
+
+    async def _time_answer(self, ack: Ack, in_flight: bool, probe_sent: int | None) -> None:
+        """Anchor an unanchored boot on the collector's clock, if the answer deserves it.
+
+        Taken only from an ack that answers a probe or a batch in flight (the
+        transport already refused unsealed ones when a key is set) and only if
+        its time is plausible (timebase.py); anything else is refused, counted
+        by reason and logged once per reason.
+        """
+        assert ack.time_ns is not None
+        if self.timebase is None or self.timebase.current.anchor is not None:
+            self._probes.clear()
+            return
+        reason = ("not_in_flight" if not in_flight
+                  else None if self.timebase.plausible(ack.time_ns) else "implausible")
+        if reason is not None:
+            # A refused answer leaves its probe open: the collector's may still come.
+            self.time_answers_refused[reason] += 1
+            if self.time_answers_refused[reason] == 1:
+                log.warning("time answer refused (%s): %d ns in the ack of batch %d; later ones"
+                            " are counted, not logged", reason, ack.time_ns, ack.batch_id)
+            return
+        self._probes.pop(ack.batch_id, None)
+        # For a probe, the collector's clock was read about half way through the
+        # round trip; for any other ack, just before receipt.
+        now = time.monotonic_ns()
+        await self._update_timebase(collector_time=ack.time_ns,
+                                    at_mono=(probe_sent + now) // 2 if probe_sent else now)
 
     # -- alert displays (downlink) ----------------------------------------------
     def _trusted_now_ns(self) -> int | None:
@@ -276,62 +320,12 @@ class Agent:
         anchor = self.timebase.current.anchor if self.timebase else None
         return None if anchor is None else anchor.wall_ns + time.monotonic_ns() - anchor.mono_ns
 
-    async def _on_display(self, payload: bytes) -> bytes:
-        try:
-            changed, ack = self.displays.receive(payload, self._trusted_now_ns())
-        except Exception as exc:  # a bug, not the peer's fault: the board promises not to raise
-            log.exception("display message %.200r", payload)
-            return encode_ack(DisplayAck("", self.config.gateway.id, "rejected",
-                                         f"internal_error: {type(exc).__name__}"))
-        if (changed or self._displays_stale) and not await self._write_displays():
-            self.displays.forget(ack.id)
-            ack = DisplayAck(ack.id, ack.gateway, "rejected", "display_output: write failed")
-        if ack.result == "rejected":
-            log.warning("display %s rejected: %s", ack.id or "?", ack.detail)
-        else:
-            log.info("display %s %s; showing %d", ack.id, ack.result, len(self.displays.showing))
-        return encode_ack(ack)
-
-    async def _write_displays(self) -> bool:
-        """Write the board as it is now. Until a write succeeds the file is stale, and
-        every display message and health tick tries again (a failed clear must not
-        leave a warning up because the board already forgot it)."""
-        if self.display_path is None:
-            return True
-        async with self._display_lock:  # the ack task and the health loop both write
-            snapshot = self.displays.snapshot(time.time_ns())
-            try:
-                await asyncio.to_thread(write_display_file, self.display_path, snapshot)
-            except (OSError, ValueError) as exc:
-                self.display_write_failures += 1
-                self._displays_stale = True
-                log.error("cannot write the display file %s: %s", self.display_path, exc)
-                return False
-            self._displays_stale = False
-            return True
-
-    def _restore_displays(self) -> None:
-        if self.display_path is None:
-            return
-        try:
-            snapshot = read_display_file(self.display_path)
-            if snapshot is not None:
-                self.displays.restore(snapshot)
-                log.info("restored %d display(s) from %s", len(self.displays.showing),
-                         self.display_path)
-        except (OSError, ValueError) as exc:  # DownlinkError is a ValueError
-            log.error("display file %s unreadable, starting with a blank board: %s",
-                      self.display_path, exc)
-            self._displays_stale = True  # rewrite it blank: the terminal must not show it
-
     # -- health ----------------------------------------------------------------
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval)
             await self._io_call(self.outbox.flush_gaps) if self.outbox else None
-            now = self._trusted_now_ns()
-            if (now is not None and self.displays.expire(now)) or self._displays_stale:
-                await self._write_displays()
+            await self.display.tick()
             self._store([await self.health_reading()])
             for port in self.ports:
                 wall, mono = self.clock.stamp(port.config.id + "/health")
@@ -370,9 +364,8 @@ class Agent:
             "in_flight_batches": self.window.in_flight,
             "resent_batches": self.window.resent_batches,
             "refused_sends": self.refused_sends,
-            "displays_showing": len(self.displays.showing),
-            "displays_rejected": self.displays.counts["rejected"],
-            "display_write_failures": self.display_write_failures,
+            **self.display.health_fields(),
+            **self._trust_fields(),
             "link_up": self.transport.ready(),
             "clock_synced": self._synced_now,
             "clock_anchor": (a.source if self.timebase and (a := self.timebase.current.anchor)
@@ -380,6 +373,20 @@ class Agent:
             "uptime_s": round(time.monotonic() - self.started_at, 1),
         }
         return Reading(AGENT_SENSOR, "gateway_health", fields, wall, self.clock.boot, mono)
+
+    def _trust_fields(self) -> dict[str, int | float | bool | str]:
+        """Refused acks and time answers, by reason (DESIGN, Trust: every refusal counted)."""
+        bad: Counter[str] = Counter(getattr(self.transport, "bad_ack_reasons", {}))
+        if self.acks_other_outbox:
+            bad["other_outbox"] = self.acks_other_outbox
+        return {
+            "bad_acks": sum(bad.values()),
+            **_by_reason("bad_acks", bad),
+            "acks_unknown_batch": self.window.acks_unknown_batch,
+            "ack_seqs_ignored": self.window.ack_seqs_ignored,
+            "time_answers_refused": sum(self.time_answers_refused.values()),
+            **_by_reason("time_answers_refused", self.time_answers_refused),
+        }
 
     # -- lifecycle -------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -406,7 +413,7 @@ class Agent:
         await self._io_call(self.outbox.save_sensor_meta, self.sensors_meta)
         # Sensors removed from the config since their readings were stored keep their meta.
         self.sensors_meta = {**await self._io_call(self.outbox.sensor_meta), **self.sensors_meta}
-        self._restore_displays()
+        self.display.restore()
         u = self.config.uplink
         self.window = DeliveryWindow(max_in_flight=u.max_in_flight, ack_timeout=u.ack_timeout,
                                      batch_size=u.batch_size, durable_seq=self.sendable_seq())
@@ -463,3 +470,8 @@ class Agent:
             await self._io_call(self.outbox.close)
         self._io.shutdown(wait=True)
         log.info("stopped")
+
+
+def _by_reason(prefix: str, counts: Counter[str]) -> dict[str, int | float | bool | str]:
+    """One integer field per reason code seen (reason codes are ours, a closed set)."""
+    return {f"{prefix}_{reason}": n for reason, n in sorted(counts.items()) if n}

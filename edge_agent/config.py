@@ -35,7 +35,10 @@ class GatewayConfig:
     id: str
     site: SiteConfig
     # The one secret the registry issued (edge-collector gateways add): the MQTT
-    # password (username: the id), the HTTP bearer token, and the seal key's source.
+    # password (username: the id), the HTTP bearer token, and the source of the key
+    # acks and display messages must be sealed with (cityedge/uplink/seal.py). None
+    # takes them unsealed, from anyone who can publish to this gateway's topics
+    # (insecure: for tests and closed networks only).
     secret: str | None = None
 
     def __post_init__(self) -> None:

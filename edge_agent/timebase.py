@@ -17,11 +17,30 @@ invariant 4):
   *unverified* (``unverified_before``) and go with their own time and a flag;
 - readings of an earlier boot that never got an anchor can never get one
   (the monotonic clock restarted), so they are unverified for good.
+
+Since the first anchor wins and times every reading of the boot, a time
+answer is taken only if it is plausible (``plausible``): not before
+``floor_ns`` (this release's ``TIME_FLOOR_NS``, or a later wall time an
+anchor of any boot recorded, since time does not go back) and at most
+``MAX_TIME_STEP_NS`` past it. The agent also takes it only from a verified
+ack that answers a probe or batch in flight (agent.py, ``_time_answer``).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+
 from cityedge.uplink.timing import NEVER, Anchor, BootTime
+
+# No true clock reads earlier than this release: 2026-01-01T00:00:00Z.
+TIME_FLOOR_NS = int(_dt.datetime(2026, 1, 1, tzinfo=_dt.UTC).timestamp()) * 10**9
+# How far past the floor a time answer may be. Ten years is longer than a
+# gateway runs one release (Raspberry Pi OS and Python 3.11 security support
+# end years before), so a true answer is never refused while the release is
+# supported; past it a gateway without NTP only sends its readings flagged
+# time_unverified, nothing is lost. A forged 2100, or anything near the end
+# of int64 nanoseconds (2262), is refused.
+MAX_TIME_STEP_NS = 3653 * 24 * 3600 * 10**9
 
 
 class Timebase:
@@ -62,6 +81,17 @@ class Timebase:
     def on_collector_time(self, mono_ns: int, time_ns: int) -> BootTime | None:
         """An ack carried the collector's clock, received at ``mono_ns``."""
         return self._anchor(Anchor(mono_ns, time_ns, "collector"))
+
+    @property
+    def floor_ns(self) -> int:
+        """The earliest the true time can be: the release floor or the newest anchor's wall."""
+        walls = [bt.anchor.wall_ns for bt in self.boots.values() if bt.anchor is not None]
+        return max([TIME_FLOOR_NS, *walls])
+
+    def plausible(self, time_ns: int) -> bool:
+        """May a collector's time answer anchor this boot? (see the module doc)"""
+        floor = self.floor_ns
+        return floor <= time_ns <= floor + MAX_TIME_STEP_NS
 
     def on_tick(self, mono_ns: int) -> BootTime | None:
         """Past the hold limit without an anchor: what was read so far goes unverified."""

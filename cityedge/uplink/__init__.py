@@ -3,6 +3,7 @@
 Both sides import this package and nothing else of each other: the batch and
 ack formats (``payload``) and the topic names (``topics``) are defined here
 once, so a gateway and a collector built from the same release always agree.
+What a collector sends a gateway is sealed with the gateway's key (``seal``).
 """
 
 from cityedge.uplink.payload import (
@@ -17,6 +18,7 @@ from cityedge.uplink.payload import (
     encode_ack,
     encode_batch,
 )
+from cityedge.uplink.seal import KeyRing, StaticKeyRing, derive_key
 from cityedge.uplink.seqranges import SeqRanges
 from cityedge.uplink.topics import Topics
 
@@ -25,12 +27,15 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "Ack",
     "Batch",
+    "KeyRing",
     "PayloadError",
     "SeqRanges",
+    "StaticKeyRing",
     "Topics",
     "WireReading",
     "decode_ack",
     "decode_batch",
+    "derive_key",
     "encode_ack",
     "encode_batch",
 ]

@@ -23,7 +23,20 @@ A batch with no readings is a time probe: it is acked at once, and the ack's
 Ack, version 1::
 
     {"v": 1, "gateway": "gw-1", "epoch": "<hex>", "batch": 7, "seqs": [[1, 500]],
-     "time_ns": 1700000000000000000}
+     "time_ns": 1700000000000000000, "mac": "<64 hex digits>"}
+
+``seqs`` are inclusive ranges, 1 <= lo <= hi <= 2**63 - 1 (SQLite's largest
+rowid), at most ``MAX_ACK_RANGES`` of them: an ack answers one batch.
+
+Sealed acks (cityedge/uplink/seal.py, purpose ``"ack"``): a collector that
+has the gateway's seal key sends ``encode_ack(ack, key)``, which adds
+``mac`` over every other field; a gateway with a key decodes with
+``decode_ack(data, key)``, which refuses an ack without a mac (reason
+``unsealed``) or with a wrong one (``bad_seal``). Without a key (insecure
+mode, opted into by configuring no secret) acks are neither sealed nor
+checked, and any mac is ignored. A seal proves that a collector sent the ack,
+not what it may delete: the gateway applies an ack only to the seqs of the
+batch it names, while that batch is in flight (edge_agent/outbox/window.py).
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cityedge.uplink.seal import is_sealed, seal, verify
 from cityedge.uplink.seqranges import SeqRanges
 from cityedge.uplink.timing import BootTime
 
@@ -46,6 +60,10 @@ SUPPORTED_VERSIONS = frozenset({1})
 # messages that take minutes to send. 5,000 readings is about 1 MB of JSON.
 MAX_READINGS_PER_BATCH = 5000
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+# An ack names the seqs of one batch: at most one range per reading.
+MAX_ACK_RANGES = MAX_READINGS_PER_BATCH
+# Seqs are SQLite rowids (INTEGER PRIMARY KEY): 1 .. 2**63 - 1.
+MAX_SEQ = 2**63 - 1
 
 # InfluxDB accepts nearly any name; these keep names portable to 2.x/3.x and
 # readable in InfluxQL without quoting. Korean text is fine in tag *values*.
@@ -160,8 +178,9 @@ def encode_batch(batch: Batch) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def encode_ack(ack: Ack) -> bytes:
-    doc = {
+def encode_ack(ack: Ack, key: bytes | None = None) -> bytes:
+    """The ack's JSON; sealed (``mac``) when the gateway's seal ``key`` is given."""
+    doc: dict[str, Any] = {
         "v": FORMAT_VERSION,
         "gateway": ack.gateway,
         "epoch": ack.epoch,
@@ -170,6 +189,8 @@ def encode_ack(ack: Ack) -> bytes:
     }
     if ack.time_ns is not None:
         doc["time_ns"] = ack.time_ns
+    if key is not None:
+        doc = seal(doc, key, "ack")
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -333,11 +354,21 @@ def _boots(value: Any) -> dict[str, BootTime]:
     return out
 
 
-def decode_ack(data: bytes) -> Ack:
+def decode_ack(data: bytes, key: bytes | None = None) -> Ack:
+    """Parse and validate an ack; with a seal ``key``, only a sealed one (see the module doc)."""
     doc = _load(data)
+    if key is not None:
+        if not is_sealed(doc):
+            raise PayloadError("unsealed", "this gateway takes sealed acks only")
+        if not verify(doc, key, "ack"):
+            raise PayloadError("bad_seal", "the ack's mac does not match this gateway's key")
     pairs = _req(doc, "seqs", list, "")
+    if len(pairs) > MAX_ACK_RANGES:
+        raise PayloadError("too_large", f"{len(pairs)} seq ranges > {MAX_ACK_RANGES}")
     if not all(isinstance(p, list) and len(p) == 2 and all(_int(x) for x in p) for p in pairs):
         raise PayloadError("bad_field", "seqs: expected a list of [lo, hi] integer pairs")
+    if not all(1 <= x <= MAX_SEQ for p in pairs for x in p):
+        raise PayloadError("bad_field", f"seqs: expected seqs from 1 to {MAX_SEQ}")
     try:
         seqs = SeqRanges.from_pairs(pairs)
     except (TypeError, ValueError) as exc:

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cityedge.uplink.seal import KeyRing
 from collector.alerts.config import LoadedAlerts
 from collector.alerts.delivery import Delivery
 from collector.alerts.engine import Engine
@@ -76,8 +77,9 @@ class AlertRunner:
     def __init__(self, loaded: LoadedAlerts, *, write_points: WritePoints | None = None,
                  mqtt: BrokerConfig | None = None, holder: str = "collector",
                  clock: Callable[[], int] = time.time_ns, topic_prefix: str = "cityedge/v1",
-                 lease: Lease | None = None) -> None:
+                 lease: Lease | None = None, keyring: KeyRing | None = None) -> None:
         self.loaded = loaded
+        self.keyring = keyring  # lent to the notifiers: displays are sealed per gateway
         self.config = loaded.config
         self.write_points = write_points
         self.clock = clock
@@ -146,7 +148,7 @@ class AlertRunner:
             if not self._leading:
                 log.info("alerts: standing by; %s", self.lease.describe())
         context = NotifierContext(gateways=self._gateways, topic_prefix=self.topic_prefix,
-                                  log=log)
+                                  log=log, keyring=self.keyring)
         for d in self.deliveries:
             await d.notifier.start(context)
             self._tasks.append(asyncio.create_task(d.run(), name=f"notify-{d.name}"))

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cityedge.uplink.seal import KeyRing
 from cityedge.yamlconfig import KeyPath, Located
 from collector.alerts.events import AlertEvent
 
@@ -31,10 +32,13 @@ class NotifierContext:
     gateways: known gateway ids whose location tags (district, site, site_kind)
     equal every item of the given mapping; the engine learns them from readings.
     topic_prefix: the MQTT topic prefix the collector uses (cityedge/v1).
+    keyring: each gateway's seal key, for what is sent to a gateway
+    (cityedge/uplink/seal.py); None: nothing is sealed (insecure).
     """
 
     gateways: Callable[[Mapping[str, str]], list[str]] = _no_gateways
     topic_prefix: str = "cityedge/v1"
+    keyring: KeyRing | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("collector.notifiers"))
 
 

@@ -5,7 +5,8 @@ same JSON as on MQTT). The response is the end-to-end ack, so it is sent only
 after InfluxDB accepted the write (DESIGN invariant 3):
 
 =====  ==========================================================================
-200    written: the body is the ack (``cityedge.uplink.encode_ack``); delete its seqs
+200    written: the body is the ack (``cityedge.uplink.encode_ack``, sealed with the
+       gateway's key when the keyring has one); delete its seqs
 400    refused (bad JSON, unsupported version, gateway mismatch...): ``{"reason", "detail"}``
 401    missing or wrong bearer token; 403: this gateway may not send here
 413    body over ``max_body_bytes`` (or more readings than a batch may carry)
@@ -38,8 +39,9 @@ from typing import Any
 from aiohttp import web
 
 from cityedge.tls import TlsConfig, server_context
-from cityedge.uplink import SeqRanges, encode_ack
+from cityedge.uplink import Ack, SeqRanges, encode_ack
 from cityedge.uplink.payload import MAX_PAYLOAD_BYTES
+from cityedge.uplink.seal import KeyRing
 from collector.admission import Admission, ingest_checked
 from collector.delivery import WritePipeline
 from collector.ingest import Accepted, Refused
@@ -107,10 +109,12 @@ class HttpSource:
     """An aiohttp server that turns each POSTed batch into a pipeline write and acks it."""
 
     def __init__(self, config: HttpSourceConfig, pipeline: WritePipeline,
-                 admission: Admission | None = None) -> None:
+                 admission: Admission | None = None,
+                 keyring: KeyRing | None = None) -> None:
         self.config = config
         self.pipeline = pipeline
         self.admission = admission  # None: no registry (insecure: true); tokens from config
+        self.keyring = keyring
         self.stats = HttpSourceStats()
         self.refused: Counter[str] = Counter()
         self._writing: dict[tuple[str, str, SeqRanges], asyncio.Future[None]] = {}
@@ -249,9 +253,13 @@ class HttpSource:
             )
         self.stats.batches += 1
         self.stats.readings += accepted.readings
-        # The collector's clock rides on the ack: gateways without NTP anchor on it.
-        ack = dataclasses.replace(accepted.ack, time_ns=time.time_ns())
-        return web.Response(body=encode_ack(ack), content_type=JSON)
+        return web.Response(body=self._ack_body(accepted.ack), content_type=JSON)
+
+    def _ack_body(self, ack: Ack) -> bytes:
+        """The ack, sealed with its gateway's key if the keyring has one. The collector's
+        clock rides on it: gateways without NTP anchor on it."""
+        key = None if self.keyring is None else self.keyring.key_for(ack.gateway)
+        return encode_ack(dataclasses.replace(ack, time_ns=time.time_ns()), key)
 
     def _forget(self, key: tuple[str, str, SeqRanges], fut: asyncio.Future[None]) -> None:
         if self._writing.get(key) is fut:

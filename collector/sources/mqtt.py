@@ -3,6 +3,9 @@
 The broker ack (PUBACK) is manual and sent last, after our own ack to the
 gateway: a collector killed between write and ack leaves the message unacked
 at the broker, and the gateway's resend covers the rest.
+
+With a keyring, each ack is sealed with its gateway's key
+(cityedge/uplink/seal.py); without one (insecure), acks go unsealed.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import time
 from collections import Counter
 
 from cityedge.mqtt import Message, MqttClient, MqttOptions
-from cityedge.uplink import Topics, encode_ack
+from cityedge.uplink import Ack, Topics, encode_ack
+from cityedge.uplink.seal import KeyRing
 from collector.admission import Admission, ingest_checked
 from collector.config import MqttSourceConfig
 from collector.delivery import WritePipeline
@@ -25,10 +29,12 @@ log = logging.getLogger(__name__)
 
 class MqttSource:
     def __init__(self, config: MqttSourceConfig, pipeline: WritePipeline,
-                 admission: Admission | None = None) -> None:
+                 admission: Admission | None = None,
+                 keyring: KeyRing | None = None) -> None:
         self.config = config
         self.pipeline = pipeline
         self.admission = admission  # None: no registry (insecure: true)
+        self.keyring = keyring
         self.topics = Topics(config.topic_prefix)
         self.refused: Counter[str] = Counter()
         self.client: MqttClient | None = None
@@ -74,12 +80,16 @@ class MqttSource:
         def written(f: asyncio.Future[None]) -> None:
             if f.cancelled():
                 return
-            # The collector's clock rides on the ack: gateways without NTP anchor on it.
-            payload = encode_ack(dataclasses.replace(ack, time_ns=time.time_ns()))
-            client.publish(ack_topic, payload, qos=1)
+            client.publish(ack_topic, self._ack_payload(ack), qos=1)
             client.ack(message)
 
         fut.add_done_callback(written)
+
+    def _ack_payload(self, ack: Ack) -> bytes:
+        """The ack, sealed with its gateway's key if the keyring has one. The collector's
+        clock rides on it: gateways without NTP anchor on it."""
+        key = None if self.keyring is None else self.keyring.key_for(ack.gateway)
+        return encode_ack(dataclasses.replace(ack, time_ns=time.time_ns()), key)
 
     async def close(self) -> None:
         if self.client is not None:

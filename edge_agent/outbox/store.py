@@ -365,13 +365,18 @@ class Outbox:
         return self._hand_out(out)
 
     def delete(self, seqs: SeqRanges) -> int:
-        """Remove acknowledged readings; returns how many were still here."""
+        """Remove acknowledged readings; returns how many were still here.
+
+        ``seqs`` must be what the delivery window confirmed (outbox/window.py):
+        seqs of one batch handed out here, never a peer's claim as it came.
+        The cost is O(ranges), whatever the ranges span.
+        """
         cur = self._db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         removed = freed = 0
+        self._handed_out = _without(self._handed_out, seqs)
+        self._handed_out_before = _without(self._handed_out_before, seqs)
         for lo, hi in seqs.ranges:
-            self._handed_out = _without(self._handed_out, lo, hi)
-            self._handed_out_before = _without(self._handed_out_before, lo, hi)
             n, size = cur.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM readings WHERE seq BETWEEN ? AND ?",
                 (lo, hi)).fetchone()
@@ -441,13 +446,14 @@ class Outbox:
             self._db.close()
 
 
-def _without(seqs: set[int], lo: int, hi: int) -> set[int]:
-    if not seqs:
+def _without(seqs: set[int], gone: SeqRanges) -> set[int]:
+    """``seqs`` less ``gone``, walking whichever is smaller: never a range wider than the set."""
+    if not seqs or not gone:
         return seqs
-    if hi - lo < len(seqs):
-        seqs.difference_update(range(lo, hi + 1))
+    if len(gone) <= len(seqs):
+        seqs.difference_update(gone)
         return seqs
-    return {q for q in seqs if not lo <= q <= hi}
+    return {q for q in seqs if q not in gone}
 
 
 def _gaps(victims: list[tuple[int, str, str, int, int]]) -> list[Gap]:

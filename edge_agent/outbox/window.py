@@ -10,12 +10,21 @@ lane follows the newest durable readings; whenever more than
 with a full outbox), the older part becomes backlog and the live lane jumps
 ahead. The backlog drains oldest first in whatever window the live lane
 leaves free, so its rate is set by the collector's acks, not by a timer.
+
+An ack can only confirm what was sent (DESIGN, Trust): ``acked`` applies an
+ack to the seqs of the batch it names, and only while that batch is known
+here: in flight, or expired and due again. It returns what may be deleted,
+the intersection; whatever else the ack names is ignored and counted
+(``ack_seqs_ignored``), and an ack for a batch id not known here (one left at
+the broker by a previous run, or made up) confirms nothing
+(``acks_unknown_batch``). Nothing here turns a range into a set: an ack for
+``[[1, 2**62]]`` costs the same as one for ``[[1, 5]]``.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from cityedge.uplink import SeqRanges
@@ -23,6 +32,12 @@ from cityedge.uplink import SeqRanges
 # How many batches of unsent readings the live lane may trail by before the
 # rest is handed to the backlog lane: two keeps ordinary bursts in order.
 LIVE_GAP_BATCHES = 2
+# Batch ids a resent batch still answers to (its own and the sends before it):
+# a slow ack of an earlier send still confirms it. Older ids are forgotten; an
+# ack for one costs a resend, nothing else.
+MAX_BATCH_IDS = 8
+# Counters are InfluxDB integer fields (int64); one ack may claim 2**63 seqs.
+COUNTER_MAX = 2**63 - 1
 
 Lane = Literal["live", "backlog"]
 
@@ -39,19 +54,41 @@ class SendNew:
 
 @dataclass(frozen=True, slots=True)
 class Resend:
-    """Read these seqs again (those still in the outbox) and send them."""
+    """Read these seqs again (those still in the outbox) and send them.
+
+    ``ids``: the batch ids they were sent under before, carried to the resend.
+    """
 
     seqs: SeqRanges
     limit: int
+    ids: tuple[int, ...] = field(default=(), compare=False)
 
 
 Plan = SendNew | Resend
 
 
-@dataclass(slots=True)
-class _InFlight:
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    """What an ack may do: delete ``confirmed``, nothing else.
+
+    known: the ack names a batch handed out here (in flight or due again);
+    in_flight: that batch was in flight, not expired, when the ack came;
+    ignored: how many seqs the ack named outside that batch.
+    """
+
+    confirmed: SeqRanges
+    known: bool
+    in_flight: bool
+    ignored: int = 0
+
+
+@dataclass(slots=True, eq=False)  # one batch is only ever itself
+class _Sent:
+    """Seqs handed out in one batch and not confirmed yet, under ``ids`` (newest first)."""
+
     seqs: SeqRanges
     deadline: float
+    ids: tuple[int, ...]
 
 
 class DeliveryWindow:
@@ -70,9 +107,12 @@ class DeliveryWindow:
         self.batch_size = batch_size
         self.live_cursor = durable_seq  # highest seq the live lane has handed out
         self._backlog: deque[list[int]] = deque([[0, durable_seq]] if durable_seq else [])
-        self._flying: dict[int, _InFlight] = {}
-        self._due: deque[SeqRanges] = deque()
+        self._flying: dict[int, _Sent] = {}  # newest batch id -> batch
+        self._due: deque[_Sent] = deque()
+        self._by_id: dict[int, _Sent] = {}  # every id of every batch above
         self.resent_batches = 0
+        self.acks_unknown_batch = 0
+        self.ack_seqs_ignored = 0
 
     @property
     def in_flight(self) -> int:
@@ -88,7 +128,7 @@ class DeliveryWindow:
         so the drop policy must not count them as lost."""
         return SeqRanges.from_pairs(
             [pair for f in self._flying.values() for pair in f.seqs.ranges]
-            + [pair for due in self._due for pair in due.ranges]
+            + [pair for due in self._due for pair in due.seqs.ranges]
         )
 
     def plan(self, durable_seq: int) -> Plan | None:
@@ -96,7 +136,9 @@ class DeliveryWindow:
         if len(self._flying) >= self.max_in_flight:
             return None
         if self._due:
-            return Resend(self._due.popleft(), self.batch_size)
+            due = self._due.popleft()
+            self._forget_ids(due)  # until sent() gives them to the resend
+            return Resend(due.seqs, self.batch_size, due.ids)
         trailing = durable_seq - self.live_cursor
         if trailing > LIVE_GAP_BATCHES * self.batch_size:
             jump_to = durable_seq - self.batch_size
@@ -111,7 +153,11 @@ class DeliveryWindow:
 
     def sent(self, batch_id: int, seqs: SeqRanges, now: float, plan: Plan) -> None:
         if seqs:
-            self._flying[batch_id] = _InFlight(seqs, now + self.ack_timeout)
+            before = plan.ids if isinstance(plan, Resend) else ()
+            batch = _Sent(seqs, now + self.ack_timeout, (batch_id, *before)[:MAX_BATCH_IDS])
+            self._flying[batch_id] = batch
+            for bid in batch.ids:
+                self._by_id[bid] = batch
         if isinstance(plan, SendNew):
             self.advance(plan, seqs.ranges[-1][1] if seqs else plan.upto)
 
@@ -125,28 +171,44 @@ class DeliveryWindow:
             if head[0] >= head[1]:
                 self._backlog.popleft()
 
-    def acked(self, batch_id: int, seqs: SeqRanges) -> None:
-        """Forget the batch if the ack covers it; acked seqs also leave any queued resend.
+    def acked(self, batch_id: int, seqs: SeqRanges) -> AckResult:
+        """Apply an ack to the batch it names; returns what may be deleted (and nothing else).
 
-        The seqs are checked, not just the id: an ack queued at the broker for
-        a previous run of the agent may carry a batch id this run reuses.
+        Only seqs handed out in that batch are confirmed: the intersection, in
+        O(ranges). The seqs are checked, not just the id: an ack queued at the
+        broker for a previous run of the agent may carry a batch id this run
+        reuses. An ack for a batch id unknown here (a previous run's, or made
+        up) confirms nothing: the readings it meant are sent again and acked
+        again, idempotently downstream, so such an ack costs resends, never a
+        reading.
         """
-        flying = self._flying.get(batch_id)
-        if flying is not None and all(seq in seqs for seq in flying.seqs):
-            del self._flying[batch_id]
-        if self._due:
-            acked = set(seqs)
-            self._due = deque(
-                left
-                for left in (SeqRanges.of(s for s in due if s not in acked) for due in self._due)
-                if left
-            )
+        batch = self._by_id.get(batch_id)
+        if batch is None:
+            self.acks_unknown_batch += 1
+            return AckResult(SeqRanges(), known=False, in_flight=False)
+        in_flight = self._flying.get(batch.ids[0]) is batch
+        confirmed = seqs.intersection(batch.seqs)
+        ignored = len(seqs) - len(confirmed)
+        self.ack_seqs_ignored = min(COUNTER_MAX, self.ack_seqs_ignored + ignored)
+        batch.seqs = batch.seqs.difference(confirmed)
+        if not batch.seqs:
+            self._forget_ids(batch)
+            if in_flight:
+                del self._flying[batch.ids[0]]
+            else:
+                self._due.remove(batch)
+        return AckResult(confirmed, known=True, in_flight=in_flight, ignored=ignored)
+
+    def _forget_ids(self, batch: _Sent) -> None:
+        for bid in batch.ids:
+            if self._by_id.get(bid) is batch:
+                del self._by_id[bid]
 
     def expire(self, now: float) -> int:
         """Move batches past their deadline to the resend queue; returns how many."""
         late = [bid for bid, f in self._flying.items() if f.deadline <= now]
         for bid in late:
-            self._due.append(self._flying.pop(bid).seqs)
+            self._due.append(self._flying.pop(bid))
         self.resent_batches += len(late)
         return len(late)
 

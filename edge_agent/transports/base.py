@@ -10,8 +10,9 @@ from cityedge.uplink import Ack
 
 class Transport(Protocol):
     # Handler for downlink messages (alert displays), returning the ack to send
-    # back; transports without a downlink (HTTP) never call it.
-    downlink: Callable[[bytes], Awaitable[bytes]] | None
+    # back, or None to send none (a message no collector can be shown to have
+    # sent); transports without a downlink (HTTP) never call it.
+    downlink: Callable[[bytes], Awaitable[bytes | None]] | None
 
     async def start(self) -> None: ...
 

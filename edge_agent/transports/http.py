@@ -4,7 +4,10 @@ Same semantics as MQTT: the transport hands batches over and acks back, and
 the outbox window decides what to send, resend and delete. What the collector
 answers is classified once, sans-IO (``classify``), like the writers' errors:
 
-- 200: written; the body is the ack, queued for ``next_ack()``.
+- 200: written; the body is the ack, queued for ``next_ack()``. With the
+  gateway's seal ``key`` (cityedge/uplink/seal.py) an ack without a valid
+  seal is not used: it counts as ``bad_ack`` (by reason in
+  ``bad_ack_reasons``) and the batch is resent after its ack timeout.
 - other 4xx (400 bad batch, 401/403 token, 413 too large ...): refused.
   Logged with the collector's reason and counted in ``refused``; the link
   stays up and the window resends the batch after its ack timeout (a fixed
@@ -96,10 +99,12 @@ def parse_retry_after(value: str | None, server_date: str | None = None) -> floa
     return max(0.0, min(seconds, RETRY_AFTER_MAX_S))
 
 
-def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+def classify(status: int, headers: Mapping[str, str], body: bytes,
+             key: bytes | None = None) -> Outcome:
+    """What an answer means; a 200's ack must be sealed with ``key`` when one is given."""
     if status == 200:
         try:
-            return Delivered(decode_ack(body))
+            return Delivered(decode_ack(body, key))
         except PayloadError as exc:
             return Refused(status, "bad_ack", f"{exc.reason}: {exc.detail}")
     if status in (408, 429) or status >= 500:
@@ -134,16 +139,19 @@ class HttpUplinkStats:
 class HttpTransport:
     """At most ``max_in_flight`` POSTs at once; each 200 response becomes an ack."""
 
-    def __init__(self, config: HttpUplinkConfig, gateway: str, *, max_in_flight: int) -> None:
+    def __init__(self, config: HttpUplinkConfig, gateway: str, *, max_in_flight: int,
+                 key: bytes | None = None) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be positive")
         self.config = config
         self.gateway = gateway
+        self.key = key
         self.max_in_flight = max_in_flight
         self.endpoint = f"{config.url.rstrip('/')}/v1/gateways/{quote(gateway, safe='')}/batches"
         self.stats = HttpUplinkStats()
         self.refused: Counter[str] = Counter()
         self.bad_acks = 0
+        self.bad_ack_reasons: Counter[str] = Counter()
         self._acks: asyncio.Queue[Ack] = asyncio.Queue(max_in_flight)
         self._requests: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
@@ -197,7 +205,7 @@ class HttpTransport:
         try:
             async with self._session.post(self.endpoint, data=payload) as resp:
                 body = await resp.read()
-                outcome = classify(resp.status, resp.headers, body)
+                outcome = classify(resp.status, resp.headers, body, self.key)
         except (aiohttp.ClientError, TimeoutError) as exc:
             outcome = Unavailable(f"{type(exc).__name__}: {exc}".rstrip(": "))
         except Exception as exc:
@@ -213,7 +221,11 @@ class HttpTransport:
             self.stats.last_error = f"HTTP {outcome.status} {outcome.reason}: {outcome.detail}"
             if outcome.reason == "bad_ack":
                 self.bad_acks += 1
-                log.warning("unusable ack: %s", outcome.detail)
+                reason = outcome.detail.partition(":")[0]  # classify: "<reason>: <detail>"
+                self.bad_ack_reasons[reason] += 1
+                if self.bad_ack_reasons[reason] == 1:
+                    log.warning("unusable ack (this kind is counted, not logged again): %s",
+                                outcome.detail)
             else:
                 self.refused[outcome.reason] += 1
                 log.warning("collector refused a batch: %s (resent after the ack timeout)",

@@ -2,12 +2,20 @@
 
 Alert displays arrive on ``.../down``; ``downlink`` (set by the agent) turns
 each into the ack published on ``.../down_ack``, in arrival order.
+
+With the gateway's seal ``key`` (cityedge/uplink/seal.py) an ack without a
+valid seal is dropped here, counted by reason in ``bad_ack_reasons``
+(``unsealed``, ``bad_seal``, or what was wrong with its JSON): anyone who can
+publish to the ack topic could have sent it. Display messages are checked
+against the same key by the agent's board (edge_agent/displays.py), which
+answers each with an ack.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from cityedge.mqtt import MqttClient, MqttOptions, Will
@@ -18,11 +26,14 @@ log = logging.getLogger(__name__)
 
 
 class MqttTransport:
-    def __init__(self, config: MqttConfig, gateway: str, *, max_in_flight: int) -> None:
+    def __init__(self, config: MqttConfig, gateway: str, *, max_in_flight: int,
+                 key: bytes | None = None) -> None:
         self.config = config
         self.gateway = gateway
+        self.key = key
         self.topics = Topics(config.topic_prefix)
         self.bad_acks = 0
+        self.bad_ack_reasons: Counter[str] = Counter()
         offline = json.dumps({"gateway": gateway, "state": "offline"}).encode()
         self._options = MqttOptions(
             host=config.host,
@@ -40,7 +51,8 @@ class MqttTransport:
             tls=config.tls,
         )
         self.client: MqttClient | None = None
-        self.downlink: Callable[[bytes], Awaitable[bytes]] | None = None
+        self.downlink: Callable[[bytes], Awaitable[bytes | None]] | None = None
+        self.display_acks_dropped = 0  # not queued: the collector counts them unacked
 
     async def start(self) -> None:
         self.client = MqttClient(self._options)
@@ -67,10 +79,12 @@ class MqttTransport:
                 await self._downlink(message.payload)
                 continue
             try:
-                return decode_ack(message.payload)
+                return decode_ack(message.payload, self.key)
             except PayloadError as exc:
                 self.bad_acks += 1
-                log.warning("unusable ack: %s", exc)
+                self.bad_ack_reasons[exc.reason] += 1
+                if self.bad_ack_reasons[exc.reason] == 1:  # a flood must not fill the log
+                    log.warning("unusable ack (this kind is counted, not logged again): %s", exc)
 
     async def _downlink(self, payload: bytes) -> None:
         assert self.client is not None
@@ -78,9 +92,14 @@ class MqttTransport:
             log.warning("downlink message ignored (nothing handles it): %.200r", payload)
             return
         ack = await self.downlink(payload)
+        if ack is None:
+            return
         if not self.client.publish(self.topics.down_ack(self.gateway), ack, qos=1):
-            log.warning("display ack not queued (%s); the collector counts it unacked",
-                        self.client.stats.last_error)
+            self.display_acks_dropped += 1
+            if self.display_acks_dropped % 100 == 1:  # a flood must not fill the log
+                log.warning("display ack not queued (%s); the collector counts it unacked"
+                            " (%d so far)", self.client.stats.last_error,
+                            self.display_acks_dropped)
 
     async def close(self) -> None:
         if self.client is not None:

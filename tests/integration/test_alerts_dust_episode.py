@@ -4,9 +4,10 @@ Three hours of 5-minute PM10 readings in 강남구 (event time, fed as fast as
 the collector would after its writes) raise the shipped PM10 advisory. The
 check is what people and the data team would see: a signed webhook POST on a
 real local aiohttp server, the display message on the 강남구 bus terminal's
-downlink topic on a real Mosquitto (and nothing for the 서초구 one) with the
-terminal's ack counted, the gateway's last will turning into an offline
-alert, and every alert event in InfluxDB's ``alerts`` measurement.
+downlink topic on a real Mosquitto, sealed with the terminal's key (and
+nothing for the 서초구 one) with the terminal's ack counted, the gateway's
+last will turning into an offline alert, and every alert event in
+InfluxDB's ``alerts`` measurement.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 
 from cityedge.mqtt import MqttClient, MqttOptions
 from cityedge.uplink.downlink import encode_ack
+from cityedge.uplink.seal import StaticKeyRing
 from collector.alerts.config import parse_alerts
 from collector.alerts.runner import AlertRunner
 from collector.config import MqttSourceConfig
@@ -38,6 +40,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 S, M, H = 10**9, 60 * 10**9, 3600 * 10**9
 SECRET = "episode-secret"
+KEYRING = StaticKeyRing.from_secrets({"gw-bus-1": "bus-1 password", "gw-bus-2": "bus-2 password"})
 
 
 class Terminals:
@@ -49,7 +52,9 @@ class Terminals:
     def __init__(self, mosquitto: Mosquitto, prefix: str) -> None:
         self.prefix = prefix
         self.shown: list[tuple[str, str, str]] = []  # (gateway, action, text)
-        self.boards = {gw: DisplayBoard(gw, has_display=True) for gw in ("gw-bus-1", "gw-bus-2")}
+        # Each terminal has its gateway secret: it shows only what the collector sealed.
+        self.boards = {gw: DisplayBoard(gw, has_display=True, key=KEYRING.key_for(gw))
+                       for gw in ("gw-bus-1", "gw-bus-2")}
         self.client = MqttClient(MqttOptions(
             "127.0.0.1", mosquitto.port, f"terminals-{prefix.replace('/', '-')}",
             clean_start=True, subscriptions=[(f"{prefix}/gw-bus-1/down", 1),
@@ -115,7 +120,7 @@ notifiers:
         mqtt = MqttSourceConfig(host="127.0.0.1", port=self.mosquitto.port,
                                 client_id=f"c-{self.name}", topic_prefix=self.prefix)
         self.runner = AlertRunner(loaded, write_points=self.writer.write, mqtt=mqtt,
-                                  clock=lambda: self.now)
+                                  clock=lambda: self.now, keyring=KEYRING)
         await self.runner.start()
         return self.runner
 

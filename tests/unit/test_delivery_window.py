@@ -19,7 +19,7 @@ from hypothesis.stateful import (
 
 from cityedge.uplink import SeqRanges
 from edge_agent.outbox import DeliveryWindow, Resend, SendNew
-from edge_agent.outbox.window import LIVE_GAP_BATCHES
+from edge_agent.outbox.window import LIVE_GAP_BATCHES, MAX_BATCH_IDS
 
 
 def window(
@@ -225,8 +225,18 @@ def test_partial_late_ack_leaves_only_the_rest_due() -> None:
     w = window()
     send(w, 1, 5)
     w.expire(10.0)
-    w.acked(7, SeqRanges.of([2, 3]))  # another batch's ack names some of these seqs
+    w.acked(1, SeqRanges.of([2, 3]))
     assert w.plan(5) == Resend(SeqRanges.of([1, 4, 5]), 5)
+
+
+def test_another_batchs_ack_confirms_nothing_of_this_one() -> None:
+    w = window()
+    send(w, 1, 5)
+    w.expire(10.0)
+    result = w.acked(7, SeqRanges.of([2, 3]))  # names these seqs, but not this batch
+    assert result.confirmed == SeqRanges() and not result.known
+    assert w.acks_unknown_batch == 1
+    assert w.plan(5) == Resend(r(1, 5), 5)
 
 
 def test_sent_with_no_seqs_only_moves_the_lane() -> None:
@@ -264,9 +274,100 @@ def test_next_deadline_is_the_earliest() -> None:
 def test_a_stale_ack_with_a_reused_batch_id_does_not_release_another_batch() -> None:
     w = window(batch_size=5, durable_seq=0)
     send(w, 1, 5, now=0.0)  # batch 1 = seqs 1-5 in the new process
-    w.acked(1, r(101, 105))  # batch 1 of the previous process, acked late
+    result = w.acked(1, r(101, 105))  # batch 1 of the previous process, acked late
+    assert result.confirmed == SeqRanges() and result.ignored == 5
     assert w.unacked_seqs() == r(1, 5)
     assert w.expire(10.0) == 1  # so that it comes back if lost
+
+
+# -- an ack can only confirm what was sent ---------------------------------------------------
+
+
+def test_an_ack_for_2_62_seqs_confirms_only_its_batch_and_costs_its_ranges() -> None:
+    """The attack: [[1, 2**62]] with the right epoch and a batch in flight."""
+    w = window(max_in_flight=2, batch_size=5)
+    send(w, 1, 10)  # seqs 1-5 in flight; 6-10 stored, not sent
+    claim = SeqRanges(((1, 2**62),))
+    result = w.acked(1, claim)  # a set of these seqs would never fit in memory
+    assert result.confirmed == r(1, 5)
+    assert result.known and result.in_flight
+    assert result.ignored == 2**62 - 5
+    assert w.ack_seqs_ignored == 2**62 - 5
+    assert w.in_flight == 0
+    assert w.plan(10) == SendNew(5, 10, 5, "live")  # the rest is still to be sent
+    w.acked(1, claim)  # the same again: the batch is gone, nothing confirmed
+    assert w.acks_unknown_batch == 1
+
+
+def test_an_ack_claiming_every_seq_answers_at_once() -> None:
+    w = window(max_in_flight=4, batch_size=5000)
+    for bid in range(1, 5):
+        send(w, bid, 5000 * bid)
+    w.expire(100.0)  # all four due again
+    send(w, 5, 20_000, now=100.0)
+    claim = SeqRanges(((1, 2**63 - 1),))
+    confirmed = [w.acked(bid, claim).confirmed for bid in range(1, 6)]
+    assert [len(c) for c in confirmed] == [5000] * 4 + [0]  # batch 5 was batch 1 again
+    assert w.ack_seqs_ignored == 2**63 - 1  # saturated, still an int64
+    assert w.unacked_seqs() == SeqRanges()
+
+
+def test_a_due_batch_is_still_acked_and_leaves_the_resend_queue() -> None:
+    w = window()
+    send(w, 1, 5)
+    w.expire(10.0)
+    result = w.acked(1, r(1, 5))
+    assert result.confirmed == r(1, 5) and result.known and not result.in_flight
+    assert w.plan(5) is None
+    assert w.unacked_seqs() == SeqRanges()
+
+
+def test_a_resent_batch_answers_to_its_earlier_id_too() -> None:
+    w = window(max_in_flight=1)
+    send(w, 1, 5)
+    w.expire(10.0)
+    plan = w.plan(5)
+    assert isinstance(plan, Resend) and plan.ids == (1,)
+    w.sent(2, plan.seqs, 10.0, plan)
+    result = w.acked(1, r(1, 5))  # the first send's ack, only slow
+    assert result.confirmed == r(1, 5) and result.in_flight
+    assert w.in_flight == 0
+    assert w.acked(2, r(1, 5)).confirmed == SeqRanges()  # the resend's ack: nothing left
+
+
+def test_an_ack_between_plan_and_send_of_a_resend_confirms_nothing_but_costs_nothing() -> None:
+    w = window(max_in_flight=1)
+    send(w, 1, 5)
+    w.expire(10.0)
+    plan = w.plan(5)
+    assert isinstance(plan, Resend)
+    assert not w.acked(1, r(1, 5)).known  # read from the outbox right now
+    w.sent(2, plan.seqs, 10.0, plan)
+    assert w.acked(2, r(1, 5)).confirmed == r(1, 5)
+
+
+def test_ids_a_batch_answers_to_are_bounded() -> None:
+    w = window(max_in_flight=1)
+    send(w, 1, 5)
+    for bid in range(2, 20):
+        w.expire(10.0 * bid)
+        plan = w.plan(5)
+        assert isinstance(plan, Resend)
+        w.sent(bid, plan.seqs, 10.0 * bid, plan)
+    assert not w.acked(1, r(1, 5)).known  # long forgotten: resent, never lost
+    assert w.acked(19 - MAX_BATCH_IDS + 1, r(1, 5)).confirmed == r(1, 5)
+
+
+def test_acked_never_builds_a_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Walking the claimed range is what made [[1, 2**62]] run out of memory."""
+    w = window(batch_size=5)
+    send(w, 1, 5)
+
+    def walk(_self: SeqRanges) -> None:
+        raise AssertionError("acked walked the seqs of a range")
+
+    monkeypatch.setattr(SeqRanges, "__iter__", walk)
+    assert w.acked(1, SeqRanges(((1, 2**62),))).confirmed == r(1, 5)
 
 
 # -- a simulated gateway and collector driving the window ----------------------------------------
@@ -278,7 +379,8 @@ class WindowMachine(RuleBasedStateMachine):
     The collector acks exactly what reaches it; the gateway deletes only what was acked. The
     agent may restart (a new window over the same outbox; acks of the old one still arrive).
     At the end the link heals, and every durable reading must be acked and deleted.
-    Batch ids stay unique across restarts here; reuse is pinned by the test above.
+    Batch ids stay unique across restarts here; reuse is pinned by the test above. An ack
+    of a previous run's batch confirms nothing: its readings are sent again.
     """
 
     @initialize(
@@ -380,8 +482,9 @@ class WindowMachine(RuleBasedStateMachine):
         if lose:
             return
         assert set(seqs) <= self.collector_acked
-        self.w.acked(batch_id, seqs)
-        for seq in seqs:
+        confirmed = self.w.acked(batch_id, seqs).confirmed
+        assert set(confirmed) <= set(seqs)
+        for seq in confirmed:
             if seq in self.stored:
                 self.stored.discard(seq)
                 self.deleted.add(seq)

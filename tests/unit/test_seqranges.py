@@ -123,3 +123,59 @@ def test_from_pairs_ignores_order(raw: list[tuple[int, int]], rnd: object) -> No
     shuffled = list(raw)
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
     assert SeqRanges.from_pairs(shuffled) == SeqRanges.from_pairs(raw)
+
+
+# -- set algebra on the ranges, never on the seqs ------------------------------------------
+
+
+@given(seq_sets, seq_sets)
+def test_intersection_matches_set(a: set[int], b: set[int]) -> None:
+    got = SeqRanges.of(a).intersection(SeqRanges.of(b))
+    assert got == SeqRanges.of(a & b)
+    assert_canonical(got)
+
+
+@given(seq_sets, seq_sets)
+def test_difference_matches_set(a: set[int], b: set[int]) -> None:
+    got = SeqRanges.of(a).difference(SeqRanges.of(b))
+    assert got == SeqRanges.of(a - b)
+    assert_canonical(got)
+
+
+@given(seq_sets, seq_sets)
+def test_union_matches_set(a: set[int], b: set[int]) -> None:
+    got = SeqRanges.of(a).union(SeqRanges.of(b))
+    assert got == SeqRanges.of(a | b)
+    assert_canonical(got)
+
+
+@given(seq_sets, st.integers(0, 100))
+def test_take_is_the_first_n(seqs: set[int], n: int) -> None:
+    assert SeqRanges.of(seqs).take(n) == sorted(seqs)[:n]
+
+
+HUGE = SeqRanges(((1, 2**62),))
+
+
+@pytest.mark.parametrize(
+    ("other", "inter", "diff"),
+    [
+        (SeqRanges(((5, 9),)), ((5, 9),), ()),
+        (SeqRanges(((0, 3), (2**62, 2**62 + 5))), ((1, 3), (2**62, 2**62)),
+         ((0, 0), (2**62 + 1, 2**62 + 5))),
+        (SeqRanges(((2**62 + 1, 2**63),)), (), ((2**62 + 1, 2**63),)),
+    ],
+)
+def test_a_range_of_4_6e18_seqs_costs_its_two_ends(
+        other: SeqRanges, inter: tuple[tuple[int, int], ...],
+        diff: tuple[tuple[int, int], ...]) -> None:
+    """An ack may claim [[1, 2**62]]: every operation answers at once (a set would not fit)."""
+    assert HUGE.intersection(other).ranges == inter
+    assert other.intersection(HUGE).ranges == inter
+    assert other.difference(HUGE).ranges == diff
+    assert len(HUGE) == 2**62
+    assert 2**61 in HUGE and 2**62 + 1 not in HUGE and 0 not in HUGE
+    assert HUGE.take(3) == [1, 2, 3]
+    left = HUGE.difference(SeqRanges(((10, 20),)))
+    assert left.ranges == ((1, 9), (21, 2**62))
+    assert HUGE.union(other).ranges[0][0] == min(1, other.ranges[0][0])

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cityedge.uplink.timing import NEVER, Anchor, BootTime, reading_time
-from edge_agent.timebase import Timebase
+from edge_agent.timebase import MAX_TIME_STEP_NS, TIME_FLOOR_NS, Timebase
 
 S = 1_000_000_000
 BOOT = "b0"
@@ -131,3 +131,25 @@ def test_a_reading_that_may_leave_keeps_its_timestamp(script: list[tuple[str, in
                 continue
             got = reading_time(-1, BOOT, mono, False, t.boots)
             assert decided.setdefault(i, got) == got
+
+
+# -- which time answers may anchor a boot ------------------------------------------------
+
+
+def test_a_time_answer_must_lie_between_the_floor_and_ten_years_past_it() -> None:
+    t = tb()
+    assert t.floor_ns == TIME_FLOOR_NS
+    assert not t.plausible(TIME_FLOOR_NS - 1)
+    assert t.plausible(TIME_FLOOR_NS)
+    assert t.plausible(TIME_FLOOR_NS + MAX_TIME_STEP_NS)
+    assert not t.plausible(TIME_FLOOR_NS + MAX_TIME_STEP_NS + 1)
+    assert not t.plausible(4_102_444_800 * S)  # 2100-01-01, the forged answer
+    assert not t.plausible(2**63 - 1)
+
+
+def test_an_earlier_anchor_raises_the_floor() -> None:
+    later = TIME_FLOOR_NS + 400 * 24 * 3600 * S
+    t = tb(earlier=BootTime(Anchor(5, later, "ntp")), lost=BootTime(None, NEVER))
+    assert t.floor_ns == later
+    assert not t.plausible(later - 1)  # time does not go back across boots
+    assert t.plausible(later + MAX_TIME_STEP_NS)

@@ -6,6 +6,12 @@ whose district is the alert's (``targets`` and ``same``). The gateways'
 persistent MQTT sessions hold the message for a terminal that is offline,
 so sending does not wait for acks; acks arrive on ``.../down_ack`` and are
 counted (acked, rejected, and unacked after ``ack_timeout``).
+
+Each message is sealed with its gateway's key from the collector's keyring
+(cityedge/uplink/seal.py), so a terminal shows or clears only what a
+collector sent. Without a keyring nothing is sealed (insecure); a gateway the
+keyring has no key for gets the message unsealed, counted as ``unsealed``
+(a terminal with a secret rejects it).
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ class DownlinkNotifier:
         self.context = NotifierContext()
         self.prefix = config.topic_prefix or "cityedge/v1"
         self.counts = {"sent": 0, "messages": 0, "no_targets": 0, "acked": 0, "rejected": 0,
-                       "unacked": 0}
+                       "unacked": 0, "unsealed": 0}
         self.awaiting: dict[tuple[str, str], float] = {}  # (msg id, gateway) -> deadline
         self.acks: list[tuple[str, str, str]] = []  # last acks (id, gateway, result), for tests
         self._task: asyncio.Task[None] | None = None
@@ -109,15 +115,24 @@ class DownlinkNotifier:
                          message=event.message, rule=event.rule, severity=event.severity)
         ttl = int(self.config.ttl * 1e9) if self.config.ttl else None
         display = display_for(event, self.config.text.format_map(values), ttl)
-        payload = encode_display(display)
         deadline = time.monotonic() + self.config.ack_timeout
         for gw in targets:
+            payload = encode_display(display, self._seal_key(gw))
             if not self.client.publish(Topics(self.prefix).down(gw), payload, qos=1):
                 raise Retryable(f"publish to {gw} refused: {self.client.stats.last_error}")
             self.awaiting[(display.id, gw)] = deadline
             self.counts["messages"] += 1
         self.counts["sent"] += 1
         self._expire()
+
+    def _seal_key(self, gateway: str) -> bytes | None:
+        keyring = self.context.keyring
+        if keyring is None:
+            return None
+        key = keyring.key_for(gateway)
+        if key is None:
+            self.counts["unsealed"] += 1
+        return key
 
     def _expire(self) -> None:
         now = time.monotonic()
