@@ -25,6 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cityedge.redact import configure_logging
 from cityedge.yamlconfig import ConfigError
 from edge_agent.config import AgentConfig, load_config, resolve
 from edge_agent.display_file import read_display_file
@@ -127,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ConfigError) as exc:
         Console(stderr=True).print(f"[bold red]config error[/]: {exc}", highlight=False)
         return 2
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level.upper(), "%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def _run() -> None:
         try:
