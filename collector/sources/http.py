@@ -59,7 +59,7 @@ class HttpSourceConfig:
         default=MAX_PAYLOAD_BYTES, metadata={"min": 1024, "max": 64 * 1024 * 1024}
     )
     # One token for every gateway ...
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     # ... and/or one per gateway id, which then only that gateway may use. With
     # per-gateway tokens and no shared token, gateways not listed get 403.
     tokens: dict[str, str] = field(default_factory=dict)
