@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cityedge.atomic import atomic_write
+from cityedge.atomic import atomic_write, make_private
 
 
 def write_display_file(path: Path, snapshot: dict[str, Any]) -> None:
@@ -19,6 +19,7 @@ def write_display_file(path: Path, snapshot: dict[str, Any]) -> None:
 
 def read_display_file(path: Path) -> dict[str, Any] | None:
     """The last board written, None if there is none; ValueError if it is not one."""
+    make_private(path)
     try:
         doc = json.loads(path.read_bytes())
     except FileNotFoundError:

@@ -23,6 +23,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+from cityedge.atomic import DIR_MODE, FILE_MODE, make_private
+
 # Room kept back for deletes and checkpoints on a full disk. A checkpoint copies
 # at most one commit window of WAL (1 s at 100 readings/s of ~450 bytes is
 # ~45 KB); deleting one acked batch of 500 readings touches a few dozen 4 KiB
@@ -31,8 +33,6 @@ RESERVE_BYTES = 512 * 1024
 # Free space needed before storing again: the reserve back, and as much again
 # for readings, so that one append does not fill the disk at once.
 RESUME_FREE_BYTES = 2 * RESERVE_BYTES
-FILE_MODE = 0o600
-DIR_MODE = 0o700
 # SQLite's primary result codes (sqlite3.h).
 SQLITE_IOERR = 10
 SQLITE_FULL = 13
@@ -122,6 +122,4 @@ def private_files(db: Path) -> None:
         db.parent.mkdir(mode=DIR_MODE, parents=True)
     os.close(os.open(db, os.O_RDWR | os.O_CREAT, FILE_MODE))
     for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_mode & 0o777 != FILE_MODE:
-                os.chmod(path, FILE_MODE)
+        make_private(path)
