@@ -201,19 +201,19 @@ def bind(tp: Any, value: Any, doc: Located, path: KeyPath = ()) -> Any:  # noqa:
         shaped = [exc for arm, exc in errors if _same_shape(arm, value)]
         if len(shaped) == 1:
             raise shaped[0]
-        raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+        raise doc.error(path, f"expected {_type_name(tp)}, got {_shown(value, path)}")
     if origin is Literal:
         if value in get_args(tp):
             return value
-        raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+        raise doc.error(path, f"expected {_type_name(tp)}, got {_shown(value, path)}")
     if origin in (list, tuple):
         if not isinstance(value, list):
-            raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+            raise doc.error(path, f"expected {_type_name(tp)}, got {_shown(value, path)}")
         items = [bind(get_args(tp)[0], v, doc, (*path, i)) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping):
         if not isinstance(value, dict):
-            raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+            raise doc.error(path, f"expected {_type_name(tp)}, got {_shown(value, path)}")
         key_tp, val_tp = get_args(tp)
         return {
             bind(key_tp, k, doc, (*path, k)): bind(val_tp, v, doc, (*path, k))
@@ -228,7 +228,18 @@ def bind(tp: Any, value: Any, doc: Located, path: KeyPath = ()) -> Any:  # noqa:
     if (isinstance(tp, type) and isinstance(value, tp)
             and not (tp is int and isinstance(value, bool))):
         return value
-    raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+    raise doc.error(path, f"expected {_type_name(tp)}, got {_shown(value, path)}")
+
+
+# Keys whose values an error message never repeats.
+SECRET_KEYS = ("password", "secret", "token", "tokens", "url", "headers")
+
+
+def _shown(value: Any, path: KeyPath) -> str:
+    """The value as an error message may quote it: not at all under a secret's key."""
+    if path and isinstance(path[-1], str) and path[-1].endswith(SECRET_KEYS):
+        return f"a {type(value).__name__} (not shown)"
+    return f"{value!r:.60}"
 
 
 def _same_shape(tp: Any, value: Any) -> bool:
@@ -244,7 +255,7 @@ def _bind_dataclass(cls: Any, value: Any, doc: Located, path: KeyPath) -> Any:
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        raise doc.error(path, f"expected a mapping, got {value!r:.60}")
+        raise doc.error(path, f"expected a mapping, got {_shown(value, path)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     value = _from_files(fields, value, doc, path)
     for key in value:

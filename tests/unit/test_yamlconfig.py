@@ -607,3 +607,9 @@ def test_a_webhook_url_and_secret_from_file_and_environment(
     [(_, _, notifier)] = loaded.notifiers
     assert notifier.config.url == "https://hooks.example/services/T0/B0/XXXX"  # type: ignore[attr-defined]
     assert notifier.config.secret == "hmac-key"  # type: ignore[attr-defined]
+
+
+def test_an_error_does_not_quote_a_secret() -> None:
+    err = error_of("password: [hunter2]\n", Secrets)
+    assert err.path == ("password",) and "hunter2" not in str(err)
+    assert "a list (not shown)" in str(err)
