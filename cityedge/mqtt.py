@@ -75,7 +75,7 @@ class MqttOptions:
     client_id: str
     keepalive: int = 30
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     clean_start: bool = False
     session_expiry: int = DEFAULT_SESSION_EXPIRY_S
     manual_ack: bool = False

@@ -5,11 +5,23 @@ answer. Every config in cityedge (agent, collector, rules) is a tree of frozen
 dataclasses, and ``load(path, cls)`` checks types, required keys, unknown keys
 (typos), enum values (``Literal``) and numeric bounds (``field(metadata=...)``)
 before any connection is made.
+
+Secrets need not be written into these files:
+- ``${NAME}`` in a string value (the whole value or part of it) is replaced by
+  the environment variable NAME; ``${NAME:-default}`` gives a default when it
+  is unset or empty; ``$${`` stands for a literal ``${``. An unset variable is
+  an error at the value's file:line that names it. The result is a string.
+- ``foo_file: PATH`` sets key ``foo`` to the content of the file at PATH (one
+  trailing newline removed; relative to the config file's folder), for any key
+  ``foo`` of a mapping that has no key ``foo_file`` of its own. Giving both, or
+  a file that cannot be read, is an error at that line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -70,7 +82,59 @@ def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str) 
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_walk(item, (*path, i), lines, file) for i, item in enumerate(node.value)]
-    return _scalar(node)
+    value = _scalar(node)
+    if isinstance(value, str) and "${" in value:
+        return _expand(value, file, node.start_mark.line + 1, path)
+    return value
+
+
+_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
+
+
+def _expand(text: str, file: str, line: int, path: KeyPath) -> str:
+    """``${NAME}``, ``${NAME:-default}`` and ``$${`` in one string value."""
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$${":
+            return "${"
+        name, default = m.group(1), m.group(2)
+        if name is None:
+            raise ConfigError(file, line, path, "malformed ${...}: expected ${NAME} or"
+                              " ${NAME:-default} (write $${ for a literal ${)")
+        value = os.environ.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                raise ConfigError(file, line, path,
+                                  f"environment variable {name} is not set (used as ${{{name}}})")
+            return default
+        return value
+    return _REFERENCE.sub(one, text)
+
+
+def _from_files(fields: Mapping[str, Any], value: dict[Any, Any], doc: Located,
+                path: KeyPath) -> dict[Any, Any]:
+    """``foo_file: PATH`` -> ``foo: <the file's content>`` for each field ``foo``."""
+    out = dict(value)
+    for key, source in value.items():
+        if not isinstance(key, str) or not key.endswith("_file"):
+            continue
+        base = key.removesuffix("_file")
+        if key in fields or base not in fields:
+            continue
+        if base in value:
+            raise doc.error((*path, key), f"{base} and {key} are both given; keep one")
+        if not isinstance(source, str) or not source:
+            raise doc.error((*path, key), f"expected a file path, got {source!r:.60}")
+        file = Path(doc.file).parent / source  # an absolute source stays as it is
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise doc.error((*path, key), f"cannot read {file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise doc.error((*path, key), f"cannot read {file}: not UTF-8 text") from None
+        out[base] = text.removesuffix("\n").removesuffix("\r")
+        del out[key]
+        doc.lines.setdefault((*path, base), doc.lines.get((*path, key), 0))
+    return out
 
 
 def _scalar(node: yaml.Node) -> Any:
@@ -137,19 +201,19 @@ def bind(tp: Any, value: Any, doc: Located, path: KeyPath = ()) -> Any:  # noqa:
         shaped = [exc for arm, exc in errors if _same_shape(arm, value)]
         if len(shaped) == 1:
             raise shaped[0]
-        raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+        raise doc.error(path, f"expected {_type_name(tp)}, got {_shown(value, path)}")
     if origin is Literal:
         if value in get_args(tp):
             return value
-        raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+        raise doc.error(path, f"expected {_type_name(tp)}, got {_shown(value, path)}")
     if origin in (list, tuple):
         if not isinstance(value, list):
-            raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+            raise doc.error(path, f"expected {_type_name(tp)}, got {_shown(value, path)}")
         items = [bind(get_args(tp)[0], v, doc, (*path, i)) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping):
         if not isinstance(value, dict):
-            raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+            raise doc.error(path, f"expected {_type_name(tp)}, got {_shown(value, path)}")
         key_tp, val_tp = get_args(tp)
         return {
             bind(key_tp, k, doc, (*path, k)): bind(val_tp, v, doc, (*path, k))
@@ -164,7 +228,18 @@ def bind(tp: Any, value: Any, doc: Located, path: KeyPath = ()) -> Any:  # noqa:
     if (isinstance(tp, type) and isinstance(value, tp)
             and not (tp is int and isinstance(value, bool))):
         return value
-    raise doc.error(path, f"expected {_type_name(tp)}, got {value!r:.60}")
+    raise doc.error(path, f"expected {_type_name(tp)}, got {_shown(value, path)}")
+
+
+# Keys whose values an error message never repeats.
+SECRET_KEYS = ("password", "secret", "token", "tokens", "url", "headers")
+
+
+def _shown(value: Any, path: KeyPath) -> str:
+    """The value as an error message may quote it: not at all under a secret's key."""
+    if path and isinstance(path[-1], str) and path[-1].endswith(SECRET_KEYS):
+        return f"a {type(value).__name__} (not shown)"
+    return f"{value!r:.60}"
 
 
 def _same_shape(tp: Any, value: Any) -> bool:
@@ -180,8 +255,9 @@ def _bind_dataclass(cls: Any, value: Any, doc: Located, path: KeyPath) -> Any:
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        raise doc.error(path, f"expected a mapping, got {value!r:.60}")
+        raise doc.error(path, f"expected a mapping, got {_shown(value, path)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    value = _from_files(fields, value, doc, path)
     for key in value:
         if key not in fields:
             known = ", ".join(sorted(fields))

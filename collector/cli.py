@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 
+from cityedge.redact import configure_logging
 from cityedge.yamlconfig import ConfigError
 from collector.config import LoadedConfig, load_config
 
@@ -72,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check":
         return _check(args.config, loaded)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level.upper(), "%(asctime)s %(levelname)s %(name)s: %(message)s")
     from collector.service import CollectorService
 
     async def _run() -> None:

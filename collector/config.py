@@ -21,7 +21,7 @@ class MqttSourceConfig:
     port: int = field(default=1883, metadata={"min": 1, "max": 65535})
     client_id: str = "cityedge-collector-1"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     keepalive: int = field(default=30, metadata={"min": 5})
     topic_prefix: str = DEFAULT_PREFIX
     # Empty string: a plain subscription (one collector only).

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cityedge.redact import redact_text
 from collector.ingest import DEADLETTER_MEASUREMENT, Accepted
 from collector.lineprotocol import Point, format_point
 from collector.writers import Rejected, Retryable, Throttled, TooLarge, Writer
@@ -116,19 +117,19 @@ class WritePipeline:
                 return
             except Throttled as exc:
                 self.stats.write_retries += 1
-                self.stats.last_error = str(exc)
+                self.stats.last_error = redact_text(str(exc))
                 await asyncio.sleep(exc.retry_after)
             except Retryable as exc:
                 self.stats.write_retries += 1
-                if self.stats.last_error != str(exc):
-                    log.warning("write failed, retrying: %s", exc)
-                self.stats.last_error = str(exc)
+                if self.stats.last_error != redact_text(str(exc)):
+                    log.warning("write failed, retrying: %s", redact_text(str(exc)))
+                self.stats.last_error = redact_text(str(exc))
                 await asyncio.sleep(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, RETRY_MAX_S)
             except (Rejected, TooLarge) as exc:
                 # Rewriting good points is harmless (they overwrite themselves),
                 # so halve until the bad one stands alone.
-                self.stats.last_error = str(exc)
+                self.stats.last_error = redact_text(str(exc))
                 if len(points) > 1:
                     mid = len(points) // 2
                     await self.write_durably(points[:mid])

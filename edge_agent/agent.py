@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import secrets
 import signal
+import sqlite3
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from edge_agent.decoding import Profile, load_profiles
 from edge_agent.display_file import DisplayOutput
 from edge_agent.displays import DisplayBoard
 from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
+from edge_agent.outbox.space import OutboxError, StoreFailed, free_bytes
 from edge_agent.outbox.store import DropPolicy
 from edge_agent.readings import Reading
 from edge_agent.serial_port import SensorPort
@@ -102,6 +104,8 @@ class Agent:
         self.acked = 0
         self.refused_sends = 0
         self.store_failures: Counter[str] = Counter()
+        self._failing_run = 0  # readings not stored since storing last worked
+        self._sync_failing = False
         self.timebase: Timebase | None = None
         self._synced_now = self.clock.synced()
         self._hold_cap: int | None = None
@@ -126,20 +130,38 @@ class Agent:
 
         def done(f: asyncio.Future[Any]) -> None:
             self._store_tasks.discard(f)
-            if f.exception() is None:
+            exc = f.exception()
+            if exc is None:
                 self.stored += len(readings)
+                if self._failing_run:
+                    log.warning("outbox: storing again after %d readings not stored",
+                                self._failing_run)
+                    self._failing_run = 0
                 if self.outbox is not None and self.outbox.fsync_every_append:
                     self._wake_sender.set()
-            else:
-                # Read from the port but not stored (disk full, SD card failing): lost,
-                # so counted per sensor and shown in the health readings once storage
-                # works again, never only logged.
-                for r in readings:
-                    self.store_failures[r.sensor] += 1
-                log.error("outbox append failed, %d readings lost: %s", len(readings),
-                          f.exception())
+                return
+            # Read from the port but not stored (disk full, SD card failing): lost, so
+            # counted per sensor, shown in the health readings and recorded as a gap
+            # (outbox_drops, reason not_stored) once storage works again; one log line
+            # when it starts and one when it ends, never one per reading.
+            for r in readings:
+                self.store_failures[r.sensor] += 1
+            if not self._failing_run:
+                self._log_store_failure(exc)
+            self._failing_run += len(readings)
 
         fut.add_done_callback(done)
+
+    def _log_store_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, StoreFailed) and exc.disk_full:
+            log.error("outbox: disk full at %s, %.1f MB free; readings are counted per sensor"
+                      " and not stored until space is freed", exc.path, exc.free_mb)
+        elif isinstance(exc, StoreFailed):
+            log.error("outbox: cannot store at %s (%s); readings are counted per sensor and"
+                      " not stored until it works again", exc.path, exc.cause)
+        else:  # a bug, not the disk: say where
+            log.error("outbox: append failed; readings are counted per sensor and not stored",
+                      exc_info=exc)
 
     async def _sync_loop(self) -> None:
         assert self.outbox is not None
@@ -147,8 +169,19 @@ class Agent:
         while True:
             await asyncio.sleep(window)
             before = self.outbox.durable_seq
-            await self._io_call(self.outbox.sync)
-            await self._update_timebase()
+            try:
+                # A checkpoint that cannot complete (full disk) leaves durable_seq
+                # where it was; the next window tries again.
+                await self._io_call(self.outbox.sync)
+                await self._update_timebase()
+            except (OutboxError, sqlite3.Error, OSError) as exc:
+                if not self._sync_failing:
+                    log.error("outbox: sync failed, trying again every %.1f s: %s", window, exc)
+                self._sync_failing = True
+                continue
+            if self._sync_failing:
+                log.warning("outbox: sync works again")
+                self._sync_failing = False
             if self.sendable_seq() > before:
                 self._wake_sender.set()
 
@@ -359,6 +392,8 @@ class Agent:
             "oldest_age_s": round((wall - depth.oldest_ns) / 1e9, 3) if depth.oldest_ns else 0.0,
             "dropped_readings": sum(self.outbox.dropped.values()),
             "store_failed_readings": sum(self.store_failures.values()),
+            "disk_free_mb": round(free_bytes(self.outbox_path.parent) / 1024 / 1024, 1),
+            "checkpoint_failures": self.outbox.checkpoint_failures,
             "outbox_time_left_s": self._time_left(depth.bytes, max_bytes),
             "backlog_readings": self.window.backlog_seqs,
             "in_flight_batches": self.window.in_flight,

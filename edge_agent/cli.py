@@ -5,6 +5,8 @@ outbox (what is waiting, since when) without disturbing a running agent;
 ``probe`` tells which sensor model is on a port; ``decode`` decodes captured
 bytes offline.
 Every flag can also be set by an environment variable (CITYEDGE_...).
+Exit codes of ``run`` and ``check``: 0 ok; 1 the outbox cannot be opened or its
+folder is not writable (one line says which and why); 2 a config error.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ import logging
 import os
 import sqlite3
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from cityedge.redact import configure_logging
 from cityedge.yamlconfig import ConfigError
 from edge_agent.config import AgentConfig, load_config, resolve
 from edge_agent.display_file import read_display_file
+from edge_agent.outbox.space import OutboxUnusable, free_bytes
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,13 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         agent_factory = lambda: Agent(config, base)  # noqa: E731
         if args.command == "check":
             asyncio.run(_check(agent_factory))
-            print(f"{args.config}: ok ({len(config.sensors)} sensors)")
-            return 0
+            return _check_outbox(args.config, config, resolve(base, config.outbox.path))
     except (ValueError, ConfigError) as exc:
         Console(stderr=True).print(f"[bold red]config error[/]: {exc}", highlight=False)
         return 2
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level.upper(), "%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def _run() -> None:
         try:
@@ -136,8 +139,47 @@ def main(argv: list[str] | None = None) -> int:
         agent.install_signal_handlers()
         await agent.serve()
 
-    asyncio.run(_run())
+    try:
+        asyncio.run(_run())
+    except OutboxUnusable as exc:
+        logging.getLogger("edge_agent").error("outbox error: %s", exc)
+        return 1
     return 0
+
+
+def _check_outbox(config_path: str, config: AgentConfig, outbox: Path) -> int:
+    problem = _outbox_unwritable(outbox)
+    if problem:
+        print(f"outbox error: {problem}", file=sys.stderr)
+        return 1
+    free = free_bytes(_existing(outbox))
+    print(f"{config_path}: ok ({len(config.sensors)} sensors; outbox {outbox} writable,"
+          f" {free / 1024 / 1024:.0f} MB free)")
+    return 0
+
+
+def _existing(path: Path) -> Path:
+    """The nearest folder of ``path`` that exists (the agent creates the rest)."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _outbox_unwritable(path: Path) -> str | None:
+    """Why the agent could not write its outbox, found by really writing: a temporary file
+    in its folder (a permission check says nothing for root or a read-only mount), and the
+    outbox itself opened for writing when it exists."""
+    folder = _existing(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".check-", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+        if path.exists():
+            os.close(os.open(path, os.O_RDWR))
+    except OSError as exc:
+        return f"{path}: not writable ({exc.strerror or exc})"
+    return None
 
 
 async def _check(factory: object) -> None:

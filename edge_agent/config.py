@@ -99,7 +99,7 @@ class MqttConfig:
     keepalive: int = field(default=30, metadata={"min": 5, "max": 3600})
     # Default: the gateway id and gateway.secret, when a secret is configured.
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     topic_prefix: str = "cityedge/v1"
     # Longest wait between reconnect attempts (exponential backoff, full jitter).
     reconnect_max: float = field(default=30.0, metadata={"min": 0.5, "max": 3600.0})
@@ -115,7 +115,7 @@ class HttpUplinkConfig:
     # {url}/v1/gateways/{gateway}/batches.
     url: str = "http://127.0.0.1:8080"
     # Sent as "Authorization: Bearer <token>"; default: gateway.secret.
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     # Seconds for one request, the collector's write included; keep it above
     # the collector's write_timeout and at most the uplink's ack_timeout.
     timeout: float = field(default=15.0, metadata={"min": 0.5, "max": 600.0})

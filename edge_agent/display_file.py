@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cityedge.atomic import atomic_write
+from cityedge.atomic import atomic_write, make_private
 from cityedge.uplink.downlink import DisplayAck, encode_ack
 from edge_agent.displays import DisplayBoard, answered, reason_of
 
@@ -29,6 +29,7 @@ def write_display_file(path: Path, snapshot: dict[str, Any]) -> None:
 
 def read_display_file(path: Path) -> dict[str, Any] | None:
     """The last board written, None if there is none; ValueError if it is not one."""
+    make_private(path)
     try:
         doc = json.loads(path.read_bytes())
     except FileNotFoundError:

@@ -231,8 +231,11 @@ class Mosquitto(Service):
 
 
 class InfluxDB(Service):
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, auth: bool = False) -> None:
+        """``auth``: HTTP authentication on (``[http] auth-enabled``); the first user
+        must then be an admin, created with ``CREATE USER`` before anything else."""
         super().__init__("influxd", port or free_port(), workdir)
+        self.auth = auth
         self.binary = _require("influxd", "influxdb")
         self.rpc_port = free_port()
         self.config_path = workdir / "influxdb.conf"
@@ -250,6 +253,7 @@ class InfluxDB(Service):
             f'[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n  query-log-enabled = false\n'
             '[monitor]\n  store-enabled = false\n'
             f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+            f'  auth-enabled = {"true" if self.auth else "false"}\n'
             '[logging]\n  level = "warn"\n'
         )
         self._spawn([self.binary, "-config", str(self.config_path)])

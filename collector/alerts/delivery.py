@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cityedge.redact import redact_text
 from collector.alerts.config import RouteConfig
 from collector.alerts.errors import Rejected, Retryable, Throttled
 from collector.alerts.events import AlertEvent
@@ -83,22 +84,23 @@ class Delivery:
                 await self.notifier.send(event)
             except Rejected as exc:
                 self.stats.rejected += 1
-                self.stats.last_error = str(exc)
-                log.error("%s rejected %s: %s", self.name, event.event_id, exc)
-                self.on_give_up(self.name, event, "notify_rejected", str(exc))
+                self.stats.last_error = redact_text(str(exc))
+                log.error("%s rejected %s: %s", self.name, event.event_id,
+                          self.stats.last_error)
+                self.on_give_up(self.name, event, "notify_rejected", self.stats.last_error)
                 return
             except Throttled as exc:
                 wait = exc.retry_after
-                self.stats.last_error = str(exc)
+                self.stats.last_error = redact_text(str(exc))
             except Retryable as exc:
                 wait = random.uniform(0, delay)  # full jitter
                 delay = min(delay * 2, self.retry_max)
-                self.stats.last_error = str(exc)
+                self.stats.last_error = redact_text(str(exc))
             except Exception as exc:  # a plugin bug must not kill delivery
                 log.exception("%s: unexpected error sending %s", self.name, event.event_id)
                 wait = random.uniform(0, delay)
                 delay = min(delay * 2, self.retry_max)
-                self.stats.last_error = repr(exc)
+                self.stats.last_error = redact_text(repr(exc))
             else:
                 self.stats.delivered += 1
                 return

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cityedge.redact import redact_text
 from cityedge.uplink.seal import KeyRing
 from collector.alerts.config import LoadedAlerts
 from collector.alerts.delivery import Delivery
@@ -321,7 +322,8 @@ class AlertRunner:
 
     def _dead_letter(self, notifier: str, event: AlertEvent, reason: str, detail: str) -> None:
         self._queue_points([Point(DEADLETTER_MEASUREMENT, {"reason": reason, "notifier": notifier},
-                                  {"detail": detail[:2000], "raw": body(event).decode(),
+                                  {"detail": redact_text(detail)[:2000],
+                                   "raw": body(event).decode(),
                                    "alert_id": event.alert_id}, event.time_ns)])
 
     def _apply_commands(self, now_ns: int) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
-from cityedge.atomic import atomic_write
+from cityedge.atomic import atomic_write, make_private
 from collector.alerts.errors import UsageError
 
 ALERT_TABLES = ("alerts", "members", "silences", "directory", "meta")
@@ -89,6 +89,7 @@ class StateStore:
 
     def load_alerts(self) -> dict[str, Any] | None:
         """The lifecycle file (small), or None when there is none; UsageError if unreadable."""
+        make_private(self.alerts_path)
         try:
             doc = AtomicJSONStorage(self.alerts_path).read()
         except (ValueError, OSError) as exc:
@@ -110,6 +111,7 @@ class StateStore:
 
     def load_stats(self) -> dict[str, Any] | None:
         """The statistics file (tens of megabytes for a city), or None; UsageError if unreadable."""
+        make_private(self.stats_path)
         try:
             stats: dict[str, Any] | None = (json.loads(self.stats_path.read_text(encoding="utf-8"))
                                             if self.stats_path.exists() else None)

@@ -67,7 +67,7 @@ class HttpSourceConfig:
     tls: TlsConfig | None = None
     # Without a registry only (with one, each gateway's secret is its token):
     # one token for every gateway ...
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     # ... and/or one per gateway id, which then only that gateway may use. With
     # per-gateway tokens and no shared token, gateways not listed get 403.
     tokens: dict[str, str] = field(default_factory=dict)

@@ -23,6 +23,15 @@ gap into one reading (measurement ``outbox_drops``, field ``of_measurement``),
 so a full outbox costs one small record per sensor and measurement per
 interval, and the data team sees exactly what was lost. Drop
 records themselves are never dropped.
+
+A full disk (space.py) is a second way to lose readings: an append that finds
+no room is rolled back and its readings join an open gap of their own (meta
+key ``unstored:``, kept in memory until a write works again, then written in
+that write's transaction). It becomes the same ``outbox_drops`` reading, with
+``reason`` ``not_stored`` instead of ``outbox_full`` and seqs 0 (those readings
+never had one). While the disk is full the outbox does not try to store until
+``RESUME_FREE_BYTES`` are free; acks (deletes) and checkpoints use the reserve
+it released. A checkpoint that fails leaves ``durable_seq`` where it was.
 """
 
 from __future__ import annotations
@@ -32,14 +41,27 @@ import secrets
 import sqlite3
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from cityedge.uplink import SeqRanges, WireReading
 from cityedge.uplink.timing import BootTime
+from edge_agent.outbox.space import (
+    RESERVE_BYTES,
+    RESUME_FREE_BYTES,
+    OutboxUnusable,
+    Reserve,
+    StoreFailed,
+    free_bytes,
+    is_disk_full,
+    private_files,
+)
 from edge_agent.readings import Reading
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -64,6 +86,8 @@ ROW_OVERHEAD = 64
 # not run a delete with every append.
 DROP_TO = 0.9
 DROP_CHUNK = 1000
+# Why readings went missing (field ``reason`` of an outbox_drops reading), by meta key prefix.
+GAP_REASONS = {"gap": "outbox_full", "unstored": "not_stored"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,24 +129,30 @@ class Outbox:
         fsync_every_append: bool = False,
         max_bytes: int | None = None,
         drop_policy: DropPolicy | None = None,
+        reserve_bytes: int = RESERVE_BYTES,
     ) -> None:
+        """Open or create; OutboxUnusable (one line: path and reason) if it cannot be."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync_every_append else 'NORMAL'}")
-        # Checkpoints are ours to time (sync()); the automatic one would fsync mid-append.
-        self._db.execute("PRAGMA wal_autocheckpoint=0")
-        self._db.executescript(SCHEMA)
         self.fsync_every_append = fsync_every_append
-        self.epoch = self._epoch()
+        self.reserve = Reserve(Path(f"{self.path}-reserve"), reserve_bytes)
+        self.disk_full = False
+        self.checkpoint_failures = 0
+        # Readings not stored while the disk was full, per sensor and measurement.
+        self._unstored: dict[tuple[str, str], Gap] = {}
+        try:
+            self._db = self._retry_full(self._connect)
+        except (sqlite3.Error, OSError) as exc:
+            raise OutboxUnusable(f"cannot open the outbox {self.path}: {exc}") from exc
         self.last_seq = self._last_seq()
         # After a kill, committed readings may sit in the WAL unsynced: fsync them
         # (one checkpoint) before calling them durable, or a power cut right after
         # the restart could lose readings InfluxDB already has and reuse their seqs.
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self.durable_seq = self.last_seq
-        self._dirty = False
+        # On a full disk nothing counts as durable until a checkpoint works.
+        self.durable_seq = 0
+        self._dirty = True
+        self.sync()
+        if not self.reserve.take():
+            self._enter_full()
         self.max_bytes = max_bytes
         self.appended_bytes = 0  # since open: the ingest rate, for "time until full"
         # Seqs handed out for sending and not deleted (acked) yet: any of them may
@@ -140,6 +170,53 @@ class Outbox:
         self.count, self.bytes = int(count), int(size)
         self._oldest_ns: int | None = self._first_time()
         self.dropped: Counter[str] = Counter(self._load_dropped())
+
+    def _connect(self) -> sqlite3.Connection:
+        private_files(self.path)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if self.fsync_every_append else 'NORMAL'}")
+            # Checkpoints are ours to time (sync()); the automatic one would fsync mid-append.
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            db.executescript(SCHEMA)
+            self._db = db
+            self.epoch = self._epoch()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _retry_full(self, fn: Callable[[], T]) -> T:
+        """Run a write that frees or keeps space (open, checkpoint); on a full disk, once
+        more after releasing the reserve."""
+        try:
+            return fn()
+        except (sqlite3.Error, OSError) as exc:
+            if not is_disk_full(exc, self.path.parent) or not self.reserve.held:
+                raise
+        self._enter_full()
+        return fn()
+
+    def _enter_full(self) -> None:
+        self.disk_full = True
+        self.reserve.release()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """BEGIN IMMEDIATE .. COMMIT; on any failure roll back if SQLite has not already
+        (it does on SQLITE_FULL) and restore the counters."""
+        saved = self.count, self.bytes, self.appended_bytes, self._oldest_ns
+        cur = self._db.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self.count, self.bytes, self.appended_bytes, self._oldest_ns = saved
+            raise
 
     def _epoch(self) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
@@ -177,16 +254,22 @@ class Outbox:
         """
         if not readings:
             return []
-        cur = self._db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        if self.disk_full and 0 <= free_bytes(self.path.parent) < RESUME_FREE_BYTES:
+            raise self._not_stored(readings, disk_full=True, cause="waiting for free space")
         try:
-            seqs = [self._insert(cur, r) for r in readings]
-            gaps = self._make_room(cur, protect) if self._over() else []
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            self._recount()
-            raise
+            with self._transaction() as cur:
+                seqs = [self._insert(cur, r) for r in readings]
+                gaps = self._make_room(cur, protect) if self._over() else []
+                self._save_unstored(cur)
+        except (sqlite3.Error, OSError) as exc:
+            full = is_disk_full(exc, self.path.parent)
+            if full:
+                self._enter_full()
+            raise self._not_stored(readings, disk_full=full, cause=str(exc)) from exc
+        self._unstored.clear()
+        if self.disk_full:
+            self.disk_full = False
+            self.reserve.take()
         for gap in gaps:
             self.dropped[gap.sensor] += gap.count
         self.last_seq = max(seqs[-1], self.last_seq)
@@ -252,15 +335,8 @@ class Outbox:
         self.bytes -= freed
         self._oldest_ns = self._first_time()
         gaps = _gaps(victims)
+        self._open_gaps(cur, "gap", gaps)
         for gap in gaps:
-            key = f"gap:{gap.sensor}:{gap.measurement}"
-            row = cur.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            open_gap = gap if row is None else _merge(
-                Gap(gap.sensor, gap.measurement, **json.loads(row[0])), gap)
-            doc = {k: getattr(open_gap, k) for k in
-                   ("count", "first_ns", "last_ns", "first_seq", "last_seq")}
-            cur.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
-                        " SET value = excluded.value", (key, json.dumps(doc)))
             cur.execute(
                 "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET"
                 " value = CAST(value AS INTEGER) + excluded.value",
@@ -268,23 +344,61 @@ class Outbox:
             )
         return gaps
 
+    def _open_gaps(self, cur: sqlite3.Cursor, prefix: str, gaps: Iterable[Gap]) -> None:
+        """Merge gaps into the open ones kept in meta (``<prefix>:<sensor>:<measurement>``)."""
+        for gap in gaps:
+            key = f"{prefix}:{gap.sensor}:{gap.measurement}"
+            row = cur.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            open_gap = gap if row is None else _merge(
+                Gap(gap.sensor, gap.measurement, **json.loads(row[0])), gap)
+            doc = {k: getattr(open_gap, k) for k in
+                   ("count", "first_ns", "last_ns", "first_seq", "last_seq")}
+            cur.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                        " SET value = excluded.value", (key, json.dumps(doc)))
+
+    def _not_stored(self, readings: Sequence[Reading], *, disk_full: bool,
+                    cause: str) -> StoreFailed:
+        """Count readings an append could not store into their sensor's open gap."""
+        for r in readings:
+            one = Gap(r.sensor, r.measurement, 1, r.time_ns, r.time_ns, 0, 0)
+            key = (r.sensor, r.measurement)
+            self._unstored[key] = _merge(self._unstored[key], one) if key in self._unstored else one
+        return StoreFailed(self.path, disk_full=disk_full,
+                           free_bytes=free_bytes(self.path.parent), cause=cause)
+
+    def _save_unstored(self, cur: sqlite3.Cursor) -> None:
+        self._open_gaps(cur, "unstored", self._unstored.values())
+
+    @property
+    def unstored(self) -> int:
+        """Readings not stored and not yet recorded in the outbox as a gap."""
+        return sum(g.count for g in self._unstored.values())
+
     def flush_gaps(self) -> int:
-        """Turn each sensor's open gap into one outbox_drops reading; returns how many."""
-        cur = self._db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        """Turn each sensor's open gap into one outbox_drops reading; returns how many.
+
+        On a full disk the gaps stay open (0): the next flush that finds room writes them."""
+        if self.disk_full:
+            return 0
         try:
-            rows = cur.execute("SELECT key, value FROM meta WHERE key LIKE 'gap:%'").fetchall()
-            for key, value in rows:
-                # gap:<sensor>:<measurement>; sensor ids may hold ':', names may not.
-                sensor, measurement = key.split(":", 1)[1].rsplit(":", 1)
-                gap = Gap(sensor, measurement, **json.loads(value))
-                self._insert(cur, _drop_record(gap, self._drop_time(gap)))
-                cur.execute("DELETE FROM meta WHERE key = ?", (key,))
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            self._recount()
-            raise
+            with self._transaction() as cur:
+                self._save_unstored(cur)
+                rows = cur.execute("SELECT key, value FROM meta WHERE key LIKE 'gap:%'"
+                                   " OR key LIKE 'unstored:%'").fetchall()
+                for key, value in rows:
+                    # <prefix>:<sensor>:<measurement>; sensor ids may hold ':', names may not.
+                    prefix, rest = key.split(":", 1)
+                    sensor, measurement = rest.rsplit(":", 1)
+                    gap = Gap(sensor, measurement, **json.loads(value))
+                    reason = GAP_REASONS[prefix]
+                    self._insert(cur, _drop_record(gap, self._drop_time(gap, reason), reason))
+                    cur.execute("DELETE FROM meta WHERE key = ?", (key,))
+        except (sqlite3.Error, OSError) as exc:
+            if not is_disk_full(exc, self.path.parent):
+                raise
+            self._enter_full()
+            return 0
+        self._unstored.clear()
         if rows:
             self.last_seq = self._last_seq()
             self._dirty = True
@@ -293,11 +407,13 @@ class Outbox:
                 self.durable_seq = self.last_seq
         return len(rows)
 
-    def _drop_time(self, gap: Gap) -> int:
+    def _drop_time(self, gap: Gap, reason: str) -> int:
         # Just after the last dropped reading: a pure function of stored data, so
-        # the point never moves on a resend. The measurement's own offset keeps
-        # two gaps of one sensor from landing on the same timestamp.
-        return gap.last_ns + 1 + zlib.crc32(gap.measurement.encode()) % 1000
+        # the point never moves on a resend. The measurement's own offset (and the
+        # reason's, for readings not stored) keeps two gaps of one sensor from
+        # landing on the same timestamp.
+        kind = gap.measurement if reason == "outbox_full" else f"{gap.measurement}/{reason}"
+        return gap.last_ns + 1 + zlib.crc32(kind.encode()) % 1000
 
     def _first_time(self) -> int | None:
         """Time of the oldest waiting reading by seq (an index lookup, not a scan)."""
@@ -310,10 +426,23 @@ class Outbox:
         self.count, self.bytes = int(count), int(size)
 
     def sync(self) -> int:
-        """Make everything appended so far survive a power cut; returns the durable seq."""
+        """Make everything appended so far survive a power cut; returns the durable seq.
+
+        It stays where it was when the checkpoint does not complete (a full disk, a
+        reader holding it back): the next window tries again."""
         if self._dirty:
             mark = self.last_seq
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                busy, _log, _done = self._retry_full(
+                    lambda: self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+            except (sqlite3.Error, OSError) as exc:
+                if not is_disk_full(exc, self.path.parent):
+                    raise
+                self._enter_full()
+                busy = 1
+            if busy:
+                self.checkpoint_failures += 1
+                return self.durable_seq
             self._dirty = False
             self.durable_seq = mark
         return self.durable_seq
@@ -347,9 +476,17 @@ class Outbox:
         fresh = {r.seq for r in rows} - self._handed_out
         if fresh:
             self._handed_out |= fresh
-            self._save_handed_out(self._db)
-            self._handed_out_saved = True
             self._dirty = True
+            try:
+                self._save_handed_out(self._db)
+            except (sqlite3.Error, OSError) as exc:
+                # Not saved on a full disk: the next run does not spare these from the
+                # drop policy (one dropped and landing is counted twice; nothing is lost).
+                if not is_disk_full(exc, self.path.parent):
+                    raise
+                self._enter_full()
+            else:
+                self._handed_out_saved = True
         return rows
 
     def fetch_seqs(self, seqs: SeqRanges, limit: int) -> list[WireReading]:
@@ -400,10 +537,12 @@ class Outbox:
 
     def save_boot_time(self, boot: str, record: BootTime) -> None:
         """Durable at once (fsynced): readings are timed by it as soon as it exists."""
-        self._db.execute(
-            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
-            " SET value = excluded.value", (f"boot:{boot}", json.dumps(record.to_json())))
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        def save() -> None:
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                " SET value = excluded.value", (f"boot:{boot}", json.dumps(record.to_json())))
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._retry_full(save)
 
     # -- where each sensor's readings come from (model and tags, as configured) ----
     def sensor_meta(self) -> dict[str, dict[str, str]]:
@@ -416,11 +555,14 @@ class Outbox:
         rows = [(f"sensor:{k}", json.dumps(v, ensure_ascii=False, sort_keys=True))
                 for k, v in meta.items()]
         if [(k, v) for k, v in rows if self._meta_value(k) != v]:
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            cur.executemany("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key)"
-                            " DO UPDATE SET value = excluded.value", rows)
-            cur.execute("COMMIT")
+            try:
+                with self._transaction() as cur:
+                    cur.executemany("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key)"
+                                    " DO UPDATE SET value = excluded.value", rows)
+            except (sqlite3.Error, OSError) as exc:
+                if not is_disk_full(exc, self.path.parent):  # saved at the next start
+                    raise
+                self._enter_full()
 
     def _meta_value(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -473,13 +615,14 @@ def _merge(a: Gap, b: Gap) -> Gap:
                max(a.last_seq, b.last_seq))
 
 
-def _drop_record(gap: Gap, time_ns: int) -> Reading:
+def _drop_record(gap: Gap, time_ns: int, reason: str) -> Reading:
     return Reading(
         sensor=gap.sensor,
         measurement=DROPS_MEASUREMENT,
         fields={
             "dropped": gap.count,
             "of_measurement": gap.measurement,
+            "reason": reason,
             "first_time_ns": gap.first_ns,
             "last_time_ns": gap.last_ns,
             "first_seq": gap.first_seq,

@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from cityedge.redact import redact_text
 from cityedge.tls import client_context
 from cityedge.uplink import Ack, PayloadError, decode_ack
 from edge_agent.config import HttpUplinkConfig
@@ -207,12 +208,12 @@ class HttpTransport:
                 body = await resp.read()
                 outcome = classify(resp.status, resp.headers, body, self.key)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            outcome = Unavailable(f"{type(exc).__name__}: {exc}".rstrip(": "))
+            outcome = Unavailable(redact_text(f"{type(exc).__name__}: {exc}".rstrip(": ")))
         except Exception as exc:
             # Not expected; logged with its traceback, and the link backs off as if down
             # rather than this request vanishing silently (its batch is resent anyway).
             log.exception("uplink request failed")
-            outcome = Unavailable(f"{type(exc).__name__}: {exc}")
+            outcome = Unavailable(redact_text(f"{type(exc).__name__}: {exc}"))
         if isinstance(outcome, Unavailable):
             self._link_down(outcome)
             return

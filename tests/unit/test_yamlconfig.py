@@ -12,6 +12,7 @@ import pytest
 from cityedge import yamlconfig
 from cityedge.yamlconfig import ConfigError, bind, format_path, load, parse
 from collector import config as collector_config
+from collector.alerts.config import parse_alerts
 from collector.config import BatchingConfig, CollectorConfig, MqttSourceConfig
 from edge_agent import config as agent_config
 from edge_agent.config import AgentConfig
@@ -508,3 +509,110 @@ def test_collector_errors_inside_an_optional_section(
 def test_error_inside_an_optional_section_is_at_least_refused(tmp_path: Path) -> None:
     err = collector_error(tmp_path, COLLECTOR + "mqtt:\n  port: 0\n")
     assert err.startswith("collector.yaml:6: mqtt.port: expected >= 1")
+
+
+# -- secrets from the environment (${NAME}) and from files (<key>_file) ------------------
+
+
+@dataclass(frozen=True)
+class Secrets:
+    user: str = "u"
+    password: str | None = None
+    token: str | None = None
+    rules_file: str | None = None  # a real key that ends in _file: left alone
+
+
+def test_env_reference_whole_and_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MQTT_PASSWORD", "s3cret")
+    monkeypatch.setenv("CE_USER", "gw-7")
+    got = bind_text("""\
+        user: ${CE_USER}
+        password: ${MQTT_PASSWORD}
+        token: "Bearer ${MQTT_PASSWORD}-${CE_USER}"
+        """, Secrets)
+    assert got == Secrets(user="gw-7", password="s3cret", token="Bearer s3cret-gw-7")
+
+
+def test_env_default_literal_and_plain_dollars(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CE_UNSET", raising=False)
+    monkeypatch.setenv("CE_EMPTY", "")
+    got = bind_text("""\
+        user: ${CE_UNSET:-fallback}
+        password: pa$$word$${CE_UNSET}
+        token: x${CE_EMPTY:-d}y
+        """, Secrets)
+    assert got == Secrets(user="fallback", password="pa$$word${CE_UNSET}", token="xdy")
+
+
+def test_an_unset_variable_is_an_error_at_its_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MQTT_PASSWORD", raising=False)
+    err = error_of("""\
+        user: a
+        password: ${MQTT_PASSWORD}
+        """, Secrets)
+    assert (err.line, err.path) == (2, ("password",))
+    assert "MQTT_PASSWORD" in str(err) and str(err).startswith("cfg.yaml:2: password:")
+    assert "malformed" in str(error_of("password: ${not a name}\n", Secrets))
+
+
+def test_key_file_reads_the_secret(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "pw").write_text("s3cret\n")
+    (tmp_path / "tok").write_text("line1\nline2")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"password_file: secrets/pw\ntoken_file: {tmp_path / 'tok'}\n"
+                      "rules_file: rules.yaml\n")
+    got = load(config, Secrets)
+    assert got == Secrets(password="s3cret", token="line1\nline2", rules_file="rules.yaml")
+
+
+def test_key_file_errors_name_the_line(tmp_path: Path) -> None:
+    config = tmp_path / "cfg.yaml"
+    config.write_text("user: a\npassword_file: missing.txt\n")
+    with pytest.raises(ConfigError) as missing:
+        load(config, Secrets)
+    assert (missing.value.line, missing.value.path) == (2, ("password_file",))
+    assert "cannot read" in str(missing.value) and "missing.txt" in str(missing.value)
+    (tmp_path / "pw").write_text("x")
+    config.write_text("password: inline\npassword_file: pw\n")
+    with pytest.raises(ConfigError) as both:
+        load(config, Secrets)
+    assert both.value.line == 2
+    assert "password and password_file are both given" in str(both.value)
+
+
+def test_agent_config_takes_the_mqtt_password_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MQTT_PASSWORD", "from-env")
+    (tmp_path / "token").write_text("tok-from-file\n")
+    config = tmp_path / "agent.yaml"
+    config.write_text(textwrap.dedent("""\
+        gateway: {id: gw-1, site: {district: d, site: s, kind: dust_zone}}
+        sensors: []
+        uplink:
+          mqtt: {username: gw-1, password: "${MQTT_PASSWORD}"}
+          http: {token_file: token}
+        """))
+    cfg = agent_config.load_config(config)
+    assert cfg.uplink.mqtt.password == "from-env"
+    assert cfg.uplink.http.token == "tok-from-file"
+    assert "from-env" not in repr(cfg) and "tok-from-file" not in repr(cfg)
+
+
+def test_a_webhook_url_and_secret_from_file_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WH_SECRET", "hmac-key")
+    (tmp_path / "url").write_text("https://hooks.example/services/T0/B0/XXXX\n")
+    loaded = parse_alerts("rules: []\nnotifiers:\n  - {type: webhook, url_file: url,"
+                          " secret: '${WH_SECRET}'}\n", tmp_path, str(tmp_path / "alerts.yaml"))
+    [(_, _, notifier)] = loaded.notifiers
+    assert notifier.config.url == "https://hooks.example/services/T0/B0/XXXX"  # type: ignore[attr-defined]
+    assert notifier.config.secret == "hmac-key"  # type: ignore[attr-defined]
+
+
+def test_an_error_does_not_quote_a_secret() -> None:
+    err = error_of("password: [hunter2]\n", Secrets)
+    assert err.path == ("password",) and "hunter2" not in str(err)
+    assert "a list (not shown)" in str(err)

@@ -39,7 +39,7 @@ class DownlinkConfig:
     port: int = field(default=1883, metadata={"min": 1, "max": 65535})
     client_id: str = "cityedge-collector-downlink"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     keepalive: int = field(default=30, metadata={"min": 5})
     topic_prefix: str | None = None  # default: the collector's own prefix
     targets: dict[str, str] = field(default_factory=lambda: {"site_kind": "bus_stop"})

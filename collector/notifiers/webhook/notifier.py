@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from cityedge import yamlconfig
+from cityedge.redact import redact_text, redact_url
 from collector.alerts.errors import Retryable
 from collector.alerts.events import AlertEvent
 from collector.notifiers.base import NotifierContext, register
@@ -23,14 +24,14 @@ from collector.notifiers.webhook.payload import EVENT_HEADER, SIGNATURE_HEADER, 
 
 @dataclass(frozen=True)
 class WebhookConfig:
-    url: str
-    secret: str | None = None
+    url: str = field(repr=False)
+    secret: str | None = field(default=None, repr=False)
     timeout: float = field(default=10.0, metadata={"min": 0.1, "max": 120.0})
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url: expected http:// or https://, got {self.url!r}")
+            raise ValueError(f"url: expected http:// or https://, got {redact_url(self.url)!r}")
 
 
 class WebhookNotifier:
@@ -67,7 +68,9 @@ class WebhookNotifier:
                 error = classify(resp.status, await resp.text(), resp.headers.get("Retry-After"))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.counts["failed"] += 1
-            raise Retryable(f"POST {self.config.url}: {exc!r}") from None
+            # The URL is the webhook's credential: never in a log line or a dead letter.
+            raise Retryable(f"POST {redact_url(self.config.url)}: {redact_text(repr(exc))}"
+                            ) from None
         if error is not None:
             self.counts["failed"] += 1
             raise error

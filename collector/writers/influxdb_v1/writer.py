@@ -1,7 +1,13 @@
-"""Writes line protocol to InfluxDB 1.x over HTTP (aiohttp)."""
+"""Writes line protocol to InfluxDB 1.x over HTTP (aiohttp).
+
+Credentials travel in an ``Authorization: Basic`` header, which InfluxDB 1.x
+accepts as well as its ``u``/``p`` query parameters: a query string ends up in
+proxies' and InfluxDB's own request logs, and in every error that quotes the URL.
+"""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from cityedge import yamlconfig
+from cityedge.redact import redact_text
 from collector import lineprotocol
 from collector.lineprotocol import Point
 from collector.writers.errors import Retryable, classify
@@ -20,7 +27,7 @@ class InfluxV1Config:
     url: str = "http://127.0.0.1:8086"
     database: str = "cityedge"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     retention_policy: str | None = None
     timeout: float = field(default=10.0, metadata={"min": 0.1})
     create_database: bool = True
@@ -49,14 +56,18 @@ class InfluxV1Writer:
         p = {"db": self.config.database, "precision": "ns"}
         if self.config.retention_policy:
             p["rp"] = self.config.retention_policy
-        if self.config.username is not None:
-            p["u"] = self.config.username
-            p["p"] = self.config.password or ""
         return p
+
+    def _headers(self) -> dict[str, str]:
+        c = self.config
+        if c.username is None:
+            return {}
+        pair = f"{c.username}:{c.password or ''}".encode()
+        return {"Authorization": f"Basic {base64.b64encode(pair).decode('ascii')}"}
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.config.timeout)
+            timeout=aiohttp.ClientTimeout(total=self.config.timeout), headers=self._headers()
         )
         if self.config.create_database:
             # CREATE DATABASE is idempotent in 1.x; a database down now is retried by write().
@@ -66,8 +77,6 @@ class InfluxV1Writer:
     async def query(self, q: str, *, post: bool = False) -> dict[str, Any]:
         assert self._session is not None, "start() first"
         params = {"q": q, "db": self.config.database}
-        if self.config.username is not None:
-            params |= {"u": self.config.username, "p": self.config.password or ""}
         method = "POST" if post else "GET"
         try:
             async with self._session.request(
@@ -79,7 +88,7 @@ class InfluxV1Writer:
                 result: dict[str, Any] = await resp.json(content_type=None)
                 return result
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Retryable(f"query: {type(exc).__name__}: {exc}") from None
+            raise Retryable(f"query: {type(exc).__name__}: {redact_text(str(exc))}") from None
 
     async def write(self, points: Sequence[Point]) -> None:
         assert self._session is not None, "start() first"
@@ -95,7 +104,7 @@ class InfluxV1Writer:
                 text = await resp.text()
                 error = classify(resp.status, text, resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Retryable(f"write: {type(exc).__name__}: {exc}") from None
+            raise Retryable(f"write: {type(exc).__name__}: {redact_text(str(exc))}") from None
         if resp.status == 404 and self.config.create_database and "database not found" in text:
             # InfluxDB was down when we started, or the database was dropped since:
             # create it; the write is retried (404 is retryable).
