@@ -42,7 +42,7 @@ async def pair(keyring: KeyRing | None, key: bytes | None) -> AsyncIterator[Http
     writer = GatedWriter()
     pipeline = WritePipeline(writer, max_points=1000, linger=0)
     task = asyncio.create_task(pipeline.run())
-    collector = HttpSource(HttpSourceConfig(port=0), pipeline, keyring)
+    collector = HttpSource(HttpSourceConfig(port=0), pipeline, keyring=keyring)
     await collector.start()
     transport = HttpTransport(HttpUplinkConfig(url=collector.url, timeout=5), "gw-1",
                               max_in_flight=2, key=key)
@@ -89,10 +89,10 @@ def test_http_acks_count_only_with_a_good_seal(keyring: KeyRing | None, key: byt
 def test_the_mqtt_source_seals_each_ack_with_its_gateways_key() -> None:
     ack = Ack("gw-1", EPOCH, 4, SeqRanges(((1, 9),)))
     pipeline = WritePipeline(GatedWriter(), max_points=10, linger=0)
-    sealed = MqttSource(MqttSourceConfig(), pipeline, RING)._ack_payload(ack)
+    sealed = MqttSource(MqttSourceConfig(), pipeline, keyring=RING)._ack_payload(ack)
     got = decode_ack(sealed, KEY)
     assert (got.seqs, got.batch_id) == (ack.seqs, 4) and got.time_ns is not None
-    other = MqttSource(MqttSourceConfig(), pipeline, RING)._ack_payload(
+    other = MqttSource(MqttSourceConfig(), pipeline, keyring=RING)._ack_payload(
         Ack("gw-unknown", EPOCH, 1, SeqRanges(((1, 1),))))
     assert "mac" not in json.loads(other)  # no key in the ring: unsealed, as without one
     plain = MqttSource(MqttSourceConfig(), pipeline)._ack_payload(ack)
