@@ -111,6 +111,7 @@ class Agent:
         self._hold_cap: int | None = None
         self._probes: dict[int, int] = {}  # time-probe batch id -> monotonic ns sent
         self.acks_other_outbox = 0  # acks naming another gateway or epoch
+        self.delete_failures = 0  # acked readings the outbox could not delete (resent)
         self.time_answers_refused: Counter[str] = Counter()  # by reason
         self._last_probe = -PROBE_INTERVAL_S
         self._rate_mark = (time.monotonic(), 0)
@@ -312,10 +313,26 @@ class Agent:
                 result = self.window.acked(ack.batch_id, ack.seqs)
                 in_flight = result.in_flight
                 if result.confirmed:
-                    self.acked += await self._io_call(self.outbox.delete, result.confirmed)
+                    await self._delete(result.confirmed)
             if ack.time_ns is not None:
-                await self._time_answer(ack, in_flight, probe_sent)
+                try:
+                    await self._time_answer(ack, in_flight, probe_sent)
+                except (sqlite3.Error, OSError) as exc:  # the anchor is asked for again
+                    log.error("cannot store the time anchor: %s", exc)
             self._wake_sender.set()
+
+    async def _delete(self, seqs: SeqRanges) -> None:
+        """Delete acked readings; if the outbox cannot (a full disk, a failing card), they
+        go out again and a later ack deletes them: the ack loop never stops on it."""
+        assert self.outbox is not None
+        try:
+            self.acked += await self._io_call(self.outbox.delete, seqs)
+        except (sqlite3.Error, OSError) as exc:
+            self.delete_failures += 1
+            self.window.retry(seqs)
+            if self.delete_failures == 1 or self.delete_failures % 1000 == 0:
+                log.error("outbox delete failed (%d so far); the readings are resent: %s",
+                          self.delete_failures, exc)
 
     async def _time_answer(self, ack: Ack, in_flight: bool, probe_sent: int | None) -> None:
         """Anchor an unanchored boot on the collector's clock, if the answer deserves it.
@@ -418,6 +435,7 @@ class Agent:
             "bad_acks": sum(bad.values()),
             **_by_reason("bad_acks", bad),
             "acks_unknown_batch": self.window.acks_unknown_batch,
+            "delete_failures": self.delete_failures,
             "ack_seqs_ignored": self.window.ack_seqs_ignored,
             "time_answers_refused": sum(self.time_answers_refused.values()),
             **_by_reason("time_answers_refused", self.time_answers_refused),

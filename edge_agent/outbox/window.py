@@ -199,6 +199,12 @@ class DeliveryWindow:
                 self._due.remove(batch)
         return AckResult(confirmed, known=True, in_flight=in_flight, ignored=ignored)
 
+    def retry(self, seqs: SeqRanges) -> None:
+        """Confirmed seqs the outbox could not delete (a full disk): send them again, so a
+        later ack deletes them; until then they stay in the outbox, never lost."""
+        if seqs:
+            self._due.append(_Sent(seqs, 0.0, ()))
+
     def _forget_ids(self, batch: _Sent) -> None:
         for bid in batch.ids:
             if self._by_id.get(bid) is batch:

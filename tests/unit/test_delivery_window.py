@@ -526,3 +526,20 @@ class WindowMachine(RuleBasedStateMachine):
 
 WindowMachine.TestCase.settings = settings(max_examples=80, stateful_step_count=60, deadline=None)
 test_window_against_a_lossy_link = WindowMachine.TestCase
+
+
+def test_seqs_the_outbox_could_not_delete_are_sent_again() -> None:
+    """A confirmed batch whose delete failed (a full disk) goes out again, so a later
+    ack deletes it: confirmed but undeleted readings are never left behind."""
+    w = DeliveryWindow(max_in_flight=2, ack_timeout=5.0, batch_size=10)
+    plan = w.plan(10)
+    assert isinstance(plan, SendNew)
+    w.sent(1, SeqRanges.of(range(1, 11)), 0.0, plan)
+    result = w.acked(1, SeqRanges.of(range(1, 11)))
+    assert result.confirmed == SeqRanges.of(range(1, 11))
+    w.retry(result.confirmed)
+    again = w.plan(10)
+    assert isinstance(again, Resend) and again.seqs == SeqRanges.of(range(1, 11))
+    w.sent(2, again.seqs, 1.0, again)
+    assert w.acked(2, again.seqs).confirmed == again.seqs
+    assert w.plan(10) is None
