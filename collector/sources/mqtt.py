@@ -3,6 +3,12 @@
 The broker ack (PUBACK) is manual and sent last, after our own ack to the
 gateway: a collector killed between write and ack leaves the message unacked
 at the broker, and the gateway's resend covers the rest.
+
+Every message ends one of three ways, and each is PUBACKed so the broker never
+hands it back: written (then acked to the gateway), dead-lettered inside a
+written batch (acked too), or refused with a reason and counted (not acked to
+the gateway, whose resend brings the readings back later: a refusal loses
+nothing). Refusals are logged at most once per reason per ``log_interval``.
 """
 
 from __future__ import annotations
@@ -15,20 +21,28 @@ from collections import Counter
 
 from cityedge.mqtt import Message, MqttClient, MqttOptions
 from cityedge.uplink import Topics, encode_ack
+from cityedge.uplink.payload import ID_RE
+from cityedge.uplink.text import brief
 from collector.config import MqttSourceConfig
 from collector.delivery import WritePipeline
 from collector.ingest import Refused, ingest
+from collector.logthrottle import DEFAULT_INTERVAL_S, LogThrottle
+from collector.ratelimit import DEFAULT_LIMITER, RateLimiter
 
 log = logging.getLogger(__name__)
 
 
 class MqttSource:
-    def __init__(self, config: MqttSourceConfig, pipeline: WritePipeline) -> None:
+    def __init__(self, config: MqttSourceConfig, pipeline: WritePipeline,
+                 limiter: RateLimiter | None = None,
+                 log_interval: float = DEFAULT_INTERVAL_S) -> None:
         self.config = config
         self.pipeline = pipeline
         self.topics = Topics(config.topic_prefix)
         self.refused: Counter[str] = Counter()
         self.client: MqttClient | None = None
+        self.limiter = limiter if limiter is not None else RateLimiter(*DEFAULT_LIMITER)
+        self.log = LogThrottle(log, log_interval)
 
     async def start(self, connect_timeout: float = 10.0) -> None:
         c = self.config
@@ -52,17 +66,24 @@ class MqttSource:
         assert self.client is not None
         while True:
             message = await self.client.get()
-            self.handle(message)
+            try:
+                self.handle(message)
+            except Exception as exc:  # one message must never stop the source
+                # A bug, not the gateway's fault; still answered, so the broker does not
+                # hand the message back for ever. The gateway resends.
+                self.refuse(message, "internal_error", f"{type(exc).__name__}: {exc}",
+                            exc_info=exc)
 
     def handle(self, message: Message) -> None:
         assert self.client is not None
         gateway = self.topics.gateway_of(message.topic)
+        wait = self.over_limit(gateway)
+        if wait:
+            self.refuse(message, "rate_limited", f"over the rate limit; {wait:.1f} s to a token")
+            return
         result = ingest(message.payload, gateway)
         if isinstance(result, Refused):
-            self.refused[result.reason] += 1
-            log.warning("refused batch from %s on %s: %s: %s",
-                        gateway, message.topic, result.reason, result.detail)
-            self.client.ack(message)  # nothing in it can ever be written
+            self.refuse(message, result.reason, result.detail)
             return
         fut = self.pipeline.submit(result)
         client, ack_topic, ack = self.client, self.topics.ack(result.gateway), result.ack
@@ -70,12 +91,31 @@ class MqttSource:
         def written(f: asyncio.Future[None]) -> None:
             if f.cancelled():
                 return
+            if f.exception() is not None:
+                self.refuse(message, "not_written", str(f.exception()))
+                return
             # The collector's clock rides on the ack: gateways without NTP anchor on it.
             payload = encode_ack(dataclasses.replace(ack, time_ns=time.time_ns()))
             client.publish(ack_topic, payload, qos=1)
             client.ack(message)
 
         fut.add_done_callback(written)
+
+    def over_limit(self, gateway: str | None) -> float:
+        """Seconds until this gateway may send again; 0.0 when it may now. A topic that
+        names no valid gateway is not tracked (ingest refuses it before parsing)."""
+        if gateway is None or not ID_RE.fullmatch(gateway):
+            return 0.0
+        return self.limiter.take(gateway, time.monotonic())
+
+    def refuse(self, message: Message, reason: str, detail: str,
+               exc_info: BaseException | None = None) -> None:
+        """Count, log (throttled) and PUBACK: nothing in it will ever be written as sent."""
+        assert self.client is not None
+        self.refused[reason] += 1
+        self.log.note(reason, f"refused batch on {brief(message.topic, 120)}: {reason}: "
+                      f"{detail[:300]}", time.monotonic(), exc_info=exc_info)
+        self.client.ack(message)
 
     async def close(self) -> None:
         if self.client is not None:
