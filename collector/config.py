@@ -11,6 +11,8 @@ from cityedge import yamlconfig
 from cityedge.tls import TlsConfig
 from cityedge.uplink.topics import DEFAULT_PREFIX, DEFAULT_SHARE_GROUP
 from collector.alerts.config import LoadedAlerts, load_alerts
+from collector.logthrottle import DEFAULT_INTERVAL_S
+from collector.ratelimit import DEFAULT_BURST, DEFAULT_MAX_KEYS, DEFAULT_RATE, RateLimiter
 from collector.sources.http import HttpSourceConfig
 from collector.writers import REGISTRY
 
@@ -40,12 +42,33 @@ class BatchingConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """What one gateway may ask of the collector (both sources share it)."""
+
+    # Batches a second each gateway may send on average, and at once (a gateway
+    # draining its backlog after an outage). A gateway sends about one batch a
+    # second; MQTT refuses the rest (the gateway resends), HTTP answers 429.
+    batches_per_s: float = field(default=DEFAULT_RATE, metadata={"min": 0.01})
+    burst: int = field(default=DEFAULT_BURST, metadata={"min": 1})
+    # Gateways whose rate is tracked at once (the fleet is about 3,300); the least
+    # recently seen is forgotten first, and comes back with a full burst.
+    max_gateways: int = field(default=DEFAULT_MAX_KEYS, metadata={"min": 1, "max": 10_000_000})
+    # Seconds between two log lines for the same kind of refusal; the rest are
+    # counted (cityedge_collector) and summed up in the next line.
+    log_interval: float = field(default=DEFAULT_INTERVAL_S, metadata={"min": 0.0, "max": 3600.0})
+
+    def limiter(self) -> RateLimiter:
+        return RateLimiter(self.batches_per_s, self.burst, self.max_gateways)
+
+
+@dataclass(frozen=True)
 class CollectorConfig:
     writer: dict[str, Any]
     # null turns a source off; at least one of mqtt and http must be on.
     mqtt: MqttSourceConfig | None = field(default_factory=MqttSourceConfig)
     http: HttpSourceConfig | None = None
     batching: BatchingConfig = field(default_factory=BatchingConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     health_interval: float = field(default=10.0, metadata={"min": 1.0})
     shutdown_timeout: float = field(default=10.0, metadata={"min": 0.0})
     # Alert rules and notifiers (docs/alerts.md); off unless set.

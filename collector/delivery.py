@@ -13,13 +13,22 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cityedge.redact import redact_text
-from collector.ingest import DEADLETTER_MEASUREMENT, Accepted
-from collector.lineprotocol import Point, format_point
+from cityedge.uplink.payload import MAX_INT64, MAX_TIME_NS, MIN_TIME_NS
+from collector.ingest import DEADLETTER_MEASUREMENT, MAX_DEAD_TAG_CHARS, MAX_RAW_CHARS, Accepted
+from collector.lineprotocol import (
+    LineProtocolError,
+    Point,
+    check,
+    format_point,
+    safe_string,
+    safe_tag,
+)
+from collector.logthrottle import LogThrottle
 from collector.writers import Rejected, Retryable, Throttled, TooLarge, Writer
 
 log = logging.getLogger(__name__)
@@ -28,6 +37,14 @@ log = logging.getLogger(__name__)
 # a second or two, capped so a long outage does not hammer it.
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
+# Distinct dead-letter reasons counted one by one; the rest are counted as "other".
+# Ingest's reason codes are a fixed set of a few dozen.
+MAX_REASONS = 64
+
+
+class WriteFailed(Exception):
+    """A group of batches could not be written for a reason no retry mends (a bug, or an
+    input nothing foresaw). Its batches are not acked: the gateways resend them."""
 
 
 @dataclass
@@ -38,8 +55,21 @@ class DeliveryStats:
     write_retries: int = 0
     dead_letters: int = 0
     rejected_points: int = 0
+    # Points no line of line protocol could carry, dead-lettered instead (the backstop
+    # behind ingest's validation: it should stay 0).
+    unencodable_points: int = 0
+    # Groups whose write failed unexpectedly: their batches were answered "not written".
+    failed_writes: int = 0
+    # The alert engine raised on points already written (they are not written again).
+    alert_feed_errors: int = 0
+    dead_letter_reasons: Counter[str] = field(default_factory=Counter)
     last_write_s: float = 0.0
     last_error: str = ""
+
+    def count_dead_letter(self, reason: str) -> None:
+        if reason not in self.dead_letter_reasons and len(self.dead_letter_reasons) >= MAX_REASONS:
+            reason = "other"
+        self.dead_letter_reasons[reason] += 1
 
 
 class WritePipeline:
@@ -52,6 +82,7 @@ class WritePipeline:
         self._wake = asyncio.Event()
         self._closing = False
         self.on_written: Callable[[list[Point]], None] | None = None
+        self._log = LogThrottle(log)
 
     def submit(self, accepted: Accepted) -> asyncio.Future[None]:
         """Queue a batch; the future resolves once every point of it is in the database."""
@@ -75,30 +106,61 @@ class WritePipeline:
                 continue
             if self.linger and self.pending_points < self.max_points and not self._closing:
                 await asyncio.sleep(self.linger)
-            group: list[tuple[Accepted, asyncio.Future[None]]] = []
-            points: list[Point] = []
-            while self._pending and (
-                not points
-                or len(points) + len(self._pending[0][0].points)
-                + len(self._pending[0][0].dead_letters) <= self.max_points
-            ):
-                accepted, fut = self._pending.popleft()
-                group.append((accepted, fut))
-                points.extend(accepted.points)
-                points.extend(accepted.dead_letters)
-            await self.write_durably(points)
+            group = self._next_group()
+            try:
+                await self.write_durably([p for a, _ in group for p in (*a.points,
+                                                                         *a.dead_letters)])
+            except Exception as exc:  # one group must never stop the pipeline
+                self._failed(group, exc)
+                continue
             for accepted, fut in group:
                 self.stats.batches += 1
                 self.stats.readings += accepted.readings
                 self.stats.dead_letters += len(accepted.dead_letters)
+                for dl in accepted.dead_letters:
+                    self.stats.count_dead_letter(dl.tags.get("reason", ""))
                 if not fut.done():
                     fut.set_result(None)
             if self.on_written is not None:
                 # Acks first (their senders run during this yield), then the alert engine,
                 # which can take longer than the write itself with many rules.
                 await asyncio.sleep(0)
-                # Alerts see what InfluxDB accepted (dead letters are not readings).
-                self.on_written([p for accepted, _ in group for p in accepted.points])
+                self._feed([p for accepted, _ in group for p in accepted.points])
+
+    def _next_group(self) -> list[tuple[Accepted, asyncio.Future[None]]]:
+        group: list[tuple[Accepted, asyncio.Future[None]]] = []
+        n = 0
+        while self._pending and (
+            not group
+            or n + len(self._pending[0][0].points)
+            + len(self._pending[0][0].dead_letters) <= self.max_points
+        ):
+            accepted, fut = self._pending.popleft()
+            group.append((accepted, fut))
+            n += len(accepted.points) + len(accepted.dead_letters)
+        return group
+
+    def _failed(self, group: list[tuple[Accepted, asyncio.Future[None]]],
+                exc: Exception) -> None:
+        """Answer every batch of the group "not written" (the sources then tell the broker
+        and the gateway resends), count it, and keep going."""
+        self.stats.failed_writes += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        self._log.note("write_failed", f"write failed, {len(group)} batches not acked",
+                       time.monotonic(), exc_info=exc)
+        for _, fut in group:
+            if not fut.done():
+                fut.set_exception(WriteFailed(self.stats.last_error))
+
+    def _feed(self, points: list[Point]) -> None:
+        """Alerts see what InfluxDB accepted (dead letters are not readings)."""
+        assert self.on_written is not None
+        try:
+            self.on_written(points)
+        except Exception as exc:  # the readings are written; alerts must not undo that
+            self.stats.alert_feed_errors += 1
+            self._log.note("alert_feed", "alert engine failed on written points",
+                           time.monotonic(), exc_info=exc)
 
     async def close(self) -> None:
         """Finish what was submitted (the caller bounds this with a timeout)."""
@@ -126,6 +188,9 @@ class WritePipeline:
                 self.stats.last_error = redact_text(str(exc))
                 await asyncio.sleep(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, RETRY_MAX_S)
+            except (LineProtocolError, UnicodeError):
+                # Ingest makes only points that encode; this is the backstop behind it.
+                points = self._quarantine(points)
             except (Rejected, TooLarge) as exc:
                 # Rewriting good points is harmless (they overwrite themselves),
                 # so halve until the bad one stands alone.
@@ -145,17 +210,52 @@ class WritePipeline:
                 return
 
 
-def refused_point(point: Point, reason: str) -> Point:
-    """A point the database refused, kept as a dead letter with the database's reason."""
+    def _quarantine(self, points: Sequence[Point]) -> list[Point]:
+        """Each point that cannot be encoded, replaced by a dead letter that can."""
+        out: list[Point] = []
+        for p in points:
+            problem = check(p)
+            if problem is None:
+                out.append(p)
+                continue
+            self.stats.unencodable_points += 1
+            self._log.note("unencodable", f"point cannot be encoded, dead-lettered: {problem}",
+                           time.monotonic())
+            out.append(quarantined_point(p, "unencodable", problem))
+        if len(out) == len(points) and all(a is b for a, b in zip(out, points, strict=True)):
+            # Every point encodes: the writer failed for a reason of its own.
+            raise WriteFailed("the writer could not encode points that encode")
+        return out
+
+
+def _int64(value: object) -> int:
+    ok = isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INT64
+    return value if ok else 0  # type: ignore[return-value]
+
+
+def quarantined_point(point: Point, reason: str, detail: str) -> Point:
+    """A point that cannot be written as it is, kept as a dead letter that always can be:
+    every tag made printable and cut without a trailing backslash, text bounded and
+    free of lone surrogates, the time kept if InfluxDB can store it."""
+    try:
+        raw = format_point(point)
+    except LineProtocolError:
+        raw = repr(point)  # repr escapes what a line cannot carry
+    tags = {"gateway": str(point.tags.get("gateway", "")), "reason": reason,
+            "sensor": str(point.tags.get("sensor", "")), "measurement": point.measurement}
     return Point(
         DEADLETTER_MEASUREMENT,
-        {"gateway": point.tags.get("gateway", ""), "reason": "database_refused",
-         "sensor": point.tags.get("sensor", ""), "measurement": point.measurement},
+        {k: safe_tag(v, MAX_DEAD_TAG_CHARS) for k, v in tags.items()},
         {
-            "seq": point.fields.get("seq", 0),
-            "epoch": str(point.fields.get("epoch", "")),
-            "detail": reason[:2000],
-            "raw": format_point(point),
+            "seq": _int64(point.fields.get("seq", 0)),
+            "epoch": safe_string(str(point.fields.get("epoch", "")), 64),
+            "detail": safe_string(detail, 2000),
+            "raw": safe_string(raw, MAX_RAW_CHARS),
         },
-        point.time_ns,
+        point.time_ns if MIN_TIME_NS <= point.time_ns <= MAX_TIME_NS else 0,
     )
+
+
+def refused_point(point: Point, reason: str) -> Point:
+    """A point the database refused, kept as a dead letter with the database's reason."""
+    return quarantined_point(point, "database_refused", reason)

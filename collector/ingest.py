@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from cityedge.uplink import Ack, Batch, PayloadError, SeqRanges, WireReading, decode_batch
-from cityedge.uplink.payload import Rejected
+from cityedge.uplink.payload import ID_RE, MAX_TIME_NS, MIN_TIME_NS, Rejected
+from cityedge.uplink.text import brief, raw_text
 from cityedge.uplink.timing import reading_time
-from collector.lineprotocol import Point
+from collector.lineprotocol import FieldValue, Point, safe_string, safe_tag
 
 DEADLETTER_MEASUREMENT = "cityedge_deadletter"
 SITE_TAGS = {"district": "district", "site": "site", "kind": "site_kind"}
+# What a dead letter keeps of a bad reading: enough to see what was wrong, not a
+# 4 MB string again (InfluxDB 1.x caps a string field at 64 KB).
+MAX_RAW_CHARS = 4096
+MAX_DETAIL_CHARS = 1024
+# Tag values copied from a bad reading (its sensor and measurement), cut to this.
+MAX_DEAD_TAG_CHARS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +57,15 @@ def reading_tags(batch: Batch, sensor: str) -> dict[str, str]:
     return tags
 
 
+class BadTime(ValueError):
+    """A clock correction put the reading outside the times InfluxDB can store."""
+
+
 def reading_point(batch: Batch, reading: WireReading) -> Point:
     time_ns, how = reading_time(reading.time_ns, reading.boot, reading.mono_ns, reading.synced,
                                 dict(batch.boots))
+    if not MIN_TIME_NS <= time_ns <= MAX_TIME_NS:
+        raise BadTime(f"time {time_ns} ({how}) is outside what InfluxDB can store")
     fields = dict(reading.fields)
     if how != "own":
         # Taken under an unsynchronised clock: corrected from the boot's anchor,
@@ -65,40 +79,60 @@ def reading_point(batch: Batch, reading: WireReading) -> Point:
 
 
 def dead_letter_point(batch: Batch, rejected: Rejected) -> Point:
-    """The bad reading kept whole, on a series of its own sensor and measurement.
+    """The bad reading kept (up to MAX_RAW_CHARS), on a series of its own sensor and
+    measurement.
 
     Its time is the reading's own when it has one, so a resend overwrites the
     same dead letter instead of adding another.
     """
     try:
         raw = json.loads(rejected.raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raw = {}
     raw = raw if isinstance(raw, dict) else {}
     t = raw.get("t")
-    time_ns = t if isinstance(t, int) and not isinstance(t, bool) and t >= 0 else rejected.seq
+    usable = isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_TIME_NS
+    time_ns = t if usable and isinstance(t, int) else rejected.seq
     code, _, detail = rejected.reason.partition(": ")
-    tags = {"gateway": batch.gateway, "reason": code}
+    # Whatever the reading held, the dead letter must encode: tags copied from it are
+    # made printable and cut without leaving a trailing backslash; text is bounded.
+    tags = {"gateway": batch.gateway, "reason": safe_tag(code)}
     for tag, key in (("sensor", "sensor"), ("measurement", "m")):
         if isinstance(raw.get(key), str):
-            tags[tag] = raw[key][:64]
-    return Point(
-        DEADLETTER_MEASUREMENT,
-        tags,
-        {"seq": rejected.seq, "epoch": batch.epoch, "detail": detail, "raw": rejected.raw},
-        time_ns,
-    )
+            tags[tag] = safe_tag(raw[key], MAX_DEAD_TAG_CHARS)
+    fields: dict[str, FieldValue] = {"seq": rejected.seq, "epoch": batch.epoch,
+              "detail": safe_string(detail, MAX_DETAIL_CHARS),
+              "raw": safe_string(rejected.raw, MAX_RAW_CHARS)}
+    return Point(DEADLETTER_MEASUREMENT, tags, fields, time_ns)
 
 
 def ingest(payload: bytes, topic_gateway: str | None) -> Accepted | Refused:
+    """Never raises: a payload is accepted (every reading a point or a dead letter) or
+    refused as a whole with a reason."""
+    if topic_gateway is not None and not ID_RE.fullmatch(topic_gateway):
+        # Before parsing: a topic no gateway can have costs nothing to refuse.
+        return Refused(None, "bad_gateway_id", f"topic names {brief(topic_gateway)}")
     try:
         batch = decode_batch(payload, topic_gateway)
     except PayloadError as exc:
         return Refused(topic_gateway, exc.reason, exc.detail)
+    points: list[Point] = []
+    rejected = list(batch.rejected)
+    for r in batch.readings:
+        try:
+            points.append(reading_point(batch, r))
+        except BadTime as exc:
+            rejected.append(Rejected(r.seq, f"bad_time: {exc}", raw_text(wire_json(r))))
     seqs: SeqRanges = batch.all_seqs()
     return Accepted(
         gateway=batch.gateway,
-        points=tuple(reading_point(batch, r) for r in batch.readings),
-        dead_letters=tuple(dead_letter_point(batch, r) for r in batch.rejected),
+        points=tuple(points),
+        dead_letters=tuple(dead_letter_point(batch, r) for r in rejected),
         ack=Ack(batch.gateway, batch.epoch, batch.batch_id, seqs),
     )
+
+
+def wire_json(r: WireReading) -> dict[str, Any]:
+    """A reading as the gateway sent it (the batch format's keys)."""
+    return {"seq": r.seq, "sensor": r.sensor, "m": r.measurement, "t": r.time_ns,
+            "boot": r.boot, "mono": r.mono_ns, "s": r.synced, "f": dict(r.fields)}

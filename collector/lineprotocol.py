@@ -40,20 +40,85 @@ def _field(value: FieldValue) -> str:
     return '"' + value.translate(_STR) + '"'
 
 
+class LineProtocolError(ValueError):
+    """A point no line of line protocol can carry; ``index`` is its place in the list
+    given to ``encode``. Ingest never makes one: this is the backstop."""
+
+    def __init__(self, message: str, index: int = 0) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+def _no_trailing_backslash(what: str, text: str) -> None:
+    if text.endswith("\\"):
+        # Line protocol has no escape for it: the backslash would escape the
+        # separator after it.
+        raise LineProtocolError(f"{what} {text[-40:]!r}: cannot end in a backslash")
+
+
 def format_point(p: Point) -> str:
     """One line; tags sorted (InfluxDB's own advice for write speed), empty tag values left out."""
+    _no_trailing_backslash("measurement", p.measurement)
     parts = [p.measurement.translate(_MEAS)]
     for key in sorted(p.tags):
         value = p.tags[key]
-        if value.endswith("\\"):
-            # Line protocol has no escape for it: the backslash would escape the
-            # separator after it. Ingest refuses such values; this is the backstop.
-            raise ValueError(f"tag {key}={value!r}: a tag value cannot end in a backslash")
+        _no_trailing_backslash("tag value", value)
         if value:
+            _no_trailing_backslash("tag key", key)
             parts.append(f"{key.translate(_KEY)}={value.translate(_KEY)}")
+    for key in p.fields:
+        _no_trailing_backslash("field key", key)
     fields = ",".join(f"{k.translate(_KEY)}={_field(v)}" for k, v in p.fields.items())
     return f"{','.join(parts)} {fields} {p.time_ns}"
 
 
 def encode(points: list[Point]) -> bytes:
-    return ("\n".join(format_point(p) for p in points) + "\n").encode()
+    """The lines, UTF-8; LineProtocolError names the first point that cannot be encoded."""
+    lines = []
+    for i, p in enumerate(points):
+        try:
+            lines.append(format_point(p))
+        except LineProtocolError as exc:
+            exc.index = i
+            raise
+    try:
+        return ("\n".join(lines) + "\n").encode()
+    except UnicodeEncodeError:
+        for i, line in enumerate(lines):
+            if problem := _unencodable(line):
+                raise LineProtocolError(problem, i) from None
+        raise
+
+
+def _unencodable(line: str) -> str | None:
+    try:
+        line.encode()
+    except UnicodeEncodeError as exc:
+        return f"not UTF-8: {exc.reason} at {exc.start}: {line[max(0, exc.start - 20):exc.end]!r}"
+    return None
+
+
+def check(p: Point) -> str | None:
+    """Why this point cannot be written as line protocol, or None when it can."""
+    try:
+        return _unencodable(format_point(p))
+    except LineProtocolError as exc:
+        return str(exc)
+
+
+def safe_tag(value: str, limit: int = 64) -> str:
+    """A tag value any line can carry, made from untrusted text: characters that are not
+    printable (surrogates, control characters) replaced, cut to ``limit``, and no
+    trailing backslash left by the cut. Empty means the tag is left out."""
+    text = value[:limit]
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else "\ufffd" for c in text)
+    return text.rstrip("\\")
+
+
+def safe_string(value: str, limit: int) -> str:
+    """A string field value any line can carry: cut to ``limit`` characters (saying how
+    many were left out) and lone surrogates written as their ``\\udXXX`` escape."""
+    if len(value) > limit:
+        value = f"{value[:limit]}...(+{len(value) - limit} chars)"
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import resource
 import signal
 import time
 from collections import Counter
+from typing import Any
 
 from cityedge.uplink.seal import KeyRing
 from collector.admission import Admission
@@ -15,6 +18,7 @@ from collector.alerts.runner import AlertRunner
 from collector.config import LoadedConfig, make_writer
 from collector.delivery import WritePipeline
 from collector.lineprotocol import Point
+from collector.logthrottle import LogThrottle
 from collector.registry.live import REFRESH_INTERVAL_S, LiveRegistry
 from collector.sources.http import HttpSource
 from collector.sources.mqtt import MqttSource
@@ -22,6 +26,26 @@ from collector.sources.mqtt import MqttSource
 log = logging.getLogger(__name__)
 
 HEALTH_MEASUREMENT = "cityedge_collector"
+# Open files the collector asks for at start (the soft limit is often 1024; the
+# HTTP source's connection cap is fitted under whatever it gets).
+WANTED_OPEN_FILES = 65536
+_NOT_A_NAME = re.compile(r"[^a-z0-9_]")
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE towards the hard one; the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = WANTED_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, WANTED_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            return want
+    return soft
+
+
+def by_reason(prefix: str, counts: Counter[str]) -> dict[str, Any]:
+    """Counters as health fields, one per reason: ``refused_rate_limited=3``."""
+    return {f"{prefix}_{_NOT_A_NAME.sub('_', k.lower())[:48]}": n for k, n in counts.items()}
 
 
 def _admission(loaded: LoadedConfig) -> Admission | None:
@@ -47,10 +71,17 @@ class CollectorService:
         self.keyring: KeyRing | None = keyring or self.admission
         keyring = self.keyring
         c = loaded.config
-        self.mqtt = (MqttSource(c.mqtt, self.pipeline, self.admission, keyring)
-                     if c.mqtt else None)
-        self.http = (HttpSource(c.http, self.pipeline, self.admission, keyring)
-                     if c.http else None)
+        # One rate limit per gateway, whichever source its batches come by.
+        limits = c.limits
+        self.limiter = limits.limiter()
+        self.mqtt = (MqttSource(c.mqtt, self.pipeline, admission=self.admission,
+                                keyring=keyring, limiter=self.limiter,
+                                log_interval=limits.log_interval) if c.mqtt else None)
+        self.http = (HttpSource(c.http, self.pipeline, admission=self.admission,
+                                keyring=keyring, limiter=self.limiter,
+                                log_interval=limits.log_interval) if c.http else None)
+        self._loop_log = LogThrottle(logging.getLogger("asyncio"), limits.log_interval,
+                                     logging.ERROR)
         self.alerts: AlertRunner | None = None
         if loaded.alerts is not None and loaded.alerts.config.enabled:
             mqtt = loaded.config.mqtt
@@ -77,6 +108,16 @@ class CollectorService:
             log.info("SIGHUP: reloading the registry")
             self.admission.live.refresh(force=True)
 
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's own error lines (e.g. "socket.accept() out of system resource", once
+        per failed accept), at most one per kind per log_interval."""
+        held = self._loop_log.admit(str(context.get("message", "unhandled"))[:80],
+                                    time.monotonic())
+        if held is not None:
+            if held:
+                context = {**context, "held_back": held}
+            loop.default_exception_handler(context)
+
     def handle_exit(self, sig: int) -> None:
         if self.should_exit.is_set():
             log.warning("second %s: exiting now", signal.Signals(sig).name)
@@ -85,6 +126,8 @@ class CollectorService:
         self.should_exit.set()
 
     async def serve(self) -> None:
+        asyncio.get_running_loop().set_exception_handler(self._loop_exception)
+        log.info("open files limit: %d", raise_open_files_limit())
         await self.writer.start()
         if self.alerts is not None:
             await self.alerts.start()
@@ -149,27 +192,28 @@ class CollectorService:
             "last_write_ms": round(s.last_write_s * 1000, 3),
         }
         tags = {"collector": "-"}
-        refused = 0
+        refused: Counter[str] = Counter()
         if self.mqtt is not None and self.mqtt.client is not None:
             tags["collector"] = self.mqtt.config.client_id
-            refused += sum(self.mqtt.refused.values())
+            refused += self.mqtt.refused
             fields["mqtt_reconnects"] = max(0, self.mqtt.client.stats.connects - 1)
         if self.http is not None:
-            refused += sum(self.http.refused.values())
-        fields["refused_batches"] = refused
-        fields.update(self._refusal_fields())
+            refused += self.http.refused
+            fields.update(by_reason("http_connections_refused", self.http.guard.counts))
+        fields["refused_batches"] = sum(refused.values())
+        fields.update(by_reason("refused", refused))
+        fields.update(by_reason("dead_letters", s.dead_letter_reasons))
+        fields.update({
+            "unencodable_points": s.unencodable_points,
+            "failed_writes": s.failed_writes,
+            "alert_feed_errors": s.alert_feed_errors,
+            "rate_limit_gateways": len(self.limiter),
+            "rate_limit_forgotten": self.limiter.forgotten,
+        })
         if self.alerts is not None:
             fields.update(self.alerts.health_fields())
         fields.update(self._registry_fields())
         return Point(HEALTH_MEASUREMENT, tags, fields, time.time_ns())
-
-    def _refusal_fields(self) -> dict[str, int | float | str]:
-        """Refused batches by reason (a fixed set of codes), both sources together."""
-        by_reason: Counter[str] = Counter()
-        for source in (self.mqtt, self.http):
-            if source is not None:
-                by_reason.update(source.refused)
-        return {f"refused_{reason}": n for reason, n in sorted(by_reason.items())}
 
     def _registry_fields(self) -> dict[str, int | float | str]:
         if self.admission is None:
@@ -189,5 +233,9 @@ class CollectorService:
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval)
+            now = time.monotonic()
+            for source in (self.mqtt, self.http):
+                if source is not None:
+                    source.log.flush(now)
             with contextlib.suppress(Exception):
                 await self.writer.write([self.health_point()])

@@ -46,10 +46,11 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from cityedge.uplink.seal import is_sealed, seal, verify
 from cityedge.uplink.seqranges import SeqRanges
+from cityedge.uplink.text import brief, raw_text, utf8_ok
 from cityedge.uplink.timing import BootTime
 
 FORMAT_VERSION = 1
@@ -71,13 +72,52 @@ NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 EPOCH_RE = re.compile(r"^[0-9a-f]{8,64}$")
 
-FieldValue = int | float | bool | str
+# Bounds on what one gateway may put in one batch (DESIGN, "Trust": no single
+# message may grow the collector's memory or the database without bound). Each
+# is far above what the fleet sends; going past one is a reason, never a crash.
+# The largest firmware profile decodes 16 fields and gateway_health carries
+# about 20. InfluxDB 1.x keeps every field key of a measurement in its index
+# for good, so a reading with 10,000 invented keys would grow it for ever.
+MAX_FIELDS_PER_READING = 64
+# InfluxDB 1.x caps a string field at 64 KB (line protocol reference, "Data
+# types"); no sensor sends more than a status word or a display line.
+MAX_STRING_CHARS = 1024
+# Tags name the series (InfluxDB's series cardinality): the agent sends a model
+# and a handful of installer tags (pole, floor...), the collector adds five more.
+MAX_TAGS_PER_SENSOR = 16
+# A gateway carries 1-10 sensors (DESIGN, "Where it runs"); a batch names those
+# its readings come from, plus any removed from the config while they waited.
+MAX_SENSORS_PER_BATCH = 256
+# Longest tag value, in characters (InfluxDB 1.x has no lower limit than the 64 KB
+# series key; place names and models are short).
+MAX_TAG_VALUE_CHARS = 256
+# The collector's own measurements: a gateway writing them could forge dead
+# letters, health or alerts (collector/ingest.py, collector/service.py,
+# collector/alerts/points.py). Any name with the prefix is kept for the collector.
+RESERVED_MEASUREMENTS = frozenset({"alerts", "cityedge_deadletter", "cityedge_collector"})
+RESERVED_PREFIX = "cityedge_"
+# Field keys the collector adds to every reading (identity and time flags).
+RESERVED_FIELDS = frozenset({"seq", "epoch", "time", "time_corrected", "time_unverified"})
+# InfluxDB 1.x's time range (models.MinNanoTime, MaxNanoTime) and int64 fields.
+MIN_TIME_NS = -9_223_372_036_854_775_806
+MAX_TIME_NS = 9_223_372_036_854_775_806
+MAX_INT64 = (1 << 63) - 1
 
+FieldValue = int | float | bool | str
 
 def tag_value_ok(value: str) -> bool:
     """InfluxDB 1.x cannot carry a tag value that ends in a backslash (it escapes the
-    separator after it) or holds a newline; nor an empty one (the tag vanishes)."""
-    return bool(value) and not value.endswith("\\") and "\n" not in value and len(value) <= 256
+    separator after it); nor an empty one (the tag vanishes). Nor any character
+    that is not printable: a newline ends the line, a lone surrogate cannot be
+    encoded, and newer InfluxDB 1.x releases refuse control and format characters in
+    names and tags (models.ValidToken: Go's unicode.IsPrint, the rule of
+    ``str.isprintable``)."""
+    return (bool(value) and len(value) <= MAX_TAG_VALUE_CHARS and not value.endswith("\\")
+            and value.isprintable())
+
+
+def reserved_measurement(name: str) -> bool:
+    return name in RESERVED_MEASUREMENTS or name.startswith(RESERVED_PREFIX)
 
 
 class PayloadError(ValueError):
@@ -209,7 +249,7 @@ def _load(data: bytes) -> dict[str, Any]:
     if not _int(version) or version not in SUPPORTED_VERSIONS:
         raise PayloadError(
             "unsupported_version",
-            f"v={version!r}; this collector accepts {sorted(SUPPORTED_VERSIONS)}",
+            f"v={brief(version)}; this collector accepts {sorted(SUPPORTED_VERSIONS)}",
         )
     return doc
 
@@ -218,24 +258,27 @@ def _req(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where:
     value = doc.get(key)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise PayloadError("bad_field", f"{where}{key}: expected {names}, got {value!r:.60}")
+        raise PayloadError("bad_field", f"{where}{key}: expected {names}, got {brief(value)}")
     return value
 
 
 def _str_map(value: Any, where: str) -> dict[str, str]:
+    if isinstance(value, dict) and len(value) > MAX_TAGS_PER_SENSOR:
+        raise PayloadError("too_many_tags",
+                           f"{where}: {len(value)} tags > {MAX_TAGS_PER_SENSOR}")
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and NAME_RE.fullmatch(k) and isinstance(v, str) and tag_value_ok(v)
         for k, v in value.items()
     ):
         raise PayloadError(
             "bad_field",
-            f"{where}: expected a map of name -> non-empty string (no newline, no trailing"
-            " backslash, at most 256 characters)",
+            f"{where}: expected a map of name -> non-empty printable string (no trailing"
+            f" backslash, at most {MAX_TAG_VALUE_CHARS} characters)",
         )
     return value
 
 
-def _int(value: Any) -> bool:
+def _int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -245,26 +288,30 @@ def _check_reading(raw: Any, sensors: Mapping[str, Any]) -> WireReading:
         raise PayloadError("bad_reading", "expected an object")
     sensor, measurement, fields = raw.get("sensor"), raw.get("m"), raw.get("f")
     if not isinstance(sensor, str) or sensor not in sensors:
-        raise PayloadError("unknown_sensor", f"sensor {sensor!r} is not in the batch's sensors")
+        raise PayloadError("unknown_sensor",
+                           f"sensor {brief(sensor)} is not in the batch's sensors")
     if not isinstance(measurement, str) or not NAME_RE.fullmatch(measurement):
-        raise PayloadError("bad_measurement", f"measurement {measurement!r}")
-    for key in ("t", "mono"):
-        if not _int(raw.get(key)) or raw[key] < 0:
-            raise PayloadError("bad_time", f"{key}={raw.get(key)!r}: expected a non-negative int")
+        raise PayloadError("bad_measurement", f"measurement {brief(measurement)}")
+    if reserved_measurement(measurement):
+        raise PayloadError("reserved_measurement",
+                           f"{measurement!r} is the collector's own measurement")
+    for key, most in (("t", MAX_TIME_NS), ("mono", MAX_INT64)):
+        if not _int(raw.get(key)) or not 0 <= raw[key] <= most:
+            raise PayloadError("bad_time",
+                               f"{key}={brief(raw.get(key))}: expected an int from 0 to {most}")
     if not isinstance(raw.get("boot"), str):
         raise PayloadError("bad_time", "boot: expected a string")
     if not isinstance(raw.get("s", True), bool):
         raise PayloadError("bad_time", "s: expected true or false")
     if not isinstance(fields, dict) or not fields:
         raise PayloadError("no_fields", "f: expected a non-empty object")
+    if len(fields) > MAX_FIELDS_PER_READING:
+        raise PayloadError("too_many_fields",
+                           f"{len(fields)} fields > {MAX_FIELDS_PER_READING}")
     for name, value in fields.items():
-        if not NAME_RE.fullmatch(name) or name in ("seq", "epoch", "time"):
-            raise PayloadError("bad_field_name", f"field {name!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise PayloadError("bad_value", f"{name}={value!r} is not finite")
-        if not isinstance(value, int | float | str):
-            raise PayloadError("bad_value",
-                               f"{name}={value!r:.40}: expected a number, bool or string")
+        if not NAME_RE.fullmatch(name) or name in RESERVED_FIELDS:
+            raise PayloadError("bad_field_name", f"field {brief(name)}")
+        _check_value(name, value)
     return WireReading(
         seq=raw["seq"],
         sensor=sensor,
@@ -277,6 +324,26 @@ def _check_reading(raw: Any, sensors: Mapping[str, Any]) -> WireReading:
     )
 
 
+def _check_value(name: str, value: Any) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -MAX_INT64 - 1 <= value <= MAX_INT64:
+            raise PayloadError("bad_value", f"{name}={brief(value)} does not fit in 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise PayloadError("bad_value", f"{name}={value!r} is not finite")
+    elif isinstance(value, str):
+        if len(value) > MAX_STRING_CHARS:
+            raise PayloadError("string_too_long", f"{name}: {len(value)} characters >"
+                               f" {MAX_STRING_CHARS}")
+        if not utf8_ok(value):
+            raise PayloadError("bad_value", f"{name}={brief(value)} is not valid UTF-8")
+    else:
+        raise PayloadError("bad_value",
+                           f"{name}={brief(value)}: expected a number, bool or string")
+
+
 def decode_batch(data: bytes, topic_gateway: str | None = None) -> Batch:
     """Parse and validate a batch.
 
@@ -287,19 +354,23 @@ def decode_batch(data: bytes, topic_gateway: str | None = None) -> Batch:
     doc = _load(data)
     gateway = _req(doc, "gateway", str, "")
     if not ID_RE.fullmatch(gateway):
-        raise PayloadError("bad_field", f"gateway {gateway!r}: expected {ID_RE.pattern}")
+        raise PayloadError("bad_field", f"gateway {brief(gateway)}: expected {ID_RE.pattern}")
     if topic_gateway is not None and gateway != topic_gateway:
         raise PayloadError(
-            "gateway_mismatch", f"payload says {gateway!r}, topic says {topic_gateway!r}"
+            "gateway_mismatch", f"payload says {gateway!r}, topic says {brief(topic_gateway)}"
         )
     epoch = _req(doc, "epoch", str, "")
     if not EPOCH_RE.fullmatch(epoch):
-        raise PayloadError("bad_field", f"epoch {epoch!r}: expected 8-64 lowercase hex digits")
+        raise PayloadError("bad_field",
+                           f"epoch {brief(epoch)}: expected 8-64 lowercase hex digits")
     clock = _req(doc, "clock", dict, "")
     sensors = _req(doc, "sensors", dict, "")
+    if len(sensors) > MAX_SENSORS_PER_BATCH:
+        raise PayloadError("too_many_sensors",
+                           f"{len(sensors)} sensors > {MAX_SENSORS_PER_BATCH}")
     for sensor_id, tags in sensors.items():
         if not ID_RE.fullmatch(sensor_id):
-            raise PayloadError("bad_field", f"sensors: id {sensor_id!r}")
+            raise PayloadError("bad_field", f"sensors: id {brief(sensor_id)}")
         _str_map(tags, f"sensors.{sensor_id}")
     items = _req(doc, "readings", list, "")
     # An empty batch is a time probe: a gateway without NTP asks for the
@@ -312,17 +383,17 @@ def decode_batch(data: bytes, topic_gateway: str | None = None) -> Batch:
     seen: set[int] = set()
     for raw in items:
         seq = raw.get("seq") if isinstance(raw, dict) else None
-        if not _int(seq) or seq < 1:
+        if not _int(seq) or not 1 <= seq <= MAX_INT64:
             # Without a seq the reading has no identity to ack or dead-letter.
-            raise PayloadError("bad_seq", f"reading without a valid seq: {raw!r:.80}")
+            raise PayloadError("bad_seq", f"reading without a valid seq: seq={brief(seq)}")
         if seq in seen:
             raise PayloadError("duplicate_seq", f"seq {seq} appears twice in one batch")
         seen.add(seq)
         try:
             readings.append(_check_reading(raw, sensors))
         except PayloadError as exc:
-            text = json.dumps(raw, ensure_ascii=False, separators=(",", ":"))
-            rejected.append(Rejected(seq=seq, reason=f"{exc.reason}: {exc.detail}", raw=text))
+            rejected.append(Rejected(seq=seq, reason=f"{exc.reason}: {exc.detail}",
+                                     raw=raw_text(raw)))
 
     return Batch(
         gateway=gateway,
@@ -348,8 +419,10 @@ def _boots(value: Any) -> dict[str, BootTime]:
     for boot, doc in value.items():
         if not isinstance(doc, dict) or not all(
             _int(doc.get(k, 0)) for k in ("unverified_before", "anchor_mono", "anchor_wall")
-        ) or ("anchor_mono" in doc) != ("anchor_wall" in doc):
-            raise PayloadError("bad_field", f"clock.boots.{boot}: expected integer anchor fields")
+        ) or ("anchor_mono" in doc) != ("anchor_wall" in doc) or not isinstance(
+                doc.get("anchor_source", ""), str):
+            raise PayloadError("bad_field",
+                               f"clock.boots.{brief(boot)}: expected integer anchor fields")
         out[str(boot)] = BootTime.from_json(doc)
     return out
 

@@ -9,10 +9,19 @@ after InfluxDB accepted the write (DESIGN invariant 3):
        gateway's key when the keyring has one); delete its seqs
 400    refused (bad JSON, unsupported version, gateway mismatch...): ``{"reason", "detail"}``
 401    missing or wrong bearer token; 403: this gateway may not send here
+408    the body did not arrive within ``body_timeout``
 413    body over ``max_body_bytes`` (or more readings than a batch may carry)
-503    not written within ``write_timeout``, too many batches waiting, or shutting
-       down; ``Retry-After`` says when to come back. The gateway resends (idempotent).
+429    this gateway is over its rate limit (``limits``); ``Retry-After`` says when
+503    not written within ``write_timeout``, too many batches waiting, too many
+       connections, or shutting down; ``Retry-After`` says when to come back. The
+       gateway resends (idempotent).
 =====  ==========================================================================
+
+Slow clients cannot hold connections (http_guard.py): headers must be complete
+within ``header_timeout``, a body within ``body_timeout``, a keep-alive
+connection is closed after ``idle_timeout`` without a request, and at most
+``max_connections`` are open at once. Refusals are logged at most once per
+reason per ``limits.log_interval``, with a count.
 
 ``GET {path_prefix}/v1/health`` answers the counters as JSON (503 while shutting down).
 
@@ -31,6 +40,7 @@ import functools
 import hmac
 import json
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,16 +50,27 @@ from aiohttp import web
 
 from cityedge.tls import TlsConfig, server_context
 from cityedge.uplink import Ack, SeqRanges, encode_ack
-from cityedge.uplink.payload import MAX_PAYLOAD_BYTES
+from cityedge.uplink.payload import ID_RE, MAX_PAYLOAD_BYTES
 from cityedge.uplink.seal import KeyRing
+from cityedge.uplink.text import brief
 from collector.admission import Admission, ingest_checked
 from collector.delivery import WritePipeline
 from collector.ingest import Accepted, Refused
+from collector.logthrottle import DEFAULT_INTERVAL_S, LogThrottle
+from collector.ratelimit import DEFAULT_LIMITER, RateLimiter
+from collector.sources.http_guard import BACKLOG, ConnectionGuard, connection_cap
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "v1"
 JSON = "application/json"
+# aiohttp's defaults (8190, as in nginx's large_client_header_buffers): our request
+# line is a short path and a gateway sends a few headers, one with a token.
+MAX_LINE_BYTES = 8190
+MAX_FIELD_BYTES = 8190
+# Seconds to read and drop the rest of a body after an early answer, so the
+# connection can be reused; a client that sends it slower is cut off.
+LINGER_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,15 @@ class HttpSourceConfig:
     # Distinct batches waiting for their write at once: bounds our memory while
     # InfluxDB is slow or down.
     max_pending: int = field(default=200, metadata={"min": 1, "max": 65535})
+    # Seconds from connecting to the end of the first request's headers (slowloris).
+    header_timeout: float = field(default=10.0, metadata={"min": 0.1, "max": 300.0})
+    # Seconds to receive a whole body: 1 MB (5,000 readings) over a 256 kbit/s link
+    # takes about 30 s.
+    body_timeout: float = field(default=60.0, metadata={"min": 0.1, "max": 3600.0})
+    # Seconds a keep-alive connection may sit idle between requests.
+    idle_timeout: float = field(default=30.0, metadata={"min": 0.1, "max": 3600.0})
+    # Open connections at once (lowered to fit the descriptor limit, ulimit -n).
+    max_connections: int = field(default=1000, metadata={"min": 1, "max": 1_000_000})
 
     def __post_init__(self) -> None:
         p = self.path_prefix
@@ -98,6 +128,7 @@ class HttpSourceStats:
     joined: int = 0  # resends that joined a write already pending
     busy: int = 0  # 503: max_pending reached or shutting down
     write_timeouts: int = 0  # 503: the write took longer than write_timeout
+    rate_limited: int = 0  # 429
 
 
 def _reply(status: int, reason: str, detail: str, **headers: str) -> web.Response:
@@ -108,9 +139,11 @@ def _reply(status: int, reason: str, detail: str, **headers: str) -> web.Respons
 class HttpSource:
     """An aiohttp server that turns each POSTed batch into a pipeline write and acks it."""
 
-    def __init__(self, config: HttpSourceConfig, pipeline: WritePipeline,
+    def __init__(self, config: HttpSourceConfig, pipeline: WritePipeline, *,
                  admission: Admission | None = None,
-                 keyring: KeyRing | None = None) -> None:
+                 keyring: KeyRing | None = None,
+                 limiter: RateLimiter | None = None,
+                 log_interval: float = DEFAULT_INTERVAL_S) -> None:
         self.config = config
         self.pipeline = pipeline
         self.admission = admission  # None: no registry (insecure: true); tokens from config
@@ -120,8 +153,14 @@ class HttpSource:
         self._writing: dict[tuple[str, str, SeqRanges], asyncio.Future[None]] = {}
         self._closing = False
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self._port: int | None = None
-        self.app = web.Application(client_max_size=config.max_body_bytes)
+        self.limiter = limiter if limiter is not None else RateLimiter(*DEFAULT_LIMITER)
+        self.log = LogThrottle(log, log_interval)
+        self.guard = ConnectionGuard(config.max_connections, config.header_timeout,
+                                     config.retry_after, self._connection_refused)
+        self.app = web.Application(client_max_size=config.max_body_bytes,
+                                   middlewares=[self.guard.middleware])
         prefix = config.path_prefix
         self.app.router.add_post(f"{prefix}/{API_VERSION}/gateways/{{gateway}}/batches",
                                  self._batches)
@@ -143,23 +182,44 @@ class HttpSource:
         return len(self._writing)
 
     async def start(self) -> None:
+        c = self.config
         # A request may outlive close() by at most its write_timeout.
-        self._runner = web.AppRunner(self.app, access_log=None,
-                                     shutdown_timeout=self.config.write_timeout + 1.0)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, shutdown_timeout=c.write_timeout + 1.0,
+            # A handler whose client hung up is cancelled (its write still lands).
+            handler_cancellation=True,
+            keepalive_timeout=c.idle_timeout,
+            # The request line is a short path; headers are a few, with one token.
+            max_line_size=MAX_LINE_BYTES, max_field_size=MAX_FIELD_BYTES,
+            # After an early answer (408, 413), read what is left of a body this long.
+            lingering_time=LINGER_S,
+        )
         await self._runner.setup()
-        ssl = server_context(self.config.tls) if self.config.tls is not None else None
-        await web.TCPSite(self._runner, self.config.host, self.config.port,
-                          ssl_context=ssl).start()
-        self._port = int(self._runner.addresses[0][1])
-        log.info("http source listening on %s", self.url)
+        self.guard.server = self._runner.server
+        self.guard.max_connections = connection_cap(c.max_connections)
+        ssl = server_context(c.tls) if c.tls is not None else None
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(self.guard, c.host, c.port, backlog=BACKLOG,
+                                                  ssl=ssl)
+        self._port = int(self._listener.sockets[0].getsockname()[1])
+        log.info("http source listening on %s (at most %d connections)", self.url,
+                 self.guard.max_connections)
 
     async def close(self) -> None:
         """Stop listening, then answer the requests in progress (with the ack when their
         write lands within write_timeout). Call it while the pipeline still runs."""
         self._closing = True
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._listener is not None:
+            await self._listener.wait_closed()
+            self._listener = None
+
+    def _connection_refused(self, reason: str) -> None:
+        self.log.note(reason, f"connection closed: {reason}", time.monotonic())
 
     # -- handlers -------------------------------------------------------------
     def _authorize(self, request: web.Request, gateway: str) -> web.Response | None:
@@ -194,8 +254,7 @@ class HttpSource:
     def _deny(self, status: int, gateway: str, detail: str,
               reason: str | None = None) -> web.Response:
         reason = reason or ("unauthorized" if status == 401 else "forbidden")
-        self.refused[reason] += 1
-        log.warning("refused batch from %s: %s: %s", gateway, reason, detail)
+        self._count_refusal(gateway, reason, detail)
         headers = {"WWW-Authenticate": 'Bearer realm="cityedge"'} if status == 401 else {}
         return _reply(status, reason, detail, **headers)
 
@@ -209,6 +268,8 @@ class HttpSource:
         if early is None and self._closing:
             self.stats.busy += 1
             early = self._unavailable("shutting_down", "this collector is stopping")
+        if early is None:
+            early = self._over_limit(gateway)
         if early is not None:
             return early
         result = await self._accept(request, gateway)
@@ -221,9 +282,13 @@ class HttpSource:
         if request.content_length is not None and request.content_length > limit:
             return self._refuse(gateway, "too_large", f"{request.content_length} bytes > {limit}")
         try:
-            body = await request.read()
+            async with asyncio.timeout(self.config.body_timeout):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._refuse(gateway, "too_large", f"body over {limit} bytes")
+        except TimeoutError:
+            return self._refuse(gateway, "body_timeout",
+                                f"body not received within {self.config.body_timeout:g} s")
         result = ingest_checked(body, gateway, self.admission)
         if isinstance(result, Refused):
             return self._refuse(gateway, result.reason, result.detail)
@@ -266,9 +331,28 @@ class HttpSource:
             del self._writing[key]
 
     def _refuse(self, gateway: str, reason: str, detail: str) -> web.Response:
+        self._count_refusal(gateway, reason, detail)
+        status = {"too_large": 413, "body_timeout": 408}.get(reason, 400)
+        headers = {"Connection": "close"} if status == 408 else {}
+        return _reply(status, reason, detail, **headers)
+
+    def _over_limit(self, gateway: str) -> web.Response | None:
+        """429 with Retry-After when this gateway is over its rate limit (ids no gateway
+        can have are not tracked: ingest refuses them before parsing)."""
+        if not ID_RE.fullmatch(gateway):
+            return None
+        wait = self.limiter.take(gateway, time.monotonic())
+        if not wait:
+            return None
+        self.stats.rate_limited += 1
+        detail = f"over {self.limiter.rate:g} batches/s; try again in {wait:.1f} s"
+        self._count_refusal(gateway, "rate_limited", detail)
+        return _reply(429, "rate_limited", detail, **{"Retry-After": str(math.ceil(wait))})
+
+    def _count_refusal(self, gateway: str, reason: str, detail: str) -> None:
         self.refused[reason] += 1
-        log.warning("refused batch from %s: %s: %s", gateway, reason, detail)
-        return _reply(413 if reason == "too_large" else 400, reason, detail)
+        self.log.note(reason, f"refused batch from {brief(gateway)}: {reason}: {detail[:300]}",
+                      time.monotonic())
 
     def health(self) -> dict[str, Any]:
         p = self.pipeline.stats
@@ -277,6 +361,7 @@ class HttpSource:
             **vars(self.stats),
             "refused_batches": sum(self.refused.values()),
             "refused": dict(self.refused),
+            "connections_refused": dict(self.guard.counts),
             "pending_batches": len(self._writing),
             "pipeline": {
                 "batches": p.batches,

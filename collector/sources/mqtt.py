@@ -6,6 +6,12 @@ at the broker, and the gateway's resend covers the rest.
 
 With a keyring, each ack is sealed with its gateway's key
 (cityedge/uplink/seal.py); without one (insecure), acks go unsealed.
+
+Every message ends one of three ways, and each is PUBACKed so the broker never
+hands it back: written (then acked to the gateway), dead-lettered inside a
+written batch (acked too), or refused with a reason and counted (not acked to
+the gateway, whose resend brings the readings back later: a refusal loses
+nothing). Refusals are logged at most once per reason per ``log_interval``.
 """
 
 from __future__ import annotations
@@ -18,19 +24,25 @@ from collections import Counter
 
 from cityedge.mqtt import Message, MqttClient, MqttOptions
 from cityedge.uplink import Ack, Topics, encode_ack
+from cityedge.uplink.payload import ID_RE
 from cityedge.uplink.seal import KeyRing
+from cityedge.uplink.text import brief
 from collector.admission import Admission, ingest_checked
 from collector.config import MqttSourceConfig
 from collector.delivery import WritePipeline
 from collector.ingest import Refused
+from collector.logthrottle import DEFAULT_INTERVAL_S, LogThrottle
+from collector.ratelimit import DEFAULT_LIMITER, RateLimiter
 
 log = logging.getLogger(__name__)
 
 
 class MqttSource:
-    def __init__(self, config: MqttSourceConfig, pipeline: WritePipeline,
+    def __init__(self, config: MqttSourceConfig, pipeline: WritePipeline, *,
                  admission: Admission | None = None,
-                 keyring: KeyRing | None = None) -> None:
+                 keyring: KeyRing | None = None,
+                 limiter: RateLimiter | None = None,
+                 log_interval: float = DEFAULT_INTERVAL_S) -> None:
         self.config = config
         self.pipeline = pipeline
         self.admission = admission  # None: no registry (insecure: true)
@@ -38,6 +50,8 @@ class MqttSource:
         self.topics = Topics(config.topic_prefix)
         self.refused: Counter[str] = Counter()
         self.client: MqttClient | None = None
+        self.limiter = limiter if limiter is not None else RateLimiter(*DEFAULT_LIMITER)
+        self.log = LogThrottle(log, log_interval)
 
     async def start(self, connect_timeout: float = 10.0) -> None:
         c = self.config
@@ -62,23 +76,38 @@ class MqttSource:
         assert self.client is not None
         while True:
             message = await self.client.get()
-            self.handle(message)
+            try:
+                self.handle(message)
+            except Exception as exc:  # one message must never stop the source
+                # A bug, not the gateway's fault; still answered, so the broker does not
+                # hand the message back for ever. The gateway resends.
+                self.refuse(message, "internal_error", f"{type(exc).__name__}: {exc}",
+                            exc_info=exc)
 
     def handle(self, message: Message) -> None:
         assert self.client is not None
         gateway = self.topics.gateway_of(message.topic)
+        # Who may send first (the registry), so unknown ids never get rate-limit state.
+        refused = self.admission.refusal(gateway) if self.admission is not None else None
+        if refused is not None:
+            self.refuse(message, refused.reason, refused.detail)
+            return
+        wait = self.over_limit(gateway)
+        if wait:
+            self.refuse(message, "rate_limited", f"over the rate limit; {wait:.1f} s to a token")
+            return
         result = ingest_checked(message.payload, gateway, self.admission)
         if isinstance(result, Refused):
-            self.refused[result.reason] += 1
-            log.warning("refused batch from %s on %s: %s: %s",
-                        gateway, message.topic, result.reason, result.detail)
-            self.client.ack(message)  # nothing in it can ever be written
+            self.refuse(message, result.reason, result.detail)
             return
         fut = self.pipeline.submit(result)
         client, ack_topic, ack = self.client, self.topics.ack(result.gateway), result.ack
 
         def written(f: asyncio.Future[None]) -> None:
             if f.cancelled():
+                return
+            if f.exception() is not None:
+                self.refuse(message, "not_written", str(f.exception()))
                 return
             client.publish(ack_topic, self._ack_payload(ack), qos=1)
             client.ack(message)
@@ -90,6 +119,22 @@ class MqttSource:
         clock rides on it: gateways without NTP anchor on it."""
         key = None if self.keyring is None else self.keyring.key_for(ack.gateway)
         return encode_ack(dataclasses.replace(ack, time_ns=time.time_ns()), key)
+
+    def over_limit(self, gateway: str | None) -> float:
+        """Seconds until this gateway may send again; 0.0 when it may now. A topic that
+        names no valid gateway is not tracked (ingest refuses it before parsing)."""
+        if gateway is None or not ID_RE.fullmatch(gateway):
+            return 0.0
+        return self.limiter.take(gateway, time.monotonic())
+
+    def refuse(self, message: Message, reason: str, detail: str,
+               exc_info: BaseException | None = None) -> None:
+        """Count, log (throttled) and PUBACK: nothing in it will ever be written as sent."""
+        assert self.client is not None
+        self.refused[reason] += 1
+        self.log.note(reason, f"refused batch on {brief(message.topic, 120)}: {reason}: "
+                      f"{detail[:300]}", time.monotonic(), exc_info=exc_info)
+        self.client.ack(message)
 
     async def close(self) -> None:
         if self.client is not None:

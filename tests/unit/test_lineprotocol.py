@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.lineprotocol import FieldValue, Point, encode, format_point
+from collector.lineprotocol import (
+    FieldValue,
+    LineProtocolError,
+    Point,
+    check,
+    encode,
+    format_point,
+    safe_string,
+    safe_tag,
+)
 
 
 def line(
@@ -129,8 +138,9 @@ def test_encode_joins_lines_and_ends_with_newline() -> None:
 
 @given(
     st.dictionaries(
-        st.text(min_size=1, max_size=6),
-        st.text(max_size=6).filter(lambda v: not v.endswith("\\")),  # refused: no escape for it
+        # A name or value ending in a backslash is refused: line protocol has no escape for it.
+        st.text(min_size=1, max_size=6).filter(lambda k: not k.endswith("\\")),
+        st.text(max_size=6).filter(lambda v: not v.endswith("\\")),
         max_size=5,
     ),
     st.randoms(),
@@ -161,7 +171,8 @@ def test_string_field_round_trips_through_unescape(text: str) -> None:
     assert "".join(chars) == text
 
 
-@given(st.text(max_size=20), st.text(max_size=20).filter(lambda v: not v.endswith("\\")))
+@given(st.text(max_size=20).filter(lambda k: not k.endswith("\\")),
+       st.text(max_size=20).filter(lambda v: not v.endswith("\\")))
 def test_one_point_is_one_line(key: str, value: str) -> None:
     got = line(measurement="m" + key, tags={"k" + key: value}, fields={"f" + key: value})
     assert "\n" not in got
@@ -210,3 +221,57 @@ def test_trailing_backslash_in_tag_value_does_not_escape_the_separator(
     head, fields, ts = split_unescaped(got, " ")
     assert (fields, ts) == ("v=1i", "0")
     assert len(split_unescaped(head, ",")) == 1 + len(tags)
+
+
+# -- what no line can carry: refused with the point's place, never a bare ValueError -------
+@pytest.mark.parametrize(
+    "point",
+    [
+        Point("m\\", {}, {"v": 1}, 0),
+        Point("m", {"k\\": "x"}, {"v": 1}, 0),
+        Point("m", {"k": "x\\"}, {"v": 1}, 0),
+        Point("m", {}, {"v\\": 1}, 0),
+        Point("m", {"k": "\udc80"}, {"v": 1}, 0),
+        Point("m", {}, {"v": "x\udc80"}, 0),
+        Point("m\ud800", {}, {"v": 1}, 0),
+    ],
+    ids=["measurement", "tag-key", "tag-value", "field-key", "tag-surrogate",
+         "string-surrogate", "measurement-surrogate"],
+)
+def test_a_point_no_line_can_carry_is_named(point: Point) -> None:
+    good = Point("m", {"k": "v"}, {"v": 1}, 0)
+    assert check(good) is None
+    assert check(point) is not None
+    with pytest.raises(LineProtocolError) as info:
+        encode([good, good, point, good])
+    assert info.value.index == 2
+
+
+@given(st.text(max_size=80), st.integers(1, 80))
+def test_safe_tag_always_encodes(text: str, limit: int) -> None:
+    value = safe_tag(text, limit)
+    assert len(value) <= limit
+    assert not value.endswith("\\")
+    assert value == "" or value.isprintable()
+    assert check(Point("m", {"k": value}, {"v": 1}, 0)) is None
+
+
+@pytest.mark.parametrize("cut", range(1, 10))
+def test_safe_tag_never_leaves_a_trailing_backslash_at_the_cut(cut: int) -> None:
+    assert safe_tag("a" * (cut - 1) + "\\\\\\\\", cut) == "a" * (cut - 1)
+
+
+def test_safe_tag_replaces_what_is_not_printable_and_keeps_korean() -> None:
+    assert safe_tag("마포\udc80구\n") == "마포\ufffd구\ufffd"
+
+
+@given(st.text(max_size=50), st.integers(0, 60))
+def test_safe_string_always_encodes(text: str, limit: int) -> None:
+    value = safe_string(text + "\udc80", limit)
+    assert check(Point("m", {}, {"s": value}, 0)) is None
+    assert value.startswith(text[:limit].encode("utf-8", "backslashreplace").decode()[:limit])
+
+
+def test_safe_string_says_how_much_was_cut() -> None:
+    assert safe_string("x" * 10, 4) == "xxxx...(+6 chars)"
+    assert safe_string("\udc80", 10) == "\\udc80"

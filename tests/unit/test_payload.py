@@ -27,7 +27,14 @@ from cityedge.uplink import (
     encode_ack,
     encode_batch,
 )
-from cityedge.uplink.payload import MAX_PAYLOAD_BYTES, MAX_READINGS_PER_BATCH, tag_value_ok
+from cityedge.uplink.payload import (
+    MAX_PAYLOAD_BYTES,
+    MAX_READINGS_PER_BATCH,
+    MAX_TIME_NS,
+    RESERVED_FIELDS,
+    reserved_measurement,
+    tag_value_ok,
+)
 
 EPOCH = "0123456789abcdef"
 
@@ -143,7 +150,7 @@ def test_field_values_round_trip(value: object) -> None:
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 names = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,10}\Z").filter(
-    lambda n: n not in ("seq", "epoch", "time")
+    lambda n: n not in RESERVED_FIELDS and not reserved_measurement(n)
 )
 ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,10}\Z")
 field_values = st.one_of(
@@ -152,7 +159,9 @@ field_values = st.one_of(
 
 
 # What InfluxDB can carry as a tag value (payload.tag_value_ok): Korean included.
-tag_values = st.text(min_size=1, max_size=10).filter(tag_value_ok)
+# Printable means Unicode letters, marks, numbers, punctuation, symbols and the ASCII space.
+printable = st.characters(categories=["L", "M", "N", "P", "S"], include_characters=" ")
+tag_values = st.text(printable, min_size=1, max_size=10).filter(tag_value_ok)
 
 
 @st.composite
@@ -167,7 +176,7 @@ def batches(draw: st.DrawFn) -> Batch:
             seq=seq,
             sensor=draw(st.sampled_from(sensor_ids)),
             measurement=draw(names),
-            time_ns=draw(st.integers(0, 2**63 - 1)),
+            time_ns=draw(st.integers(0, MAX_TIME_NS)),
             boot=draw(st.text(max_size=8)),
             mono_ns=draw(st.integers(0, 2**63 - 1)),
             fields=draw(st.dictionaries(names, field_values, min_size=1, max_size=4)),

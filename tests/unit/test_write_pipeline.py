@@ -7,6 +7,7 @@ except the module's own backoff constants, to keep the tests fast.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
@@ -15,9 +16,9 @@ from typing import Any
 import pytest
 
 from collector import delivery
-from collector.delivery import WritePipeline
+from collector.delivery import WriteFailed, WritePipeline
 from collector.ingest import DEADLETTER_MEASUREMENT, Accepted, ingest
-from collector.lineprotocol import Point, format_point
+from collector.lineprotocol import Point, check, encode, format_point
 from collector.writers import Rejected, Retryable, Throttled, TooLarge, WriteError
 
 EPOCH = "0011223344556677"
@@ -369,3 +370,104 @@ def test_close_with_nothing_pending_returns() -> None:
         assert pipeline.stats.writes == 0
 
     run(main())
+
+
+# -- the backstop: one bad point or one bad group never stops the pipeline ------------------
+class EncodingWriter(FakeWriter):
+    """Encodes like the InfluxDB writers do before anything goes on the wire."""
+
+    async def write(self, points: Sequence[Point]) -> None:
+        encode(list(points))
+        await super().write(points)
+
+
+def test_a_point_that_cannot_be_encoded_is_dead_lettered_and_the_rest_written() -> None:
+    async def main() -> None:
+        writer = EncodingWriter()
+        pipeline = WritePipeline(writer, linger=0)
+        task = asyncio.create_task(pipeline.run())
+        good = batch(1, 3)
+        poison = Point("particulate", {"gateway": "gw-1", "sensor": "x" * 63 + "\\"},
+                       {"seq": 4, "epoch": EPOCH, "note": "\udc80"}, 1_004)
+        bad = dataclasses.replace(good, points=(*good.points, poison))
+        await asyncio.wait_for(pipeline.submit(bad), 2)
+        assert seqs_of(writer.written) == [1, 2, 3]
+        (dl,) = [p for p in writer.written if p.measurement == DEADLETTER_MEASUREMENT]
+        assert dl.tags["reason"] == "unencodable"
+        assert dl.tags["sensor"] == "x" * 63
+        assert dl.fields["seq"] == 4
+        assert dl.time_ns == 1_004
+        assert "\\udc80" in str(dl.fields["raw"])
+        assert pipeline.stats.unencodable_points == 1
+        # ... and the pipeline goes on.
+        await asyncio.wait_for(pipeline.submit(batch(10, 2)), 2)
+        assert seqs_of(writer.written) == [1, 2, 3, 10, 11]
+        await drain(pipeline, task)
+
+    run(main())
+
+
+class Exploding(FakeWriter):
+    """Fails in a way no retry mends, for one batch's points only."""
+
+    async def write(self, points: Sequence[Point]) -> None:
+        if any(p.fields.get("seq") == 666 for p in points):
+            raise RuntimeError("a bug in the writer")
+        await super().write(points)
+
+
+def test_a_group_that_fails_unexpectedly_is_answered_and_the_pipeline_lives() -> None:
+    async def main() -> None:
+        writer = Exploding()
+        pipeline = WritePipeline(writer, linger=0)
+        task = asyncio.create_task(pipeline.run())
+        with pytest.raises(WriteFailed, match="a bug in the writer"):
+            await asyncio.wait_for(pipeline.submit(batch(666, 1)), 2)
+        assert pipeline.stats.failed_writes == 1
+        assert not task.done()
+        await asyncio.wait_for(pipeline.submit(batch(1, 2)), 2)
+        assert seqs_of(writer.written) == [1, 2]
+        await drain(pipeline, task)
+
+    run(main())
+
+
+def test_an_alert_feed_that_raises_is_counted_and_the_pipeline_lives() -> None:
+    async def main() -> None:
+        writer = FakeWriter()
+        pipeline = WritePipeline(writer, linger=0)
+
+        def feed(_points: list[Point]) -> None:
+            raise ValueError("rule bug")
+
+        pipeline.on_written = feed
+        task = asyncio.create_task(pipeline.run())
+        for first in (1, 5):
+            await asyncio.wait_for(pipeline.submit(batch(first, 2)), 2)
+            await asyncio.sleep(0.01)
+        assert pipeline.stats.alert_feed_errors == 2
+        assert seqs_of(writer.written) == [1, 2, 5, 6]
+        await drain(pipeline, task)
+
+    run(main())
+
+
+def test_dead_letters_are_counted_by_reason() -> None:
+    async def main() -> None:
+        pipeline = WritePipeline(FakeWriter(), linger=0)
+        task = asyncio.create_task(pipeline.run())
+        await pipeline.submit(batch(1, 4, bad=[2, 3]))
+        assert pipeline.stats.dead_letter_reasons == {"no_fields": 2}
+        await drain(pipeline, task)
+
+    run(main())
+
+
+def test_a_refused_point_with_hostile_tags_still_makes_a_dead_letter_that_encodes() -> None:
+    hostile = Point("particulate", {"gateway": "gw\u200b", "sensor": "\\" * 70},
+                    {"seq": 2**70, "epoch": "e\udc80"}, 2**63)
+    dl = delivery.refused_point(hostile, "x" * 5000)
+    assert check(dl) is None
+    assert dl.fields["seq"] == 0
+    assert dl.time_ns == 0
+    assert "sensor" not in dl.tags or not dl.tags["sensor"].endswith("\\")

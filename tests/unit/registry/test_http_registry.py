@@ -46,7 +46,7 @@ def test_https_ingest_checks_the_registry_and_the_agent_verifies_the_collector(
         task = asyncio.create_task(pipeline.run())
         source = HttpSource(
             HttpSourceConfig(port=0, tls=TlsConfig(cert_file=str(crt), key_file=str(key))),
-            pipeline, Admission(LiveRegistry(tmp_path / "registry.yaml")))
+            pipeline, admission=Admission(LiveRegistry(tmp_path / "registry.yaml")))
         await source.start()
         assert source.url.startswith("https://127.0.0.1:")
         try:
