@@ -192,7 +192,7 @@ class MqttClient:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _connect_properties(self) -> Properties:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho ships it unannotated
         props.SessionExpiryInterval = self.options.session_expiry
         props.ReceiveMaximum = self.options.receive_maximum
         return props

@@ -161,7 +161,8 @@ def load(path: Path | str, cls: type[T]) -> T:
     except OSError as exc:
         raise ConfigError(str(path), None, (), f"cannot read: {exc.strerror}") from None
     doc = parse(text, str(path))
-    return bind(cls, doc.data, doc)
+    loaded: T = bind(cls, doc.data, doc)
+    return loaded
 
 
 def _type_name(tp: Any) -> str:

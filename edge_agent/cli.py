@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     from edge_agent.agent import Agent
 
     try:
-        agent_factory = lambda: Agent(config, base)  # noqa: E731
+        def agent_factory() -> Agent:
+            return Agent(config, base)
+
         if args.command == "check":
             asyncio.run(_check(agent_factory))
             return _check_outbox(args.config, config, resolve(base, config.outbox.path))

@@ -198,7 +198,9 @@ def _modbus_profile(root: At, top: dict[str, At], base: Profile) -> Profile:
     fields = _modbus_map.modbus_fields(top["fields"], base.measurement, register_map.reads)
     polling = _commands.polling(top["polling"], None, modbus=True) if "polling" in top else None
     if polling is None:
-        polling = _commands.polling(At(base.source, yaml.compose("{}"), "polling"), None, True)
+        empty = yaml.compose("{}")
+        assert empty is not None
+        polling = _commands.polling(At(base.source, empty, "polling"), None, True)
     return Profile(
         model=base.model, vendor=base.vendor, datasheet=base.datasheet,
         measurement=base.measurement, serial=base.serial, framing=None, checksum=None,

@@ -27,7 +27,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote
@@ -158,7 +158,8 @@ class HttpTransport:
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._not_before = 0.0  # time.monotonic() before which the link counts as down
-        self.downlink = None  # no downlink over HTTP: displays need the MQTT uplink
+        # No downlink over HTTP: displays need the MQTT uplink.
+        self.downlink: Callable[[bytes], Awaitable[bytes | None]] | None = None
         self._backoff = 0.0
 
     async def start(self) -> None:
