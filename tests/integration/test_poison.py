@@ -130,6 +130,7 @@ def collector_config(tmp: Path, name: str, mosquitto: Mosquitto, influxdb: Influ
         "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"c-{name}",
                  "topic_prefix": f"test/{name}"},
         "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": name},
+        "insecure": True,  # the plain broker; the secure setup's own tests cover the registry
         "batching": {"linger": 0.02},
         "health_interval": 1,
         **extra,

@@ -53,6 +53,7 @@ def configs(tmp: Path, name: str, gw: str, *, mosquitto: Mosquitto, influxdb: In
         "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"c-{name}",
                  "topic_prefix": f"test/{name}"},
         "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": name},
+        "insecure": True,  # the plain broker; the secure setup's own tests cover the registry
         "batching": {"linger": 0.02},
     })
     gateway: dict[str, Any] = {"id": gw, "site": {"district": "종로구", "site": "세종로 정류장",
