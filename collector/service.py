@@ -7,11 +7,11 @@ import contextlib
 import logging
 import re
 import resource
-import signal
 import time
 from collections import Counter
 from typing import Any
 
+from cityedge.lifecycle import ExitSignals
 from cityedge.uplink.seal import KeyRing
 from collector.admission import Admission
 from collector.alerts.runner import AlertRunner
@@ -92,15 +92,15 @@ class CollectorService:
             self.pipeline.on_written = lambda points: alerts.feed(points, time.time_ns())
             if self.alerts.feed_source is not None:
                 self.alerts.feed_source.admission = self.admission
-        self.should_exit = asyncio.Event()
+        self.signals = ExitSignals(
+            stopping="finishing in-flight writes, then exiting",
+            forced="unwritten batches are resent by their gateways",
+            reload=self.reload_registry if self.admission is not None else None)
+        self.should_exit = self.signals.should_exit
         self.started = asyncio.Event()
 
     def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.handle_exit, sig)
-        if self.admission is not None:
-            loop.add_signal_handler(signal.SIGHUP, self.reload_registry)
+        self.signals.install()
 
     def reload_registry(self) -> None:
         """SIGHUP: read the registry again now, changed or not."""
@@ -117,13 +117,6 @@ class CollectorService:
             if held:
                 context = {**context, "held_back": held}
             loop.default_exception_handler(context)
-
-    def handle_exit(self, sig: int) -> None:
-        if self.should_exit.is_set():
-            log.warning("second %s: exiting now", signal.Signals(sig).name)
-            raise SystemExit(1)
-        log.info("%s: finishing in-flight writes, then exiting", signal.Signals(sig).name)
-        self.should_exit.set()
 
     async def serve(self) -> None:
         asyncio.get_running_loop().set_exception_handler(self._loop_exception)

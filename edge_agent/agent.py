@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-import signal
 import sqlite3
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cityedge.lifecycle import ExitSignals
 from cityedge.uplink import Ack, Batch, SeqRanges, WireReading, encode_batch
 from cityedge.uplink.seal import derive_key
 from edge_agent.clock import Clock
@@ -94,7 +94,10 @@ class Agent:
             s.id: {"model": self.profiles[s.profile].model, **s.tags} for s in config.sensors
         }
         self.sensors_meta[AGENT_SENSOR] = {"model": "cityedge-agent"}
-        self.should_exit = asyncio.Event()
+        self.signals = ExitSignals(
+            stopping="storing what was read, waiting for acks, then exiting",
+            forced="unacked readings stay in the outbox")
+        self.should_exit = self.signals.should_exit
         self._wake_sender = asyncio.Event()
         # Batch ids only correlate acks within a run; starting at random makes an
         # ack left over from an earlier run unlikely to name a live batch at all.
@@ -443,16 +446,7 @@ class Agent:
 
     # -- lifecycle -------------------------------------------------------------
     def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.handle_exit, sig)
-
-    def handle_exit(self, sig: int) -> None:
-        if self.should_exit.is_set():
-            log.warning("second %s: exiting now (unacked readings stay in the outbox)",
-                        signal.Signals(sig).name)
-            raise SystemExit(1)
-        self.should_exit.set()
+        self.signals.install()
 
     async def serve(self) -> None:
         o = self.config.outbox
