@@ -10,6 +10,7 @@ from typing import Literal
 from cityedge import yamlconfig
 from cityedge.tls import TlsConfig
 from cityedge.uplink.payload import ID_RE, MAX_READINGS_PER_BATCH, NAME_RE, tag_value_ok
+from cityedge.uplink.topics import DEFAULT_PREFIX
 
 SITE_KINDS = ("dust_zone", "bus_stop", "apartment")
 RESERVED_TAGS = ("model", "sensor", "gateway", "district", "site", "site_kind")
@@ -100,7 +101,7 @@ class MqttConfig:
     # Default: the gateway id and gateway.secret, when a secret is configured.
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    topic_prefix: str = "cityedge/v1"
+    topic_prefix: str = DEFAULT_PREFIX
     # Longest wait between reconnect attempts (exponential backoff, full jitter).
     reconnect_max: float = field(default=30.0, metadata={"min": 0.5, "max": 3600.0})
     # TLS to the broker (TLS 1.2+, certificate and host name always verified):

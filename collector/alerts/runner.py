@@ -28,6 +28,7 @@ from typing import Any
 
 from cityedge.redact import redact_text
 from cityedge.uplink.seal import KeyRing
+from cityedge.uplink.topics import DEFAULT_PREFIX
 from collector.alerts.config import LoadedAlerts
 from collector.alerts.delivery import Delivery
 from collector.alerts.engine import Engine
@@ -77,7 +78,7 @@ class RunnerStats:
 class AlertRunner:
     def __init__(self, loaded: LoadedAlerts, *, write_points: WritePoints | None = None,
                  mqtt: BrokerConfig | None = None, holder: str = "collector",
-                 clock: Callable[[], int] = time.time_ns, topic_prefix: str = "cityedge/v1",
+                 clock: Callable[[], int] = time.time_ns, topic_prefix: str = DEFAULT_PREFIX,
                  lease: Lease | None = None, keyring: KeyRing | None = None) -> None:
         self.loaded = loaded
         self.keyring = keyring  # lent to the notifiers: displays are sealed per gateway

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cityedge.uplink.seal import KeyRing
+from cityedge.uplink.topics import DEFAULT_PREFIX
 from cityedge.yamlconfig import KeyPath, Located
 from collector.alerts.events import AlertEvent
 
@@ -37,7 +38,7 @@ class NotifierContext:
     """
 
     gateways: Callable[[Mapping[str, str]], list[str]] = _no_gateways
-    topic_prefix: str = "cityedge/v1"
+    topic_prefix: str = DEFAULT_PREFIX
     keyring: KeyRing | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("collector.notifiers"))
 

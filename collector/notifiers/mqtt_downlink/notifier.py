@@ -27,6 +27,7 @@ from cityedge.mqtt import MqttClient, MqttOptions
 from cityedge.tls import TlsConfig
 from cityedge.uplink import Topics
 from cityedge.uplink.downlink import DownlinkError, decode_ack, encode_display
+from cityedge.uplink.topics import DEFAULT_PREFIX
 from collector.alerts.errors import Rejected, Retryable
 from collector.alerts.events import AlertEvent
 from collector.notifiers.base import NotifierContext, register
@@ -63,7 +64,7 @@ class DownlinkNotifier:
         self.config = config
         self.client: MqttClient | None = None
         self.context = NotifierContext()
-        self.prefix = config.topic_prefix or "cityedge/v1"
+        self.prefix = config.topic_prefix or DEFAULT_PREFIX
         self.counts = {"sent": 0, "messages": 0, "no_targets": 0, "acked": 0, "rejected": 0,
                        "unacked": 0, "unsealed": 0}
         self.awaiting: dict[tuple[str, str], float] = {}  # (msg id, gateway) -> deadline
