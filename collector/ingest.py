@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cityedge.uplink import Ack, Batch, PayloadError, SeqRanges, WireReading, decode_batch
-from cityedge.uplink.payload import ID_RE, MAX_TIME_NS, MIN_TIME_NS, Rejected
+from cityedge.uplink.payload import ID_RE, MAX_TIME_NS, MIN_TIME_NS, RejectedReading
 from cityedge.uplink.text import brief, raw_text
 from cityedge.uplink.timing import reading_time
 from collector.lineprotocol import FieldValue, Point, safe_string, safe_tag
@@ -78,7 +78,7 @@ def reading_point(batch: Batch, reading: WireReading) -> Point:
     return Point(reading.measurement, reading_tags(batch, reading.sensor), fields, time_ns)
 
 
-def dead_letter_point(batch: Batch, rejected: Rejected) -> Point:
+def dead_letter_point(batch: Batch, rejected: RejectedReading) -> Point:
     """The bad reading kept (up to MAX_RAW_CHARS), on a series of its own sensor and
     measurement.
 
@@ -122,7 +122,7 @@ def ingest(payload: bytes, topic_gateway: str | None) -> Accepted | Refused:
         try:
             points.append(reading_point(batch, r))
         except BadTime as exc:
-            rejected.append(Rejected(r.seq, f"bad_time: {exc}", raw_text(wire_json(r))))
+            rejected.append(RejectedReading(r.seq, f"bad_time: {exc}", raw_text(wire_json(r))))
     seqs: SeqRanges = batch.all_seqs()
     return Accepted(
         gateway=batch.gateway,

@@ -150,7 +150,7 @@ class WireReading:
 
 
 @dataclass(frozen=True, slots=True)
-class Rejected:
+class RejectedReading:
     """A reading inside an otherwise good batch that failed validation."""
 
     seq: int
@@ -170,7 +170,7 @@ class Batch:
     site: Mapping[str, str]
     sensors: Mapping[str, Mapping[str, str]]
     readings: tuple[WireReading, ...]
-    rejected: tuple[Rejected, ...] = field(default=())
+    rejected: tuple[RejectedReading, ...] = field(default=())
     version: int = FORMAT_VERSION
     # How to time the unsynchronised readings of each boot in this batch (timing.py).
     boots: Mapping[str, BootTime] = field(default_factory=dict)
@@ -379,7 +379,7 @@ def decode_batch(data: bytes, topic_gateway: str | None = None) -> Batch:
         raise PayloadError("too_large", f"{len(items)} readings > {MAX_READINGS_PER_BATCH}")
 
     readings: list[WireReading] = []
-    rejected: list[Rejected] = []
+    rejected: list[RejectedReading] = []
     seen: set[int] = set()
     for raw in items:
         seq = raw.get("seq") if isinstance(raw, dict) else None
@@ -392,7 +392,7 @@ def decode_batch(data: bytes, topic_gateway: str | None = None) -> Batch:
         try:
             readings.append(_check_reading(raw, sensors))
         except PayloadError as exc:
-            rejected.append(Rejected(seq=seq, reason=f"{exc.reason}: {exc.detail}",
+            rejected.append(RejectedReading(seq=seq, reason=f"{exc.reason}: {exc.detail}",
                                      raw=raw_text(raw)))
 
     return Batch(
