@@ -92,7 +92,9 @@ def dead_letter_point(batch: Batch, rejected: RejectedReading) -> Point:
     raw = raw if isinstance(raw, dict) else {}
     t = raw.get("t")
     usable = isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_TIME_NS
-    time_ns = t if usable and isinstance(t, int) else rejected.seq
+    # Else the seq: as stable across resends, and kept inside InfluxDB's range (the
+    # largest int64 is one past its last timestamp).
+    time_ns = t if usable and isinstance(t, int) else min(rejected.seq, MAX_TIME_NS)
     code, _, detail = rejected.reason.partition(": ")
     # Whatever the reading held, the dead letter must encode: tags copied from it are
     # made printable and cut without leaving a trailing backslash; text is bounded.

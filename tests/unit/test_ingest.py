@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cityedge.uplink import Ack, SeqRanges
+from cityedge.uplink.payload import MAX_TIME_NS
 from collector.ingest import (
     DEADLETTER_MEASUREMENT,
     Accepted,
@@ -212,6 +213,14 @@ def test_dead_letter_without_a_usable_time_uses_its_seq(t: object) -> None:
     (dl,) = out.dead_letters
     assert dl.tags["reason"] == "bad_time"
     assert dl.time_ns == 7
+
+
+def test_a_seq_past_influxdbs_last_timestamp_still_gives_a_storable_dead_letter() -> None:
+    """Found by tests/fuzz: the largest int64 seq is one past InfluxDB's last time."""
+    out = accepted(payload(readings=[reading(2**63 - 1, t=-1)]))
+    (dl,) = out.dead_letters
+    assert dl.time_ns == MAX_TIME_NS
+    assert dl.fields["seq"] == 2**63 - 1
 
 
 def test_dead_letters_are_idempotent_too() -> None:
