@@ -17,6 +17,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from cityedge.backoff import Backoff, Uniform
 from cityedge.redact import redact_text
 from cityedge.uplink.payload import MAX_INT64, MAX_TIME_NS, MIN_TIME_NS
 from collector.ingest import DEADLETTER_MEASUREMENT, MAX_DEAD_TAG_CHARS, MAX_RAW_CHARS, Accepted
@@ -73,7 +74,12 @@ class DeliveryStats:
 
 
 class WritePipeline:
-    def __init__(self, writer: Writer, *, max_points: int = 5000, linger: float = 0.05) -> None:
+    def __init__(self, writer: Writer, *, max_points: int = 5000, linger: float = 0.05,
+                 retry: tuple[float, float] = (RETRY_MIN_S, RETRY_MAX_S),
+                 uniform: Uniform = random.uniform) -> None:
+        # While InfluxDB is down: (minimum, maximum) seconds between tries, half jitter.
+        self.retry = retry
+        self.uniform = uniform
         self.writer = writer
         self.max_points = max_points
         self.linger = linger
@@ -169,7 +175,7 @@ class WritePipeline:
 
     async def write_durably(self, points: Sequence[Point]) -> None:
         """Return only when every point is in the database, or dead-lettered there."""
-        delay = RETRY_MIN_S
+        backoff = Backoff(*self.retry, jitter="half")
         while True:
             started = time.perf_counter()
             try:
@@ -186,8 +192,7 @@ class WritePipeline:
                 if self.stats.last_error != redact_text(str(exc)):
                     log.warning("write failed, retrying: %s", redact_text(str(exc)))
                 self.stats.last_error = redact_text(str(exc))
-                await asyncio.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, RETRY_MAX_S)
+                await asyncio.sleep(backoff.next(self.uniform))
             except (LineProtocolError, UnicodeError):
                 # Ingest makes only points that encode; this is the backstop behind it.
                 points = self._quarantine(points)

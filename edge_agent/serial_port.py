@@ -23,11 +23,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 from collections import Counter
 from collections.abc import Callable
 
 import serial
 
+from cityedge.backoff import Backoff
 from edge_agent.clock import Clock
 from edge_agent.codec import StreamDecoder, make_decoder
 from edge_agent.config import SensorConfig
@@ -257,15 +259,15 @@ class SensorPort:
             self._reopen = asyncio.get_running_loop().create_task(self._reopen_loop())
 
     async def _reopen_loop(self) -> None:
-        delay = REOPEN_MIN_S
+        backoff = Backoff(REOPEN_MIN_S, REOPEN_MAX_S, "none")
         while not self._closed:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(backoff.next(random.uniform))
             try:
                 self.open()
                 self.counters["port_reopens"] += 1
                 return
             except (serial.SerialException, OSError):
-                delay = min(delay * 2, REOPEN_MAX_S)
+                continue
 
     def _close_port(self) -> None:
         if self._polling is not None:

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cityedge.backoff import Backoff
 from cityedge.redact import redact_text
 from collector.alerts.config import RouteConfig
 from collector.alerts.errors import Rejected, Retryable, Throttled
@@ -78,7 +79,7 @@ class Delivery:
                 self.inflight = None
 
     async def _deliver(self, event: AlertEvent) -> None:
-        delay = self.retry_min
+        backoff = Backoff(self.retry_min, self.retry_max, "full")
         for attempt in range(1, self.max_attempts + 1):
             try:
                 await self.notifier.send(event)
@@ -93,13 +94,11 @@ class Delivery:
                 wait = exc.retry_after
                 self.stats.last_error = redact_text(str(exc))
             except Retryable as exc:
-                wait = random.uniform(0, delay)  # full jitter
-                delay = min(delay * 2, self.retry_max)
+                wait = backoff.next(random.uniform)
                 self.stats.last_error = redact_text(str(exc))
             except Exception as exc:  # a plugin bug must not kill delivery
                 log.exception("%s: unexpected error sending %s", self.name, event.event_id)
-                wait = random.uniform(0, delay)
-                delay = min(delay * 2, self.retry_max)
+                wait = backoff.next(random.uniform)
                 self.stats.last_error = redact_text(repr(exc))
             else:
                 self.stats.delivered += 1

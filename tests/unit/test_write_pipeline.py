@@ -102,10 +102,8 @@ def run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(asyncio.wait_for(coro, TIMEOUT))
 
 
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(delivery, "RETRY_MIN_S", 0.001)
-    monkeypatch.setattr(delivery, "RETRY_MAX_S", 0.004)
+# Retry bounds for tests: a database outage of a few tries costs milliseconds.
+FAST = (0.001, 0.004)
 
 
 async def drain(pipeline: WritePipeline, task: asyncio.Task[None]) -> None:
@@ -121,7 +119,7 @@ def test_future_resolves_only_after_the_write_succeeds() -> None:
     async def main() -> None:
         writer = FakeWriter()
         writer.gate = asyncio.Event()
-        pipeline = WritePipeline(writer, max_points=100, linger=0)
+        pipeline = WritePipeline(writer, max_points=100, linger=0, retry=FAST)
         task = asyncio.create_task(pipeline.run())
         fut = pipeline.submit(batch(1, 3))
         for _ in range(20):
@@ -143,7 +141,7 @@ def test_future_resolves_only_after_the_write_succeeds() -> None:
 def test_retryable_is_retried_until_it_succeeds() -> None:
     async def main() -> None:
         writer = FakeWriter(script=[Retryable("HTTP 500: down")] * 4)
-        pipeline = WritePipeline(writer, max_points=100, linger=0)
+        pipeline = WritePipeline(writer, max_points=100, linger=0, retry=FAST)
         task = asyncio.create_task(pipeline.run())
         fut = pipeline.submit(batch(1, 2))
         while len(writer.calls) < 3:
@@ -160,13 +158,11 @@ def test_retryable_is_retried_until_it_succeeds() -> None:
     run(main())
 
 
-def test_retry_backoff_grows_and_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(delivery, "RETRY_MIN_S", 0.01)
-    monkeypatch.setattr(delivery, "RETRY_MAX_S", 0.02)
+def test_retry_backoff_grows_and_is_capped() -> None:
 
     async def main() -> None:
         writer = FakeWriter(script=[Retryable("HTTP 502")] * 5)
-        pipeline = WritePipeline(writer, linger=0)
+        pipeline = WritePipeline(writer, linger=0, retry=(0.01, 0.02))
         await pipeline.write_durably(batch(1, 1).points)
         gaps = [b - a for a, b in zip(writer.call_times, writer.call_times[1:], strict=False)]
         assert len(gaps) == 5
@@ -177,15 +173,13 @@ def test_retry_backoff_grows_and_is_capped(monkeypatch: pytest.MonkeyPatch) -> N
     run(main())
 
 
-def test_throttled_waits_retry_after_not_the_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(delivery, "RETRY_MIN_S", 30.0)  # would time the test out if used
-    monkeypatch.setattr(delivery, "RETRY_MAX_S", 30.0)
+def test_throttled_waits_retry_after_not_the_backoff() -> None:
 
     async def main() -> None:
         writer = FakeWriter(
             script=[Throttled("HTTP 429", retry_after=0.15), Throttled("HTTP 503", 0.0)]
         )
-        pipeline = WritePipeline(writer, linger=0)
+        pipeline = WritePipeline(writer, linger=0, retry=(30.0, 30.0))  # times out if used
         task = asyncio.create_task(pipeline.run())
         await pipeline.submit(batch(1, 2))
         assert len(writer.calls) == 3
@@ -203,7 +197,7 @@ def test_rejected_point_is_isolated_and_dead_lettered() -> None:
             return p.measurement == "particulate" and p.fields["seq"] == 11
 
         writer = FakeWriter(refuse=is_bad)
-        pipeline = WritePipeline(writer, max_points=100, linger=0)
+        pipeline = WritePipeline(writer, max_points=100, linger=0, retry=FAST)
         task = asyncio.create_task(pipeline.run())
         await pipeline.submit(batch(1, 16))
         # Every reading but the refused one is in the database...
@@ -235,7 +229,7 @@ def test_rejected_point_is_isolated_and_dead_lettered() -> None:
 def test_two_rejected_points_in_one_write() -> None:
     async def main() -> None:
         writer = FakeWriter(refuse=lambda p: p.fields.get("pm2_5_ugm3") in (2, 7))
-        pipeline = WritePipeline(writer, linger=0)
+        pipeline = WritePipeline(writer, linger=0, retry=FAST)
         await pipeline.write_durably(batch(1, 9).points)
         assert seqs_of(writer.written) == [1, 3, 4, 5, 6, 8, 9]
         assert seqs_of(writer.written, DEADLETTER_MEASUREMENT) == [2, 7]
@@ -247,7 +241,7 @@ def test_two_rejected_points_in_one_write() -> None:
 def test_a_refused_dead_letter_is_dropped_and_counted() -> None:
     async def main() -> None:
         writer = FakeWriter(refuse=lambda p: p.fields.get("seq") == 3)  # its dead letter too
-        pipeline = WritePipeline(writer, linger=0)
+        pipeline = WritePipeline(writer, linger=0, retry=FAST)
         task = asyncio.create_task(pipeline.run())
         await pipeline.submit(batch(1, 4))
         assert seqs_of(writer.written) == [1, 2, 4]
@@ -261,7 +255,7 @@ def test_a_refused_dead_letter_is_dropped_and_counted() -> None:
 def test_too_large_is_split_without_dead_letters() -> None:
     async def main() -> None:
         writer = FakeWriter(too_large_over=3)
-        pipeline = WritePipeline(writer, linger=0)
+        pipeline = WritePipeline(writer, linger=0, retry=FAST)
         await pipeline.write_durably(batch(1, 10).points)
         assert seqs_of(writer.written) == list(range(1, 11))
         assert not [p for p in writer.written if p.measurement == DEADLETTER_MEASUREMENT]
@@ -274,7 +268,7 @@ def test_too_large_is_split_without_dead_letters() -> None:
 def test_ingest_dead_letters_go_in_the_same_write() -> None:
     async def main() -> None:
         writer = FakeWriter()
-        pipeline = WritePipeline(writer, linger=0)
+        pipeline = WritePipeline(writer, linger=0, retry=FAST)
         task = asyncio.create_task(pipeline.run())
         await pipeline.submit(batch(1, 4, bad=[2]))
         (call,) = writer.calls
@@ -290,7 +284,7 @@ def test_ingest_dead_letters_go_in_the_same_write() -> None:
 def test_grouping_fills_writes_up_to_max_points() -> None:
     async def main() -> None:
         writer = FakeWriter()
-        pipeline = WritePipeline(writer, max_points=8, linger=0.01)
+        pipeline = WritePipeline(writer, max_points=8, linger=0.01, retry=FAST)
         futs = [pipeline.submit(batch(1 + 4 * i, 4)) for i in range(5)]
         assert pipeline.pending_points == 20
         task = asyncio.create_task(pipeline.run())
@@ -306,7 +300,7 @@ def test_grouping_fills_writes_up_to_max_points() -> None:
 def test_many_gateways_share_a_write() -> None:
     async def main() -> None:
         writer = FakeWriter()
-        pipeline = WritePipeline(writer, max_points=100, linger=0.01)
+        pipeline = WritePipeline(writer, max_points=100, linger=0.01, retry=FAST)
         futs = [pipeline.submit(batch(1, 3, gateway=f"gw-{i}")) for i in range(4)]
         task = asyncio.create_task(pipeline.run())
         await asyncio.gather(*futs)
@@ -320,7 +314,7 @@ def test_many_gateways_share_a_write() -> None:
 def test_grouping_never_exceeds_max_points() -> None:
     async def main() -> None:
         writer = FakeWriter()
-        pipeline = WritePipeline(writer, max_points=10, linger=0)
+        pipeline = WritePipeline(writer, max_points=10, linger=0, retry=FAST)
         futs = [pipeline.submit(batch(1 + 6 * i, 6)) for i in range(2)]
         task = asyncio.create_task(pipeline.run())
         await asyncio.gather(*futs)
@@ -334,7 +328,7 @@ def test_a_failed_group_acks_none_of_its_batches() -> None:
     async def main() -> None:
         writer = FakeWriter(script=[Retryable("HTTP 500")] * 3)
         writer.gate = asyncio.Event()
-        pipeline = WritePipeline(writer, max_points=100, linger=0.01)
+        pipeline = WritePipeline(writer, max_points=100, linger=0.01, retry=FAST)
         futs = [pipeline.submit(batch(1 + 3 * i, 3)) for i in range(3)]
         task = asyncio.create_task(pipeline.run())
         await asyncio.sleep(0.05)
@@ -350,7 +344,8 @@ def test_a_failed_group_acks_none_of_its_batches() -> None:
 def test_close_finishes_what_was_submitted() -> None:
     async def main() -> None:
         writer = FakeWriter(script=[Retryable("HTTP 500")])
-        pipeline = WritePipeline(writer, max_points=4, linger=10.0)  # close skips the linger
+        # close() skips the linger
+        pipeline = WritePipeline(writer, max_points=4, linger=10.0, retry=FAST)
         task = asyncio.create_task(pipeline.run())
         futs = [pipeline.submit(batch(1 + 3 * i, 3)) for i in range(3)]
         await pipeline.close()
@@ -363,7 +358,7 @@ def test_close_finishes_what_was_submitted() -> None:
 
 def test_close_with_nothing_pending_returns() -> None:
     async def main() -> None:
-        pipeline = WritePipeline(FakeWriter(), linger=0)
+        pipeline = WritePipeline(FakeWriter(), linger=0, retry=FAST)
         task = asyncio.create_task(pipeline.run())
         await asyncio.sleep(0)
         await drain(pipeline, task)
@@ -384,7 +379,7 @@ class EncodingWriter(FakeWriter):
 def test_a_point_that_cannot_be_encoded_is_dead_lettered_and_the_rest_written() -> None:
     async def main() -> None:
         writer = EncodingWriter()
-        pipeline = WritePipeline(writer, linger=0)
+        pipeline = WritePipeline(writer, linger=0, retry=FAST)
         task = asyncio.create_task(pipeline.run())
         good = batch(1, 3)
         poison = Point("particulate", {"gateway": "gw-1", "sensor": "x" * 63 + "\\"},
@@ -419,7 +414,7 @@ class Exploding(FakeWriter):
 def test_a_group_that_fails_unexpectedly_is_answered_and_the_pipeline_lives() -> None:
     async def main() -> None:
         writer = Exploding()
-        pipeline = WritePipeline(writer, linger=0)
+        pipeline = WritePipeline(writer, linger=0, retry=FAST)
         task = asyncio.create_task(pipeline.run())
         with pytest.raises(WriteFailed, match="a bug in the writer"):
             await asyncio.wait_for(pipeline.submit(batch(666, 1)), 2)
@@ -435,7 +430,7 @@ def test_a_group_that_fails_unexpectedly_is_answered_and_the_pipeline_lives() ->
 def test_an_alert_feed_that_raises_is_counted_and_the_pipeline_lives() -> None:
     async def main() -> None:
         writer = FakeWriter()
-        pipeline = WritePipeline(writer, linger=0)
+        pipeline = WritePipeline(writer, linger=0, retry=FAST)
 
         def feed(_points: list[Point]) -> None:
             raise ValueError("rule bug")
@@ -454,7 +449,7 @@ def test_an_alert_feed_that_raises_is_counted_and_the_pipeline_lives() -> None:
 
 def test_dead_letters_are_counted_by_reason() -> None:
     async def main() -> None:
-        pipeline = WritePipeline(FakeWriter(), linger=0)
+        pipeline = WritePipeline(FakeWriter(), linger=0, retry=FAST)
         task = asyncio.create_task(pipeline.run())
         await pipeline.submit(batch(1, 4, bad=[2, 3]))
         assert pipeline.stats.dead_letter_reasons == {"no_fields": 2}
