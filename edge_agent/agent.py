@@ -439,6 +439,9 @@ class Agent:
             **_by_reason("bad_acks", bad),
             "acks_unknown_batch": self.window.acks_unknown_batch,
             "delete_failures": self.delete_failures,
+            # Display messages past the transport's queue, and display acks not queued.
+            "displays_dropped": getattr(self.transport, "displays_dropped", 0),
+            "display_acks_dropped": getattr(self.transport, "display_acks_dropped", 0),
             "ack_seqs_ignored": self.window.ack_seqs_ignored,
             "time_answers_refused": sum(self.time_answers_refused.values()),
             **_by_reason("time_answers_refused", self.time_answers_refused),

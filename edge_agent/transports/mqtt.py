@@ -1,7 +1,9 @@
 """MQTT uplink: batches to ``.../up`` at QoS 1, acks from ``.../ack``, status with a last will.
 
 Alert displays arrive on ``.../down``; ``downlink`` (set by the agent) turns
-each into the ack published on ``.../down_ack``, in arrival order.
+each into the ack published on ``.../down_ack``, in arrival order, on a task
+of their own: a slow display file write never holds up an ack, and so never
+a delete.
 
 With the gateway's seal ``key`` (cityedge/uplink/seal.py) an ack without a
 valid seal is dropped here, counted by reason in ``bad_ack_reasons``
@@ -13,6 +15,8 @@ answers each with an ack.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections import Counter
@@ -23,6 +27,11 @@ from cityedge.uplink import Ack, PayloadError, Topics, decode_ack
 from edge_agent.config import MqttConfig
 
 log = logging.getLogger(__name__)
+
+# Display messages waiting for the board. It shows at most 16 (displays.py); a
+# backlog past this is a flood: dropped and counted, and the collector, which
+# hears no ack for them, counts them unacked.
+MAX_PENDING_DISPLAYS = 64
 
 
 class MqttTransport:
@@ -53,11 +62,15 @@ class MqttTransport:
         self.client: MqttClient | None = None
         self.downlink: Callable[[bytes], Awaitable[bytes | None]] | None = None
         self.display_acks_dropped = 0  # not queued: the collector counts them unacked
+        self.displays_dropped = 0  # more than MAX_PENDING_DISPLAYS waiting
+        self._displays: asyncio.Queue[bytes] = asyncio.Queue(MAX_PENDING_DISPLAYS)
+        self._display_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.client = MqttClient(self._options)
         self.client.on_connect = self._announce
         self.client.start()
+        self._display_task = asyncio.create_task(self._display_loop(), name="displays")
 
     def _announce(self) -> None:
         assert self.client is not None
@@ -76,7 +89,7 @@ class MqttTransport:
         while True:
             message = await self.client.get()
             if message.topic == self.topics.down(self.gateway):
-                await self._downlink(message.payload)
+                self._queue_display(message.payload)
                 continue
             try:
                 return decode_ack(message.payload, self.key)
@@ -85,6 +98,19 @@ class MqttTransport:
                 self.bad_ack_reasons[exc.reason] += 1
                 if self.bad_ack_reasons[exc.reason] == 1:  # a flood must not fill the log
                     log.warning("unusable ack (this kind is counted, not logged again): %s", exc)
+
+    def _queue_display(self, payload: bytes) -> None:
+        try:
+            self._displays.put_nowait(payload)
+        except asyncio.QueueFull:
+            self.displays_dropped += 1
+            if self.displays_dropped % 100 == 1:  # a flood must not fill the log
+                log.warning("%d display messages waiting; dropped one (%d so far)",
+                            MAX_PENDING_DISPLAYS, self.displays_dropped)
+
+    async def _display_loop(self) -> None:
+        while True:
+            await self._downlink(await self._displays.get())
 
     async def _downlink(self, payload: bytes) -> None:
         assert self.client is not None
@@ -102,6 +128,10 @@ class MqttTransport:
                             self.display_acks_dropped)
 
     async def close(self) -> None:
+        if self._display_task is not None:
+            self._display_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._display_task
         if self.client is not None:
             if self.client.connected.is_set():
                 offline = json.dumps({"gateway": self.gateway, "state": "offline"}).encode()
