@@ -9,7 +9,13 @@ from typing import Literal
 
 from cityedge import yamlconfig
 from cityedge.tls import TlsConfig
-from cityedge.uplink.payload import ID_RE, MAX_READINGS_PER_BATCH, NAME_RE, tag_value_ok
+from cityedge.uplink.payload import (
+    ID_RE,
+    MAX_READINGS_PER_BATCH,
+    MAX_TAGS_PER_SENSOR,
+    NAME_RE,
+    tag_value_ok,
+)
 from cityedge.uplink.topics import DEFAULT_PREFIX
 
 SITE_KINDS = ("dust_zone", "bus_stop", "apartment")
@@ -73,6 +79,11 @@ class SensorConfig:
             raise ValueError(f"id: expected letters, digits, '_.:-' (max 64), got {self.id!r}")
         if self.id == AGENT_SENSOR:
             raise ValueError(f"id: {AGENT_SENSOR!r} is reserved for the gateway's own health")
+        # The agent adds the model tag; the collector refuses a batch whose sensor carries
+        # more than MAX_TAGS_PER_SENSOR, so a config past it would stall every batch.
+        if len(self.tags) > MAX_TAGS_PER_SENSOR - 1:
+            raise ValueError(f"tags: at most {MAX_TAGS_PER_SENSOR - 1} (the model tag makes"
+                             f" {MAX_TAGS_PER_SENSOR}), got {len(self.tags)}")
         for key in self.tags:
             if not NAME_RE.fullmatch(key) or key in RESERVED_TAGS:
                 raise ValueError(f"tags: tag name {key!r} is reserved or not a plain name")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import pytest
 
 from cityedge import yamlconfig
+from cityedge.uplink.payload import MAX_TAGS_PER_SENSOR
 from cityedge.yamlconfig import ConfigError, bind, format_path, load, parse
 from collector import config as collector_config
 from collector.alerts.config import parse_alerts
@@ -616,3 +617,14 @@ def test_an_error_does_not_quote_a_secret() -> None:
     err = error_of("password: [hunter2]\n", Secrets)
     assert err.path == ("password",) and "hunter2" not in str(err)
     assert "a list (not shown)" in str(err)
+
+
+def test_agent_refuses_more_sensor_tags_than_a_batch_may_carry() -> None:
+    """With the model tag added, the collector would refuse every batch of that sensor."""
+
+    most = ", ".join(f"t{i}: v" for i in range(MAX_TAGS_PER_SENSOR - 1))
+    assert agent(AGENT.replace("tags: {mount: roof}", f"tags: {{{most}}}")).sensors[1].tags
+    over = ", ".join(f"t{i}: v" for i in range(MAX_TAGS_PER_SENSOR))
+    assert agent_error(AGENT.replace("tags: {mount: roof}", f"tags: {{{over}}}")) == (
+        f"agent.yaml:15: sensors[1].tags: at most {MAX_TAGS_PER_SENSOR - 1} (the model tag"
+        f" makes {MAX_TAGS_PER_SENSOR}), got {MAX_TAGS_PER_SENSOR}")
