@@ -55,7 +55,11 @@ class DeliveryStats:
     writes: int = 0
     write_retries: int = 0
     dead_letters: int = 0
+    # Points InfluxDB refused; each was dead-lettered with InfluxDB's reason ...
     rejected_points: int = 0
+    # ... unless the dead letter itself was refused (e.g. older than the retention
+    # policy): then nothing of that point is stored, and it is counted here alone.
+    dropped_points: int = 0
     # Points no line of line protocol could carry, dead-lettered instead (the backstop
     # behind ingest's validation: it should stay 0).
     unencodable_points: int = 0
@@ -207,7 +211,7 @@ class WritePipeline:
                     return
                 if points[0].measurement == DEADLETTER_MEASUREMENT:
                     log.error("dead letter itself refused, dropped and counted: %s", exc)
-                    self.stats.rejected_points += 1
+                    self.stats.dropped_points += 1
                     return
                 log.error("point refused by the database, dead-lettered: %s", exc)
                 self.stats.rejected_points += 1

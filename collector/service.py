@@ -181,6 +181,7 @@ class CollectorService:
             "write_retries": s.write_retries,
             "dead_letters": s.dead_letters,
             "rejected_points": s.rejected_points,
+            "dropped_points": s.dropped_points,
             "pending_points": self.pipeline.pending_points,
             "last_write_ms": round(s.last_write_s * 1000, 3),
         }

@@ -370,6 +370,7 @@ class HttpSource:
                 "write_retries": p.write_retries,
                 "dead_letters": p.dead_letters,
                 "rejected_points": p.rejected_points,
+                "dropped_points": p.dropped_points,
                 "pending_points": self.pipeline.pending_points,
                 "last_write_ms": round(p.last_write_s * 1000, 3),
                 "last_error": p.last_error,
