@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from cityedge.lifecycle import ExitSignals
 from cityedge.uplink import Ack, Batch, SeqRanges, WireReading, encode_batch
 from cityedge.uplink.seal import derive_key
+from cityedge.uplink.timing import BootTime
 from edge_agent.clock import Clock
 from edge_agent.config import AGENT_SENSOR, AgentConfig, effective_uplink, resolve
 from edge_agent.decoding import Profile, load_profiles
@@ -112,6 +113,10 @@ class Agent:
         self.timebase: Timebase | None = None
         self._synced_now = self.clock.synced()
         self._hold_cap: int | None = None
+        self._timebase_lock = asyncio.Lock()
+        # Records of past boots settled at start but not saved yet (a full disk).
+        self._boots_to_save: dict[str, BootTime] = {}
+        self.boot_time_save_failures = 0  # time records not saved (tried again)
         self._probes: dict[int, int] = {}  # time-probe batch id -> monotonic ns sent
         self.acks_other_outbox = 0  # acks naming another gateway or epoch
         self.delete_failures = 0  # acked readings the outbox could not delete (resent)
@@ -196,23 +201,49 @@ class Agent:
                                  hold_max_ns=int(self.config.clock_hold_max * 1e9),
                                  now_mono=time.monotonic_ns())
         seen = await self._io_call(self.outbox.boots_waiting)
-        for boot, record in self.timebase.settle_old_boots(seen).items():
-            await self._io_call(self.outbox.save_boot_time, boot, record)
+        self._boots_to_save = self.timebase.settle_old_boots(seen)
+        for boot in self._boots_to_save:
             log.warning("boot %s never got a time anchor: its readings go flagged"
                         " time_unverified", boot)
         await self._update_timebase()
 
+    async def _save_boot_time(self, boot: str, record: BootTime) -> bool:
+        """Save a proposed record, then commit it; False (and nothing used) if it could not
+        be saved: a full disk does not stop the agent, the record is proposed again."""
+        assert self.outbox is not None and self.timebase is not None
+        try:
+            await self._io_call(self.outbox.save_boot_time, boot, record)
+        except (sqlite3.Error, OSError) as exc:
+            self.boot_time_save_failures += 1
+            if self.boot_time_save_failures == 1 or self.boot_time_save_failures % 1000 == 0:
+                log.error("cannot store the time record of boot %s (%d failures so far); it is"
+                          " tried again and not used until stored: %s", boot,
+                          self.boot_time_save_failures, exc)
+            return False
+        self.timebase.commit(boot, record)
+        return True
+
     async def _update_timebase(self, collector_time: int | None = None,
                                at_mono: int | None = None) -> None:
-        """Anchor the boot (NTP, or the collector's clock), or declare a timed-out hold."""
+        """Anchor the boot (NTP, or the collector's clock), or declare a timed-out hold.
+
+        One at a time (the sync and ack loops both call it): each proposal is made from
+        the committed state and saved before the next is made."""
+        async with self._timebase_lock:
+            await self._update_timebase_locked(collector_time, at_mono)
+
+    async def _update_timebase_locked(self, collector_time: int | None,
+                                      at_mono: int | None) -> None:
         assert self.outbox is not None and self.timebase is not None
+        for boot, old in list(self._boots_to_save.items()):
+            if await self._save_boot_time(boot, old):
+                del self._boots_to_save[boot]
         self._synced_now = self.clock.synced()
         mono, wall = time.monotonic_ns(), time.time_ns()
         record = (self.timebase.on_synced(mono, wall) if self._synced_now else
                   self.timebase.on_collector_time(at_mono or mono, collector_time)
                   if collector_time else self.timebase.on_tick(mono))
-        if record is not None:
-            await self._io_call(self.outbox.save_boot_time, self.clock.boot, record)
+        if record is not None and await self._save_boot_time(self.clock.boot, record):
             log.info("boot %s: %s", self.clock.boot, record)
         current = self.timebase.current
         if current.anchor is not None:
@@ -320,8 +351,8 @@ class Agent:
             if ack.time_ns is not None:
                 try:
                     await self._time_answer(ack, in_flight, probe_sent)
-                except (sqlite3.Error, OSError) as exc:  # the anchor is asked for again
-                    log.error("cannot store the time anchor: %s", exc)
+                except (sqlite3.Error, OSError) as exc:  # reading the hold back failed
+                    log.error("cannot apply the time answer: %s", exc)
             self._wake_sender.set()
 
     async def _delete(self, seqs: SeqRanges) -> None:
@@ -439,6 +470,7 @@ class Agent:
             **_by_reason("bad_acks", bad),
             "acks_unknown_batch": self.window.acks_unknown_batch,
             "delete_failures": self.delete_failures,
+            "boot_time_save_failures": self.boot_time_save_failures,
             # Display messages past the transport's queue, and display acks not queued.
             "displays_dropped": getattr(self.transport, "displays_dropped", 0),
             "display_acks_dropped": getattr(self.transport, "display_acks_dropped", 0),

@@ -24,6 +24,12 @@ answer is taken only if it is plausible (``plausible``): not before
 anchor of any boot recorded, since time does not go back) and at most
 ``MAX_TIME_STEP_NS`` past it. The agent also takes it only from a verified
 ack that answers a probe or batch in flight (agent.py, ``_time_answer``).
+
+Two phases, because only what the gateway stored may time a reading: every
+``on_*`` and ``settle_old_boots`` only *proposes* a record and changes nothing;
+the caller saves it and then ``commit``s it. A record that could not be saved
+(a full disk) is never used: the hold stays, the boot keeps asking for an
+anchor, and a restart on the same boot cannot time a sent reading differently.
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ MAX_TIME_STEP_NS = 3653 * 24 * 3600 * 10**9
 
 
 class Timebase:
-    """Decides the current boot's anchor and hold; the caller persists what it returns."""
+    """Proposes the current boot's anchor and hold; the caller saves a proposal, then
+    commits it (a proposal that was not saved is dropped and proposed again later)."""
 
     def __init__(self, boot: str, boots: dict[str, BootTime], *, hold_max_ns: int,
                  now_mono: int) -> None:
@@ -58,21 +65,30 @@ class Timebase:
         return self.boots.get(self.boot, BootTime())
 
     def settle_old_boots(self, seen: set[str]) -> dict[str, BootTime]:
-        """Boots found in the outbox that are not this one and have no anchor: unverified."""
-        changed = {}
+        """Boots found in the outbox that are not this one and have no anchor: unverified.
+
+        Proposals only. They are the same whenever asked (the monotonic clock of a past
+        boot restarted, so it can never get an anchor), and without an anchor a reading
+        is unverified with or without its record (``reading_time``): saving them late
+        changes no timestamp."""
+        settled = {}
         for boot in seen - {self.boot, ""}:  # "": records made by the gateway, no clock to fix
             bt = self.boots.get(boot, BootTime())
             if bt.anchor is None and bt.unverified_before != NEVER:
-                changed[boot] = BootTime(None, NEVER)
-        self.boots.update(changed)
-        return changed
+                settled[boot] = BootTime(None, NEVER)
+        return settled
+
+    def commit(self, boot: str, record: BootTime) -> None:
+        """A proposal was saved: it is the boot's record from now on. Proposals of one
+        boot are saved and committed one at a time, each before the next is asked for."""
+        if boot == self.boot and record.anchor is None:
+            self._hold_since = record.unverified_before
+        self.boots[boot] = record
 
     def _anchor(self, anchor: Anchor) -> BootTime | None:
         if self.current.anchor is not None:
             return None  # first anchor wins: readings may already be timed by it
-        record = BootTime(anchor, self.current.unverified_before)
-        self.boots[self.boot] = record
-        return record
+        return BootTime(anchor, self.current.unverified_before)
 
     def on_synced(self, mono_ns: int, wall_ns: int) -> BootTime | None:
         """The kernel says the wall clock is right now."""
@@ -97,10 +113,7 @@ class Timebase:
         """Past the hold limit without an anchor: what was read so far goes unverified."""
         if self.current.anchor is not None or mono_ns - self._hold_since < self.hold_max_ns:
             return None
-        self._hold_since = mono_ns
-        record = BootTime(None, mono_ns)
-        self.boots[self.boot] = record
-        return record
+        return BootTime(None, mono_ns)
 
     def holds(self, boot: str, synced: bool, mono_ns: int) -> bool:
         """True if a reading may not leave yet: its time is not decided."""

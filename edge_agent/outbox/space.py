@@ -10,6 +10,13 @@ file next to it and releases that file the moment an append finds the disk
 full. It stores again only once the disk has ``RESUME_FREE_BYTES`` free, and
 then takes the reserve back.
 
+A full disk during a run does not release all of it: ``OPEN_RESERVE_BYTES``
+stay, across runs, for the next start. Opening the outbox writes (a clean stop
+removed the -wal and -shm files, and SQLite recreates them: a 32 KiB wal-index
+and a WAL header), so an agent restarted on a disk that is still full, or was
+filled further meanwhile, releases that last part to open, and takes the whole
+reserve back once space allows.
+
 State files hold readings and acknowledgement state: they are created 0600
 (their folder 0700 when the outbox creates it) and tightened to 0600 when
 found looser.
@@ -30,6 +37,9 @@ from cityedge.atomic import DIR_MODE, FILE_MODE, make_private
 # ~45 KB); deleting one acked batch of 500 readings touches a few dozen 4 KiB
 # pages. 512 KiB covers both several times over and is nothing on an SD card.
 RESERVE_BYTES = 512 * 1024
+# What a full disk during a run leaves of the reserve, for opening at the next start
+# (a 32 KiB wal-index, a WAL header and the first checkpoint's pages).
+OPEN_RESERVE_BYTES = 128 * 1024
 # Free space needed before storing again: the reserve back, and as much again
 # for readings, so that one append does not fill the disk at once.
 RESUME_FREE_BYTES = 2 * RESERVE_BYTES
@@ -82,10 +92,20 @@ def is_disk_full(exc: BaseException, folder: Path) -> bool:
 
 
 class Reserve:
-    """A file of ``size`` bytes held next to the outbox, released when the disk is full."""
+    """A file of ``size`` bytes held next to the outbox, released when the disk is full:
+    down to ``keep`` bytes during a run, the rest only to open the outbox."""
 
-    def __init__(self, path: Path, size: int = RESERVE_BYTES) -> None:
+    def __init__(self, path: Path, size: int = RESERVE_BYTES,
+                 keep: int = OPEN_RESERVE_BYTES) -> None:
         self.path, self.size = path, size
+        self.keep = min(keep, size // 4)
+
+    @property
+    def bytes(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
 
     @property
     def held(self) -> bool:
@@ -110,9 +130,18 @@ class Reserve:
             return False
         return True
 
-    def release(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+    def release(self, *, opening: bool = False) -> bool:
+        """Free the reserve down to ``keep`` (all of it when ``opening``); False if there
+        was nothing to free."""
+        keep = 0 if opening else self.keep
+        if self.bytes <= keep:
+            return False
+        if keep:
+            os.truncate(self.path, keep)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        return True
 
 
 def private_files(db: Path) -> None:

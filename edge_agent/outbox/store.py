@@ -140,7 +140,7 @@ class Outbox:
         # Readings not stored while the disk was full, per sensor and measurement.
         self._unstored: dict[tuple[str, str], Gap] = {}
         try:
-            self._db = self._retry_full(self._connect)
+            self._db = self._retry_full(self._connect, opening=True)
         except (sqlite3.Error, OSError) as exc:
             raise OutboxUnusable(f"cannot open the outbox {self.path}: {exc}") from exc
         self.last_seq = self._last_seq()
@@ -187,15 +187,16 @@ class Outbox:
             raise
         return db
 
-    def _retry_full(self, fn: Callable[[], T]) -> T:
-        """Run a write that frees or keeps space (open, checkpoint); on a full disk, once
-        more after releasing the reserve."""
+    def _retry_full(self, fn: Callable[[], T], *, opening: bool = False) -> T:
+        """Run a write that frees or keeps space (open, delete, checkpoint); on a full disk,
+        once more after releasing the reserve (at open, the part kept for opening too)."""
         try:
             return fn()
         except (sqlite3.Error, OSError) as exc:
-            if not is_disk_full(exc, self.path.parent) or not self.reserve.held:
+            if not is_disk_full(exc, self.path.parent) or not self.reserve.release(
+                    opening=opening):
                 raise
-        self._enter_full()
+        self.disk_full = True
         return fn()
 
     def _enter_full(self) -> None:
@@ -231,13 +232,15 @@ class Outbox:
         row = self._db.execute("SELECT value FROM meta WHERE key='handed_out'").fetchone()
         return SeqRanges.from_pairs(json.loads(row[0])) if row else SeqRanges()
 
-    def _save_handed_out(self, cur: sqlite3.Cursor | sqlite3.Connection) -> None:
+    def _save_handed_out(self, cur: sqlite3.Cursor | sqlite3.Connection,
+                         seqs: set[int] | None = None) -> None:
         """This run's hand-outs, for the next run. Not fsynced on its own: a power cut can
         forget the last commit window's (then one of those dropped and landing is counted
         twice; nothing is lost)."""
         cur.execute("INSERT INTO meta(key, value) VALUES ('handed_out', ?) ON CONFLICT(key)"
                     " DO UPDATE SET value = excluded.value",
-                    (json.dumps(SeqRanges.of(self._handed_out).as_pairs()),))
+                    (json.dumps(SeqRanges.of(
+                        self._handed_out if seqs is None else seqs).as_pairs()),))
 
     def _load_dropped(self) -> dict[str, int]:
         rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'dropped:%'")
@@ -508,21 +511,24 @@ class Outbox:
         seqs of one batch handed out here, never a peer's claim as it came.
         The cost is O(ranges), whatever the ranges span.
         """
-        cur = self._db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        removed = freed = 0
+        def delete() -> tuple[int, int]:
+            removed = freed = 0
+            with self._transaction() as cur:
+                for lo, hi in seqs.ranges:
+                    n, size = cur.execute(
+                        "SELECT count(*), coalesce(sum(size), 0) FROM readings"
+                        " WHERE seq BETWEEN ? AND ?", (lo, hi)).fetchone()
+                    if n:
+                        cur.execute("DELETE FROM readings WHERE seq BETWEEN ? AND ?", (lo, hi))
+                        removed, freed = removed + n, freed + size
+                if self._handed_out_saved:  # else the previous run's set stays for the next
+                    self._save_handed_out(cur, _without(set(self._handed_out), seqs))
+            return removed, freed
+
+        # Still handed out until the delete is committed: if it fails, they go out again.
+        removed, freed = self._retry_full(delete)
         self._handed_out = _without(self._handed_out, seqs)
         self._handed_out_before = _without(self._handed_out_before, seqs)
-        for lo, hi in seqs.ranges:
-            n, size = cur.execute(
-                "SELECT count(*), coalesce(sum(size), 0) FROM readings WHERE seq BETWEEN ? AND ?",
-                (lo, hi)).fetchone()
-            if n:
-                cur.execute("DELETE FROM readings WHERE seq BETWEEN ? AND ?", (lo, hi))
-                removed, freed = removed + n, freed + size
-        if self._handed_out_saved:  # else the previous run's set stays for the next
-            self._save_handed_out(cur)
-        cur.execute("COMMIT")
         if removed:
             self._dirty = True
             self.count -= removed

@@ -20,6 +20,13 @@ def tb(**boots: BootTime) -> Timebase:
     return Timebase(BOOT, dict(boots), hold_max_ns=300 * S, now_mono=0)
 
 
+def saved(t: Timebase, record: BootTime | None) -> BootTime | None:
+    """What the agent does with a proposal once the outbox stored it: commit it."""
+    if record is not None:
+        t.commit(BOOT, record)
+    return record
+
+
 def test_synced_readings_keep_their_own_time() -> None:
     assert reading_time(123, BOOT, 5, True, {}) == (123, "own")
 
@@ -48,7 +55,7 @@ def test_no_record_or_no_anchor_is_unverified() -> None:
 
 def test_first_anchor_wins() -> None:
     t = tb()
-    first = t.on_collector_time(5 * S, 100 * S)
+    first = saved(t, t.on_collector_time(5 * S, 100 * S))
     assert first is not None and first.anchor == Anchor(5 * S, 100 * S, "collector")
     assert t.on_synced(6 * S, 999 * S) is None
     assert t.current.anchor == first.anchor
@@ -58,7 +65,7 @@ def test_hold_times_out_into_unverified_and_repeats() -> None:
     t = tb()
     assert t.holds(BOOT, False, 1 * S)
     assert t.on_tick(299 * S) is None
-    record = t.on_tick(300 * S)
+    record = saved(t, t.on_tick(300 * S))
     assert record == BootTime(None, 300 * S)
     assert not t.holds(BOOT, False, 299 * S)  # decided: unverified
     assert t.holds(BOOT, False, 300 * S)  # still waiting for an anchor
@@ -68,8 +75,8 @@ def test_hold_times_out_into_unverified_and_repeats() -> None:
 
 def test_anchor_after_a_timeout_keeps_earlier_readings_unverified() -> None:
     t = tb()
-    t.on_tick(300 * S)
-    t.on_synced(400 * S, 10_000 * S)
+    saved(t, t.on_tick(300 * S))
+    saved(t, t.on_synced(400 * S, 10_000 * S))
     boots = t.boots
     assert reading_time(1, BOOT, 299 * S, False, boots) == (1, "unverified")
     assert reading_time(1, BOOT, 350 * S, False, boots)[1] == "corrected"
@@ -88,7 +95,23 @@ def test_old_boots_without_anchor_are_settled_unverified_for_good() -> None:
     changed = t.settle_old_boots({"kept", "lost", BOOT})
     assert changed == {"lost": BootTime(None, NEVER)}
     assert t.boots["kept"] == anchored
+    assert t.settle_old_boots({"lost"}) == changed  # not saved yet: proposed again
+    t.commit("lost", changed["lost"])
     assert t.settle_old_boots({"lost"}) == {}
+
+
+def test_a_proposal_not_saved_changes_nothing() -> None:
+    """A record the outbox could not store (a full disk) is never used: the hold stays,
+    and the next proposal is made from what was stored, as after a restart."""
+    t = tb()
+    for proposal in (t.on_synced(5 * S, 100 * S), t.on_collector_time(5 * S, 100 * S),
+                     t.on_tick(400 * S)):
+        assert proposal is not None
+        assert t.current == BootTime() and t.boots == {}
+        assert t.holds(BOOT, False, 1 * S)
+    assert t.on_tick(400 * S) == BootTime(None, 400 * S)  # the hold limit still counts
+    later = t.on_synced(6 * S, 200 * S)
+    assert later is not None and later.anchor == Anchor(6 * S, 200 * S, "ntp")
 
 
 def test_boot_time_json_round_trip() -> None:
@@ -98,33 +121,34 @@ def test_boot_time_json_round_trip() -> None:
 
 events = st.lists(
     st.one_of(
-        st.tuples(st.just("tick"), st.integers(0, 100)),
-        st.tuples(st.just("ntp"), st.integers(0, 100)),
-        st.tuples(st.just("collector"), st.integers(0, 100)),
-        st.tuples(st.just("read"), st.integers(0, 100)),
+        st.tuples(st.just("tick"), st.integers(0, 100), st.booleans()),
+        st.tuples(st.just("ntp"), st.integers(0, 100), st.booleans()),
+        st.tuples(st.just("collector"), st.integers(0, 100), st.booleans()),
+        st.tuples(st.just("read"), st.integers(0, 100), st.booleans()),
     ),
     max_size=40,
 )
 
 
 @given(events)
-def test_a_reading_that_may_leave_keeps_its_timestamp(script: list[tuple[str, int]]) -> None:
-    """Replay random events in time order; every reading's timestamp, once it is not
-    held, stays the same through every later event: resends are identical points."""
+def test_a_reading_that_may_leave_keeps_its_timestamp(
+        script: list[tuple[str, int, bool]]) -> None:
+    """Replay random events in time order, some proposals not saved (a full disk); every
+    reading's timestamp, once it is not held, stays the same through every later event:
+    resends are identical points."""
     t = Timebase(BOOT, {}, hold_max_ns=10, now_mono=0)
     now = 0
     readings: list[int] = []  # mono of each unsynced reading
     decided: dict[int, tuple[int, str]] = {}
-    for kind, step in script:
+    for kind, step, stored in script:
         now += step
-        if kind == "tick":
-            t.on_tick(now)
-        elif kind == "ntp":
-            t.on_synced(now, now + 10**12)
-        elif kind == "collector":
-            t.on_collector_time(now, now + 5 * 10**11)
-        else:
+        record = (t.on_tick(now) if kind == "tick" else t.on_synced(now, now + 10**12)
+                  if kind == "ntp" else t.on_collector_time(now, now + 5 * 10**11)
+                  if kind == "collector" else None)
+        if kind == "read":
             readings.append(now)
+        elif stored:
+            saved(t, record)
         for i, mono in enumerate(readings):
             if t.holds(BOOT, False, mono):
                 assert i not in decided, "a reading went back to held"
