@@ -2,7 +2,8 @@
 
 paho runs its network loop in one thread of ours (so we own reconnection:
 exponential backoff with full jitter, which paho lacks); everything that
-crosses into asyncio goes through ``call_soon_threadsafe``. Incoming messages
+crosses into asyncio goes through ``call_soon_threadsafe``, and only that
+thread touches the socket (see ``_write_in_loop_thread``). Incoming messages
 land in a bounded queue; with ``manual_ack`` the broker's ReceiveMaximum keeps
 it from ever overflowing, and an overflow is counted, never silent.
 """
@@ -90,6 +91,18 @@ class MqttOptions:
     tls: TlsConfig | None = None
 
 
+def _write_in_loop_thread(_c: paho.Client, _u: object, _sock: object) -> None:
+    """Set as paho's ``on_socket_register_write``, so a publish or an ack only queues.
+
+    Without a loop thread of paho's own (``loop_start``), paho writes a packet
+    from the thread that queued it: our asyncio thread, while the mqtt thread
+    may be reading the same socket. An SSL connection does not survive that
+    (garbled records; the broker drops the client for a protocol error). With
+    this callback set, paho instead wakes ``loop()`` in the mqtt thread (its
+    socket pair), which writes the packet there.
+    """
+
+
 class MqttClient:
     """Connects in the background and stays connected until ``close()``."""
 
@@ -118,6 +131,7 @@ class MqttClient:
             c.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)
         c.manual_ack_set(options.manual_ack)
         c.max_queued_messages_set(options.max_queued_outgoing)
+        c.on_socket_register_write = _write_in_loop_thread
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message

@@ -1,4 +1,9 @@
-"""Real services for the suite: one Mosquitto and one InfluxDB per session, on free ports.
+"""Real services for the suite: one InfluxDB and two Mosquittos per session, on free ports.
+
+``secure_broker`` is the one the integration tests run on: TLS, the gateway
+registry and the password and ACL files generated from it (tests/secure_fleet.py);
+``secure`` is the same broker for one test, cleared of what the test left on it.
+``mosquitto`` is plain and anonymous, for the tests of the insecure mode.
 
 Under CI=true a missing binary fails the run; elsewhere tests that need the
 services are skipped with the reason, so a laptop without them can still run
@@ -14,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from simulators.secure import SecureSetup
 from simulators.services import InfluxDB, Mosquitto, ServiceError, find_binary
+from tests.secure_fleet import SecureFleet
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -52,6 +59,29 @@ def mosquitto(services_dir: Path) -> Iterator[Mosquitto]:
         pytest.fail(f"mosquitto did not start: {exc}", pytrace=False)
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_broker(services_dir: Path) -> Iterator[SecureFleet]:
+    _need("mosquitto", "mosquitto")
+    _need("openssl", "openssl")
+    setup = SecureSetup.create(services_dir / "secure")
+    workdir = services_dir / "secure-mosquitto"
+    workdir.mkdir()
+    broker = Mosquitto(workdir, security=setup.security())
+    try:
+        broker.start()
+    except ServiceError as exc:
+        pytest.fail(f"the secure mosquitto did not start: {exc}", pytrace=False)
+    yield SecureFleet(setup, broker)
+    broker.stop()
+
+
+@pytest.fixture
+def secure(secure_broker: SecureFleet) -> Iterator[SecureFleet]:
+    """The session's secure broker; what the test registered or left on it is cleared after."""
+    with secure_broker.scope():
+        yield secure_broker
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,9 @@ real local aiohttp server, the display message on the 강남구 bus terminal's
 downlink topic on a real Mosquitto, sealed with the terminal's key (and
 nothing for the 서초구 one) with the terminal's ack counted, the gateway's
 last will turning into an offline alert, and every alert event in
-InfluxDB's ``alerts`` measurement.
+InfluxDB's ``alerts`` measurement. The broker is the suite's secure one: the
+alert runner and its notifier log in as the collector, the terminals and the
+dust gateway as themselves, and the seal keys come from the registry.
 """
 
 from __future__ import annotations
@@ -20,19 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from cityedge.mqtt import MqttClient, MqttOptions
+from cityedge.mqtt import MqttClient
 from cityedge.uplink.downlink import encode_ack
-from cityedge.uplink.seal import StaticKeyRing
 from collector.alerts.config import parse_alerts
 from collector.alerts.runner import AlertRunner
-from collector.config import MqttSourceConfig
 from collector.lineprotocol import Point
 from collector.notifiers.mqtt_downlink import DownlinkNotifier
 from collector.writers.influxdb_v1.writer import InfluxV1Config, InfluxV1Writer
 from edge_agent.displays import DisplayBoard
-from simulators.services import InfluxDB, Mosquitto
+from simulators.services import InfluxDB
 from tests.helpers import rows
+from tests.secure_fleet import SecureFleet
 from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
@@ -40,7 +42,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 S, M, H = 10**9, 60 * 10**9, 3600 * 10**9
 SECRET = "episode-secret"
-KEYRING = StaticKeyRing.from_secrets({"gw-bus-1": "bus-1 password", "gw-bus-2": "bus-2 password"})
+TERMINALS = ("gw-bus-1", "gw-bus-2")
 
 
 class Terminals:
@@ -49,26 +51,25 @@ class Terminals:
     A real agent process answering displays is tests/integration/test_displays.py.
     """
 
-    def __init__(self, mosquitto: Mosquitto, prefix: str) -> None:
-        self.prefix = prefix
+    def __init__(self, secure: SecureFleet) -> None:
+        self.topics = secure.topics
         self.shown: list[tuple[str, str, str]] = []  # (gateway, action, text)
         # Each terminal has its gateway secret: it shows only what the collector sealed.
-        self.boards = {gw: DisplayBoard(gw, has_display=True, key=KEYRING.key_for(gw))
-                       for gw in ("gw-bus-1", "gw-bus-2")}
-        self.client = MqttClient(MqttOptions(
-            "127.0.0.1", mosquitto.port, f"terminals-{prefix.replace('/', '-')}",
-            clean_start=True, subscriptions=[(f"{prefix}/gw-bus-1/down", 1),
-                                             (f"{prefix}/gw-bus-2/down", 1)]))
+        self.boards = {gw: DisplayBoard(gw, has_display=True, key=secure.key(gw))
+                       for gw in TERMINALS}
+        # Each logs in as itself: the broker lets it read only its own downlink.
+        self.clients = {gw: MqttClient(secure.gateway_options(
+            gw, subscriptions=[(self.topics.down(gw), 1)])) for gw in TERMINALS}
 
-    async def run(self) -> None:
+    async def run(self, gateway: str) -> None:
+        client = self.clients[gateway]
         while True:
-            message = await self.client.get()
-            gateway = message.topic.split("/")[-2]
+            message = await client.get()
             changed, ack = self.boards[gateway].receive(message.payload, time.time_ns())
             if changed:
                 doc = json.loads(message.payload)
                 self.shown.append((gateway, doc["action"], doc["text"]))
-            self.client.publish(f"{self.prefix}/{gateway}/down_ack", encode_ack(ack), qos=1)
+            client.publish(self.topics.down_ack(gateway), encode_ack(ack), qos=1)
 
 
 SITES = {  # gateway -> (district, site kind, measurement, sensors)
@@ -90,9 +91,10 @@ async def until(predicate: Any, what: str, timeout: float = 15.0) -> None:
 class Episode:
     """The collector's side of the episode: write each batch to InfluxDB, then feed the runner."""
 
-    def __init__(self, tmp: Path, mosquitto: Mosquitto, influxdb: InfluxDB, name: str) -> None:
-        self.tmp, self.mosquitto, self.influxdb, self.name = tmp, mosquitto, influxdb, name
-        self.prefix = f"test/{name}"
+    def __init__(self, tmp: Path, secure: SecureFleet, influxdb: InfluxDB, name: str) -> None:
+        self.tmp, self.secure, self.influxdb, self.name = tmp, secure, influxdb, name
+        for gw, (district, kind, _, _) in SITES.items():
+            secure.add_gateway(gw, district=district, site=f"{district} {gw}", kind=kind)
         self.receiver = WebhookReceiver(SECRET)
         self.writer = InfluxV1Writer(InfluxV1Config(url=influxdb.url, database=name))
         # Event time runs from four hours ago; the runner's clock is the feed's clock.
@@ -102,34 +104,40 @@ class Episode:
 
     async def open(self) -> AlertRunner:
         url = await self.receiver.start()
-        self.terminals = Terminals(self.mosquitto, self.prefix)
-        self.terminals.client.start()
-        await self.terminals.client.wait_connected(10)
+        self.terminals = Terminals(self.secure)
+        for client in self.terminals.clients.values():
+            client.start()
+        for client in self.terminals.clients.values():
+            await client.wait_connected(10)
         await asyncio.sleep(0.3)  # let the broker take the subscriptions
-        self.terminal_task = asyncio.create_task(self.terminals.run())
+        self.terminal_tasks = [asyncio.create_task(self.terminals.run(gw)) for gw in TERMINALS]
         await self.writer.start()
-        loaded = parse_alerts(f"""
-rules: [{ROOT}/configs/rules/dust.yaml, {ROOT}/configs/rules/fleet.yaml]
-state_dir: {self.tmp}/alerts
-notifiers:
-  - {{type: webhook, url: "{url}", secret: {SECRET}, rules: [pm10_*, gateway_offline]}}
-  - {{type: mqtt_downlink, host: 127.0.0.1, port: {self.mosquitto.port}, client_id: dl-{self.name},
-      ack_timeout: 10, rules: [pm10_advisory, pm10_warning]}}
-  - {{type: log}}
-""", self.tmp)
-        mqtt = MqttSourceConfig(host="127.0.0.1", port=self.mosquitto.port,
-                                client_id=f"c-{self.name}", topic_prefix=self.prefix)
+        loaded = parse_alerts(yaml.safe_dump({
+            "rules": [f"{ROOT}/configs/rules/dust.yaml", f"{ROOT}/configs/rules/fleet.yaml"],
+            "state_dir": f"{self.tmp}/alerts",
+            "notifiers": [
+                {"type": "webhook", "url": url, "secret": SECRET,
+                 "rules": ["pm10_*", "gateway_offline"]},
+                {"type": "mqtt_downlink", **self.secure.collector_login(f"dl-{self.name}"),
+                 "ack_timeout": 10, "rules": ["pm10_advisory", "pm10_warning"]},
+                {"type": "log"},
+            ],
+        }), self.tmp)
+        mqtt = self.secure.source_config(f"c-{self.name}")
+        # The registry is the keyring, as in a collector that runs with one.
         self.runner = AlertRunner(loaded, write_points=self.writer.write, mqtt=mqtt,
-                                  clock=lambda: self.now, keyring=KEYRING)
+                                  clock=lambda: self.now, keyring=self.secure.admission())
         await self.runner.start()
         return self.runner
 
     async def close(self) -> None:
         await self.runner.close()
-        self.terminal_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.terminal_task
-        await self.terminals.client.close()
+        for task in self.terminal_tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for client in self.terminals.clients.values():
+            await client.close()
         await self.writer.close()
         await self.receiver.close()
 
@@ -150,11 +158,10 @@ notifiers:
 
     async def last_will(self) -> None:
         """The dust gateway's power fails: Mosquitto publishes its offline status."""
-        status = MqttClient(MqttOptions("127.0.0.1", self.mosquitto.port, f"gw-{self.name}",
-                                        clean_start=True))
+        status = MqttClient(self.secure.gateway_options("gw-dust-1"))
         status.start()
         await status.wait_connected(10)
-        topic = f"{self.prefix}/gw-dust-1/status"
+        topic = self.secure.topics.status("gw-dust-1")
         offline = json.dumps({"gateway": "gw-dust-1", "state": "offline"}).encode()
         status.publish(topic, offline, retain=True)
         engine = self.runner.engine
@@ -165,8 +172,8 @@ notifiers:
 
 
 def test_dust_episode_reaches_webhook_terminals_and_influxdb(
-        tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB, unique_name: str) -> None:
-    ep = Episode(tmp_path, mosquitto, influxdb, unique_name)
+        tmp_path: Path, secure: SecureFleet, influxdb: InfluxDB, unique_name: str) -> None:
+    ep = Episode(tmp_path, secure, influxdb, unique_name)
     asyncio.run(asyncio.wait_for(run_episode(ep), 60))
     check_influxdb(ep)
 

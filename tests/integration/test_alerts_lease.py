@@ -7,41 +7,40 @@ time, restores the open alert from the broker's retained state message and
 does not notify it again; the resolution is notified exactly once.
 
 Two ways to fail: ``kill -9`` of a real collector process (the kernel closes
-its socket, so Mosquitto publishes its will at once), and a leader whose
-network goes silent (a stalled TCP proxy: nothing closes, Mosquitto waits
-for the keepalive). In the second test both runners are in this process, so
-it can watch both leases and check that the silent one stopped before the
-other started; it also checks that the silent leader, back, stands by and
-notifies nothing, and that a clean shutdown hands over at once. The takeover
-times printed here are the ones in docs/alerts.md.
+its socket, so Mosquitto publishes its will at once), in
+test_alerts_lease_processes.py, and here a leader whose network goes silent
+(a stalled TCP proxy: nothing closes, Mosquitto waits for the keepalive).
+Both runners are in this process, so it can watch both leases and check that
+the silent one stopped before the other started; it also checks that the
+silent leader, back, stands by and notifies nothing, and that a clean
+shutdown hands over at once. The takeover times printed here are the ones in
+docs/alerts.md.
 
 Two more from a review: a leader whose candidacy is emptied under it steps
 down, and its step-down save must not outrank the next leader's hand-over;
 and payloads nested deeper than Python's stack, or a handle() that raises,
 must stop no collector's lease reader.
+
+All on the suite's secure broker: every collector, and every other client on
+the ``collectors/`` topics, logs in with the collector account over TLS; ids
+carry the test's name, since the topics are shared.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from cityedge.mqtt import Message, MqttClient, MqttOptions
-from cityedge.uplink import Batch, Topics, WireReading, encode_batch
+from cityedge.mqtt import Message, MqttClient
 from collector.alerts.config import parse_alerts
-from collector.alerts.handover import decode_header
 from collector.alerts.mqtt_lease import MqttLease
 from collector.alerts.runner import AlertRunner
-from collector.config import MqttSourceConfig
 from collector.lineprotocol import Point
-from simulators.services import InfluxDB, Mosquitto
-from tests.helpers import Proc, rows, wait_for, write_yaml
+from tests.secure_fleet import SecureFleet
 from tests.tcp_proxy import CuttableProxy
 from tests.webhook_receiver import WebhookReceiver
 
@@ -137,8 +136,8 @@ async def clean_shutdown_hands_over(leader: AlertRunner, standby: AlertRunner,
     assert len(receiver.events) == notified
 
 
-def runner(tmp: Path, who: str, port: int, prefix: str, hook: str, *,
-           lease: type[MqttLease] = MqttLease) -> AlertRunner:
+def runner(tmp: Path, who: str, secure: SecureFleet, tag: str, hook: str, *,
+           port: int | None = None, lease: type[MqttLease] = MqttLease) -> AlertRunner:
     (tmp / "rules.yaml").write_text(RULES)
     loaded = parse_alerts(f"""
 rules: [rules.yaml]
@@ -149,23 +148,22 @@ status: false
 notifiers:
   - {{type: webhook, url: "{hook}/{who}", timeout: 5}}
 """, tmp)
-    mqtt = MqttSourceConfig(host="127.0.0.1", port=port, client_id=f"c-{who}-{prefix[-12:]}",
-                            keepalive=KEEPALIVE, topic_prefix=prefix)
+    mqtt = secure.source_config(f"c-{who}-{tag}", port=port, keepalive=KEEPALIVE)
     return AlertRunner(loaded, mqtt=mqtt, lease=lease(mqtt, mqtt.client_id))
 
 
 def test_a_silent_leader_stops_before_the_standby_takes_over_and_never_notifies_again(
-        tmp_path: Path, mosquitto: Mosquitto, unique_name: str) -> None:
-    asyncio.run(asyncio.wait_for(silent_leader(tmp_path, mosquitto, f"test/{unique_name}"), 90))
+        tmp_path: Path, secure: SecureFleet, unique_name: str) -> None:
+    asyncio.run(asyncio.wait_for(silent_leader(tmp_path, secure, unique_name), 90))
 
 
-async def silent_leader(tmp: Path, mosquitto: Mosquitto, prefix: str) -> None:
+async def silent_leader(tmp: Path, secure: SecureFleet, tag: str) -> None:
     receiver = WebhookReceiver()
     hook = await receiver.start()
-    proxy = CuttableProxy(mosquitto.address)
+    proxy = CuttableProxy(("127.0.0.1", secure.broker.collector_port))
     proxy.start()
-    a = runner(tmp, "a", proxy.port, prefix, hook)  # its broker link can go silent
-    b = runner(tmp, "b", mosquitto.port, prefix, hook)
+    a = runner(tmp, "a", secure, tag, hook, port=proxy.port)  # its broker link can go silent
+    b = runner(tmp, "b", secure, tag, hook)
     await a.start()
     await b.start()
     try:
@@ -216,31 +214,30 @@ async def silent_leader(tmp: Path, mosquitto: Mosquitto, prefix: str) -> None:
         await receiver.close()
 
 
-async def poker(mosquitto: Mosquitto, prefix: str) -> MqttClient:
-    """Another client on the broker (an operator's mosquitto_pub, a peer's bug)."""
-    client = MqttClient(MqttOptions("127.0.0.1", mosquitto.port, f"poker-{prefix[-12:]}",
-                                    clean_start=True))
+async def poker(secure: SecureFleet, tag: str) -> MqttClient:
+    """Another client on the collectors' topics (an operator's mosquitto_pub, a peer's bug)."""
+    client = MqttClient(secure.collector_options(f"poker-{tag}"))
     client.start()
     await client.wait_connected(5)
     return client
 
 
 def test_a_step_down_save_does_not_outrank_the_next_leaders_hand_over(
-        tmp_path: Path, mosquitto: Mosquitto, unique_name: str) -> None:
-    asyncio.run(asyncio.wait_for(step_down(tmp_path, mosquitto, f"test/{unique_name}"), 60))
+        tmp_path: Path, secure: SecureFleet, unique_name: str) -> None:
+    asyncio.run(asyncio.wait_for(step_down(tmp_path, secure, unique_name), 60))
 
 
-async def step_down(tmp: Path, mosquitto: Mosquitto, prefix: str) -> None:
+async def step_down(tmp: Path, secure: SecureFleet, tag: str) -> None:
     """a's candidacy is emptied under it: it steps down, saves its state locally and stands
     again at once, with a rank above b's. That save belongs to a's first term: when b has
     resolved the alert and leaves, a restores b's hand-over, not its own older files."""
     receiver = WebhookReceiver()
     hook = await receiver.start()
-    a = runner(tmp, "a", mosquitto.port, prefix, hook)
-    b = runner(tmp, "b", mosquitto.port, prefix, hook)
+    a = runner(tmp, "a", secure, tag, hook)
+    b = runner(tmp, "b", secure, tag, hook)
     await a.start()
     await b.start()
-    other = await poker(mosquitto, prefix)
+    other = await poker(secure, tag)
     try:
         assert (a.leader, b.leader) == (True, False)
         readings = Readings([a, b])
@@ -250,7 +247,7 @@ async def step_down(tmp: Path, mosquitto: Mosquitto, prefix: str) -> None:
         await until(lambda: open_on_the_broker(b) == 1, "a's state on the broker, as b sees it")
 
         assert isinstance(a.lease, MqttLease)
-        other.publish(Topics(prefix).alert_lease(a.lease.holder), b"", qos=1, retain=True)
+        other.publish(secure.topics.alert_lease(a.lease.holder), b"", qos=1, retain=True)
         await until(lambda: b.leader, "b to take over")
         await until(lambda: a.stats.stepdowns == 1, "a to step down")
         saves = a.stats.saves
@@ -287,21 +284,21 @@ class Brittle(MqttLease):
 
 
 def test_garbage_on_the_lease_topics_stops_no_reader(
-        tmp_path: Path, mosquitto: Mosquitto, unique_name: str) -> None:
-    asyncio.run(asyncio.wait_for(garbage(tmp_path, mosquitto, f"test/{unique_name}"), 60))
+        tmp_path: Path, secure: SecureFleet, unique_name: str) -> None:
+    asyncio.run(asyncio.wait_for(garbage(tmp_path, secure, unique_name), 60))
 
 
-async def garbage(tmp: Path, mosquitto: Mosquitto, prefix: str) -> None:
+async def garbage(tmp: Path, secure: SecureFleet, tag: str) -> None:
     """Retained payloads nested deeper than Python's stack (/tmp/rv/garbage.py) once killed
     every collector's lease reader: the lease lapsed and nobody alerted again."""
     receiver = WebhookReceiver()
     hook = await receiver.start()
-    a = runner(tmp, "a", mosquitto.port, prefix, hook, lease=Brittle)
-    b = runner(tmp, "b", mosquitto.port, prefix, hook)
+    a = runner(tmp, "a", secure, tag, hook, lease=Brittle)
+    b = runner(tmp, "b", secure, tag, hook)
     await a.start()
     await b.start()
-    other = await poker(mosquitto, prefix)
-    t = Topics(prefix)
+    other = await poker(secure, tag)
+    t = secure.topics
     try:
         assert (a.leader, b.leader) == (True, False)
         other.publish(t.alert_state(), b"[" * 100_000 + b"\n", qos=1, retain=True)
@@ -321,112 +318,3 @@ async def garbage(tmp: Path, mosquitto: Mosquitto, prefix: str) -> None:
         await a.close()
         await other.close()
         await receiver.close()
-
-
-# -- kill -9, two collector processes ----------------------------------------------------
-
-
-def collector(tmp: Path, who: str, *, mosquitto: Mosquitto, influxdb: InfluxDB, name: str,
-              hook: str) -> Proc:
-    (tmp / "rules.yaml").write_text(RULES)
-    path = write_yaml(tmp / f"collector-{who}.yaml", {
-        "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"c-{who}-{name}",
-                 "keepalive": KEEPALIVE, "topic_prefix": f"test/{name}"},
-        "insecure": True,  # a plain broker: no registry
-        "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": name},
-        "batching": {"linger": 0.02},
-        "health_interval": 1,
-        "alerts": {"rules": ["rules.yaml"], "state_dir": f"state-{who}", "lease": "mqtt",
-                   "observe_uplinks": True, "status": False,
-                   "notifiers": [{"type": "webhook", "url": f"{hook}/{who}", "timeout": 5}]},
-    })
-    return Proc(["collector.cli", "run", "--config", str(path)], tmp / f"collector-{who}.log")
-
-
-class Gateway:
-    """Publishes uplink batches as a gateway would (the collectors ack; we do not wait)."""
-
-    def __init__(self, mosquitto: Mosquitto, name: str) -> None:
-        self.topics = Topics(f"test/{name}")
-        self.client = MqttClient(MqttOptions("127.0.0.1", mosquitto.port, f"gw-{name}",
-                                             clean_start=True,
-                                             subscriptions=[(self.topics.alert_state(), 1)]))
-        self.seq = 0
-
-    def send(self, pm10: float) -> None:
-        self.seq += 1
-        now = time.time_ns()
-        batch = Batch("gw-1", "00e100e1", self.seq, now, True, "b0", now,
-                      {"district": "강남구", "site": "역삼초등학교", "kind": "dust_zone"},
-                      {"pm-1": {"model": "pms5003"}},
-                      (WireReading(self.seq, "pm-1", "particulate", now, "b0", now,
-                                   {"pm10_ugm3": pm10}),))
-        self.client.publish(self.topics.up("gw-1"), encode_batch(batch), qos=1)
-
-
-TOOK_OVER = re.compile(r"^(\S+ \S+) WARNING .*took over the lease; restoring state from (.*)$",
-                       re.M)
-
-
-def test_kill_9_of_the_leader_hands_its_open_alert_to_the_other_collector(
-        tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB, unique_name: str) -> None:
-    asyncio.run(asyncio.wait_for(killed_leader(tmp_path, mosquitto, influxdb, unique_name), 90))
-
-
-async def killed_leader(tmp: Path, mosquitto: Mosquitto, influxdb: InfluxDB, name: str) -> None:
-    receiver = WebhookReceiver()
-    hook = await receiver.start()
-    gateway = Gateway(mosquitto, name)
-    gateway.client.start()
-    procs = {who: collector(tmp, who, mosquitto=mosquitto, influxdb=influxdb, name=name,
-                            hook=hook) for who in ("a", "b")}
-    try:
-        procs["a"].start()
-        await until(lambda: TOOK_OVER.search(procs["a"].output()) is not None, "a to lead")
-        procs["b"].start()
-        await until(lambda: "standing by" in procs["b"].output(), "b to stand by")
-        await gateway.client.wait_connected(10)
-
-        gateway.send(120)
-        await until(lambda: receiver.states() != [], "the firing notification")
-        [(state, alert_id, seq)] = receiver.states("a")
-        assert state == "firing"
-        state_message: list[Any] = []
-
-        async def watch() -> None:
-            while True:
-                m = await gateway.client.get()
-                state_message.append(decode_header(m.payload))
-
-        watcher = asyncio.create_task(watch())
-        await until(lambda: any(h.open_alerts == 1 for h in state_message), "a's handed-over state")
-        watcher.cancel()
-
-        killed = time.time()
-        procs["a"].kill()
-        await until(lambda: TOOK_OVER.search(procs["b"].output()) is not None, "b to take over")
-        found = TOOK_OVER.search(procs["b"].output())
-        assert found is not None
-        logged = time.mktime(time.strptime(found.group(1)[:19], "%Y-%m-%d %H:%M:%S"))
-        took = logged + int(found.group(1)[20:23]) / 1000 - killed
-        print(f"kill -9: b took over {took:.3f} s after the kill; state from {found.group(2)}")
-        assert took < 2.0
-        assert found.group(2).startswith(f"the broker (c-a-{name}'s save")
-
-        gateway.send(130)
-        gateway.send(40)
-        await until(lambda: len(receiver.states()) == 2, "the resolved notification")
-        await asyncio.sleep(1.5)
-        assert receiver.states() == [("firing", alert_id, seq), ("resolved", alert_id, seq + 1)]
-        assert receiver.states("b") == [("resolved", alert_id, seq + 1)]
-        assert procs["b"].stop() == 0
-    finally:
-        for p in procs.values():
-            if p.alive():
-                p.kill()
-        await gateway.client.close()
-        await receiver.close()
-    wait_for(lambda: bool(rows(influxdb, name, "SELECT * FROM alerts")), 10, "alert points")
-    got = rows(influxdb, name, "SELECT * FROM alerts ORDER BY time")
-    assert [(r["state"], r["alert_id"]) for r in got] == [("firing", alert_id),
-                                                          ("resolved", alert_id)]

@@ -8,6 +8,10 @@ buffers nothing for a closed port, and pyserial flushes on open), so before kill
 agent the test pauses that gateway's devices, and resumes them once the new agent has
 the port open again. Everything after the port (decode, outbox, uplink, broker,
 collector, database) is hit at random moments.
+
+The broker is a secure one of the test's own (it is killed and restarted) on
+the suite's registry and certificates: TLS, the generated password and ACL
+files, the agents logging in with their secrets, the collector with its account.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from edge_agent.decoding import load_profiles
 from simulators.device import SimulatedDevice
 from simulators.services import InfluxDB, Mosquitto, free_port
 from tests.helpers import Proc, rows, wait_for, write_yaml
+from tests.secure_fleet import SecureFleet
 from tests.tcp_proxy import CuttableProxy
 
 pytestmark = pytest.mark.integration
@@ -55,11 +60,15 @@ class Gateway:
 
 
 class Chaos:
-    def __init__(self, tmp: Path, rng: random.Random) -> None:
+    def __init__(self, tmp: Path, rng: random.Random, secure: SecureFleet) -> None:
         self.tmp, self.rng = tmp, rng
         (tmp / "mosquitto").mkdir()
         (tmp / "influxdb").mkdir()
-        self.mosquitto = Mosquitto(tmp / "mosquitto").start()
+        sites = {gw: {"district": "중구", "site": f"site {n}", "kind": "dust_zone"}
+                 for n, gw in enumerate(GATEWAYS)}
+        secrets = {gw: secure.add_gateway(gw, **site) for gw, site in sites.items()}
+        # Reads the registry's files as they are now, every gateway in them.
+        self.mosquitto = Mosquitto(tmp / "mosquitto", security=secure.setup.security()).start()
         self.influx = InfluxDB(tmp / "influxdb", port=free_port()).start()
         self.proxy = CuttableProxy(self.mosquitto.address).start()
         self.faults: list[str] = []
@@ -67,9 +76,9 @@ class Chaos:
         self.influx_back: threading.Timer | None = None
         profile = load_profiles(ROOT / "firmware_profiles")["pms5003"]
         cfg = write_yaml(tmp / "collector.yaml", {
-            "mqtt": {"host": "127.0.0.1", "port": self.mosquitto.port,
-                     "client_id": "chaos-collector"},
-            "insecure": True,  # a plain broker: no registry
+            "registry": str(secure.registry_path),
+            "mqtt": secure.collector_mqtt("chaos-collector",
+                                          port=self.mosquitto.collector_port),
             "writer": {"type": "influxdb_v1", "url": self.influx.url, "database": DB,
                        "timeout": 3},
             "batching": {"linger": 0.02},
@@ -86,12 +95,11 @@ class Chaos:
                 for i in range(2)
             ]
             config = write_yaml(tmp / f"{gw}.yaml", {
-                "gateway": {"id": gw, "site": {"district": "중구", "site": f"site {n}",
-                                               "kind": "dust_zone"}},
+                "gateway": {"id": gw, "secret": secrets[gw], "site": sites[gw]},
                 "sensors": [{"id": f"pm-{i}", "port": d.path, "profile": "pms5003"}
                             for i, d in enumerate(devices)],
                 "outbox": {"path": str(tmp / gw / "outbox.sqlite"), "commit_window": 0.2},
-                "uplink": {"mqtt": {"host": "127.0.0.1", "port": self.proxy.port, "keepalive": 5},
+                "uplink": {"mqtt": secure.agent_mqtt(gw, port=self.proxy.port, keepalive=5),
                            "batch_size": 50, "ack_timeout": 4, "max_in_flight": 4},
                 "health_interval": 2,
                 "shutdown_timeout": 2,
@@ -190,12 +198,12 @@ class Chaos:
         self.influx.stop()
 
 
-def test_chaos_every_reading_lands_exactly_once(tmp_path: Path, request: pytest.FixtureRequest
-                                               ) -> None:
+def test_chaos_every_reading_lands_exactly_once(tmp_path: Path, request: pytest.FixtureRequest,
+                                               secure: SecureFleet) -> None:
     rounds = request.config.getoption("--chaos-rounds")
     seed = request.config.getoption("--chaos-seed") or random.randrange(1 << 30)
     print(f"chaos seed {seed}, {rounds} round(s)")
-    chaos = Chaos(tmp_path, random.Random(seed))
+    chaos = Chaos(tmp_path, random.Random(seed), secure)
     producers = []
     try:
         chaos.start_collector()

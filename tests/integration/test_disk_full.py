@@ -22,9 +22,10 @@ from edge_agent.outbox import Outbox
 from edge_agent.outbox.space import RESERVE_BYTES
 from edge_agent.readings import Reading
 from simulators.device import SimulatedDevice
-from simulators.services import InfluxDB, Mosquitto
+from simulators.services import InfluxDB
 from tests.helpers import Proc, rows, wait_for, write_yaml
 from tests.integration.test_outage import count, start
+from tests.secure_fleet import SecureFleet
 from tests.tcp_proxy import CuttableProxy
 
 pytestmark = pytest.mark.integration
@@ -92,15 +93,15 @@ def landed_inside_gap(influxdb: InfluxDB, db: str) -> int:
 
 
 def test_a_full_disk_costs_exactly_the_readings_it_could_not_store(
-    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB, unique_name: str
+    tmp_path: Path, secure: SecureFleet, influxdb: InfluxDB, unique_name: str
 ) -> None:
     profile = load_profiles(ROOT / "firmware_profiles")["pms5003"]
     device = SimulatedDevice(profile, link=tmp_path / "pm-1", interval=0.02, seed=9)
-    proxy = CuttableProxy(mosquitto.address).start()
+    proxy = CuttableProxy(secure.broker.address).start()
     db = unique_name
     with small_fs(tmp_path / "state") as state:
-        collector, agent = start(tmp_path, db, mosquitto, influxdb, proxy, device=device,
-                                 outbox={"path": str(state / "outbox.sqlite")},
+        collector, agent = start(tmp_path, db, secure, influxdb, proxy, gateway="gw-disk-full",
+                                 device=device, outbox={"path": str(state / "outbox.sqlite")},
                                  health_interval=1)
         agent_config = tmp_path / "agent.yaml"
         try:

@@ -1,9 +1,10 @@
 """A real bus-stop agent process answering alert displays on a real Mosquitto.
 
-The test plays the collector's mqtt_downlink notifier: it publishes display
-messages to the gateway's ``.../down`` topic and reads the acks on
-``.../down_ack``. What the terminal is told to show is the agent's display
-file, which ``edge-agent status`` prints for a technician.
+The test plays the collector's mqtt_downlink notifier, logged in with the
+collector account on the secure broker: it publishes display messages, sealed
+with the gateway's key as the notifier seals them, to the gateway's ``.../down``
+topic and reads the acks on ``.../down_ack``. What the terminal is told to show
+is the agent's display file, which ``edge-agent status`` prints for a technician.
 """
 
 from __future__ import annotations
@@ -18,25 +19,24 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cityedge.mqtt import MqttClient, MqttOptions
-from cityedge.uplink import Topics
+from cityedge.mqtt import MqttClient
 from cityedge.uplink.downlink import Display, DisplayAck, decode_ack, encode_display
-from simulators.services import Mosquitto
 from tests.helpers import ROOT, Proc, write_yaml
+from tests.secure_fleet import SecureFleet
 
 pytestmark = pytest.mark.integration
 
 S = 10**9
 
 
-def agent_yaml(tmp: Path, mosquitto: Mosquitto, prefix: str, gateway: str, output: str) -> Path:
+def agent_yaml(tmp: Path, secure: SecureFleet, gateway: str, output: str) -> Path:
+    site = {"district": "종로구", "site": "세종로 정류장 01-147", "kind": "bus_stop"}
+    secret = secure.add_gateway(gateway, **site)
     return write_yaml(tmp / f"{gateway}.yaml", {
-        "gateway": {"id": gateway, "site": {"district": "종로구", "site": "세종로 정류장 01-147",
-                                            "kind": "bus_stop"}},
+        "gateway": {"id": gateway, "secret": secret, "site": site},
         "sensors": [],
         "outbox": {"path": str(tmp / gateway / "outbox.sqlite")},
-        "uplink": {"mqtt": {"host": "127.0.0.1", "port": mosquitto.port,
-                            "topic_prefix": prefix}},
+        "uplink": {"mqtt": secure.agent_mqtt(gateway)},
         "display": {"output": output, "path": str(tmp / gateway / "display.json")},
         "clock_synced": True,
     })
@@ -53,12 +53,12 @@ def display(seq: int, action: str, text: str = "종로구 미세먼지 주의보
 class Collector:
     """The collector's side of the downlink: publish displays, collect acks."""
 
-    def __init__(self, mosquitto: Mosquitto, prefix: str, gateway: str) -> None:
-        self.topics, self.gateway = Topics(prefix), gateway
-        self.client = MqttClient(MqttOptions("127.0.0.1", mosquitto.port, f"c-{gateway}",
-                                             clean_start=True,
-                                             subscriptions=[(self.topics.down_ack(gateway), 1),
-                                                            (self.topics.status(gateway), 1)]))
+    def __init__(self, secure: SecureFleet, gateway: str) -> None:
+        self.topics, self.gateway = secure.topics, gateway
+        self.key = secure.key(gateway)  # what the notifier seals with, from the registry
+        self.client = MqttClient(secure.collector_options(
+            f"c-{gateway}", subscriptions=[(self.topics.down_ack(gateway), 1),
+                                           (self.topics.status(gateway), 1)]))
 
     async def __aenter__(self) -> Collector:
         """Connected, and the agent online (its retained status says so)."""
@@ -72,6 +72,9 @@ class Collector:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.client.close()
+
+    def sealed(self, d: Display) -> bytes:
+        return encode_display(d, self.key)
 
     async def show(self, payload: bytes, timeout: float = 10) -> tuple[DisplayAck, float]:
         sent = time.monotonic()
@@ -91,9 +94,9 @@ def status(config: Path) -> dict[str, object]:
 
 
 def test_the_terminal_shows_clears_acks_and_keeps_its_board_across_a_restart(
-        tmp_path: Path, mosquitto: Mosquitto, unique_name: str) -> None:
-    prefix, gw = f"test/{unique_name}", "gw-bus-jongno-0147"
-    config = agent_yaml(tmp_path, mosquitto, prefix, gw, "file")
+        tmp_path: Path, secure: SecureFleet) -> None:
+    gw = "gw-bus-jongno-0147"
+    config = agent_yaml(tmp_path, secure, gw, "file")
     board = tmp_path / gw / "display.json"
 
     def start() -> Proc:
@@ -103,13 +106,13 @@ def test_the_terminal_shows_clears_acks_and_keeps_its_board_across_a_restart(
     agent = start()
     try:
         async def first_run() -> None:
-            async with Collector(mosquitto, prefix, gw) as collector:
-                ack, took = await collector.show(encode_display(display(1, "show")))
+            async with Collector(secure, gw) as collector:
+                ack, took = await collector.show(collector.sealed(display(1, "show")))
                 assert ack == DisplayAck("a1:1", gw, "shown"), ack
                 assert took < 2.0, f"ack after {took:.2f} s"
                 shown = json.loads(board.read_text())["showing"]
                 assert [d["text"] for d in shown] == ["종로구 미세먼지 주의보 - 외출을 자제하세요"]
-                again, _ = await collector.show(encode_display(display(1, "show")))
+                again, _ = await collector.show(collector.sealed(display(1, "show")))
                 assert again.result == "shown"  # a resend: acked again, acted on once
                 bad, _ = await collector.show(b'{"v": 2, "type": "alert_display", "id": "z"}')
                 assert (bad.id, bad.result) == ("z", "rejected")
@@ -123,8 +126,8 @@ def test_the_terminal_shows_clears_acks_and_keeps_its_board_across_a_restart(
         agent = start()  # the collector will not resend a show it has an ack for
 
         async def second_run() -> None:
-            async with Collector(mosquitto, prefix, gw) as collector:
-                ack, _ = await collector.show(encode_display(display(2, "clear")))
+            async with Collector(secure, gw) as collector:
+                ack, _ = await collector.show(collector.sealed(display(2, "clear")))
                 assert ack.result == "cleared"
                 assert json.loads(board.read_text())["showing"] == []
 
@@ -136,15 +139,15 @@ def test_the_terminal_shows_clears_acks_and_keeps_its_board_across_a_restart(
 
 
 def test_a_gateway_without_a_display_rejects_with_the_reason(
-        tmp_path: Path, mosquitto: Mosquitto, unique_name: str) -> None:
-    prefix, gw = f"test/{unique_name}", "gw-dust-1"
+        tmp_path: Path, secure: SecureFleet) -> None:
+    gw = "gw-dust-nodisplay"
     agent = Proc(["edge_agent.cli", "run", "--config",
-                  str(agent_yaml(tmp_path, mosquitto, prefix, gw, "none"))],
+                  str(agent_yaml(tmp_path, secure, gw, "none"))],
                  tmp_path / "agent.log").start()
     try:
         async def run() -> None:
-            async with Collector(mosquitto, prefix, gw) as collector:
-                ack, _ = await collector.show(encode_display(display(1, "show")))
+            async with Collector(secure, gw) as collector:
+                ack, _ = await collector.show(collector.sealed(display(1, "show")))
                 assert ack.result == "rejected" and ack.detail.startswith("no_display"), ack
 
         asyncio.run(run())
@@ -153,11 +156,11 @@ def test_a_gateway_without_a_display_rejects_with_the_reason(
 
 
 def test_a_clear_that_could_not_be_written_is_written_as_soon_as_it_can(
-        tmp_path: Path, mosquitto: Mosquitto, unique_name: str) -> None:
+        tmp_path: Path, secure: SecureFleet) -> None:
     """The board forgot the show when the clear came; the file must follow, or the
     terminal would show the warning for good."""
-    prefix, gw = f"test/{unique_name}", "gw-bus-1"
-    config = agent_yaml(tmp_path, mosquitto, prefix, gw, "file")
+    gw = "gw-bus-clear-retry"
+    config = agent_yaml(tmp_path, secure, gw, "file")
     doc = yaml.safe_load(config.read_text())
     write_yaml(config, {**doc, "health_interval": 1})
     board = tmp_path / gw / "display.json"
@@ -165,19 +168,19 @@ def test_a_clear_that_could_not_be_written_is_written_as_soon_as_it_can(
                  tmp_path / "agent.log").start()
     try:
         async def run() -> None:
-            async with Collector(mosquitto, prefix, gw) as collector:
-                assert (await collector.show(encode_display(display(1, "show"))))[0].result \
+            async with Collector(secure, gw) as collector:
+                assert (await collector.show(collector.sealed(display(1, "show"))))[0].result \
                     == "shown"
                 board.unlink()
                 board.mkdir()  # the display file cannot be replaced now
-                ack, _ = await collector.show(encode_display(display(2, "clear")))
+                ack, _ = await collector.show(collector.sealed(display(2, "clear")))
                 assert (ack.result, ack.detail) == ("rejected", "display_output: write failed")
                 board.rmdir()
                 async with asyncio.timeout(10):  # the next health tick rewrites it
                     while not board.is_file():
                         await asyncio.sleep(0.1)
                 assert json.loads(board.read_text())["showing"] == []
-                again, _ = await collector.show(encode_display(display(2, "clear")))
+                again, _ = await collector.show(collector.sealed(display(2, "clear")))
                 assert again.result == "cleared"
 
         asyncio.run(run())

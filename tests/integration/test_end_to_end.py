@@ -1,6 +1,8 @@
 """The whole path: PMS5003 simulator -> pty -> agent -> Mosquitto -> collector -> InfluxDB.
 
-Every stage is the real one, each service and command a real process. The
+Every stage is the real one, each service and command a real process, on the
+suite's secure broker: the agent logs in with its registry secret over TLS, the
+collector with its account and the registry, under the generated ACLs. The
 check is the product's promise: every frame the simulator wrote is in
 InfluxDB exactly once, with the values it wrote.
 """
@@ -16,8 +18,9 @@ import yaml
 
 from edge_agent.decoding import load_profiles
 from simulators.device import SimulatedDevice
-from simulators.services import InfluxDB, Mosquitto
+from simulators.services import InfluxDB
 from tests.helpers import Proc, rows, wait_for, write_yaml
+from tests.secure_fleet import SecureFleet
 
 pytestmark = pytest.mark.integration
 
@@ -25,36 +28,34 @@ ROOT = Path(__file__).resolve().parents[2]
 FIELDS = ("pm1_0_ugm3", "pm2_5_ugm3", "pm10_ugm3", "count_0_3um_per_0_1l")
 
 
-def configs(tmp: Path, name: str, mosquitto: Mosquitto, influxdb: InfluxDB, port: str, *,
-            health_interval: float = 3600) -> tuple[Path, Path]:
+def configs(tmp: Path, name: str, secure: SecureFleet, influxdb: InfluxDB, port: str, *,
+            gateway: str, health_interval: float = 3600) -> tuple[Path, Path]:
+    site = {"district": "강남구", "site": "역삼동 정류장", "kind": "dust_zone"}
+    secret = secure.add_gateway(gateway, **site)
     collector = write_yaml(tmp / "collector.yaml", {
-        "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"c-{name}",
-                 "topic_prefix": f"test/{name}"},
-        "insecure": True,  # a plain broker: no registry
+        "registry": str(secure.registry_path),
+        "mqtt": secure.collector_mqtt(f"c-{name}"),
         "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": name},
         "batching": {"linger": 0.02},
     })
     agent = write_yaml(tmp / "agent.yaml", {
-        "gateway": {"id": "gw-e2e", "site": {"district": "강남구", "site": "역삼동 정류장",
-                                             "kind": "dust_zone"}},
+        "gateway": {"id": gateway, "secret": secret, "site": site},
         "sensors": [{"id": "pm-1", "port": port, "profile": "pms5003"}],
         "outbox": {"path": str(tmp / "outbox.sqlite"), "commit_window": 0.2},
-        "uplink": {"mqtt": {"host": "127.0.0.1", "port": mosquitto.port,
-                            "topic_prefix": f"test/{name}"},
-                   "batch_size": 7, "ack_timeout": 5},
+        "uplink": {"mqtt": secure.agent_mqtt(gateway), "batch_size": 7, "ack_timeout": 5},
         "health_interval": health_interval,
     })
     return collector, agent
 
 
 def test_every_emitted_reading_lands_once_with_its_values(
-    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB, unique_name: str
+    tmp_path: Path, secure: SecureFleet, influxdb: InfluxDB, unique_name: str
 ) -> None:
     profile = load_profiles(ROOT / "firmware_profiles")["pms5003"]
     device = SimulatedDevice(profile, link=tmp_path / "dev" / "pm-1", interval=0.02, seed=7,
                              keep_values=True)
-    collector_cfg, agent_cfg = configs(tmp_path, unique_name, mosquitto, influxdb, device.path,
-                                       health_interval=1)
+    collector_cfg, agent_cfg = configs(tmp_path, unique_name, secure, influxdb, device.path,
+                                       gateway="gw-e2e", health_interval=1)
     collector = Proc(["collector.cli", "run", "--config", str(collector_cfg)],
                      tmp_path / "collector.log").start()
     agent = Proc(["edge_agent.cli", "run", "--config", str(agent_cfg)],
@@ -118,14 +119,15 @@ def test_every_emitted_reading_lands_once_with_its_values(
 
 
 def test_readings_of_a_sensor_removed_from_the_config_still_land_under_their_model(
-    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB, unique_name: str
+    tmp_path: Path, secure: SecureFleet, influxdb: InfluxDB, unique_name: str
 ) -> None:
     """An installer takes a sensor out of the config while the outbox still holds its
     readings (the uplink was down): they land in their measurement with the model and
     tags they were read with, not in the dead letters as an unknown sensor."""
     profile = load_profiles(ROOT / "firmware_profiles")["pms5003"]
     device = SimulatedDevice(profile, link=tmp_path / "dev" / "pm-1", interval=0.02, seed=9)
-    collector_cfg, agent_cfg = configs(tmp_path, unique_name, mosquitto, influxdb, device.path)
+    collector_cfg, agent_cfg = configs(tmp_path, unique_name, secure, influxdb, device.path,
+                                       gateway="gw-e2e-removed")
     offline = yaml.safe_load(agent_cfg.read_text())
     offline["sensors"][0]["tags"] = {"pole": "A-12"}
     offline["uplink"]["mqtt"]["port"] = 1  # nothing listens: readings stay in the outbox
@@ -143,7 +145,7 @@ def test_readings_of_a_sensor_removed_from_the_config_still_land_under_their_mod
     write_yaml(agent_cfg, {**offline, "sensors": [],
                            "uplink": {**offline["uplink"],
                                       "mqtt": {**offline["uplink"]["mqtt"],
-                                               "port": mosquitto.port}}})
+                                               "port": secure.broker.port}}})
     collector = Proc(["collector.cli", "run", "--config", str(collector_cfg)],
                      tmp_path / "collector.log").start()
     agent = Proc(["edge_agent.cli", "run", "--config", str(agent_cfg)],
@@ -152,7 +154,7 @@ def test_readings_of_a_sensor_removed_from_the_config_still_land_under_their_mod
         def landed() -> list[dict[str, object]]:
             try:
                 return rows(influxdb, unique_name, "SELECT pm2_5_ugm3, model, pole FROM"
-                            " particulate WHERE gateway='gw-e2e'")
+                            " particulate WHERE gateway='gw-e2e-removed'")
             except AssertionError as exc:  # the collector creates the database on first write
                 if "database not found" in str(exc):
                     return []

@@ -2,7 +2,9 @@
 and (once the agent and collector are wired for it) the whole path over HTTP.
 
 The uplink semantics shared with MQTT are in test_uplinks.py; this file holds
-what only a real process can show.
+what only a real process can show. Both run secure: https with the suite's
+certificate, the gateway's registry secret as its bearer token, the collector
+admitting by the registry and sealing its acks.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -19,40 +22,57 @@ from pathlib import Path
 
 import pytest
 
+from cityedge.tls import client_context
+from edge_agent.config import HttpUplinkConfig
 from edge_agent.decoding import load_profiles
 from edge_agent.outbox import Outbox
-from edge_agent.transports.http import HttpTransport, HttpUplinkConfig
+from edge_agent.transports.http import HttpTransport
 from simulators.device import SimulatedDevice
 from simulators.services import InfluxDB, free_port, spawn
 from tests.helpers import Proc, rows, wait_for, write_yaml
 from tests.integration.test_uplinks import Gateway, assert_exactly_once, fill, landed, run
+from tests.secure_fleet import SecureFleet
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The collector's HTTP half as its own process: HttpSource + WritePipeline + InfluxV1Writer.
+# The collector's HTTP half as its own process: HttpSource + WritePipeline + InfluxV1Writer,
+# over https, admitting gateways by the registry (which also seals the acks).
 COLLECTOR = """
 import asyncio, sys
+from pathlib import Path
+from cityedge.tls import TlsConfig
+from collector.admission import Admission
 from collector.delivery import WritePipeline
+from collector.registry.live import LiveRegistry
 from collector.sources.http import HttpSource, HttpSourceConfig
 from collector.writers.influxdb_v1 import InfluxV1Config, InfluxV1Writer
 
-async def main(port, url, db):
+async def main(port, url, db, registry, cert_file, key_file):
     writer = InfluxV1Writer(InfluxV1Config(url=url, database=db))
     await writer.start()
     pipeline = WritePipeline(writer, linger=0.01)
-    source = HttpSource(HttpSourceConfig(port=port, write_timeout=1.0, retry_after=1), pipeline)
+    admission = Admission(LiveRegistry(Path(registry)))
+    source = HttpSource(HttpSourceConfig(port=port, write_timeout=1.0, retry_after=1,
+                                         tls=TlsConfig(cert_file=cert_file, key_file=key_file)),
+                        pipeline, admission, admission)
     await source.start()
     await pipeline.run()
 
-asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3]))
+asyncio.run(main(int(sys.argv[1]), *sys.argv[2:]))
 """
 
 
 class CollectorProcess:
-    def __init__(self, port: int, influx_url: str, db: str, log: Path) -> None:
-        self.port, self.args, self.log = port, [str(port), influx_url, db], log
+    def __init__(self, port: int, influx_url: str, db: str, log: Path,
+                 secure: SecureFleet) -> None:
+        server = secure.server_tls()
+        assert server.cert_file is not None and server.key_file is not None
+        self.port, self.log = port, log
+        self.args = [str(port), influx_url, db, str(secure.registry_path), server.cert_file,
+                     server.key_file]
+        self.tls = client_context(secure.tls_config())
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> CollectorProcess:
@@ -68,10 +88,10 @@ class CollectorProcess:
         if self.proc.poll() is not None:
             raise AssertionError(f"collector exited: {self.log.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/health",
-                                        timeout=0.5) as resp:
+            with urllib.request.urlopen(f"https://127.0.0.1:{self.port}/v1/health",
+                                        timeout=0.5, context=self.tls) as resp:
                 return bool(json.loads(resp.read())["status"] == "ok")
-        except (OSError, urllib.error.URLError):
+        except (OSError, urllib.error.URLError, ssl.SSLError):
             return False
 
     def kill(self) -> None:
@@ -81,17 +101,19 @@ class CollectorProcess:
 
 
 def test_a_collector_process_killed_midway_loses_nothing_and_duplicates_nothing(
-    influxdb: InfluxDB, tmp_path: Path, unique_name: str
+    influxdb: InfluxDB, secure: SecureFleet, tmp_path: Path, unique_name: str
 ) -> None:
     n, gw, db, port = 4000, "gw-http-kill", unique_name, free_port()
+    secret = secure.add_gateway(gw)
     log = tmp_path / "collector.log"
-    collector = CollectorProcess(port, influxdb.url, db, log).start()
+    collector = CollectorProcess(port, influxdb.url, db, log, secure).start()
 
     async def main() -> None:
         outbox = Outbox(tmp_path / "outbox.sqlite")
         fill(outbox, n)
-        transport = HttpTransport(HttpUplinkConfig(url=f"http://127.0.0.1:{port}", timeout=3),
-                                  gw, max_in_flight=4)
+        transport = HttpTransport(HttpUplinkConfig(url=f"https://127.0.0.1:{port}", timeout=3,
+                                                   token=secret, tls=secure.tls_config()),
+                                  gw, max_in_flight=4, key=secure.key(gw))
         await transport.start()
         gateway = Gateway(gw, outbox, transport, batch_size=40, ack_timeout=2.0)
         task = asyncio.create_task(gateway.run())
@@ -127,26 +149,28 @@ def test_a_collector_process_killed_midway_loses_nothing_and_duplicates_nothing(
 
 # -- the real agent and collector processes over HTTP --------------------------------------
 def test_agent_and_collector_processes_over_http(
-    tmp_path: Path, influxdb: InfluxDB, unique_name: str
+    tmp_path: Path, influxdb: InfluxDB, secure: SecureFleet, unique_name: str
 ) -> None:
     profile = load_profiles(ROOT / "firmware_profiles")["pms5003"]
     device = SimulatedDevice(profile, link=tmp_path / "dev" / "pm-1", interval=0.02, seed=11)
-    port, token = free_port(), "s3cret-gw-http"
+    port, site = free_port(), {"district": "서초구", "site": "양재동", "kind": "dust_zone"}
+    secret = secure.add_gateway("gw-http", **site)
+    server = secure.server_tls()
     collector_cfg = write_yaml(tmp_path / "collector.yaml", {
-        "insecure": True,  # no registry: the per-gateway token below
+        "registry": str(secure.registry_path),  # each gateway's secret is its token
         "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": unique_name},
         "mqtt": None,  # a site without a broker
-        "http": {"host": "127.0.0.1", "port": port, "tokens": {"gw-http": token},
-                 "write_timeout": 2},
+        "http": {"host": "127.0.0.1", "port": port, "write_timeout": 2,
+                 "tls": {"cert_file": server.cert_file, "key_file": server.key_file}},
         "batching": {"linger": 0.02},
     })
     agent_cfg = write_yaml(tmp_path / "agent.yaml", {
-        "gateway": {"id": "gw-http", "site": {"district": "서초구", "site": "양재동",
-                                              "kind": "dust_zone"}},
+        "gateway": {"id": "gw-http", "secret": secret, "site": site},
         "sensors": [{"id": "pm-1", "port": device.path, "profile": "pms5003"}],
         "outbox": {"path": str(tmp_path / "outbox.sqlite"), "commit_window": 0.2},
         "uplink": {"kind": "http",
-                   "http": {"url": f"http://127.0.0.1:{port}", "token": token, "timeout": 5},
+                   "http": {"url": f"https://127.0.0.1:{port}", "timeout": 5,
+                            "tls": secure.tls},
                    "batch_size": 7, "ack_timeout": 6},
         "health_interval": 3600,
     })

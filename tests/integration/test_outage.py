@@ -10,31 +10,34 @@ import pytest
 
 from edge_agent.decoding import load_profiles
 from simulators.device import SimulatedDevice
-from simulators.services import InfluxDB, Mosquitto
+from simulators.services import InfluxDB
 from tests.helpers import Proc, rows, wait_for, write_yaml
+from tests.secure_fleet import SecureFleet
 from tests.tcp_proxy import CuttableProxy
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start(tmp: Path, name: str, mosquitto: Mosquitto, influxdb: InfluxDB, proxy: CuttableProxy,
-          *, device: SimulatedDevice, outbox: dict[str, object], batch_size: int = 100,
-          linger: float = 0.01, health_interval: float = 3600) -> tuple[Proc, Proc]:
+def start(tmp: Path, name: str, secure: SecureFleet, influxdb: InfluxDB, proxy: CuttableProxy,
+          *, gateway: str, device: SimulatedDevice, outbox: dict[str, object],
+          batch_size: int = 100, linger: float = 0.01,
+          health_interval: float = 3600) -> tuple[Proc, Proc]:
+    """The agent reaches the broker through ``proxy`` (TLS end to end, the proxy sees bytes)."""
+    site = {"district": "서초구", "site": "s", "kind": "dust_zone"}
+    secret = secure.add_gateway(gateway, **site)
     collector = write_yaml(tmp / "collector.yaml", {
-        "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"c-{name}",
-                 "topic_prefix": f"test/{name}"},
-        "insecure": True,  # a plain broker: no registry
+        "registry": str(secure.registry_path),
+        "mqtt": secure.collector_mqtt(f"c-{name}"),
         "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": name},
         "batching": {"linger": linger},
     })
     agent = write_yaml(tmp / "agent.yaml", {
-        "gateway": {"id": "gw-out",
-                    "site": {"district": "서초구", "site": "s", "kind": "dust_zone"}},
+        "gateway": {"id": gateway, "secret": secret, "site": site},
         "sensors": [{"id": "pm-1", "port": device.path, "profile": "pms5003"}],
         "outbox": {"path": str(tmp / "outbox.sqlite"), "commit_window": 0.2, **outbox},
-        "uplink": {"mqtt": {"host": "127.0.0.1", "port": proxy.port, "keepalive": 5,
-                            "topic_prefix": f"test/{name}", "reconnect_max": 1},
+        "uplink": {"mqtt": secure.agent_mqtt(gateway, port=proxy.port, keepalive=5,
+                                             reconnect_max=1),
                    "batch_size": batch_size, "max_in_flight": 2, "ack_timeout": 5},
         "health_interval": health_interval,
     })
@@ -50,15 +53,16 @@ def count(influxdb: InfluxDB, db: str, where: str = "") -> int:
 
 
 def test_live_readings_land_within_seconds_while_the_backlog_drains(
-    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB, unique_name: str
+    tmp_path: Path, secure: SecureFleet, influxdb: InfluxDB, unique_name: str
 ) -> None:
     profile = load_profiles(ROOT / "firmware_profiles")["pms5003"]
     device = SimulatedDevice(profile, link=tmp_path / "pm-1", interval=0.004, seed=3)
-    proxy = CuttableProxy(mosquitto.address).start()
+    proxy = CuttableProxy(secure.broker.address).start()
     # Small batches and a slow collector make the drain take several seconds, so a
     # fresh reading can only be early if it overtakes the backlog.
-    collector, agent = start(tmp_path, unique_name, mosquitto, influxdb, proxy,
-                             device=device, outbox={}, batch_size=50, linger=0.1)
+    collector, agent = start(tmp_path, unique_name, secure, influxdb, proxy,
+                             gateway="gw-out-live", device=device, outbox={}, batch_size=50,
+                             linger=0.1)
     try:
         device.start()
         wait_for(lambda: count(influxdb, unique_name) > 0, 15, "first readings")
@@ -88,16 +92,17 @@ def test_live_readings_land_within_seconds_while_the_backlog_drains(
 
 
 def test_a_full_outbox_drops_oldest_and_records_exactly_what_it_dropped(
-    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB, unique_name: str
+    tmp_path: Path, secure: SecureFleet, influxdb: InfluxDB, unique_name: str
 ) -> None:
     profile = load_profiles(ROOT / "firmware_profiles")["pms5003"]
     device = SimulatedDevice(profile, link=tmp_path / "pm-1", interval=0.005, seed=4,
                              keep_values=True)
-    proxy = CuttableProxy(mosquitto.address).start()
+    proxy = CuttableProxy(secure.broker.address).start()
     # About 430 bytes a reading: 0.1 MB holds some 240 of them.
     # Open gaps become outbox_drops readings every health interval.
-    collector, agent = start(tmp_path, unique_name, mosquitto, influxdb, proxy,
-                             device=device, outbox={"max_size_mb": 0.1}, health_interval=1)
+    collector, agent = start(tmp_path, unique_name, secure, influxdb, proxy,
+                             gateway="gw-out-full", device=device, outbox={"max_size_mb": 0.1},
+                             health_interval=1)
     try:
         proxy.cut(3600)
         time.sleep(1.5)  # the link is seen down before anything is sent

@@ -1,7 +1,7 @@
 """Every firmware profile end to end: simulator on a pty -> agent -> broker -> collector -> Influx.
 
 One gateway carries one simulated device per case below (every shipped profile,
-some in two modes), all real processes as in test_end_to_end.py. The devices
+some in two modes), all real processes on the secure broker as in test_end_to_end.py. The devices
 answer the agent's commands byte for byte (queries, mode changes, Modbus reads
 through pymodbus); each logs the readings it emitted, and each test checks
 that exactly those readings, with exactly those values, landed in InfluxDB,
@@ -22,8 +22,9 @@ import pytest
 
 from edge_agent.decoding import Profile, load_profiles
 from simulators.device import SimulatedDevice
-from simulators.services import InfluxDB, Mosquitto
+from simulators.services import InfluxDB
 from tests.helpers import Proc, rows, wait_for, write_yaml
+from tests.secure_fleet import SecureFleet
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +69,14 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, mosquitto: Mosquitto,
+def fleet(tmp_path_factory: pytest.TempPathFactory, secure_broker: SecureFleet,
           influxdb: InfluxDB) -> Iterator[Run]:
+    with secure_broker.scope():
+        yield from run_fleet(tmp_path_factory, secure_broker, influxdb)
+
+
+def run_fleet(tmp_path_factory: pytest.TempPathFactory, secure: SecureFleet,
+              influxdb: InfluxDB) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp("profiles")
     name = f"t_profiles_{os.getpid()}"
     devices = {
@@ -80,25 +87,24 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, mosquitto: Mosquitto,
         )
         for case in CASES
     }
+    site = {"district": "마포구", "site": "상암 시험대", "kind": "dust_zone"}
+    secret = secure.add_gateway("gw-profiles", **site)
     collector_cfg = write_yaml(tmp / "collector.yaml", {
-        "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"c-{name}",
-                 "topic_prefix": f"test/{name}"},
-        "insecure": True,  # a plain broker: no registry
+        "registry": str(secure.registry_path),
+        "mqtt": secure.collector_mqtt(f"c-{name}"),
         "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": name},
         "batching": {"linger": 0.02},
     })
     agent_cfg = write_yaml(tmp / "agent.yaml", {
-        "gateway": {"id": "gw-profiles", "site": {"district": "마포구", "site": "상암 시험대",
-                                                  "kind": "dust_zone"}},
+        "gateway": {"id": "gw-profiles", "secret": secret, "site": site},
         "sensors": [
             {"id": case.sensor, "port": devices[case.sensor].path, "profile": case.profile,
              **case.config}
             for case in CASES
         ],
         "outbox": {"path": str(tmp / "outbox.sqlite"), "commit_window": 0.2},
-        "uplink": {"mqtt": {"host": "127.0.0.1", "port": mosquitto.port,
-                            "topic_prefix": f"test/{name}"},
-                   "batch_size": 50, "ack_timeout": 5},
+        "uplink": {"mqtt": secure.agent_mqtt("gw-profiles"), "batch_size": 50,
+                   "ack_timeout": 5},
         "health_interval": 1,
     })
     collector = Proc(["collector.cli", "run", "--config", str(collector_cfg)],

@@ -1,6 +1,6 @@
 """Robustness end to end: noisy lines, damaged frames, stalls and an unplugged device.
 
-Real processes as in test_end_to_end.py. The simulators inject the faults on
+Real processes on the secure broker, as in test_end_to_end.py. The simulators inject the faults on
 the wire; every reading a device logged as intact must reach InfluxDB exactly
 once with its values, nothing else may, and the gateway's sensor_health
 readings must show what happened (rejected frames, skipped bytes, reply
@@ -18,8 +18,9 @@ import pytest
 
 from edge_agent.decoding import load_profiles
 from simulators.device import Faults, SimulatedDevice
-from simulators.services import InfluxDB, Mosquitto
+from simulators.services import InfluxDB
 from tests.helpers import Proc, rows, wait_for, write_yaml
+from tests.secure_fleet import SecureFleet
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +39,11 @@ def _landed(influx: InfluxDB, db: str, measurement: str, sensor: str) -> list[di
 
 
 def test_faults_and_an_unplug_lose_nothing_intact(
-    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB
+    tmp_path: Path, secure: SecureFleet, influxdb: InfluxDB
 ) -> None:
     db = f"t_faults_{os.getpid()}"
+    site = {"district": "종로구", "site": "세종로 01-147", "kind": "bus_stop"}
+    secret = secure.add_gateway("gw-faults", **site)
     devices = {
         "pm-noisy": SimulatedDevice(
             PROFILES["pms5003"], link=tmp_path / "dev" / "pm-noisy", interval=0.03, seed=11,
@@ -62,19 +65,16 @@ def test_faults_and_an_unplug_lose_nothing_intact(
     ]
     collector = Proc(["collector.cli", "run", "--config", str(write_yaml(
         tmp_path / "collector.yaml", {
-            "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"c-{db}",
-                     "topic_prefix": f"test/{db}"},
-            "insecure": True,  # a plain broker: no registry
+            "registry": str(secure.registry_path),
+            "mqtt": secure.collector_mqtt(f"c-{db}"),
             "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": db},
             "batching": {"linger": 0.02},
         }))], tmp_path / "collector.log").start()
     agent = Proc(["edge_agent.cli", "run", "--config", str(write_yaml(tmp_path / "agent.yaml", {
-        "gateway": {"id": "gw-faults", "site": {"district": "종로구", "site": "세종로 01-147",
-                                                "kind": "bus_stop"}},
+        "gateway": {"id": "gw-faults", "secret": secret, "site": site},
         "sensors": sensors,
         "outbox": {"path": str(tmp_path / "outbox.sqlite"), "commit_window": 0.2},
-        "uplink": {"mqtt": {"host": "127.0.0.1", "port": mosquitto.port,
-                            "topic_prefix": f"test/{db}"}, "batch_size": 20, "ack_timeout": 5},
+        "uplink": {"mqtt": secure.agent_mqtt("gw-faults"), "batch_size": 20, "ack_timeout": 5},
         "health_interval": 1,
     }))], tmp_path / "agent.log").start()
     try:

@@ -52,6 +52,9 @@ def configs(tmp: Path, name: str, gw: str, *, mosquitto: Mosquitto, influxdb: In
     collector = write_yaml(tmp / "collector.yaml", {
         "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"c-{name}",
                  "topic_prefix": f"test/{name}"},
+        # An open broker by design (the attacker reads the up topic), so no registry:
+        # the keys come from seal_collector's --secrets, or there are none.
+        "insecure": True,
         "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": name},
         "insecure": True,  # the plain broker; the secure setup's own tests cover the registry
         "batching": {"linger": 0.02},

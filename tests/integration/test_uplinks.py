@@ -5,7 +5,9 @@ by ``Gateway``, the agent's uplink half in miniature: send unacked rows in
 batches, at most ``max_in_flight`` at once, resend after ``ack_timeout``, and
 delete exactly what an ack names. Collector side: the real source for the
 transport, a WritePipeline and the InfluxDB 1.x writer, in this process, in
-front of a real InfluxDB (and a real Mosquitto for MQTT). The checks are the
+front of a real InfluxDB (and the suite's secure Mosquitto for MQTT). Both run
+as deployed: TLS, the gateway's registry secret as its login or token, the
+collector admitting by the registry and sealing acks. The checks are the
 delivery promise: every reading in InfluxDB exactly once, the outbox empty,
 and nothing deleted that InfluxDB does not have.
 """
@@ -23,7 +25,7 @@ from typing import Any
 import pytest
 
 from cityedge.uplink import Batch, SeqRanges, encode_batch
-from collector.config import MqttSourceConfig
+from collector.admission import Admission
 from collector.delivery import WritePipeline
 from collector.sources.http import HttpSource, HttpSourceConfig
 from collector.sources.mqtt import MqttSource
@@ -33,7 +35,8 @@ from edge_agent.outbox import Outbox
 from edge_agent.readings import Reading
 from edge_agent.transports import MqttTransport, Transport
 from edge_agent.transports.http import HttpTransport, HttpUplinkConfig
-from simulators.services import InfluxDB, Mosquitto, free_port, influx_query
+from simulators.services import InfluxDB, free_port, influx_query
+from tests.secure_fleet import SecureFleet
 
 pytestmark = pytest.mark.integration
 
@@ -122,17 +125,23 @@ class Site:
 
     kind: str
     name: str
-    mosquitto: Mosquitto | None
+    secure: SecureFleet
     http_port: int
 
+    def register(self, gateway: str) -> None:  # before a collector reads the registry
+        if gateway not in self.secure.secrets:
+            self.secure.add_gateway(gateway, district="강남구", site="역삼동", kind="dust_zone")
+
     def transport(self, gateway: str, max_in_flight: int = 4) -> Transport:
+        s, secret, key = self.secure, self.secure.secret(gateway), self.secure.key(gateway)
         if self.kind == "mqtt":
-            assert self.mosquitto is not None
-            config = MqttConfig(host="127.0.0.1", port=self.mosquitto.port,
-                                topic_prefix=f"test/{self.name}")
-            return MqttTransport(config, gateway, max_in_flight=max_in_flight)
-        return HttpTransport(HttpUplinkConfig(url=f"http://127.0.0.1:{self.http_port}",
-                                              timeout=3.0), gateway, max_in_flight=max_in_flight)
+            return MqttTransport(MqttConfig(port=s.broker.port, topic_prefix=s.prefix,
+                                            username=gateway, password=secret,
+                                            tls=s.tls_config()),
+                                 gateway, max_in_flight=max_in_flight, key=key)
+        return HttpTransport(HttpUplinkConfig(url=f"https://127.0.0.1:{self.http_port}",
+                                              timeout=3.0, token=secret, tls=s.tls_config()),
+                             gateway, max_in_flight=max_in_flight, key=key)
 
 
 class Collector:
@@ -145,22 +154,22 @@ class Collector:
         self.pipeline = WritePipeline(self.writer, max_points=5000, linger=0.01)
         self.tasks: list[asyncio.Task[None]] = []
         self.source: MqttSource | HttpSource | None = None
+        self.admission: Admission = site.secure.admission()  # also the keyring
 
     async def start(self) -> Collector:
         await self.writer.start()
         self.tasks.append(asyncio.create_task(self.pipeline.run()))
+        secure, admission = self.site.secure, self.admission
         if self.site.kind == "mqtt":
-            assert self.site.mosquitto is not None
-            mqtt = MqttSource(MqttSourceConfig(
-                host="127.0.0.1", port=self.site.mosquitto.port,
-                client_id=f"c-{self.site.name}", topic_prefix=f"test/{self.site.name}",
-                share_group=""), self.pipeline)
+            mqtt = MqttSource(secure.source_config(f"c-{self.site.name}"), self.pipeline,
+                              admission, admission)
             await mqtt.start()
             self.tasks.append(asyncio.create_task(mqtt.run()))
             self.source = mqtt
         else:
             http = HttpSource(HttpSourceConfig(port=self.site.http_port, write_timeout=1.0,
-                                               retry_after=1), self.pipeline)
+                                               retry_after=1, tls=secure.server_tls()),
+                              self.pipeline, admission, admission)
             await http.start()
             self.source = http
         return self
@@ -184,10 +193,8 @@ class Collector:
 
 
 @pytest.fixture(params=KINDS)
-def site(request: pytest.FixtureRequest, unique_name: str) -> Site:
-    kind = request.param
-    broker = request.getfixturevalue("mosquitto") if kind == "mqtt" else None
-    return Site(kind, unique_name, broker, free_port())
+def site(request: pytest.FixtureRequest, unique_name: str, secure: SecureFleet) -> Site:
+    return Site(request.param, unique_name, secure, free_port())
 
 
 def run(coro: Coroutine[Any, Any, None], timeout: float = 90) -> None:
@@ -249,6 +256,7 @@ async def rig(site: Site, influx_url: str, tmp_path: Path, gw: str, n: int,
               **gateway_options: Any) -> AsyncIterator[Rig]:
     """An outbox holding n readings, a collector on ``influx_url``, and the gateway between;
     closed in that order's reverse when the test is done with them."""
+    site.register(gw)
     outbox = Outbox(tmp_path / "outbox.sqlite")
     fill(outbox, n)
     collector = await Collector(site, influx_url, site.name).start()
@@ -368,6 +376,7 @@ def test_a_new_epoch_is_a_new_identity(site: Site, influxdb: InfluxDB, tmp_path:
     n, gw = 100, f"gw-{site.kind}-card"
 
     async def main() -> None:
+        site.register(gw)
         collector = await Collector(site, influxdb.url, site.name).start()
         epochs = []
         try:
