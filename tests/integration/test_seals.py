@@ -56,7 +56,6 @@ def configs(tmp: Path, name: str, gw: str, *, mosquitto: Mosquitto, influxdb: In
         # the keys come from seal_collector's --secrets, or there are none.
         "insecure": True,
         "writer": {"type": "influxdb_v1", "url": influxdb.url, "database": name},
-        "insecure": True,  # the plain broker; the secure setup's own tests cover the registry
         "batching": {"linger": 0.02},
     })
     gateway: dict[str, Any] = {"id": gw, "site": {"district": "종로구", "site": "세종로 정류장",
