@@ -90,6 +90,10 @@ class MqttOptions:
     tls: TlsConfig | None = None
 
 
+def _loop_writes(_client: paho.Client, _userdata: object, _sock: object) -> None:
+    """paho's write callback: nothing to do, the loop thread writes (see MqttClient)."""
+
+
 class MqttClient:
     """Connects in the background and stays connected until ``close()``."""
 
@@ -121,6 +125,13 @@ class MqttClient:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        # publish() and ack() run on the asyncio thread. paho, running no thread of its own
+        # (this class drives its loop), would then write to the socket from the caller's
+        # thread while its loop thread reads from it; over TLS that is one OpenSSL
+        # connection used by two threads at once, and the broker drops the client
+        # ("decryption failed or bad record mac"). With a write callback set, paho only
+        # queues the packet and wakes its loop, which writes it (as under loop_start()).
+        c.on_socket_register_write = _loop_writes
         self._client = c
 
     # -- paho's thread ----------------------------------------------------
