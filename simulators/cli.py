@@ -7,8 +7,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from simulators.fleet import DEMO_FLEET
+
+if TYPE_CHECKING:
+    from simulators.demo_secure import OperatorBroker
 
 ROOT = Path(__file__).resolve().parent.parent
+COLLECTOR = "collector-1"  # the collector account's default name (simulators/secure.py)
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -18,15 +25,49 @@ def _host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _operator(parser: argparse.ArgumentParser,
+              args: argparse.Namespace) -> OperatorBroker | None:
+    """The operator's broker from the demo's options; exits with a usage error when they
+    do not go together."""
+    from simulators.demo_secure import OperatorBroker
+
+    given = [f"--{k.replace('_', '-')}" for k in ("registry", "secrets", "ca_file",
+                                                   "collector_mqtt") if getattr(args, k)]
+    if args.collector != COLLECTOR:
+        given.append("--collector")
+    if given and args.insecure:
+        parser.error(f"--insecure runs without a registry; drop {' '.join(given)}")
+    if given and args.mqtt is None:
+        parser.error(f"{' '.join(given)}: only with --mqtt (the demo's own broker is secured"
+                     " with a registry it makes)")
+    if args.mqtt is not None and not args.insecure and (args.registry is None
+                                                        or args.secrets is None):
+        parser.error("--mqtt: the demo cannot write that broker's password and ACL files;"
+                     " give the operator's --registry FILE and --secrets DIR, or --insecure")
+    if args.registry is None or args.secrets is None:
+        return None
+    return OperatorBroker(args.registry, args.secrets, args.collector, args.ca_file,
+                          args.collector_mqtt)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-sim", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="services, simulated devices, agents and a collector, live")
+    d = sub.add_parser(
+        "demo", help="services, simulated devices, agents and a collector, live",
+        description="The whole path live: Mosquitto, InfluxDB, simulated sensors, one agent"
+        " per gateway and a collector evaluating alerts, secured as a deployment is: the"
+        " demo's own broker runs TLS only, with password and ACL files generated from a"
+        " gateway registry the demo makes (CA, broker certificate, one secret per gateway,"
+        " a collector account), and acks and displays are sealed with each gateway's key."
+        " With --mqtt, the demo cannot write that broker's files: give the operator's"
+        " registry and secrets (--registry, --secrets), or --insecure.")
     d.add_argument("--duration", type=float, default=None,
                    help="seconds to run, then stop devices and let agents deliver"
                         " (default: until Ctrl-C)")
     d.add_argument("--mqtt", type=_host_port, default=None, metavar="HOST:PORT",
-                   help="use this broker instead of starting one")
+                   help="use this broker (its gateways' listener) instead of starting one;"
+                        " needs --registry and --secrets, or --insecure")
     d.add_argument("--influx", default=None, metavar="URL",
                    help="use this InfluxDB 1.x instead of starting one (e.g. http://127.0.0.1:8086)")
     d.add_argument("--database", default=os.environ.get("CITYEDGE_DATABASE", "cityedge"),
@@ -38,6 +79,27 @@ def _parser() -> argparse.ArgumentParser:
                         " stop (default 20; a negative value: no episode)")
     d.add_argument("--episode-length", type=float, default=30.0, metavar="S",
                    help="seconds the dust episode lasts (default 30)")
+    op = d.add_argument_group(
+        "an operator's secured broker (with --mqtt)",
+        f"The registry must list the demo's gateways ({', '.join(g.id for g in DEMO_FLEET)};"
+        " the demo prints the `edge-collector gateways add` commands for any that are"
+        " missing) and the broker's files must have been regenerated from it.")
+    op.add_argument("--registry", type=Path, default=None, metavar="FILE",
+                    help="the gateway registry the broker's password and ACL files come from")
+    op.add_argument("--secrets", type=Path, default=None, metavar="DIR",
+                    help="DIR/<id>.secret for each demo gateway and DIR/<collector>.secret,"
+                         " as `edge-collector gateways add --secret-file` writes them")
+    op.add_argument("--collector", default=COLLECTOR, metavar="NAME",
+                    help=f"the collector account (default {COLLECTOR})")
+    op.add_argument("--ca-file", type=Path, default=None, metavar="FILE",
+                    help="the CA that signed the broker's certificate (default: the system's)")
+    op.add_argument("--collector-mqtt", type=_host_port, default=None, metavar="HOST:PORT",
+                    help="the broker's collectors' listener (default: --mqtt)")
+    d.set_defaults(parser=d)  # usage errors about its options show its usage
+    d.add_argument("--insecure", action="store_true",
+                   help="plain MQTT, no registry, no ACLs, no seals: any client that reaches"
+                        " the broker may speak for any gateway. Warned about at start-up; for"
+                        " a closed test network only")
 
     dev = sub.add_parser(
         "device", help="one simulated device on a pty; prints its path",
@@ -81,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(DemoOptions(args.duration, args.mqtt, args.influx, args.database,
                                     args.workdir,
                                     None if args.episode_at < 0 else args.episode_at,
-                                    args.episode_length))
+                                    args.episode_length, args.insecure,
+                                    _operator(args.parser, args)))
     from edge_agent.decoding import load_profiles
     from simulators.device import Faults, SimulatedDevice
 

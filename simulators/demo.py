@@ -2,12 +2,15 @@
 
 Starts (or uses) Mosquitto and InfluxDB, simulated devices on ptys for a dust
 zone, a bus stop and an apartment unit, one real agent process per gateway
-and a real collector process evaluating alerts. A dust episode at the bus
-stop (``--episode-at``) raises a fine-dust advisory: the live view shows
-when the webhook call, the message on the bus stop's display downlink and
-the terminal's ack arrived, counted from the reading that caused it. Stops
-everything it started, by process id: devices first, then agents once they
-have delivered what they hold.
+and a real collector process evaluating alerts. Secured as a deployment is
+(simulators/demo_secure.py): TLS, a gateway registry, the broker's password
+and ACL files generated from it, sealed acks and displays; ``--insecure``
+opts out, with a warning. A dust episode at the bus stop (``--episode-at``)
+raises a fine-dust advisory: the live view shows when the webhook call came,
+when the bus stop's terminal put the display up and when its ack arrived,
+counted from the reading that caused it. Stops everything it started, by
+process id: devices first, then agents once they have delivered what they
+hold.
 """
 
 from __future__ import annotations
@@ -29,6 +32,13 @@ from rich.table import Table
 
 from edge_agent.decoding import load_profiles
 from simulators.demo_alerts import RULES_FILE, WEBHOOK_SECRET, AlertWatch, Episode
+from simulators.demo_secure import (
+    INSECURE_WARNING,
+    OperatorBroker,
+    Trust,
+    refusals,
+    start_broker,
+)
 from simulators.device import SimulatedDevice
 from simulators.fleet import (
     DEMO_FLEET,
@@ -38,7 +48,7 @@ from simulators.fleet import (
     display_file,
     write_yaml,
 )
-from simulators.services import LocalServices, influx_query, spawn
+from simulators.services import InfluxDB, Mosquitto, influx_query, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the demo's devices produce (firmware_profiles/*.yaml measurements).
@@ -64,6 +74,10 @@ class DemoOptions:
     # (None: no episode), and how long it lasts.
     episode_at: float | None = 20.0
     episode_length: float = 30.0
+    # Plain MQTT, no registry, no seals (warned about); the default is secure.
+    insecure: bool = False
+    # With ``mqtt``: the operator's registry, secrets and CA for that broker.
+    operator: OperatorBroker | None = None
 
 
 class Demo:
@@ -71,7 +85,9 @@ class Demo:
         self.options = options
         self.console = console
         self.stop_requested = threading.Event()
-        self.services: LocalServices | None = None
+        self.broker: Mosquitto | None = None  # the demo's own, if it started one
+        self.influxdb: InfluxDB | None = None
+        self.trust: Trust | None = None
         self.procs: dict[str, Any] = {}
         self.devices: dict[tuple[str, str], SimulatedDevice] = {}
         self.started = time.monotonic()
@@ -82,20 +98,21 @@ class Demo:
                                options.episode_length)
         self.watch: AlertWatch | None = None
         self.delivered = (0, 0)  # (in InfluxDB, emitted) once the devices have stopped
+        self.refused: dict[str, int] = {}  # refusals.refusals() once the agents delivered
         self.terminal: tuple[str, Path] | None = None
 
     # -- setup ------------------------------------------------------------------
-    def _start_services(self, root: Path) -> tuple[tuple[str, int], str]:
-        if self.options.mqtt and self.options.influx:
-            return self.options.mqtt, self.options.influx
-        self.services = LocalServices(root / "services")
-        if not self.options.mqtt:
-            self.services.mosquitto.start()
-        if not self.options.influx:
-            self.services.influxdb.start()
-        mqtt = self.options.mqtt or self.services.mosquitto.address
-        influx = self.options.influx or self.services.influxdb.url
-        return mqtt, influx
+    def _start_services(self, root: Path) -> tuple[Trust, str]:
+        o = self.options
+        if o.insecure:
+            self.console.print(f"[bold red]WARNING[/] {INSECURE_WARNING}", highlight=False)
+        trust, self.broker = start_broker(root, DEMO_FLEET, o.mqtt, o.insecure, o.operator)
+        if o.influx:
+            return trust, o.influx
+        (root / "services" / "influxdb").mkdir(parents=True, exist_ok=True)
+        self.influxdb = InfluxDB(root / "services" / "influxdb")
+        self.influxdb.start()
+        return trust, self.influxdb.url
 
     def _python(self, module: str, *args: str, log: Path) -> Any:
         return spawn([sys.executable, "-m", module, *args], log, cwd=ROOT)
@@ -109,39 +126,44 @@ class Demo:
                 root = self.options.workdir
                 root.mkdir(parents=True, exist_ok=True)
             stack.callback(self._stop_all)
-            mqtt, influx = self._start_services(root)
-            self.influx = influx
-            self.watch = AlertWatch(mqtt)
+            trust, influx = self._start_services(root)
+            self.trust, self.influx = trust, influx
+            terminals = {gw.id: display_file(gw, root / "state")
+                         for gw in DEMO_FLEET if gw.kind == "bus_stop"}
+            self.terminal = next(iter(terminals.items()), None)
+            self.watch = AlertWatch(trust.collectors, terminals)
             stack.callback(self.watch.stop)
             webhook = self.watch.start()
-            alerts = alerts_config(RULES_FILE, root / "alerts", mqtt, webhook, WEBHOOK_SECRET)
-            cfg = write_yaml(root / "collector.yaml",
-                             collector_config(mqtt, influx, self.options.database, alerts))
+            alerts = alerts_config(RULES_FILE, root / "alerts", trust.collectors.yaml(), webhook,
+                                   WEBHOOK_SECRET)
+            cfg = write_yaml(root / "collector.yaml", collector_config(
+                trust.collectors.yaml(), trust.collector_keys(), influx, self.options.database,
+                alerts))
             self.procs["collector"] = self._python("collector.cli", "run", "--config", str(cfg),
                                                    log=root / "collector.log")
             profiles = load_profiles(ROOT / "firmware_profiles")
             for gw in DEMO_FLEET:
-                if gw.kind == "bus_stop" and self.terminal is None:
-                    self.terminal = (gw.id, display_file(gw, root / "state"))
                 # The episode is the bus stop's: its PM sensor reads it, its terminal shows it.
                 episode = self.episode.multiplier if gw.kind == "bus_stop" else (lambda: 1.0)
                 for s in gw.sensors:
                     self.devices[(gw.id, s.id)] = SimulatedDevice(
                         profiles[s.profile], link=root / "dev" / gw.id / s.id,
                         interval=s.interval, seed=s.seed, episode=episode)
-                acfg = write_yaml(root / "agents" / f"{gw.id}.yaml",
-                                  agent_config(gw, root / "dev", root / "state", mqtt))
+                acfg = write_yaml(root / "agents" / f"{gw.id}.yaml", agent_config(
+                    gw, root / "dev", root / "state", trust.gateways.yaml(),
+                    trust.secret_files.get(gw.id)))
                 self.procs[gw.id] = self._python("edge_agent.cli", "run", "--config", str(acfg),
                                                  log=root / "agents" / f"{gw.id}.log")
             self._wait_ports_open(root)
             for device in self.devices.values():
                 device.start()
             self.episode.start()
-            self._print_queries(mqtt, influx)
+            self._print_queries(influx)
             self._live()
             self._drain()
             self._alert_summary()
-        self._print_queries(mqtt, influx, final=True)
+            self._refusal_summary()
+        self._print_queries(influx, final=True)
         return 0
 
     def _wait_ports_open(self, root: Path, timeout: float = 20) -> None:
@@ -207,7 +229,9 @@ class Demo:
                  if self.first_landed_s else "waiting for the first reading")
         left = (f", {max(0.0, self.options.duration - elapsed):.0f} s left"
                 if self.options.duration else ", Ctrl-C to stop")
-        return Panel(f"{elapsed:.0f} s{left}; {first}\nprocesses: {procs}", title="status")
+        secured = "" if self.trust is None else f"\n{self.trust.summary}"
+        return Panel(f"{elapsed:.0f} s{left}; {first}\nprocesses: {procs}{secured}",
+                     title="status", style="red" if self.trust and self.trust.insecure else "")
 
     def _live(self) -> None:
         with Live(console=self.console, refresh_per_second=2, transient=False) as live:
@@ -236,12 +260,26 @@ class Demo:
                     for gw, (result, ns) in seen.acks.items()]
             self.console.print(
                 f"[bold]{seen.event['rule']} firing in {seen.event['scope'].get('district')}[/]:"
-                f" webhook {seen.after(seen.webhook_ns):.2f} s after the reading; downlink "
-                + (", ".join(f"{gw} {seen.after(ns):.2f} s" for gw, ns in seen.downlinks.items())
+                f" webhook {seen.after(seen.webhook_ns):.2f} s after the reading; on screen "
+                + (", ".join(f"{gw} {seen.after(ns):.2f} s" for gw, ns in seen.on_screen.items())
                    or "none") + "; terminal ack " + (", ".join(acks) or "none"), highlight=False)
         if self.watch.bad_signatures:
             self.console.print(f"[red]{self.watch.bad_signatures} webhook calls with a bad"
                                " signature[/]")
+
+    def _refusal_summary(self) -> None:
+        """What the broker, the collector and the agents refused (all 0 when all is well)."""
+        log = self.broker.log_path if self.broker is not None else None
+        try:
+            self.refused = refusals(self.influx, self.options.database, self.since_ns, log)
+        except OSError as exc:
+            self.console.print(f"refusals: InfluxDB did not answer: {exc}")
+            return
+        line = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in self.refused.items())
+        self.console.print(f"[bold]refused[/]: {line}", highlight=False)
+        assert self.trust is not None
+        self.console.print(self.trust.summary, highlight=False,
+                           style="bold red" if self.trust.insecure else None)
 
     # -- teardown ----------------------------------------------------------------------
     def _drain(self, timeout: float = 30) -> None:
@@ -285,23 +323,24 @@ class Demo:
             except Exception:
                 collector.kill()
                 collector.wait()
-        if self.services is not None:
-            self.services.stop()
+        for service in (self.broker, self.influxdb):
+            if service is not None:
+                service.stop()
 
-    def _print_queries(self, mqtt: tuple[str, int], influx: str, final: bool = False) -> None:
+    def _print_queries(self, influx: str, final: bool = False) -> None:
         host_port = influx.split("://", 1)[-1].rstrip("/")
         host, _, port = host_port.partition(":")
         note = " (the demo's own InfluxDB has stopped; run the demo again to query it live)" \
-            if final and self.services and not self.options.influx else ""
+            if final and self.influxdb is not None else ""
         self.console.print(
             f"\n[bold]Try these in InfluxDB[/] (database {self.options.database!r}){note}:")
         for q in QUERIES:
             self.console.print(f"  influx -host {host} -port {port or 8086} "
                                f"-database {self.options.database} -execute \"{q}\"",
                                highlight=False, soft_wrap=True)
-        if not final:
-            self.console.print(f"MQTT broker {mqtt[0]}:{mqtt[1]}, InfluxDB {influx}\n",
-                               highlight=False)
+        if not final and self.trust is not None:
+            self.console.print(f"{self.trust.summary}\nInfluxDB {influx}\n", highlight=False,
+                               style="bold red" if self.trust.insecure else None)
 
 
 def run_demo(options: DemoOptions) -> int:

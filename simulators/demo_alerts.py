@@ -3,10 +3,13 @@
 ``Episode`` multiplies one sensor's particulate values for a while, as a
 yellow-dust day does. ``AlertWatch`` plays the city's receivers on its own
 thread and event loop: the operations team's webhook endpoint (a real aiohttp
-server that checks the HMAC signature) and a broker subscription to every
-gateway's display downlink and display acks. Each event is kept with the
-time it arrived, so the live view can show how long after the reading that
-caused it the alert reached each of them.
+server that checks the HMAC signature), the bus stops' terminals (their
+display files, which the agents rewrite when a display is shown or cleared)
+and a broker subscription, with a collector's account, to the terminals'
+display acks. A display downlink itself is readable by its gateway alone
+(the broker's ACL), so it is seen where it arrives: on the terminal. Each
+event is kept with the time it arrived, so the live view can show how long
+after the reading that caused it the alert reached each of them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import json
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,12 +28,18 @@ from typing import Any
 from aiohttp import web
 from rich.table import Table
 
-from cityedge.mqtt import MqttClient, MqttOptions
+from cityedge.mqtt import MqttClient
 from cityedge.uplink import Topics
+from collector.notifiers.mqtt_downlink.message import SHOW_STATES
 from collector.notifiers.webhook.payload import SIGNATURE_HEADER, verify
+from simulators.demo_secure import Link
 
 RULES_FILE = Path(__file__).resolve().parent / "demo_rules.yaml"
 WEBHOOK_SECRET = "cityedge-demo"  # a demo secret: the receiver runs on loopback
+# How often the terminals' display files are looked at; each records when it was written.
+BOARD_POLL_S = 0.1
+# Board changes kept per terminal (a demo's episode makes a handful).
+BOARD_HISTORY = 256
 
 
 @dataclass
@@ -67,7 +77,7 @@ class Seen:
 
     event: dict[str, Any]
     webhook_ns: int
-    downlinks: dict[str, int] = field(default_factory=dict)  # gateway -> arrival
+    on_screen: dict[str, int] = field(default_factory=dict)  # gateway -> its board changed
     acks: dict[str, tuple[str, int]] = field(default_factory=dict)  # gateway -> (result, arrival)
 
     def after(self, arrival_ns: int) -> float:
@@ -76,10 +86,16 @@ class Seen:
 
 
 class AlertWatch:
-    def __init__(self, mqtt: tuple[str, int], prefix: str = "cityedge/v1") -> None:
-        self.mqtt, self.topics = mqtt, Topics(prefix)
+    """``link``: a collector's account (it may read display acks); ``terminals``: gateway ->
+    its terminal's display file."""
+
+    def __init__(self, link: Link, terminals: dict[str, Path],
+                 prefix: str = "cityedge/v1") -> None:
+        self.link, self.terminals, self.topics = link, terminals, Topics(prefix)
         self.events: dict[str, Seen] = {}  # event id -> what arrived
-        self.downlinks: dict[str, dict[str, int]] = {}  # display id -> gateway -> arrival
+        # gateway -> (written at, alert id -> display id on screen), in order
+        self.boards: dict[str, deque[tuple[int, dict[str, str]]]] = {
+            gateway: deque(maxlen=BOARD_HISTORY) for gateway in terminals}
         self.acks: dict[str, dict[str, tuple[str, int]]] = {}
         self.bad_signatures = 0
         self.url = ""
@@ -122,19 +138,19 @@ class AlertWatch:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}/hook"
-        client = MqttClient(MqttOptions(
-            self.mqtt[0], self.mqtt[1], "cityedge-demo-alert-watch", clean_start=True,
-            subscriptions=[(self.topics.down("+"), 1), (self.topics.down_ack("+"), 1)]))
+        client = MqttClient(self.link.options("cityedge-demo-alert-watch",
+                                              [(self.topics.down_ack("+"), 1)]))
         client.start()
         await client.wait_connected(10)
         self._ready.set()
-        reader = asyncio.create_task(self._read(client))
+        tasks = [asyncio.create_task(self._read(client)), asyncio.create_task(self._boards())]
         try:
             await self._stop.wait()
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await client.close()
             await runner.cleanup()
 
@@ -153,23 +169,56 @@ class AlertWatch:
         while True:
             message = await client.get()
             arrived = time.time_ns()
-            gateway, kind = message.topic.split("/")[-2:]
+            gateway = message.topic.split("/")[-2]
             try:
                 doc = json.loads(message.payload)
                 msg_id = str(doc["id"])
             except (ValueError, KeyError, TypeError):
                 continue
-            if kind == "down":
-                self.downlinks.setdefault(msg_id, {}).setdefault(gateway, arrived)
-            else:
-                self.acks.setdefault(msg_id, {}).setdefault(gateway, (str(doc.get("result")),
-                                                                      arrived))
+            self.acks.setdefault(msg_id, {}).setdefault(gateway, (str(doc.get("result")),
+                                                                  arrived))
+
+    async def _boards(self) -> None:
+        while True:
+            for gateway, path in self.terminals.items():
+                self._look(gateway, path)
+            await asyncio.sleep(BOARD_POLL_S)
+
+    def _look(self, gateway: str, path: Path) -> None:
+        """Record the terminal's board if the agent wrote a new one (``updated_ns``)."""
+        try:
+            board = json.loads(path.read_bytes())
+            written = int(board["updated_ns"])
+            showing = {str(d["alert_id"]): str(d["id"]) for d in board["showing"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        changes = self.boards[gateway]
+        if not changes or changes[-1][0] != written:
+            changes.append((written, showing))
+
+    def _on_screen(self, event: dict[str, Any]) -> dict[str, int]:
+        """gateway -> when its terminal put the event's display up (a show) or took the
+        alert's display down (any other state)."""
+        out: dict[str, int] = {}
+        show = event["state"] in SHOW_STATES
+        for gateway, changes in self.boards.items():
+            before: dict[str, str] = {}
+            for written, showing in list(changes):
+                if show and event["event_id"] in showing.values():
+                    out[gateway] = written
+                    break
+                if (not show and written >= event["time_ns"]
+                        and event["alert_id"] in before and event["alert_id"] not in showing):
+                    out[gateway] = written
+                    break
+                before = showing
+        return out
 
     # -- what the live view shows ---------------------------------------------------
     def timeline(self) -> list[Seen]:
         out = []
-        for event_id, seen in self.events.items():
-            seen.downlinks = dict(self.downlinks.get(event_id, {}))
+        for event_id, seen in list(self.events.items()):
+            seen.on_screen = self._on_screen(seen.event)
             seen.acks = dict(self.acks.get(event_id, {}))
             out.append(seen)
         return sorted(out, key=lambda s: (s.event["time_ns"], s.webhook_ns))
@@ -180,16 +229,16 @@ class AlertWatch:
         t.add_column("reading", no_wrap=True)
         t.add_column("alert")
         t.add_column("state", no_wrap=True)
-        for col in ("webhook", "downlink", "terminal"):
+        for col in ("webhook", "on screen", "ack"):
             t.add_column(col, justify="right", no_wrap=True)
         for seen in self.timeline()[-6:]:
             e = seen.event
-            downlink = " ".join(f"{seen.after(ns):.2f}s" for ns in seen.downlinks.values())
+            screen = " ".join(f"{seen.after(ns):.2f}s" for ns in seen.on_screen.values())
             acks = " ".join(f"{result} {seen.after(ns):.2f}s" for result, ns in seen.acks.values())
             t.add_row(datetime.fromtimestamp(e["time_ns"] / 1e9).strftime("%H:%M:%S"),
                       f"{e['rule']} {e.get('scope', {}).get('district', '')}",
                       f"{e['state']} {e.get('value', 0):.0f}",
-                      f"{seen.after(seen.webhook_ns):.2f}s", downlink or "-", acks or "-")
+                      f"{seen.after(seen.webhook_ns):.2f}s", screen or "-", acks or "-")
         if terminal is not None:
             t.caption = f"{terminal[0]} terminal shows: {showing(terminal[1])}"
         return t

@@ -53,11 +53,13 @@ DEMO_FLEET = (
 )
 
 
-def collector_config(mqtt: tuple[str, int], influx_url: str, database: str,
-                     alerts: dict[str, Any] | None = None) -> dict[str, Any]:
+def collector_config(mqtt: dict[str, Any], trust: dict[str, Any], influx_url: str,
+                     database: str, alerts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``mqtt``: the collector's broker keys (host, port, account, tls); ``trust``: its
+    ``registry``, or ``insecure: true``."""
     doc: dict[str, Any] = {
-        "mqtt": {"host": mqtt[0], "port": mqtt[1], "client_id": "cityedge-demo-collector"},
-        "insecure": True,  # a plain broker: no registry
+        **trust,
+        "mqtt": {**mqtt, "client_id": "cityedge-demo-collector"},
         "writer": {"type": "influxdb_v1", "url": influx_url, "database": database},
         "health_interval": 5,
     }
@@ -66,9 +68,10 @@ def collector_config(mqtt: tuple[str, int], influx_url: str, database: str,
     return doc
 
 
-def alerts_config(rules: Path, state_dir: Path, mqtt: tuple[str, int], webhook_url: str,
+def alerts_config(rules: Path, state_dir: Path, mqtt: dict[str, Any], webhook_url: str,
                   secret: str) -> dict[str, Any]:
-    """Alerts to the log, a webhook, and the affected district's bus-stop displays."""
+    """Alerts to the log, a webhook, and the affected district's bus-stop displays
+    (``mqtt``: the notifier's broker keys, the collector's account)."""
     return {
         "rules": [str(rules)],
         "state_dir": str(state_dir),
@@ -76,24 +79,29 @@ def alerts_config(rules: Path, state_dir: Path, mqtt: tuple[str, int], webhook_u
         "notifiers": [
             {"type": "log"},
             {"type": "webhook", "url": webhook_url, "secret": secret, "timeout": 5.0},
-            {"type": "mqtt_downlink", "host": mqtt[0], "port": mqtt[1],
-             "client_id": "cityedge-demo-downlink", "rules": ["pm*_advisory*"], "ttl": 600.0},
+            {"type": "mqtt_downlink", **mqtt, "client_id": "cityedge-demo-downlink",
+             "rules": ["pm*_advisory*"], "ttl": 600.0},
         ],
     }
 
 
-def agent_config(gw: SimGateway, device_dir: Path, state_dir: Path,
-                 mqtt: tuple[str, int]) -> dict[str, Any]:
+def agent_config(gw: SimGateway, device_dir: Path, state_dir: Path, mqtt: dict[str, Any],
+                 secret_file: Path | None) -> dict[str, Any]:
+    """``mqtt``: the broker keys (host, port, tls); ``secret_file``: the gateway's secret
+    from the registry (its MQTT password and seal key source); None: insecure."""
+    gateway: dict[str, Any] = {"id": gw.id}
+    if secret_file is not None:
+        gateway["secret_file"] = str(secret_file)
+    gateway["site"] = {"district": gw.district, "site": gw.site, "kind": gw.kind}
     return {
-        "gateway": {"id": gw.id,
-                    "site": {"district": gw.district, "site": gw.site, "kind": gw.kind}},
+        "gateway": gateway,
         "sensors": [
             {"id": s.id, "port": str(device_dir / gw.id / s.id), "profile": s.profile,
              **dict(s.config)}
             for s in gw.sensors
         ],
         "outbox": {"path": str(state_dir / gw.id / "outbox.sqlite")},
-        "uplink": {"mqtt": {"host": mqtt[0], "port": mqtt[1]}},
+        "uplink": {"mqtt": mqtt},
         # A bus stop's terminal shows alert displays; the agent keeps them in this file.
         "display": ({"output": "file", "path": str(display_file(gw, state_dir))}
                     if gw.kind == "bus_stop" else {"output": "none"}),
