@@ -56,7 +56,7 @@ async def main(port, url, db, registry, cert_file, key_file):
     admission = Admission(LiveRegistry(Path(registry)))
     source = HttpSource(HttpSourceConfig(port=port, write_timeout=1.0, retry_after=1,
                                          tls=TlsConfig(cert_file=cert_file, key_file=key_file)),
-                        pipeline, admission, admission)
+                        pipeline, admission=admission, keyring=admission)
     await source.start()
     await pipeline.run()
 

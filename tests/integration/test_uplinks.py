@@ -162,14 +162,14 @@ class Collector:
         secure, admission = self.site.secure, self.admission
         if self.site.kind == "mqtt":
             mqtt = MqttSource(secure.source_config(f"c-{self.site.name}"), self.pipeline,
-                              admission, admission)
+                              admission=admission, keyring=admission)
             await mqtt.start()
             self.tasks.append(asyncio.create_task(mqtt.run()))
             self.source = mqtt
         else:
             http = HttpSource(HttpSourceConfig(port=self.site.http_port, write_timeout=1.0,
                                                retry_after=1, tls=secure.server_tls()),
-                              self.pipeline, admission, admission)
+                              self.pipeline, admission=admission, keyring=admission)
             await http.start()
             self.source = http
         return self
