@@ -89,6 +89,7 @@ class Demo:
         self.influxdb: InfluxDB | None = None
         self.trust: Trust | None = None
         self.procs: dict[str, Any] = {}
+        self.log_starts: dict[Path, int] = {}  # log -> its size when this run's process started
         self.devices: dict[tuple[str, str], SimulatedDevice] = {}
         self.started = time.monotonic()
         # Only this run's readings count (a reused --workdir or --influx holds older ones).
@@ -115,7 +116,15 @@ class Demo:
         return trust, self.influxdb.url
 
     def _python(self, module: str, *args: str, log: Path) -> Any:
+        # A reused --workdir keeps the logs: this run's part starts here.
+        self.log_starts[log] = log.stat().st_size if log.exists() else 0
         return spawn([sys.executable, "-m", module, *args], log, cwd=ROOT)
+
+    def _this_run(self, log: Path) -> str:
+        """What the process wrote to ``log`` in this run."""
+        with log.open("rb") as f:
+            f.seek(self.log_starts.get(log, 0))
+            return f.read().decode(errors="replace")
 
     def run(self) -> int:
         with contextlib.ExitStack() as stack:
@@ -170,16 +179,14 @@ class Demo:
         """pyserial flushes a port's input when it opens it: start devices after the agents."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stop_requested.is_set():
-            opened = sum(
-                (root / "agents" / f"{gw.id}.log").read_text(errors="replace").count("opened")
-                for gw in DEMO_FLEET if (root / "agents" / f"{gw.id}.log").exists()
-            )
+            opened = sum(self._this_run(root / "agents" / f"{gw.id}.log").count("opened")
+                         for gw in DEMO_FLEET)
             if opened >= len(self.devices):
                 return
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     log = root / ("collector.log" if name == "collector" else f"agents/{name}.log")
-                    raise SystemExit(f"{name} exited early:\n{log.read_text()[-2000:]}")
+                    raise SystemExit(f"{name} exited early:\n{self._this_run(log)[-2000:]}")
             time.sleep(0.1)
 
     # -- live view -----------------------------------------------------------------

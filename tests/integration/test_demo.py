@@ -86,6 +86,18 @@ def test_the_secure_demo_delivers_everything_and_its_dust_episode_reaches_people
         assert ack == result and seen.after(at) < 2.0
     assert "pm10_advisory_demo firing in 종로구: webhook" in text
 
+    # Run again in the same --workdir: a fresh CA, registry and secrets, and the devices
+    # wait for this run's agents (the logs still hold the last run's "opened" lines).
+    ca = (secure / "pki" / "ca.crt").read_bytes()
+    out = io.StringIO()
+    again = Demo(DemoOptions(duration=5, mqtt=None, influx=None, database="cityedge",
+                             workdir=tmp_path, episode_at=None), Console(file=out, width=160))
+    assert again.run() == 0
+    got, emitted = again.delivered
+    assert emitted > 5 and got == emitted, out.getvalue()[-3000:]
+    assert again.refused == NOTHING_REFUSED
+    assert (secure / "pki" / "ca.crt").read_bytes() != ca
+
 
 def test_with_an_operators_broker_the_demo_uses_their_registry_and_secrets(
         tmp_path: Path) -> None:
