@@ -231,8 +231,12 @@ class MqttClient:
         except asyncio.QueueFull:
             # Unacked, so the broker (or the gateway's resend) brings it back.
             self.stats.overflowed += 1
-            log.warning("incoming queue full (%d); message on %s left unacked",
-                        self._queue.maxsize, message.topic)
+            # Counted every time, logged on the first and every 1000th: a flood past the
+            # queue must not become a flood of log lines.
+            if self.stats.overflowed % 1000 == 1:
+                log.warning("incoming queue full (%d); message on %s left unacked"
+                            " (%d so far)", self._queue.maxsize, message.topic,
+                            self.stats.overflowed)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)

@@ -191,6 +191,10 @@ class CollectorService:
             tags["collector"] = self.mqtt.config.client_id
             refused += self.mqtt.refused
             fields["mqtt_reconnects"] = max(0, self.mqtt.client.stats.connects - 1)
+            # Batches past the incoming queue (left unacked: the broker or the gateway's
+            # resend brings them back) and acks paho would not queue (the gateway resends).
+            fields["mqtt_overflowed"] = self.mqtt.client.stats.overflowed
+            fields["mqtt_acks_not_sent"] = self.mqtt.client.stats.publish_refused
         if self.http is not None:
             refused += self.http.refused
             fields.update(by_reason("http_connections_refused", self.http.guard.counts))
