@@ -36,6 +36,8 @@ from collector.ratelimit import DEFAULT_LIMITER, RateLimiter
 
 log = logging.getLogger(__name__)
 
+ACKS_QUEUED_PER_BATCH_IN_FLIGHT = 20
+
 
 class MqttSource:
     def __init__(self, config: MqttSourceConfig, pipeline: WritePipeline, *,
@@ -65,6 +67,10 @@ class MqttSource:
             manual_ack=True,
             receive_maximum=c.receive_maximum,
             incoming_queue=c.receive_maximum + 10,
+            # Room for the acks of every batch in progress, and more: Mosquitto 2.0 was
+            # measured sending several times ReceiveMaximum unacked once acks flow, and an
+            # ack paho cannot queue is lost (the gateway then resends the whole batch).
+            max_queued_outgoing=ACKS_QUEUED_PER_BATCH_IN_FLIGHT * c.receive_maximum,
             subscriptions=[(self.topics.up_subscription(c.share_group or None), 1)],
             tls=c.tls,
         )
