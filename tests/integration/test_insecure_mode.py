@@ -91,6 +91,9 @@ def test_an_agent_without_a_secret_warns_that_it_takes_acks_and_displays_unseale
         wait_for(lambda: warning in agent.output(), 20, "the agent's warning")
         line = next(x for x in agent.output().splitlines() if warning in x)
         assert "WARNING" in line, line
+        # The warning comes before the signal handlers are in place: stop only once the
+        # agent runs, or a SIGTERM in between ends it with -15 instead of a clean exit.
+        wait_for(lambda: "readings waiting" in agent.output(), 20, "the agent to run")
     finally:
         rc = agent.stop()
     assert rc == 0, agent.output()[-3000:]
