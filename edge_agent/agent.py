@@ -18,35 +18,28 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from cityedge.lifecycle import ExitSignals
-from cityedge.uplink import Ack, Batch, SeqRanges, WireReading, encode_batch
+from cityedge.uplink import Batch, SeqRanges, WireReading, encode_batch
 from cityedge.uplink.seal import derive_key
-from cityedge.uplink.timing import BootTime
+from edge_agent.anchoring import TimeAnchoring
 from edge_agent.clock import Clock
 from edge_agent.config import AGENT_SENSOR, AgentConfig, effective_uplink, resolve
 from edge_agent.decoding import Profile, load_profiles
 from edge_agent.display_file import DisplayOutput
 from edge_agent.displays import DisplayBoard
+from edge_agent.health import Health
 from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
-from edge_agent.outbox.space import OutboxError, StoreFailed, free_bytes
+from edge_agent.outbox.space import OutboxError, StoreFailed
 from edge_agent.outbox.store import DropPolicy
 from edge_agent.readings import Reading
 from edge_agent.serial_port import SensorPort
-from edge_agent.timebase import Timebase
 from edge_agent.transports import MqttTransport, Transport
 from edge_agent.transports.http import HttpTransport
 
 log = logging.getLogger(__name__)
 
-# Seconds between time probes while the boot has no anchor.
-PROBE_INTERVAL_S = 5.0
-# Probes whose answer is awaited: older ones are forgotten (their answer, if
-# it ever comes, is not taken); 16 probes are 80 s of an unanswered link.
-MAX_PROBES = 16
-
-T = TypeVar("T")
 SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "firmware_profiles"
 
 
@@ -82,11 +75,13 @@ class Agent:
             else MqttTransport(u.mqtt, config.gateway.id, max_in_flight=u.max_in_flight,
                                key=self.seal_key)
         )
+        self.anchoring = TimeAnchoring(self.clock, self.io_call,
+                                       hold_max_s=config.clock_hold_max)
         self.displays = DisplayBoard(config.gateway.id, key=self.seal_key,
                                      has_display=config.display.output != "none")
         self.display = DisplayOutput(self.displays, resolve(base_dir, config.display.path)
                                      if config.display.output == "file" else None,
-                                     now=self._trusted_now_ns)
+                                     now=self.anchoring.trusted_now_ns)
         self.transport.downlink = self.display.on_message
         self.ports = [
             SensorPort(s, self.profiles[s.profile], self.clock, self._store) for s in config.sensors
@@ -110,29 +105,19 @@ class Agent:
         self.store_failures: Counter[str] = Counter()
         self._failing_run = 0  # readings not stored since storing last worked
         self._sync_failing = False
-        self.timebase: Timebase | None = None
-        self._synced_now = self.clock.synced()
-        self._hold_cap: int | None = None
-        self._timebase_lock = asyncio.Lock()
-        # Records of past boots settled at start but not saved yet (a full disk).
-        self._boots_to_save: dict[str, BootTime] = {}
-        self.boot_time_save_failures = 0  # time records not saved (tried again)
-        self._probes: dict[int, int] = {}  # time-probe batch id -> monotonic ns sent
         self.acks_other_outbox = 0  # acks naming another gateway or epoch
         self.delete_failures = 0  # acked readings the outbox could not delete (resent)
-        self.time_answers_refused: Counter[str] = Counter()  # by reason
-        self._last_probe = -PROBE_INTERVAL_S
-        self._rate_mark = (time.monotonic(), 0)
         self.started_at = time.monotonic()
+        self.health = Health(self)
 
-    async def _io_call(self, fn: Any, *args: Any) -> Any:
+    async def io_call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     # -- reading side --------------------------------------------------------
     def _store(self, readings: list[Reading]) -> None:
         """Append at once: a reading read from the port is only safe once committed."""
         assert self.outbox is not None
-        if not self._synced_now:
+        if not self.anchoring.synced_now:
             readings = [dataclasses.replace(r, synced=False) for r in readings]
         fut = asyncio.get_running_loop().run_in_executor(self._io, self.outbox.append, readings)
         self._store_tasks.add(fut)
@@ -181,8 +166,8 @@ class Agent:
             try:
                 # A checkpoint that cannot complete (full disk) leaves durable_seq
                 # where it was; the next window tries again.
-                await self._io_call(self.outbox.sync)
-                await self._update_timebase()
+                await self.io_call(self.outbox.sync)
+                await self.anchoring.update()
             except (OutboxError, sqlite3.Error, OSError) as exc:
                 if not self._sync_failing:
                     log.error("outbox: sync failed, trying again every %.1f s: %s", window, exc)
@@ -194,71 +179,10 @@ class Agent:
             if self.sendable_seq() > before:
                 self._wake_sender.set()
 
-    # -- time ------------------------------------------------------------------
-    async def _open_timebase(self) -> None:
-        assert self.outbox is not None
-        self.timebase = Timebase(self.clock.boot, await self._io_call(self.outbox.boot_times),
-                                 hold_max_ns=int(self.config.clock_hold_max * 1e9),
-                                 now_mono=time.monotonic_ns())
-        seen = await self._io_call(self.outbox.boots_waiting)
-        self._boots_to_save = self.timebase.settle_old_boots(seen)
-        for boot in self._boots_to_save:
-            log.warning("boot %s never got a time anchor: its readings go flagged"
-                        " time_unverified", boot)
-        await self._update_timebase()
-
-    async def _save_boot_time(self, boot: str, record: BootTime) -> bool:
-        """Save a proposed record, then commit it; False (and nothing used) if it could not
-        be saved: a full disk does not stop the agent, the record is proposed again."""
-        assert self.outbox is not None and self.timebase is not None
-        try:
-            await self._io_call(self.outbox.save_boot_time, boot, record)
-        except (sqlite3.Error, OSError) as exc:
-            self.boot_time_save_failures += 1
-            if self.boot_time_save_failures == 1 or self.boot_time_save_failures % 1000 == 0:
-                log.error("cannot store the time record of boot %s (%d failures so far); it is"
-                          " tried again and not used until stored: %s", boot,
-                          self.boot_time_save_failures, exc)
-            return False
-        self.timebase.commit(boot, record)
-        return True
-
-    async def _update_timebase(self, collector_time: int | None = None,
-                               at_mono: int | None = None) -> None:
-        """Anchor the boot (NTP, or the collector's clock), or declare a timed-out hold.
-
-        One at a time (the sync and ack loops both call it): each proposal is made from
-        the committed state and saved before the next is made."""
-        async with self._timebase_lock:
-            await self._update_timebase_locked(collector_time, at_mono)
-
-    async def _update_timebase_locked(self, collector_time: int | None,
-                                      at_mono: int | None) -> None:
-        assert self.outbox is not None and self.timebase is not None
-        for boot, old in list(self._boots_to_save.items()):
-            if await self._save_boot_time(boot, old):
-                del self._boots_to_save[boot]
-        self._synced_now = self.clock.synced()
-        mono, wall = time.monotonic_ns(), time.time_ns()
-        record = (self.timebase.on_synced(mono, wall) if self._synced_now else
-                  self.timebase.on_collector_time(at_mono or mono, collector_time)
-                  if collector_time else self.timebase.on_tick(mono))
-        if record is not None and await self._save_boot_time(self.clock.boot, record):
-            log.info("boot %s: %s", self.clock.boot, record)
-        current = self.timebase.current
-        if current.anchor is not None:
-            self._hold_cap = None
-        else:
-            durable = self.outbox.durable_seq
-            first = await self._io_call(self.outbox.first_held, self.clock.boot,
-                                        current.unverified_before)
-            self._hold_cap = durable if first is None else min(durable, first - 1)
-
     def sendable_seq(self) -> int:
-        """Durable, and timed: readings whose time is not decided yet wait (timebase.py)."""
+        """Durable, and timed: readings whose time is not decided yet wait (anchoring.py)."""
         assert self.outbox is not None
-        durable = self.outbox.durable_seq
-        return durable if self._hold_cap is None else min(durable, self._hold_cap)
+        return self.anchoring.sendable_seq(self.outbox.durable_seq)
 
     # -- sending side ---------------------------------------------------------
     def _batch(self, readings: list[WireReading]) -> Batch:
@@ -278,23 +202,15 @@ class Agent:
             site={"district": site.district, "site": site.site, "kind": site.kind},
             sensors={k: v for k, v in self.sensors_meta.items() if k in used},
             readings=tuple(readings),
-            boots={b: bt for b in {r.boot for r in readings if not r.synced}
-                   if (bt := self.timebase.boots.get(b)) is not None} if self.timebase else {},
+                boots=self.anchoring.boots({r.boot for r in readings if not r.synced}),
         )
 
     def _maybe_probe(self) -> None:
         """Unanchored and unsynchronised: ask the collector for its clock (an empty batch)."""
-        if self.timebase is None or self.timebase.current.anchor is not None:
-            return
-        now = time.monotonic()
-        if now - self._last_probe < PROBE_INTERVAL_S or not self.transport.ready():
-            return
-        self._last_probe = now
-        probe = self._batch([])
-        self._probes[probe.batch_id] = time.monotonic_ns()
-        while len(self._probes) > MAX_PROBES:
-            del self._probes[next(iter(self._probes))]
-        self.transport.send(encode_batch(probe))
+        if self.anchoring.probe_due(self.transport.ready()):
+            probe = self._batch([])
+            self.anchoring.probe_sent(probe.batch_id)
+            self.transport.send(encode_batch(probe))
 
     async def _send_loop(self) -> None:
         assert self.outbox is not None
@@ -315,14 +231,14 @@ class Agent:
                     pass
                 continue
             if isinstance(plan, SendNew):
-                rows = await self._io_call(self.outbox.fetch_after, plan.after, plan.upto,
+                rows = await self.io_call(self.outbox.fetch_after, plan.after, plan.upto,
                                            plan.limit)
                 if not rows:
                     self.window.advance(plan, plan.upto)
                     continue
             else:
                 assert isinstance(plan, Resend)
-                rows = await self._io_call(self.outbox.fetch_seqs, plan.seqs, plan.limit)
+                rows = await self.io_call(self.outbox.fetch_seqs, plan.seqs, plan.limit)
                 if not rows:
                     continue
             batch = self._batch(rows)
@@ -341,7 +257,7 @@ class Agent:
                 self.acks_other_outbox += 1
                 log.info("ack for another outbox (%s/%s) ignored", ack.gateway, ack.epoch)
                 continue
-            probe_sent = self._probes.get(ack.batch_id)
+            probe_sent = self.anchoring.probes.get(ack.batch_id)
             in_flight = probe_sent is not None
             if not in_flight:  # a probe hands out no seqs; any other ack goes to the window
                 result = self.window.acked(ack.batch_id, ack.seqs)
@@ -350,7 +266,7 @@ class Agent:
                     await self._delete(result.confirmed)
             if ack.time_ns is not None:
                 try:
-                    await self._time_answer(ack, in_flight, probe_sent)
+                    await self.anchoring.answer(ack, in_flight, probe_sent)
                 except (sqlite3.Error, OSError) as exc:  # reading the hold back failed
                     log.error("cannot apply the time answer: %s", exc)
             self._wake_sender.set()
@@ -360,7 +276,7 @@ class Agent:
         go out again and a later ack deletes them: the ack loop never stops on it."""
         assert self.outbox is not None
         try:
-            self.acked += await self._io_call(self.outbox.delete, seqs)
+            self.acked += await self.io_call(self.outbox.delete, seqs)
         except (sqlite3.Error, OSError) as exc:
             self.delete_failures += 1
             self.window.retry(seqs)
@@ -368,116 +284,13 @@ class Agent:
                 log.error("outbox delete failed (%d so far); the readings are resent: %s",
                           self.delete_failures, exc)
 
-    async def _time_answer(self, ack: Ack, in_flight: bool, probe_sent: int | None) -> None:
-        """Anchor an unanchored boot on the collector's clock, if the answer deserves it.
-
-        Taken only from an ack that answers a probe or a batch in flight (the
-        transport already refused unsealed ones when a key is set) and only if
-        its time is plausible (timebase.py); anything else is refused, counted
-        by reason and logged once per reason.
-        """
-        assert ack.time_ns is not None
-        if self.timebase is None or self.timebase.current.anchor is not None:
-            self._probes.clear()
-            return
-        reason = ("not_in_flight" if not in_flight
-                  else None if self.timebase.plausible(ack.time_ns) else "implausible")
-        if reason is not None:
-            # A refused answer leaves its probe open: the collector's may still come.
-            self.time_answers_refused[reason] += 1
-            if self.time_answers_refused[reason] == 1:
-                log.warning("time answer refused (%s): %d ns in the ack of batch %d; later ones"
-                            " are counted, not logged", reason, ack.time_ns, ack.batch_id)
-            return
-        self._probes.pop(ack.batch_id, None)
-        # For a probe, the collector's clock was read about half way through the
-        # round trip; for any other ack, just before receipt.
-        now = time.monotonic_ns()
-        await self._update_timebase(collector_time=ack.time_ns,
-                                    at_mono=(probe_sent + now) // 2 if probe_sent else now)
-
-    # -- alert displays (downlink) ----------------------------------------------
-    def _trusted_now_ns(self) -> int | None:
-        """Wall time if the clock is synchronised or anchored this boot; else None."""
-        if self._synced_now:
-            return time.time_ns()
-        anchor = self.timebase.current.anchor if self.timebase else None
-        return None if anchor is None else anchor.wall_ns + time.monotonic_ns() - anchor.mono_ns
-
     # -- health ----------------------------------------------------------------
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval)
-            await self._io_call(self.outbox.flush_gaps) if self.outbox else None
+            await self.io_call(self.outbox.flush_gaps) if self.outbox else None
             await self.display.tick()
-            self._store([await self.health_reading()])
-            for port in self.ports:
-                wall, mono = self.clock.stamp(port.config.id + "/health")
-                fields: dict[str, int | float | bool | str] = {
-                    "port_open": port.is_open,
-                    "dropped_readings": self.outbox.dropped[port.config.id] if self.outbox else 0,
-                    "store_failed": self.store_failures[port.config.id],
-                    **dict(port.counters),
-                }
-                self._store([Reading(port.config.id, "sensor_health", fields, wall,
-                                     self.clock.boot, mono)])
-
-    def _time_left(self, used: int, max_bytes: int) -> float:
-        """Seconds until the outbox is full at the ingest rate since the last health reading."""
-        assert self.outbox is not None
-        now, appended = time.monotonic(), self.outbox.appended_bytes
-        last_t, last_bytes = self._rate_mark
-        self._rate_mark = (now, appended)
-        rate = (appended - last_bytes) / max(now - last_t, 1e-3)
-        return round((max_bytes - used) / rate, 1) if rate > 0 else -1.0
-
-    async def health_reading(self) -> Reading:
-        assert self.outbox is not None
-        depth = await self._io_call(self.outbox.depth)
-        wall, mono = self.clock.stamp(AGENT_SENSOR)
-        max_bytes = self.outbox.max_bytes or 1
-        fields: dict[str, int | float | bool | str] = {
-            "outbox_readings": depth.readings,
-            "outbox_bytes": depth.bytes,
-            "outbox_full_pct": round(100 * depth.bytes / max_bytes, 2),
-            "oldest_age_s": round((wall - depth.oldest_ns) / 1e9, 3) if depth.oldest_ns else 0.0,
-            "dropped_readings": sum(self.outbox.dropped.values()),
-            "store_failed_readings": sum(self.store_failures.values()),
-            "disk_free_mb": round(free_bytes(self.outbox_path.parent) / 1024 / 1024, 1),
-            "checkpoint_failures": self.outbox.checkpoint_failures,
-            "outbox_time_left_s": self._time_left(depth.bytes, max_bytes),
-            "backlog_readings": self.window.backlog_seqs,
-            "in_flight_batches": self.window.in_flight,
-            "resent_batches": self.window.resent_batches,
-            "refused_sends": self.refused_sends,
-            **self.display.health_fields(),
-            **self._trust_fields(),
-            "link_up": self.transport.ready(),
-            "clock_synced": self._synced_now,
-            "clock_anchor": (a.source if self.timebase and (a := self.timebase.current.anchor)
-                             else "none"),
-            "uptime_s": round(time.monotonic() - self.started_at, 1),
-        }
-        return Reading(AGENT_SENSOR, "gateway_health", fields, wall, self.clock.boot, mono)
-
-    def _trust_fields(self) -> dict[str, int | float | bool | str]:
-        """Refused acks and time answers, by reason (DESIGN, Trust: every refusal counted)."""
-        bad: Counter[str] = Counter(getattr(self.transport, "bad_ack_reasons", {}))
-        if self.acks_other_outbox:
-            bad["other_outbox"] = self.acks_other_outbox
-        return {
-            "bad_acks": sum(bad.values()),
-            **_by_reason("bad_acks", bad),
-            "acks_unknown_batch": self.window.acks_unknown_batch,
-            "delete_failures": self.delete_failures,
-            "boot_time_save_failures": self.boot_time_save_failures,
-            # Display messages past the transport's queue, and display acks not queued.
-            "displays_dropped": getattr(self.transport, "displays_dropped", 0),
-            "display_acks_dropped": getattr(self.transport, "display_acks_dropped", 0),
-            "ack_seqs_ignored": self.window.ack_seqs_ignored,
-            "time_answers_refused": sum(self.time_answers_refused.values()),
-            **_by_reason("time_answers_refused", self.time_answers_refused),
-        }
+            self._store([await self.health.gateway_reading(), *self.health.sensor_readings()])
 
     # -- lifecycle -------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -485,22 +298,22 @@ class Agent:
 
     async def serve(self) -> None:
         o = self.config.outbox
-        self.outbox = await self._io_call(lambda: Outbox(
+        self.outbox = await self.io_call(lambda: Outbox(
             self.outbox_path,
             fsync_every_append=o.commit_window == 0,
             max_bytes=int(o.max_size_mb * 1024 * 1024),
             drop_policy=DropPolicy(o.drop_policy, o.priorities),
         ))
-        await self._open_timebase()
-        await self._io_call(self.outbox.save_sensor_meta, self.sensors_meta)
+        await self.anchoring.open(self.outbox)
+        await self.io_call(self.outbox.save_sensor_meta, self.sensors_meta)
         # Sensors removed from the config since their readings were stored keep their meta.
-        self.sensors_meta = {**await self._io_call(self.outbox.sensor_meta), **self.sensors_meta}
+        self.sensors_meta = {**await self.io_call(self.outbox.sensor_meta), **self.sensors_meta}
         self.display.restore()
         u = self.config.uplink
         self.window = DeliveryWindow(max_in_flight=u.max_in_flight, ack_timeout=u.ack_timeout,
                                      batch_size=u.batch_size, durable_seq=self.sendable_seq())
         log.info("outbox %s epoch %s, %d readings waiting", self.outbox_path, self.outbox.epoch,
-                 (await self._io_call(self.outbox.depth)).readings)
+                 (await self.io_call(self.outbox.depth)).readings)
         await self.transport.start()
         for port in self.ports:
             port.start()
@@ -533,13 +346,13 @@ class Agent:
         if self._store_tasks:
             await asyncio.gather(*self._store_tasks, return_exceptions=True)
         if self.outbox is not None:
-            await self._io_call(self.outbox.flush_gaps)
-            await self._io_call(self.outbox.sync)
+            await self.io_call(self.outbox.flush_gaps)
+            await self.io_call(self.outbox.sync)
             log.info("stopping: waiting up to %.0f s for acks", self.config.shutdown_timeout)
             self._wake_sender.set()
             deadline = time.monotonic() + self.config.shutdown_timeout
             while time.monotonic() < deadline and self.transport.ready():
-                depth = await self._io_call(self.outbox.depth)
+                depth = await self.io_call(self.outbox.depth)
                 if depth.readings == 0:
                     break
                 await asyncio.sleep(0.1)
@@ -549,11 +362,7 @@ class Agent:
         log.info("stopping: closing the uplink")
         await self.transport.close()
         if self.outbox is not None:
-            await self._io_call(self.outbox.close)
+            await self.io_call(self.outbox.close)
         self._io.shutdown(wait=True)
         log.info("stopped")
 
-
-def _by_reason(prefix: str, counts: Counter[str]) -> dict[str, int | float | bool | str]:
-    """One integer field per reason code seen (reason codes are ours, a closed set)."""
-    return {f"{prefix}_{reason}": n for reason, n in sorted(counts.items()) if n}

@@ -23,7 +23,7 @@ answer is taken only if it is plausible (``plausible``): not before
 ``floor_ns`` (this release's ``TIME_FLOOR_NS``, or a later wall time an
 anchor of any boot recorded, since time does not go back) and at most
 ``MAX_TIME_STEP_NS`` past it. The agent also takes it only from a verified
-ack that answers a probe or batch in flight (agent.py, ``_time_answer``).
+ack that answers a probe or batch in flight (anchoring.py, ``answer``).
 
 Two phases, because only what the gateway stored may time a reading: every
 ``on_*`` and ``settle_old_boots`` only *proposes* a record and changes nothing;

@@ -67,8 +67,9 @@ def test_an_anchor_that_was_not_stored_is_never_used(tmp_path: Path) -> None:
         task = asyncio.create_task(agent.serve())
         fillers: list[Path] = []
         try:
-            await until(lambda: agent.outbox is not None and agent.timebase is not None, "open")
-            assert agent.outbox is not None and agent.timebase is not None
+            await until(lambda: agent.outbox is not None
+                        and agent.anchoring.timebase is not None, "open")
+            assert agent.outbox is not None and agent.anchoring.timebase is not None
             if full:
                 agent._store([rd(i, agent.clock.boot, synced=False) for i in range(5)])
                 await until(lambda: agent.stored == 5 and agent.outbox is not None
@@ -82,15 +83,16 @@ def test_an_anchor_that_was_not_stored_is_never_used(tmp_path: Path) -> None:
             probe = next(b for b in link.sent if not b.all_seqs()).batch_id
             await link.acks.put(Ack(GW, agent.outbox.epoch, probe, SeqRanges(), time.time_ns()))
             if full:
-                await until(lambda: agent.boot_time_save_failures > 0, "the anchor not stored")
+                await until(lambda: agent.anchoring.save_failures > 0, "the anchor not stored")
                 await asyncio.sleep(0.3)
-                assert agent.timebase.current.anchor is None
+                assert agent.anchoring.timebase.current.anchor is None
                 assert not [b for b in link.sent if b.all_seqs()], "held readings went out"
-                assert (await agent.health_reading()).fields["boot_time_save_failures"] > 0
-                return {}, agent._probes != {} or agent.timebase.current.anchor is None
+                assert (await agent.health.gateway_reading()).fields["boot_time_save_failures"] > 0
+                anchoring = agent.anchoring
+                return {}, anchoring.probes != {} or anchoring.timebase.current.anchor is None
             await until(lambda: any(b.all_seqs() for b in link.sent), "readings sent")
-            stored = (await agent._io_call(agent.outbox.boot_times))[agent.clock.boot]
-            assert stored == agent.timebase.current and stored.anchor is not None
+            stored = (await agent.io_call(agent.outbox.boot_times))[agent.clock.boot]
+            assert stored == agent.anchoring.timebase.current and stored.anchor is not None
             return times(next(b for b in link.sent if b.all_seqs())), True
         finally:
             agent.should_exit.set()
@@ -170,24 +172,25 @@ def test_restart_after_a_reboot_on_a_full_disk_delivers_every_stored_reading_onc
 
             acker = asyncio.create_task(ack_all())
             try:
-                await until(lambda: agent.window is not None and agent.timebase is not None
+                await until(lambda: agent.window is not None
+                            and agent.anchoring.timebase is not None
                             and agent.outbox is not None, "started")
                 assert agent.outbox is not None and agent.outbox.disk_full
                 if stop == "power_cut":  # the kept reserve is not for this
-                    assert agent._boots_to_save, "the old boot's record saved on a full disk?"
+                    assert agent.anchoring.boots_to_save, "the old record saved on a full disk?"
                 agent._store([rd(i, agent.clock.boot) for i in range(3)])
                 await until(lambda: sum(agent.store_failures.values()) == 3, "not stored")
                 assert not task.done()
                 f2.unlink()
                 f1.unlink()
-                await until(lambda: not agent._boots_to_save, "the settle record saved")
+                await until(lambda: not agent.anchoring.boots_to_save, "the settle record saved")
                 agent._store([rd(i, agent.clock.boot) for i in range(3, 6)])
                 await until(lambda: agent.stored == 3, "storing again")
                 await until(lambda: agent.outbox is not None and agent.outbox.count == 0
                             and agent.acked == stored + 3, "everything delivered")
                 assert not task.done()
                 assert agent.outbox.disk_full is False and agent.outbox.reserve.held
-                boots = await agent._io_call(agent.outbox.boot_times)
+                boots = await agent.io_call(agent.outbox.boot_times)
                 assert "oldboot" in boots and boots["oldboot"].anchor is None
             finally:
                 acker.cancel()

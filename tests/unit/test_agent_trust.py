@@ -98,7 +98,7 @@ async def until(predicate: Callable[[], bool], what: str) -> None:
 
 async def waiting(agent: Agent) -> int:
     assert agent.outbox is not None
-    return (await agent._io_call(agent.outbox.depth)).readings
+    return (await agent.io_call(agent.outbox.depth)).readings
 
 
 def test_an_ack_for_2_62_seqs_deletes_only_the_batch_it_names(tmp_path: Path) -> None:
@@ -116,13 +116,13 @@ def test_an_ack_for_2_62_seqs_deletes_only_the_batch_it_names(tmp_path: Path) ->
             await link.acks.put(Ack(GW, epoch, first.batch_id, SeqRanges(((1, 2**62),))))
             await until(lambda: agent.acked == 10, "the batch's seqs deleted")
             assert await waiting(agent) == 22  # the 22 never confirmed are still there
-            fields = (await agent.health_reading()).fields
+            fields = (await agent.health.gateway_reading()).fields
             assert fields["ack_seqs_ignored"] == 2**62 - 10
             assert fields["acks_unknown_batch"] == 1
             other = Ack(GW, "ffffffffffffffff", link.sent[1].batch_id, SeqRanges(((1, 50),)))
             await link.acks.put(other)  # another outbox's ack
             await until(lambda: agent.acks_other_outbox == 1, "the other outbox")
-            assert (await agent.health_reading()).fields["bad_acks_other_outbox"] == 1
+            assert (await agent.health.gateway_reading()).fields["bad_acks_other_outbox"] == 1
             assert await waiting(agent) == 22
 
     asyncio.run(main())
@@ -136,7 +136,7 @@ def test_a_time_answer_anchors_only_a_probe_in_flight_with_a_plausible_time(
         async with running(tmp_path, synced=False) as (agent, link):
             await until(lambda: any(not b.all_seqs() for b in link.sent), "a time probe")
             probe = next(b for b in link.sent if not b.all_seqs()).batch_id
-            assert agent.timebase is not None
+            assert agent.anchoring.timebase is not None
             answers = [
                 (probe, YEAR_2100_NS, "implausible"),  # the forged answer of the report
                 (probe, TIME_FLOOR_NS - S, "implausible"),
@@ -145,20 +145,20 @@ def test_a_time_answer_anchors_only_a_probe_in_flight_with_a_plausible_time(
             ]
             for n, (batch_id, time_ns, reason) in enumerate(answers, 1):
                 await link.acks.put(Ack(GW, epoch, batch_id, SeqRanges(), time_ns))
-                await until(lambda n=n: sum(agent.time_answers_refused.values()) == n,
+                await until(lambda n=n: sum(agent.anchoring.answers_refused.values()) == n,
                             f"answer {n} refused")
-                assert agent.time_answers_refused[reason] >= 1
-                assert agent.timebase.current.anchor is None
-            fields = (await agent.health_reading()).fields
+                assert agent.anchoring.answers_refused[reason] >= 1
+                assert agent.anchoring.timebase.current.anchor is None
+            fields = (await agent.health.gateway_reading()).fields
             assert fields["time_answers_refused"] == 4
             assert fields["time_answers_refused_implausible"] == 3
             assert fields["clock_anchor"] == "none"
             # The collector's own answer to the same probe still counts.
             now = time.time_ns()
             await link.acks.put(Ack(GW, epoch, probe, SeqRanges(), now))
-            await until(lambda: agent.timebase is not None
-                        and agent.timebase.current.anchor is not None, "the anchor")
-            anchor = agent.timebase.current.anchor
+            await until(lambda: agent.anchoring.timebase is not None
+                        and agent.anchoring.timebase.current.anchor is not None, "the anchor")
+            anchor = agent.anchoring.timebase.current.anchor
             assert anchor is not None and anchor.source == "collector"
             assert abs(anchor.wall_ns - now) < 60 * S
 

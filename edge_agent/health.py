@@ -1,0 +1,108 @@
+"""The gateway's own readings about itself: ``gateway_health`` and one ``sensor_health`` per port.
+
+Every counter the agent keeps reaches one of these (DESIGN, Trust: every
+refusal and every drop counted and visible); docs/health.md lists the fields.
+They are stored in the outbox like any reading and travel the same path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from cityedge.uplink.payload import FieldValue
+from edge_agent.config import AGENT_SENSOR
+from edge_agent.outbox.space import free_bytes
+from edge_agent.readings import Reading
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
+
+Fields = dict[str, FieldValue]
+
+
+class Health:
+    """Builds the health readings from the agent's parts; keeps the ingest-rate mark."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._rate_mark = (time.monotonic(), 0)
+
+    def sensor_readings(self) -> list[Reading]:
+        a = self.agent
+        out = []
+        for port in a.ports:
+            wall, mono = a.clock.stamp(port.config.id + "/health")
+            fields: Fields = {
+                "port_open": port.is_open,
+                "dropped_readings": a.outbox.dropped[port.config.id] if a.outbox else 0,
+                "store_failed": a.store_failures[port.config.id],
+                **dict(port.counters),
+            }
+            out.append(Reading(port.config.id, "sensor_health", fields, wall, a.clock.boot, mono))
+        return out
+
+    def _time_left(self, used: int, max_bytes: int, appended: int) -> float:
+        """Seconds until the outbox is full at the ingest rate since the last health reading."""
+        now = time.monotonic()
+        last_t, last_bytes = self._rate_mark
+        self._rate_mark = (now, appended)
+        rate = (appended - last_bytes) / max(now - last_t, 1e-3)
+        return round((max_bytes - used) / rate, 1) if rate > 0 else -1.0
+
+    async def gateway_reading(self) -> Reading:
+        a = self.agent
+        assert a.outbox is not None
+        depth = await a.io_call(a.outbox.depth)
+        wall, mono = a.clock.stamp(AGENT_SENSOR)
+        max_bytes = a.outbox.max_bytes or 1
+        fields: Fields = {
+            "outbox_readings": depth.readings,
+            "outbox_bytes": depth.bytes,
+            "outbox_full_pct": round(100 * depth.bytes / max_bytes, 2),
+            "oldest_age_s": round((wall - depth.oldest_ns) / 1e9, 3) if depth.oldest_ns else 0.0,
+            "dropped_readings": sum(a.outbox.dropped.values()),
+            "store_failed_readings": sum(a.store_failures.values()),
+            "disk_free_mb": round(free_bytes(a.outbox_path.parent) / 1024 / 1024, 1),
+            "checkpoint_failures": a.outbox.checkpoint_failures,
+            "outbox_time_left_s": self._time_left(depth.bytes, max_bytes,
+                                                  a.outbox.appended_bytes),
+            "backlog_readings": a.window.backlog_seqs,
+            "in_flight_batches": a.window.in_flight,
+            "resent_batches": a.window.resent_batches,
+            "refused_sends": a.refused_sends,
+            **a.display.health_fields(),
+            **self._trust_fields(),
+            "link_up": a.transport.ready(),
+            "clock_synced": a.anchoring.synced_now,
+            "clock_anchor": a.anchoring.anchor_source,
+            "uptime_s": round(time.monotonic() - a.started_at, 1),
+        }
+        return Reading(AGENT_SENSOR, "gateway_health", fields, wall, a.clock.boot, mono)
+
+    def _trust_fields(self) -> Fields:
+        """Refused acks and time answers, by reason (DESIGN, Trust: every refusal counted)."""
+        a = self.agent
+        bad: Counter[str] = Counter(getattr(a.transport, "bad_ack_reasons", {}))
+        if a.acks_other_outbox:
+            bad["other_outbox"] = a.acks_other_outbox
+        refused = a.anchoring.answers_refused
+        return {
+            "bad_acks": sum(bad.values()),
+            **by_reason("bad_acks", bad),
+            "acks_unknown_batch": a.window.acks_unknown_batch,
+            "delete_failures": a.delete_failures,
+            "boot_time_save_failures": a.anchoring.save_failures,
+            # Display messages past the transport's queue, and display acks not queued.
+            "displays_dropped": getattr(a.transport, "displays_dropped", 0),
+            "display_acks_dropped": getattr(a.transport, "display_acks_dropped", 0),
+            "ack_seqs_ignored": a.window.ack_seqs_ignored,
+            "time_answers_refused": sum(refused.values()),
+            **by_reason("time_answers_refused", refused),
+        }
+
+
+def by_reason(prefix: str, counts: Counter[str]) -> Fields:
+    """One integer field per reason code seen (reason codes are ours, a closed set)."""
+    return {f"{prefix}_{reason}": n for reason, n in sorted(counts.items()) if n}
