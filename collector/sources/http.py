@@ -35,30 +35,29 @@ the HTTP counterpart of the broker's ReceiveMaximum.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import hmac
 import json
 import logging
 import math
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from cityedge.tls import TlsConfig, server_context
-from cityedge.uplink import Ack, SeqRanges, encode_ack
-from cityedge.uplink.payload import ID_RE, MAX_PAYLOAD_BYTES
+from cityedge.uplink import SeqRanges
+from cityedge.uplink.payload import MAX_PAYLOAD_BYTES
 from cityedge.uplink.seal import KeyRing
 from cityedge.uplink.text import brief
-from collector.admission import Admission, ingest_checked
+from collector.admission import Admission
 from collector.delivery import WritePipeline
 from collector.ingest import Accepted, Refused
-from collector.logthrottle import DEFAULT_INTERVAL_S, LogThrottle
-from collector.ratelimit import DEFAULT_LIMITER, RateLimiter
+from collector.logthrottle import DEFAULT_INTERVAL_S
+from collector.ratelimit import RateLimiter
 from collector.sources.http_guard import BACKLOG, ConnectionGuard, connection_cap
+from collector.sources.intake import Intake
 
 log = logging.getLogger(__name__)
 
@@ -146,17 +145,17 @@ class HttpSource:
                  log_interval: float = DEFAULT_INTERVAL_S) -> None:
         self.config = config
         self.pipeline = pipeline
-        self.admission = admission  # None: no registry (insecure: true); tokens from config
-        self.keyring = keyring
+        # Without a registry (insecure: true) tokens come from the config.
+        self.intake = Intake(log, admission=admission, keyring=keyring, limiter=limiter,
+                             log_interval=log_interval)
+        self.refused = self.intake.refused
+        self.log = self.intake.log
         self.stats = HttpSourceStats()
-        self.refused: Counter[str] = Counter()
         self._writing: dict[tuple[str, str, SeqRanges], asyncio.Future[None]] = {}
         self._closing = False
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self._port: int | None = None
-        self.limiter = limiter if limiter is not None else RateLimiter(*DEFAULT_LIMITER)
-        self.log = LogThrottle(log, log_interval)
         self.guard = ConnectionGuard(config.max_connections, config.header_timeout,
                                      config.retry_after, self._connection_refused)
         self.app = web.Application(client_max_size=config.max_body_bytes,
@@ -223,8 +222,8 @@ class HttpSource:
 
     # -- handlers -------------------------------------------------------------
     def _authorize(self, request: web.Request, gateway: str) -> web.Response | None:
-        if self.admission is not None:
-            return self._authorize_registered(request, gateway, self.admission)
+        if self.intake.admission is not None:
+            return self._authorize_registered(request, gateway, self.intake.admission)
         c = self.config
         if c.token is None and not c.tokens:
             return None
@@ -241,7 +240,7 @@ class HttpSource:
     def _authorize_registered(self, request: web.Request, gateway: str,
                               admission: Admission) -> web.Response | None:
         """The gateway is in the registry, not revoked, and the token is its secret."""
-        refused = admission.refusal(gateway)
+        refused = self.intake.refusal(gateway)
         if refused is not None:
             return self._deny(403, gateway, refused.detail, refused.reason)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -289,7 +288,7 @@ class HttpSource:
         except TimeoutError:
             return self._refuse(gateway, "body_timeout",
                                 f"body not received within {self.config.body_timeout:g} s")
-        result = ingest_checked(body, gateway, self.admission)
+        result = self.intake.ingest(body, gateway)
         if isinstance(result, Refused):
             return self._refuse(gateway, result.reason, result.detail)
         return result
@@ -318,13 +317,8 @@ class HttpSource:
             )
         self.stats.batches += 1
         self.stats.readings += accepted.readings
-        return web.Response(body=self._ack_body(accepted.ack), content_type=JSON)
-
-    def _ack_body(self, ack: Ack) -> bytes:
-        """The ack, sealed with its gateway's key if the keyring has one. The collector's
-        clock rides on it: gateways without NTP anchor on it."""
-        key = None if self.keyring is None else self.keyring.key_for(ack.gateway)
-        return encode_ack(dataclasses.replace(ack, time_ns=time.time_ns()), key)
+        return web.Response(body=self.intake.ack_bytes(accepted.ack, time.time_ns()),
+                            content_type=JSON)
 
     def _forget(self, key: tuple[str, str, SeqRanges], fut: asyncio.Future[None]) -> None:
         if self._writing.get(key) is fut:
@@ -339,20 +333,17 @@ class HttpSource:
     def _over_limit(self, gateway: str) -> web.Response | None:
         """429 with Retry-After when this gateway is over its rate limit (ids no gateway
         can have are not tracked: ingest refuses them before parsing)."""
-        if not ID_RE.fullmatch(gateway):
-            return None
-        wait = self.limiter.take(gateway, time.monotonic())
+        wait = self.intake.over_limit(gateway, time.monotonic())
         if not wait:
             return None
         self.stats.rate_limited += 1
-        detail = f"over {self.limiter.rate:g} batches/s; try again in {wait:.1f} s"
+        detail = f"over {self.intake.limiter.rate:g} batches/s; try again in {wait:.1f} s"
         self._count_refusal(gateway, "rate_limited", detail)
         return _reply(429, "rate_limited", detail, **{"Retry-After": str(math.ceil(wait))})
 
     def _count_refusal(self, gateway: str, reason: str, detail: str) -> None:
-        self.refused[reason] += 1
-        self.log.note(reason, f"refused batch from {brief(gateway)}: {reason}: {detail[:300]}",
-                      time.monotonic())
+        self.intake.count(reason, f"refused batch from {brief(gateway)}: {reason}: "
+                          f"{detail[:300]}", time.monotonic())
 
     def health(self) -> dict[str, Any]:
         p = self.pipeline.stats

@@ -17,22 +17,20 @@ nothing). Refusals are logged at most once per reason per ``log_interval``.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
-from collections import Counter
 
 from cityedge.mqtt import Message, MqttClient, MqttOptions
-from cityedge.uplink import Ack, Topics, encode_ack
-from cityedge.uplink.payload import ID_RE
+from cityedge.uplink import Topics
 from cityedge.uplink.seal import KeyRing
 from cityedge.uplink.text import brief
-from collector.admission import Admission, ingest_checked
+from collector.admission import Admission
 from collector.config import MqttSourceConfig
 from collector.delivery import WritePipeline
 from collector.ingest import Refused
-from collector.logthrottle import DEFAULT_INTERVAL_S, LogThrottle
-from collector.ratelimit import DEFAULT_LIMITER, RateLimiter
+from collector.logthrottle import DEFAULT_INTERVAL_S
+from collector.ratelimit import RateLimiter
+from collector.sources.intake import Intake
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +45,12 @@ class MqttSource:
                  log_interval: float = DEFAULT_INTERVAL_S) -> None:
         self.config = config
         self.pipeline = pipeline
-        self.admission = admission  # None: no registry (insecure: true)
-        self.keyring = keyring
+        self.intake = Intake(log, admission=admission, keyring=keyring, limiter=limiter,
+                             log_interval=log_interval)
+        self.refused = self.intake.refused
+        self.log = self.intake.log
         self.topics = Topics(config.topic_prefix)
-        self.refused: Counter[str] = Counter()
         self.client: MqttClient | None = None
-        self.limiter = limiter if limiter is not None else RateLimiter(*DEFAULT_LIMITER)
-        self.log = LogThrottle(log, log_interval)
 
     async def start(self, connect_timeout: float = 10.0) -> None:
         c = self.config
@@ -94,15 +91,15 @@ class MqttSource:
         assert self.client is not None
         gateway = self.topics.gateway_of(message.topic)
         # Who may send first (the registry), so unknown ids never get rate-limit state.
-        refused = self.admission.refusal(gateway) if self.admission is not None else None
+        refused = self.intake.refusal(gateway)
         if refused is not None:
             self.refuse(message, refused.reason, refused.detail)
             return
-        wait = self.over_limit(gateway)
+        wait = self.intake.over_limit(gateway, time.monotonic())
         if wait:
             self.refuse(message, "rate_limited", f"over the rate limit; {wait:.1f} s to a token")
             return
-        result = ingest_checked(message.payload, gateway, self.admission)
+        result = self.intake.ingest(message.payload, gateway)
         if isinstance(result, Refused):
             self.refuse(message, result.reason, result.detail)
             return
@@ -115,31 +112,17 @@ class MqttSource:
             if f.exception() is not None:
                 self.refuse(message, "not_written", str(f.exception()))
                 return
-            client.publish(ack_topic, self._ack_payload(ack), qos=1)
+            client.publish(ack_topic, self.intake.ack_bytes(ack, time.time_ns()), qos=1)
             client.ack(message)
 
         fut.add_done_callback(written)
-
-    def _ack_payload(self, ack: Ack) -> bytes:
-        """The ack, sealed with its gateway's key if the keyring has one. The collector's
-        clock rides on it: gateways without NTP anchor on it."""
-        key = None if self.keyring is None else self.keyring.key_for(ack.gateway)
-        return encode_ack(dataclasses.replace(ack, time_ns=time.time_ns()), key)
-
-    def over_limit(self, gateway: str | None) -> float:
-        """Seconds until this gateway may send again; 0.0 when it may now. A topic that
-        names no valid gateway is not tracked (ingest refuses it before parsing)."""
-        if gateway is None or not ID_RE.fullmatch(gateway):
-            return 0.0
-        return self.limiter.take(gateway, time.monotonic())
 
     def refuse(self, message: Message, reason: str, detail: str,
                exc_info: BaseException | None = None) -> None:
         """Count, log (throttled) and PUBACK: nothing in it will ever be written as sent."""
         assert self.client is not None
-        self.refused[reason] += 1
-        self.log.note(reason, f"refused batch on {brief(message.topic, 120)}: {reason}: "
-                      f"{detail[:300]}", time.monotonic(), exc_info=exc_info)
+        self.intake.count(reason, f"refused batch on {brief(message.topic, 120)}: {reason}: "
+                          f"{detail[:300]}", time.monotonic(), exc_info=exc_info)
         self.client.ack(message)
 
     async def close(self) -> None:

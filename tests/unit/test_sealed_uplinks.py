@@ -86,16 +86,19 @@ def test_http_acks_count_only_with_a_good_seal(keyring: KeyRing | None, key: byt
     run(main())
 
 
+NOW = 1_780_000_000 * 10**9
+
+
 def test_the_mqtt_source_seals_each_ack_with_its_gateways_key() -> None:
     ack = Ack("gw-1", EPOCH, 4, SeqRanges(((1, 9),)))
     pipeline = WritePipeline(GatedWriter(), max_points=10, linger=0)
-    sealed = MqttSource(MqttSourceConfig(), pipeline, keyring=RING)._ack_payload(ack)
+    sealed = MqttSource(MqttSourceConfig(), pipeline, keyring=RING).intake.ack_bytes(ack, NOW)
     got = decode_ack(sealed, KEY)
-    assert (got.seqs, got.batch_id) == (ack.seqs, 4) and got.time_ns is not None
-    other = MqttSource(MqttSourceConfig(), pipeline, keyring=RING)._ack_payload(
-        Ack("gw-unknown", EPOCH, 1, SeqRanges(((1, 1),))))
+    assert (got.seqs, got.batch_id, got.time_ns) == (ack.seqs, 4, NOW)
+    other = MqttSource(MqttSourceConfig(), pipeline, keyring=RING).intake.ack_bytes(
+        Ack("gw-unknown", EPOCH, 1, SeqRanges(((1, 1),))), NOW)
     assert "mac" not in json.loads(other)  # no key in the ring: unsealed, as without one
-    plain = MqttSource(MqttSourceConfig(), pipeline)._ack_payload(ack)
+    plain = MqttSource(MqttSourceConfig(), pipeline).intake.ack_bytes(ack, NOW)
     with pytest.raises(PayloadError) as info:
         decode_ack(plain, KEY)
     assert info.value.reason == "unsealed"
