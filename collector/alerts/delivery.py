@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cityedge.backoff import Backoff
+from cityedge.backoff import Backoff, Uniform
 from cityedge.redact import redact_text
 from collector.alerts.config import RouteConfig
 from collector.alerts.errors import Rejected, Retryable, Throttled
@@ -41,7 +41,8 @@ class DeliveryStats:
 class Delivery:
     def __init__(self, name: str, notifier: Notifier, route: RouteConfig, *, queue_size: int,
                  max_attempts: int, retry_min: float, retry_max: float,
-                 on_give_up: Callable[[str, AlertEvent, str, str], None]) -> None:
+                 on_give_up: Callable[[str, AlertEvent, str, str], None],
+                 uniform: Uniform = random.uniform) -> None:
         self.name, self.notifier, self.route = name, notifier, route
         self.queue: deque[AlertEvent] = deque()  # waiting; the one being sent is not in it
         self.inflight: AlertEvent | None = None
@@ -49,6 +50,7 @@ class Delivery:
         self.max_attempts = max_attempts
         self.retry_min, self.retry_max = retry_min, retry_max
         self.on_give_up = on_give_up
+        self.uniform = uniform  # the backoff's random source
         self.stats = DeliveryStats()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -94,11 +96,11 @@ class Delivery:
                 wait = exc.retry_after
                 self.stats.last_error = redact_text(str(exc))
             except Retryable as exc:
-                wait = backoff.next(random.uniform)
+                wait = backoff.next(self.uniform)
                 self.stats.last_error = redact_text(str(exc))
             except Exception as exc:  # a plugin bug must not kill delivery
                 log.exception("%s: unexpected error sending %s", self.name, event.event_id)
-                wait = backoff.next(random.uniform)
+                wait = backoff.next(self.uniform)
                 self.stats.last_error = redact_text(repr(exc))
             else:
                 self.stats.delivered += 1

@@ -84,7 +84,7 @@ class InfluxV1Writer:
             ) as resp:
                 body = await resp.text()
                 if resp.status != 200:
-                    raise classify(resp.status, body, resp.headers.get("Retry-After"))
+                    raise classify(resp.status, body, resp.headers)
                 result: dict[str, Any] = await resp.json(content_type=None)
                 return result
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -102,7 +102,7 @@ class InfluxV1Writer:
                     self.points_written += len(points)
                     return
                 text = await resp.text()
-                error = classify(resp.status, text, resp.headers.get("Retry-After"))
+                error = classify(resp.status, text, resp.headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Retryable(f"write: {type(exc).__name__}: {redact_text(str(exc))}") from None
         if resp.status == 404 and self.config.create_database and "database not found" in text:
