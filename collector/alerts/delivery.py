@@ -113,6 +113,17 @@ class Delivery:
         log.error("%s: %s for %s", self.name, reason, event.event_id)
         self.on_give_up(self.name, event, "notify_gave_up", reason)
 
+    def health_fields(self) -> dict[str, int]:
+        """This route's counters for the collector's health point (cityedge_collector):
+        the delivery loop's, then the plugin's own (``Notifier.stats()``), each
+        ``notify_<name>_<counter>``."""
+        s = self.stats
+        out = {f"notify_{self.name}_{key}": value for key, value in self.notifier.stats().items()}
+        return out | {f"notify_{self.name}_delivered": s.delivered,
+                      f"notify_{self.name}_retries": s.retries,
+                      f"notify_{self.name}_dropped": s.dropped_full + s.gave_up + s.rejected,
+                      f"notify_{self.name}_queued": len(self.queue)}
+
     async def drain(self, timeout: float) -> bool:
         """Wait until the queue is empty; False if it was not within timeout."""
         try:
