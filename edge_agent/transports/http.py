@@ -106,7 +106,6 @@ def _reason(body: bytes) -> tuple[str, str]:
 # -- the transport ---------------------------------------------------------------
 @dataclass
 class HttpUplinkStats:
-    requests: int = 0
     acks: int = 0
     failures: int = 0  # Unavailable outcomes
     full: int = 0  # send() returned False: max_in_flight requests already running
@@ -184,7 +183,6 @@ class HttpTransport:
 
     async def _post(self, payload: bytes) -> None:
         assert self._session is not None
-        self.stats.requests += 1
         try:
             async with self._session.post(self.endpoint, data=payload) as resp:
                 body = await resp.read()

@@ -43,8 +43,6 @@ class InfluxV1Writer:
     def __init__(self, config: InfluxV1Config) -> None:
         self.config = config
         self._session: aiohttp.ClientSession | None = None
-        self.points_written = 0
-        self.requests = 0
 
     @classmethod
     def from_options(
@@ -93,13 +91,11 @@ class InfluxV1Writer:
     async def write(self, points: Sequence[Point]) -> None:
         assert self._session is not None, "start() first"
         body = lineprotocol.encode(list(points))
-        self.requests += 1
         try:
             async with self._session.post(
                 f"{self.config.url}/write", params=self._params(), data=body
             ) as resp:
                 if resp.status == 204:
-                    self.points_written += len(points)
                     return
                 text = await resp.text()
                 error = classify(resp.status, text, resp.headers)
