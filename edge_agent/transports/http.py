@@ -35,7 +35,7 @@ import aiohttp
 
 from cityedge import http_outcome
 from cityedge.backoff import Backoff, Cooldown, Uniform
-from cityedge.http_outcome import Kind, parse_retry_after
+from cityedge.http_outcome import Kind
 from cityedge.redact import redact_text
 from cityedge.tls import client_context
 from cityedge.uplink import Ack, PayloadError, decode_ack
@@ -79,16 +79,16 @@ def classify(status: int, headers: Mapping[str, str], body: bytes,
              key: bytes | None = None) -> Outcome:
     """What an answer means (cityedge/http_outcome.py's kinds); a 2xx's ack must be sealed
     with ``key`` when one is given."""
-    kind = http_outcome.kind_of(status)
-    if kind is Kind.OK:
+    answer = http_outcome.classify(status, headers)  # the body is read below, as JSON
+    if answer.kind is Kind.OK:
         try:
             return Delivered(decode_ack(body, key))
         except PayloadError as exc:
             return Refused(status, "bad_ack", f"{exc.reason}: {exc.detail}")
     reason, detail = _reason(body)
-    if kind in (Kind.THROTTLED, Kind.TRANSIENT):
+    if answer.kind in (Kind.THROTTLED, Kind.TRANSIENT):
         return Unavailable(f"HTTP {status}: {detail}" if detail else f"HTTP {status}",
-                           parse_retry_after(headers.get("Retry-After"), headers.get("Date")))
+                           answer.retry_after)
     return Refused(status, reason or f"http_{status}", detail)
 
 
