@@ -46,3 +46,35 @@ class Backoff:
 
     def reset(self) -> None:
         self.delay = self.minimum
+
+
+@dataclass
+class Cooldown:
+    """A link that counts as down until a time on the caller's clock, backing off per outage.
+
+    ``failed(now, ...)`` takes the link down: the first failure of an outage
+    takes the next backoff step; failures of requests that were already on
+    their way when it went down do not step again (they fail together), but a
+    Retry-After they carry still holds the link down at least that long, plus
+    up to 20 % so a fleet told the same time does not return in lockstep.
+    ``succeeded()`` (the other end answered) starts the next outage at the
+    first step. Times are whatever clock the caller reads (``time.monotonic``).
+    """
+
+    backoff: Backoff
+    until: float = 0.0
+
+    def ready(self, now: float) -> bool:
+        return now >= self.until
+
+    def failed(self, now: float, uniform: Uniform, retry_after: float | None = None) -> bool:
+        """Hold the link down from ``now``; True if this failure took it down (it was up)."""
+        was_up = self.ready(now)
+        delay = self.backoff.next(uniform) if was_up else 0.0
+        if retry_after is not None:
+            delay = max(delay, retry_after * uniform(1.0, 1.2))
+        self.until = max(self.until, now + delay)
+        return was_up
+
+    def succeeded(self) -> None:
+        self.backoff.reset()

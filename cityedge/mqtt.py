@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cityedge.backoff import Backoff, Uniform
 from cityedge.tls import TlsConfig, client_context
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,10 @@ class Will:
 
 @dataclass
 class MqttStats:
+    """What the collector's health point shows (mqtt_reconnects, mqtt_overflowed,
+    mqtt_acks_not_sent), and the last error for logs and connect failures."""
+
     connects: int = 0
-    disconnects: int = 0
-    received: int = 0
     overflowed: int = 0
     publish_refused: int = 0
     last_error: str = ""
@@ -106,8 +108,12 @@ def _write_in_loop_thread(_c: paho.Client, _u: object, _sock: object) -> None:
 class MqttClient:
     """Connects in the background and stays connected until ``close()``."""
 
-    def __init__(self, options: MqttOptions) -> None:
+    def __init__(self, options: MqttOptions, *, uniform: Uniform = random.uniform) -> None:
         self.options = options
+        # Reconnecting, in the mqtt thread only. Full jitter: a city's gateways
+        # reconnecting after a broker restart must not arrive in lockstep.
+        self._backoff = Backoff(options.reconnect_min, options.reconnect_max, "full")
+        self._uniform = uniform
         self.stats = MqttStats()
         self.generation = 0
         self.connected = asyncio.Event()
@@ -159,7 +165,7 @@ class MqttClient:
         self._loop.call_soon_threadsafe(self._deliver, m)
 
     def _run(self) -> None:
-        delay = self.options.reconnect_min
+        backoff = self._backoff
         first = True
         while not self._stop.is_set():
             try:
@@ -177,20 +183,16 @@ class MqttClient:
                 self._no_delay()
             except (OSError, paho.WebsocketConnectionError) as exc:
                 self.stats.last_error = f"connect: {exc}"
-                # Full jitter: a city's gateways reconnecting after a broker
-                # restart must not arrive in lockstep.
-                self._stop.wait(random.uniform(0, delay))
-                delay = min(delay * 2, self.options.reconnect_max)
+                self._stop.wait(backoff.next(self._uniform))
                 continue
             while not self._stop.is_set():
                 rc = self._client.loop(timeout=0.2)
                 if self._client.is_connected():
-                    delay = self.options.reconnect_min
+                    backoff.reset()
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
             if not self._stop.is_set():
-                self._stop.wait(random.uniform(0, delay))
-                delay = min(delay * 2, self.options.reconnect_max)
+                self._stop.wait(backoff.next(self._uniform))
         try:
             self._client.disconnect()
             self._client.loop(timeout=0.2)
@@ -219,15 +221,12 @@ class MqttClient:
             self.on_connect()
 
     def _disconnected(self, reason: str) -> None:
-        if self.connected.is_set():
-            self.stats.disconnects += 1
         self.stats.last_error = f"disconnected: {reason}"
         self.connected.clear()
 
     def _deliver(self, message: Message) -> None:
         try:
             self._queue.put_nowait(message)
-            self.stats.received += 1
         except asyncio.QueueFull:
             # Unacked, so the broker (or the gateway's resend) brings it back.
             self.stats.overflowed += 1

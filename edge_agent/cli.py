@@ -4,7 +4,11 @@
 outbox (what is waiting, since when) without disturbing a running agent;
 ``probe`` tells which sensor model is on a port; ``decode`` decodes captured
 bytes offline.
-Every flag can also be set by an environment variable (CITYEDGE_...).
+Every flag can also be set by an environment variable, named in its help:
+CITYEDGE_AGENT_<FLAG> (--reply-timeout: CITYEDGE_AGENT_REPLY_TIMEOUT; a
+switch such as --json: 1, true or yes), except --log-level and
+--profiles-dir, which read CITYEDGE_LOG_LEVEL and CITYEDGE_PROFILES_DIR. A
+flag on the command line wins over its variable.
 Exit codes of ``run`` and ``check``: 0 ok; 1 the outbox cannot be opened or its
 folder is not writable (one line says which and why); 2 a config error.
 """
@@ -31,24 +35,44 @@ from edge_agent.config import AgentConfig, load_config, resolve
 from edge_agent.display_file import read_display_file
 from edge_agent.outbox.space import OutboxUnusable, free_bytes
 
+ENV_PREFIX = "CITYEDGE_AGENT_"
+# Flags whose variable is shared with the collector's CLI or predates the prefix.
+ENV_NAMES = {"--log-level": "CITYEDGE_LOG_LEVEL", "--profiles-dir": "CITYEDGE_PROFILES_DIR"}
+TRUE_WORDS = ("1", "true", "yes", "on")
+
+
+def env_name(flag: str) -> str:
+    return ENV_NAMES.get(flag, ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_"))
+
+
+def _flag(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup, flag: str,
+          help: str, **kwargs: object) -> bool:
+    """Add ``flag`` with its environment variable as the default (argparse converts a string
+    default with the flag's ``type``); True if the variable is set."""
+    name = env_name(flag)
+    raw = os.environ.get(name)
+    if kwargs.get("action") == "store_true":
+        kwargs["default"] = raw is not None and raw.strip().lower() in TRUE_WORDS
+    elif raw is not None:
+        kwargs["default"] = raw
+        kwargs["required"] = False
+    parser.add_argument(flag, help=f"{help} (env {name})", **kwargs)  # type: ignore[arg-type]
+    return raw is not None
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-agent", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    env_config = os.environ.get("CITYEDGE_AGENT_CONFIG")
     for name, text in (("run", "read sensors and deliver readings"),
                        ("check", "validate the config and the profiles it names"),
                        ("status", "show the outbox: readings waiting, oldest, epoch")):
         sp = sub.add_parser(name, help=text)
-        sp.add_argument("--config", default=env_config, required=env_config is None,
-                        help="agent YAML config (env CITYEDGE_AGENT_CONFIG)")
+        _flag(sp, "--config", "agent YAML config", required=True)
         if name == "run":
-            sp.add_argument("--log-level", default=os.environ.get("CITYEDGE_LOG_LEVEL", "INFO"),
-                            help="DEBUG, INFO, WARNING (env CITYEDGE_LOG_LEVEL; default INFO)")
+            _flag(sp, "--log-level", "DEBUG, INFO, WARNING (default INFO)", default="INFO")
         if name == "status":
-            sp.add_argument("--json", action="store_true",
-                            help="one JSON object instead of a table")
+            _flag(sp, "--json", "one JSON object instead of a table", action="store_true")
     _add_technician_commands(sub)
     return p
 
@@ -190,11 +214,10 @@ async def _check(factory: object) -> None:
 
 # -- probe and decode: what is on this port, and what do these bytes say -------------
 
-_PROFILES_HELP = "firmware profiles folder (env CITYEDGE_PROFILES_DIR; default: the shipped ones)"
+_PROFILES_HELP = "firmware profiles folder (default: the shipped ones)"
 
 
 def _add_technician_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    env_dir = os.environ.get("CITYEDGE_PROFILES_DIR")
     pr = sub.add_parser(
         "probe", help="find which sensor model is on a serial port",
         description="Listen on PORT, then send each profile's query, and report which firmware"
@@ -202,30 +225,31 @@ def _add_technician_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
         " reading. Exit code 0: a profile matched; 1: none did; 2: the port could not be opened."
         " The probe may leave a sensor in passive mode; the agent sets its mode on start.")
     pr.add_argument("port", help="serial port, e.g. /dev/ttyUSB0")
-    pr.add_argument("--baud", type=int, default=None,
-                    help="try every profile at this baud rate (default: each profile's own)")
-    pr.add_argument("--listen", type=float, default=3.0,
-                    help="seconds to listen before asking (default 3)")
-    pr.add_argument("--reply-timeout", type=float, default=0.5,
-                    help="seconds to wait for each answer (default 0.5)")
-    pr.add_argument("--slave", type=int, default=None,
-                    help="Modbus slave address to ask (default: each profile's)")
-    pr.add_argument("--profiles-dir", default=env_dir, help=_PROFILES_HELP)
-    pr.add_argument("--json", action="store_true", help="one JSON object instead of tables")
+    _flag(pr, "--baud", "try every profile at this baud rate (default: each profile's own)",
+          type=int, default=None)
+    _flag(pr, "--listen", "seconds to listen before asking (default 3)", type=float,
+          default=3.0)
+    _flag(pr, "--reply-timeout", "seconds to wait for each answer (default 0.5)", type=float,
+          default=0.5)
+    _flag(pr, "--slave", "Modbus slave address to ask (default: each profile's)", type=int,
+          default=None)
+    _flag(pr, "--profiles-dir", _PROFILES_HELP)
+    _flag(pr, "--json", "one JSON object instead of tables", action="store_true")
     pr.set_defaults(handler=_probe_command)
     de = sub.add_parser(
         "decode", help="decode captured bytes offline, one JSON line per frame",
         description="Decode bytes captured from a port with a firmware profile: one JSON line"
         " per reading (fields with units), per reply, and per rejected frame (offset and"
         " reason). Exit code 0: at least one reading; 1: none; 2: unreadable input.")
-    de.add_argument("--profile", required=True, help="firmware profile name, e.g. pms5003")
-    source = de.add_mutually_exclusive_group(required=True)
-    source.add_argument("--hex", help='the bytes as hex, e.g. "42 4D 00 1C ..."')
-    source.add_argument("--file", help="a file of raw captured bytes ('-' for stdin)")
-    de.add_argument("--slave", type=int, default=None,
-                    help="Modbus slave address (default: the profile's)")
-    de.add_argument("--skipped", action="store_true", help="also a line per skipped run of bytes")
-    de.add_argument("--profiles-dir", default=env_dir, help=_PROFILES_HELP)
+    _flag(de, "--profile", "firmware profile name, e.g. pms5003", required=True)
+    source = de.add_mutually_exclusive_group()
+    from_env = _flag(source, "--hex", 'the bytes as hex, e.g. "42 4D 00 1C ..."')
+    from_env |= _flag(source, "--file", "a file of raw captured bytes ('-' for stdin)")
+    source.required = not from_env  # argparse counts only what the command line gave
+    _flag(de, "--slave", "Modbus slave address (default: the profile's)", type=int,
+          default=None)
+    _flag(de, "--skipped", "also a line per skipped run of bytes", action="store_true")
+    _flag(de, "--profiles-dir", _PROFILES_HELP)
     de.set_defaults(handler=_decode_command)
 
 
@@ -243,6 +267,10 @@ def _profiles(directory: str | None) -> dict[str, object]:
 def _decode_command(args: argparse.Namespace) -> int:
     from edge_agent import decode_cmd
 
+    if args.hex is not None and args.file is not None:
+        print(f"decode: one of --hex and --file ({env_name('--hex')}, {env_name('--file')})",
+              file=sys.stderr)
+        return 2
     profiles = _profiles(args.profiles_dir)
     if args.profile not in profiles:
         print(f"decode: unknown profile {args.profile!r}; known: {', '.join(sorted(profiles))}",

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cityedge.backoff import Backoff
+from cityedge.backoff import Backoff, Uniform
 from cityedge.redact import redact_text
 from collector.alerts.config import RouteConfig
 from collector.alerts.errors import Rejected, Retryable, Throttled
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DeliveryStats:
-    queued: int = 0
     delivered: int = 0
     retries: int = 0
     dropped_full: int = 0
@@ -41,7 +40,8 @@ class DeliveryStats:
 class Delivery:
     def __init__(self, name: str, notifier: Notifier, route: RouteConfig, *, queue_size: int,
                  max_attempts: int, retry_min: float, retry_max: float,
-                 on_give_up: Callable[[str, AlertEvent, str, str], None]) -> None:
+                 on_give_up: Callable[[str, AlertEvent, str, str], None],
+                 uniform: Uniform = random.uniform) -> None:
         self.name, self.notifier, self.route = name, notifier, route
         self.queue: deque[AlertEvent] = deque()  # waiting; the one being sent is not in it
         self.inflight: AlertEvent | None = None
@@ -49,6 +49,7 @@ class Delivery:
         self.max_attempts = max_attempts
         self.retry_min, self.retry_max = retry_min, retry_max
         self.on_give_up = on_give_up
+        self.uniform = uniform  # the backoff's random source
         self.stats = DeliveryStats()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -61,7 +62,6 @@ class Delivery:
             log.warning("%s: queue full (%d), dropped %s %s", self.name, self.queue_size,
                         dropped.rule, dropped.event_id)
         self.queue.append(event)
-        self.stats.queued += 1
         self._idle.clear()
         self._wake.set()
 
@@ -94,11 +94,11 @@ class Delivery:
                 wait = exc.retry_after
                 self.stats.last_error = redact_text(str(exc))
             except Retryable as exc:
-                wait = backoff.next(random.uniform)
+                wait = backoff.next(self.uniform)
                 self.stats.last_error = redact_text(str(exc))
             except Exception as exc:  # a plugin bug must not kill delivery
                 log.exception("%s: unexpected error sending %s", self.name, event.event_id)
-                wait = backoff.next(random.uniform)
+                wait = backoff.next(self.uniform)
                 self.stats.last_error = redact_text(repr(exc))
             else:
                 self.stats.delivered += 1
@@ -110,6 +110,17 @@ class Delivery:
         reason = f"gave up after {self.max_attempts} attempts: {self.stats.last_error}"
         log.error("%s: %s for %s", self.name, reason, event.event_id)
         self.on_give_up(self.name, event, "notify_gave_up", reason)
+
+    def health_fields(self) -> dict[str, int]:
+        """This route's counters for the collector's health point (cityedge_collector):
+        the delivery loop's, then the plugin's own (``Notifier.stats()``), each
+        ``notify_<name>_<counter>``."""
+        s = self.stats
+        out = {f"notify_{self.name}_{key}": value for key, value in self.notifier.stats().items()}
+        return out | {f"notify_{self.name}_delivered": s.delivered,
+                      f"notify_{self.name}_retries": s.retries,
+                      f"notify_{self.name}_dropped": s.dropped_full + s.gave_up + s.rejected,
+                      f"notify_{self.name}_queued": len(self.queue)}
 
     async def drain(self, timeout: float) -> bool:
         """Wait until the queue is empty; False if it was not within timeout."""

@@ -441,11 +441,7 @@ class AlertRunner:
                "alert_points_dropped": self.stats.points_dropped,
                "alerts_leader": int(self.leader), "alert_takeovers": self.stats.takeovers}
         for d in self.deliveries:
-            s = d.stats
-            out |= {f"notify_{d.name}_delivered": s.delivered,
-                    f"notify_{d.name}_retries": s.retries,
-                    f"notify_{d.name}_dropped": s.dropped_full + s.gave_up + s.rejected,
-                    f"notify_{d.name}_queued": len(d.queue)}
+            out |= d.health_fields()
         return out
 
     def describe(self) -> str:

@@ -56,7 +56,9 @@ class Notifier(Protocol):
     async def close(self) -> None: ...
 
     def stats(self) -> dict[str, int]:
-        """The plugin's own counters (sent, acked, ...), shown in the collector's health."""
+        """The plugin's own counters (sent, acked, ...): the collector's health point
+        (cityedge_collector) shows each as ``notify_<name>_<counter>``
+        (collector/alerts/delivery.py ``Delivery.health_fields``)."""
 
 
 NotifierFactory = Callable[[dict[str, Any], Located, KeyPath], Notifier]

@@ -1,48 +1,39 @@
 """How a failed write is classified, which decides what the collector does next.
 
-Modelled on Telegraf's influxdb_v2 output: 2xx delivered; 400/422 rejected
-(never retried as is: the batch is split to isolate the bad point, which is
-dead-lettered); 413 too large (split); 429/503 throttled (wait Retry-After);
-anything else retryable, including 401/403/404: a wrong password or a
-missing database is fixed by a person, and until then the readings wait in
-the gateways' outboxes instead of being dead-lettered.
+The classes are the delivery family (cityedge/delivery_errors.py) and the
+status table is cityedge/http_outcome.py's; a writer maps its kinds so:
+rejected (400/422) is never retried as is: the batch is split to isolate the
+bad point, which is dead-lettered; too large (413) is split; throttled
+(408/425/429/503) waits Retry-After (1 s if not told); everything else is
+retryable, including 401/403/404: a wrong password or a missing database is
+fixed by a person, and until then the readings wait in the gateways'
+outboxes instead of being dead-lettered.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 
-class WriteError(Exception):
-    """Base of every writer failure."""
+from cityedge import http_outcome
+from cityedge.delivery_errors import DeliveryError as WriteError
+from cityedge.delivery_errors import DeliveryRejected as Rejected
+from cityedge.delivery_errors import Retryable, Throttled, TooLarge
+from cityedge.http_outcome import Kind
 
+__all__ = ["Rejected", "Retryable", "Throttled", "TooLarge", "WriteError", "classify"]
 
-class Retryable(WriteError):
-    """Try the same write again later."""
-
-
-class Throttled(Retryable):
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class Rejected(WriteError):
-    """The database refused the content; retrying the same bytes cannot help."""
+# The wait on a throttling answer without a Retry-After.
+THROTTLED_DEFAULT_S = 1.0
 
 
-class TooLarge(WriteError):
-    """The request body was too large; split it."""
-
-
-def classify(status: int, body: str, retry_after: str | None) -> WriteError:
-    text = f"HTTP {status}: {body.strip()[:500]}"
-    if status in (400, 422):
+def classify(status: int, body: str, headers: Mapping[str, str]) -> WriteError:
+    outcome = http_outcome.classify(status, headers, body)
+    text = f"HTTP {status}: {outcome.detail}"
+    if outcome.kind is Kind.REJECTED:
         return Rejected(text)
-    if status == 413:
+    if outcome.kind is Kind.TOO_LARGE:
         return TooLarge(text)
-    if status in (429, 503):
-        try:
-            wait = float(retry_after) if retry_after else 1.0
-        except ValueError:
-            wait = 1.0
-        return Throttled(text, max(0.0, min(wait, 300.0)))
+    if outcome.kind is Kind.THROTTLED:
+        wait = outcome.retry_after
+        return Throttled(text, THROTTLED_DEFAULT_S if wait is None else wait)
     return Retryable(text)

@@ -2,17 +2,18 @@
 
 Same semantics as MQTT: the transport hands batches over and acks back, and
 the outbox window decides what to send, resend and delete. What the collector
-answers is classified once, sans-IO (``classify``), like the writers' errors:
+answers is classified once, sans-IO (``classify``), on the table the writers
+and the webhook use too (cityedge/http_outcome.py):
 
-- 200: written; the body is the ack, queued for ``next_ack()``. With the
+- 200 (2xx): written; the body is the ack, queued for ``next_ack()``. With the
   gateway's seal ``key`` (cityedge/uplink/seal.py) an ack without a valid
   seal is not used: it counts as ``bad_ack`` (by reason in
   ``bad_ack_reasons``) and the batch is resent after its ack timeout.
-- other 4xx (400 bad batch, 401/403 token, 413 too large ...): refused.
+- any other answer (400 bad batch, 401/403 token, 413 too large ...): refused.
   Logged with the collector's reason and counted in ``refused``; the link
   stays up and the window resends the batch after its ack timeout (a fixed
   pace, never a hot loop).
-- 408, 429, 5xx, timeouts and connection errors: the collector or the path
+- 408, 425, 429, 5xx, timeouts and connection errors: the collector or the path
   to it is down. ``ready()`` turns False for a backoff period (doubling,
   jittered, at least the response's ``Retry-After``) so the agent stops
   sending until then.
@@ -23,17 +24,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 
 import aiohttp
 
+from cityedge import http_outcome
+from cityedge.backoff import Backoff, Cooldown, Uniform
+from cityedge.http_outcome import Kind
 from cityedge.redact import redact_text
 from cityedge.tls import client_context
 from cityedge.uplink import Ack, PayloadError, decode_ack
@@ -45,8 +47,6 @@ log = logging.getLogger(__name__)
 # second, doubling up to the MQTT reconnect ceiling (cityedge.mqtt).
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
-# A Retry-After beyond this is treated as this (the writers use the same cap).
-RETRY_AFTER_MAX_S = 300.0
 
 
 # -- what an answer means (sans-IO) ----------------------------------------------
@@ -75,44 +75,20 @@ class Unavailable:
 Outcome = Delivered | Refused | Unavailable
 
 
-def parse_retry_after(value: str | None, server_date: str | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date), capped; None if absent.
-
-    An HTTP-date is measured against the response's own Date header: the
-    gateway's clock may be wrong (no RTC), the collector's two headers are not.
-    """
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-            now = parsedate_to_datetime(server_date) if server_date else None
-        except (TypeError, ValueError, IndexError):
-            return None
-        if now is None or when.tzinfo is None or now.tzinfo is None:
-            return None
-        seconds = (when - now).total_seconds()
-    if math.isnan(seconds):
-        return None
-    return max(0.0, min(seconds, RETRY_AFTER_MAX_S))
-
-
 def classify(status: int, headers: Mapping[str, str], body: bytes,
              key: bytes | None = None) -> Outcome:
-    """What an answer means; a 200's ack must be sealed with ``key`` when one is given."""
-    if status == 200:
+    """What an answer means (cityedge/http_outcome.py's kinds); a 2xx's ack must be sealed
+    with ``key`` when one is given."""
+    answer = http_outcome.classify(status, headers)  # the body is read below, as JSON
+    if answer.kind is Kind.OK:
         try:
             return Delivered(decode_ack(body, key))
         except PayloadError as exc:
             return Refused(status, "bad_ack", f"{exc.reason}: {exc.detail}")
-    if status in (408, 429) or status >= 500:
-        detail = _reason(body)[1]
-        return Unavailable(f"HTTP {status}: {detail}" if detail else f"HTTP {status}",
-                           parse_retry_after(headers.get("Retry-After"), headers.get("Date")))
     reason, detail = _reason(body)
+    if answer.kind in (Kind.THROTTLED, Kind.TRANSIENT):
+        return Unavailable(f"HTTP {status}: {detail}" if detail else f"HTTP {status}",
+                           answer.retry_after)
     return Refused(status, reason or f"http_{status}", detail)
 
 
@@ -130,7 +106,6 @@ def _reason(body: bytes) -> tuple[str, str]:
 # -- the transport ---------------------------------------------------------------
 @dataclass
 class HttpUplinkStats:
-    requests: int = 0
     acks: int = 0
     failures: int = 0  # Unavailable outcomes
     full: int = 0  # send() returned False: max_in_flight requests already running
@@ -141,7 +116,10 @@ class HttpTransport:
     """At most ``max_in_flight`` POSTs at once; each 200 response becomes an ack."""
 
     def __init__(self, config: HttpUplinkConfig, gateway: str, *, max_in_flight: int,
-                 key: bytes | None = None) -> None:
+                 key: bytes | None = None,
+                 backoff: tuple[float, float] = (BACKOFF_MIN_S, BACKOFF_MAX_S),
+                 clock: Callable[[], float] = time.monotonic,
+                 uniform: Uniform = random.uniform) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be positive")
         self.config = config
@@ -157,10 +135,12 @@ class HttpTransport:
         self._requests: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        self._not_before = 0.0  # time.monotonic() before which the link counts as down
+        # Down until a time on ``clock``: jittered in [b/2, b], b doubling per outage.
+        self._cooldown = Cooldown(Backoff(*backoff, jitter="half"))
+        self._clock = clock
+        self._uniform = uniform
         # No downlink over HTTP: displays need the MQTT uplink.
         self.downlink: Callable[[bytes], Awaitable[bytes | None]] | None = None
-        self._backoff = 0.0
 
     async def start(self) -> None:
         headers = {"Content-Type": "application/json"}
@@ -181,7 +161,7 @@ class HttpTransport:
 
     def ready(self) -> bool:
         return (self._session is not None and not self._closed
-                and time.monotonic() >= self._not_before)
+                and self._cooldown.ready(self._clock()))
 
     @property
     def in_flight(self) -> int:
@@ -203,7 +183,6 @@ class HttpTransport:
 
     async def _post(self, payload: bytes) -> None:
         assert self._session is not None
-        self.stats.requests += 1
         try:
             async with self._session.post(self.endpoint, data=payload) as resp:
                 body = await resp.read()
@@ -218,7 +197,7 @@ class HttpTransport:
         if isinstance(outcome, Unavailable):
             self._link_down(outcome)
             return
-        self._backoff = 0.0  # the collector answered: the link is fine
+        self._cooldown.succeeded()  # the collector answered: the link is fine
         if isinstance(outcome, Refused):
             self.stats.last_error = f"HTTP {outcome.status} {outcome.reason}: {outcome.detail}"
             if outcome.reason == "bad_ack":
@@ -240,19 +219,10 @@ class HttpTransport:
     def _link_down(self, outcome: Unavailable) -> None:
         self.stats.failures += 1
         self.stats.last_error = outcome.why
-        now = time.monotonic()
-        was_up = now >= self._not_before
-        if was_up:
-            # Requests that were already on their way when the link went down
-            # fail together; only the first one doubles the backoff.
-            self._backoff = min(max(self._backoff * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
-        delay = random.uniform(self._backoff / 2, self._backoff)
-        if outcome.retry_after is not None:
-            delay = max(delay, outcome.retry_after * random.uniform(1.0, 1.2))
-        self._not_before = max(self._not_before, now + delay)
-        if was_up:
+        now = self._clock()
+        if self._cooldown.failed(now, self._uniform, outcome.retry_after):
             log.warning("collector unavailable: %s; sending again in %.1f s",
-                        outcome.why, self._not_before - now)
+                        outcome.why, self._cooldown.until - now)
 
     async def close(self) -> None:
         """Abandon requests still on their way (their batches stay in the outbox)."""

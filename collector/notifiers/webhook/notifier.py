@@ -1,9 +1,9 @@
 """Webhook notifier: POST each alert event as JSON (aiohttp), signed, with a timeout.
 
 Retries and backoff are the runner's (collector/alerts/delivery.py); this
-plugin only classifies each outcome: 2xx delivered, 408/425/429/503 throttled
-(honouring Retry-After), other 5xx, timeouts and refused connections
-retryable, other 4xx rejected for good.
+plugin only classifies each outcome (cityedge/http_outcome.py's table): 2xx
+delivered, 408/425/429/503 throttled (honouring Retry-After), other 5xx,
+timeouts and refused connections retryable, anything else rejected for good.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ class WebhookNotifier:
             headers[SIGNATURE_HEADER] = sign(self.config.secret, payload, int(time.time()))
         try:
             async with self._session.post(self.config.url, data=payload, headers=headers) as resp:
-                error = classify(resp.status, await resp.text(), resp.headers.get("Retry-After"))
+                error = classify(resp.status, await resp.text(), resp.headers.get("Retry-After"),
+                                 resp.headers.get("Date"))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.counts["failed"] += 1
             # The URL is the webhook's credential: never in a log line or a dead letter.

@@ -1,4 +1,4 @@
-"""The webhook's wire format, sans-IO: the JSON body, its signature, and status classification.
+"""The webhook's wire format, sans-IO: the JSON body, its signature, what an answer means.
 
 Receivers verify with ``verify()`` (or the same three lines in any language):
 the ``X-Cityedge-Signature`` header is ``t=<unix seconds>,v1=<hex>`` where
@@ -14,6 +14,8 @@ import hashlib
 import hmac
 import json
 
+from cityedge import http_outcome
+from cityedge.http_outcome import Kind
 from collector.alerts.errors import NotifyError, Rejected, Retryable, Throttled
 from collector.alerts.events import AlertEvent
 
@@ -24,6 +26,8 @@ EVENT_HEADER = "X-Cityedge-Event-Id"
 DEFAULT_TOLERANCE_S = 300
 # A Retry-After beyond this is capped: an alert an hour late is barely an alert.
 MAX_RETRY_AFTER_S = 600.0
+# The wait on a throttling answer without a (readable) Retry-After.
+THROTTLED_DEFAULT_S = 5.0
 
 
 def body(event: AlertEvent) -> bytes:
@@ -51,21 +55,20 @@ def verify(secret: str, header: str, payload: bytes, now_s: int,
     return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
-def retry_after(value: str | None, default: float) -> float:
-    try:
-        seconds = float(value) if value else default
-    except ValueError:
-        seconds = default  # an HTTP date: rare from webhooks; wait the default
-    return max(0.0, min(seconds, MAX_RETRY_AFTER_S))
-
-
-def classify(status: int, text: str, retry_after_header: str | None) -> NotifyError | None:
-    """None for 2xx; else what the delivery loop should do (Telegraf's http.go split)."""
-    if 200 <= status < 300:
+def classify(status: int, text: str, retry_after_header: str | None,
+             date_header: str | None = None) -> NotifyError | None:
+    """None for 2xx; else what the delivery loop should do (cityedge/http_outcome.py's
+    kinds): throttled waits Retry-After (5 s if not told), other 5xx retries after
+    the backoff, anything else is rejected for good."""
+    headers = {k: v for k, v in (("Retry-After", retry_after_header), ("Date", date_header))
+               if v is not None}
+    outcome = http_outcome.classify(status, headers, text, max_retry_after=MAX_RETRY_AFTER_S)
+    if outcome.kind is Kind.OK:
         return None
-    message = f"HTTP {status}: {text.strip()[:300]}"
-    if status in (408, 425, 429, 503):
-        return Throttled(message, retry_after(retry_after_header, 5.0))
-    if status >= 500:
+    message = f"HTTP {status}: {outcome.detail[:300]}"
+    if outcome.kind is Kind.THROTTLED:
+        wait = outcome.retry_after
+        return Throttled(message, THROTTLED_DEFAULT_S if wait is None else wait)
+    if outcome.kind is Kind.TRANSIENT:
         return Retryable(message)
     return Rejected(message)

@@ -43,8 +43,6 @@ class InfluxV1Writer:
     def __init__(self, config: InfluxV1Config) -> None:
         self.config = config
         self._session: aiohttp.ClientSession | None = None
-        self.points_written = 0
-        self.requests = 0
 
     @classmethod
     def from_options(
@@ -84,7 +82,7 @@ class InfluxV1Writer:
             ) as resp:
                 body = await resp.text()
                 if resp.status != 200:
-                    raise classify(resp.status, body, resp.headers.get("Retry-After"))
+                    raise classify(resp.status, body, resp.headers)
                 result: dict[str, Any] = await resp.json(content_type=None)
                 return result
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -93,16 +91,14 @@ class InfluxV1Writer:
     async def write(self, points: Sequence[Point]) -> None:
         assert self._session is not None, "start() first"
         body = lineprotocol.encode(list(points))
-        self.requests += 1
         try:
             async with self._session.post(
                 f"{self.config.url}/write", params=self._params(), data=body
             ) as resp:
                 if resp.status == 204:
-                    self.points_written += len(points)
                     return
                 text = await resp.text()
-                error = classify(resp.status, text, resp.headers.get("Retry-After"))
+                error = classify(resp.status, text, resp.headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Retryable(f"write: {type(exc).__name__}: {redact_text(str(exc))}") from None
         if resp.status == 404 and self.config.create_database and "database not found" in text:

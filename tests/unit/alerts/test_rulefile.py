@@ -8,7 +8,7 @@ import pytest
 
 from collector.alerts import RuleError, rules_from_text
 from collector.alerts.rulefile import KIND_KEYS, parse_rules
-from collector.alerts.units import format_duration, parse_duration
+from collector.alerts.units import parse_duration
 
 ONE_OF_EACH = """
 schedules:
@@ -104,9 +104,8 @@ def test_errors_name_file_line_key_and_expectation(text: str, where: str, what: 
 @pytest.mark.parametrize(("text", "ns"), [("90s", 90 * 10**9), ("10m", 600 * 10**9),
                                           ("1h30m", 5400 * 10**9), ("24h", 86400 * 10**9),
                                           ("250ms", 250 * 10**6), ("0s", 0)])
-def test_durations_round_trip(text: str, ns: int) -> None:
+def test_durations(text: str, ns: int) -> None:
     assert parse_duration(text) == ns
-    assert parse_duration(format_duration(ns)) == ns
 
 
 def test_changing_a_rule_changes_its_fingerprint_only() -> None:
