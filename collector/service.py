@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import resource
 import time
 from collections import Counter
 from typing import Any
 
+from cityedge.counters import by_reason
 from cityedge.lifecycle import ExitSignals
 from cityedge.uplink.seal import KeyRing
 from collector.admission import Admission
@@ -29,7 +29,6 @@ HEALTH_MEASUREMENT = "cityedge_collector"
 # Open files the collector asks for at start (the soft limit is often 1024; the
 # HTTP source's connection cap is fitted under whatever it gets).
 WANTED_OPEN_FILES = 65536
-_NOT_A_NAME = re.compile(r"[^a-z0-9_]")
 
 
 def raise_open_files_limit() -> int:
@@ -41,11 +40,6 @@ def raise_open_files_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
             return want
     return soft
-
-
-def by_reason(prefix: str, counts: Counter[str]) -> dict[str, Any]:
-    """Counters as health fields, one per reason: ``refused_rate_limited=3``."""
-    return {f"{prefix}_{_NOT_A_NAME.sub('_', k.lower())[:48]}": n for k, n in counts.items()}
 
 
 def _admission(loaded: LoadedConfig) -> Admission | None:

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from cityedge.counters import by_reason
 from cityedge.uplink.payload import FieldValue
 from edge_agent.config import AGENT_SENSOR
 from edge_agent.outbox.space import free_bytes
@@ -84,7 +85,7 @@ class Health:
     def _trust_fields(self) -> Fields:
         """Refused acks and time answers, by reason (DESIGN, Trust: every refusal counted)."""
         a = self.agent
-        bad: Counter[str] = Counter(getattr(a.transport, "bad_ack_reasons", {}))
+        bad: Counter[str] = Counter(a.transport.bad_ack_reasons)
         if a.acks_other_outbox:
             bad["other_outbox"] = a.acks_other_outbox
         refused = a.anchoring.answers_refused
@@ -94,15 +95,9 @@ class Health:
             "acks_unknown_batch": a.window.acks_unknown_batch,
             "delete_failures": a.delete_failures,
             "boot_time_save_failures": a.anchoring.save_failures,
-            # Display messages past the transport's queue, and display acks not queued.
-            "displays_dropped": getattr(a.transport, "displays_dropped", 0),
-            "display_acks_dropped": getattr(a.transport, "display_acks_dropped", 0),
+            **a.transport.health_fields(),
             "ack_seqs_ignored": a.window.ack_seqs_ignored,
             "time_answers_refused": sum(refused.values()),
             **by_reason("time_answers_refused", refused),
         }
 
-
-def by_reason(prefix: str, counts: Counter[str]) -> Fields:
-    """One integer field per reason code seen (reason codes are ours, a closed set)."""
-    return {f"{prefix}_{reason}": n for reason, n in sorted(counts.items()) if n}

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from cityedge.uplink import Ack
+
+log = logging.getLogger(__name__)
 
 
 class Transport(Protocol):
@@ -26,4 +30,21 @@ class Transport(Protocol):
 
     async def next_ack(self) -> Ack: ...
 
+    @property
+    def bad_ack_reasons(self) -> Counter[str]:
+        """Acks refused here (unsealed, a bad seal, unusable), by reason."""
+        ...
+
+    def health_fields(self) -> dict[str, int]:
+        """This uplink's own counters for gateway_health (health.py adds the rest)."""
+        ...
+
     async def close(self) -> None: ...
+
+
+def note_bad_ack(reasons: Counter[str], reason: str, detail: str) -> None:
+    """Count an ack refused at the transport; the first of each reason is logged, the rest
+    only counted (a flood must not fill the log)."""
+    reasons[reason] += 1
+    if reasons[reason] == 1:
+        log.warning("unusable ack (this kind is counted, not logged again): %s", detail)

@@ -35,11 +35,13 @@ import aiohttp
 
 from cityedge import http_outcome
 from cityedge.backoff import Backoff, Cooldown, Uniform
+from cityedge.counters import by_reason
 from cityedge.http_outcome import Kind
 from cityedge.redact import redact_text
 from cityedge.tls import client_context
 from cityedge.uplink import Ack, PayloadError, decode_ack
 from edge_agent.config import HttpUplinkConfig
+from edge_agent.transports.base import note_bad_ack
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +131,6 @@ class HttpTransport:
         self.endpoint = f"{config.url.rstrip('/')}/v1/gateways/{quote(gateway, safe='')}/batches"
         self.stats = HttpUplinkStats()
         self.refused: Counter[str] = Counter()
-        self.bad_acks = 0
         self.bad_ack_reasons: Counter[str] = Counter()
         self._acks: asyncio.Queue[Ack] = asyncio.Queue(max_in_flight)
         self._requests: set[asyncio.Task[None]] = set()
@@ -158,6 +159,18 @@ class HttpTransport:
         if tls is None:
             return aiohttp.TCPConnector(limit=self.max_in_flight)
         return aiohttp.TCPConnector(limit=self.max_in_flight, ssl=client_context(tls))
+
+    @property
+    def bad_acks(self) -> int:
+        return sum(self.bad_ack_reasons.values())
+
+    def health_fields(self) -> dict[str, int]:
+        """Batches the collector refused (by its reason) and requests that found it
+        unreachable; no downlink, so no display message is ever dropped here."""
+        return {"displays_dropped": 0, "display_acks_dropped": 0,
+                "collector_refused": sum(self.refused.values()),
+                **by_reason("collector_refused", self.refused),
+                "uplink_failures": self.stats.failures}
 
     def ready(self) -> bool:
         return (self._session is not None and not self._closed
@@ -201,12 +214,8 @@ class HttpTransport:
         if isinstance(outcome, Refused):
             self.stats.last_error = f"HTTP {outcome.status} {outcome.reason}: {outcome.detail}"
             if outcome.reason == "bad_ack":
-                self.bad_acks += 1
                 reason = outcome.detail.partition(":")[0]  # classify: "<reason>: <detail>"
-                self.bad_ack_reasons[reason] += 1
-                if self.bad_ack_reasons[reason] == 1:
-                    log.warning("unusable ack (this kind is counted, not logged again): %s",
-                                outcome.detail)
+                note_bad_ack(self.bad_ack_reasons, reason, outcome.detail)
             else:
                 self.refused[outcome.reason] += 1
                 log.warning("collector refused a batch: %s (resent after the ack timeout)",

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from cityedge.mqtt import MqttClient, MqttOptions, Will
 from cityedge.uplink import Ack, PayloadError, Topics, decode_ack
 from edge_agent.config import MqttConfig
+from edge_agent.transports.base import note_bad_ack
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ class MqttTransport:
         self.gateway = gateway
         self.key = key
         self.topics = Topics(config.topic_prefix)
-        self.bad_acks = 0
         self.bad_ack_reasons: Counter[str] = Counter()
         offline = json.dumps({"gateway": gateway, "state": "offline"}).encode()
         self._options = MqttOptions(
@@ -94,10 +94,18 @@ class MqttTransport:
             try:
                 return decode_ack(message.payload, self.key)
             except PayloadError as exc:
-                self.bad_acks += 1
-                self.bad_ack_reasons[exc.reason] += 1
-                if self.bad_ack_reasons[exc.reason] == 1:  # a flood must not fill the log
-                    log.warning("unusable ack (this kind is counted, not logged again): %s", exc)
+                note_bad_ack(self.bad_ack_reasons, exc.reason, str(exc))
+
+    @property
+    def bad_acks(self) -> int:
+        return sum(self.bad_ack_reasons.values())
+
+    def health_fields(self) -> dict[str, int]:
+        """Display messages past the queue, display acks not queued, and messages paho's
+        incoming queue had no room for (an ack among them costs a resend)."""
+        return {"displays_dropped": self.displays_dropped,
+                "display_acks_dropped": self.display_acks_dropped,
+                "uplink_incoming_dropped": self.client.stats.overflowed if self.client else 0}
 
     def _queue_display(self, payload: bytes) -> None:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,6 +42,7 @@ class HandOver:
         self.sent: list[Batch] = []
         self.acks: asyncio.Queue[Ack] = asyncio.Queue()
         self.downlink: Callable[[bytes], Awaitable[bytes]] | None = None
+        self.bad_ack_reasons: Counter[str] = Counter()
 
     async def start(self) -> None:
         pass
@@ -54,6 +56,9 @@ class HandOver:
 
     async def next_ack(self) -> Ack:
         return await self.acks.get()
+
+    def health_fields(self) -> dict[str, int]:
+        return {}
 
     async def close(self) -> None:
         pass

@@ -234,6 +234,9 @@ def test_a_refusal_is_counted_and_the_link_stays_up() -> None:
             transport.send(payload(2))
             await settle(transport)
             assert transport.refused == {"gateway_mismatch": 1, "unauthorized": 1}
+            assert {k: v for k, v in transport.health_fields().items() if "refused" in k} == {
+                "collector_refused": 2, "collector_refused_gateway_mismatch": 1,
+                "collector_refused_unauthorized": 1}  # what gateway_health shows
             assert transport.ready()
             assert transport.stats.failures == 0
             assert "unauthorized" in transport.stats.last_error or "gateway_mismatch" in (
