@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DeliveryStats:
-    queued: int = 0
     delivered: int = 0
     retries: int = 0
     dropped_full: int = 0
@@ -61,7 +60,6 @@ class Delivery:
             log.warning("%s: queue full (%d), dropped %s %s", self.name, self.queue_size,
                         dropped.rule, dropped.event_id)
         self.queue.append(event)
-        self.stats.queued += 1
         self._idle.clear()
         self._wake.set()
 

@@ -24,8 +24,6 @@ from tinydb.storages import Storage
 from cityedge.atomic import atomic_write, make_private
 from collector.alerts.errors import UsageError
 
-ALERT_TABLES = ("alerts", "members", "silences", "directory", "meta")
-
 
 class AtomicJSONStorage(Storage):
     """TinyDB storage writing with ``atomic_write`` (TinyDB's JSONStorage writes in place)."""
