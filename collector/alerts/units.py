@@ -19,15 +19,3 @@ def parse_duration(text: str) -> int:
     if not isinstance(text, str) or not _WHOLE.match(text.strip()):
         raise ValueError(f"expected a duration like 90s, 10m, 2h or 1h30m, got {text!r}")
     return sum(int(float(n) * NS[unit]) for n, unit in _PART.findall(text.strip()))
-
-
-def format_duration(ns: int) -> str:
-    """The shortest exact form: 7200e9 -> "2h", 5400e9 -> "1h30m"."""
-    if ns == 0:
-        return "0s"
-    out = ""
-    for unit in ("d", "h", "m", "s", "ms"):
-        n, ns = divmod(ns, NS[unit])
-        if n:
-            out += f"{n}{unit}"
-    return out + (f"{ns}ns" if ns else "")
