@@ -16,7 +16,7 @@ __all__ = ["StreamDecoder", "make_decoder"]
 def make_decoder(profile: Profile, *, slave: int | None = None) -> StreamDecoder:
     """The decoder for ``profile``; ``slave`` overrides a Modbus profile's slave address."""
     if profile.protocol == "modbus_rtu":
-        from edge_agent.modbus import ModbusDecoder  # noqa: PLC0415  (pymodbus only when needed)
+        from edge_agent.modbus.decoder import ModbusDecoder  # noqa: PLC0415  (pymodbus only when needed)
 
         return ModbusDecoder(profile, slave)
     return FrameDecoder(profile)

@@ -25,7 +25,8 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
 from edge_agent.decoding import Profile
-from edge_agent.modbus import request_pdu
+from edge_agent.modbus.decoder import request_pdu
+from edge_agent.modbus.regmap import BIT_TABLES
 from simulators.emulator import Emission
 from simulators.frames import quantize
 
@@ -70,7 +71,7 @@ class ModbusSlave:
     def _simdata(self) -> tuple[list[SimData], list[SimData], list[SimData], list[SimData]]:
         blocks: list[list[SimData]] = []
         for table in _TABLES:
-            bits = table in ("coil", "discrete")
+            bits = table in BIT_TABLES
             kind = DataType.BITS if bits else DataType.REGISTERS
             if table not in self._spans:  # pymodbus wants every table; one unused cell
                 blocks.append([SimData(0, values=[False] * 16 if bits else 0, datatype=kind)])
@@ -87,14 +88,14 @@ class ModbusSlave:
     def _store(self, values: dict[str, int | float | bool]) -> None:
         registers: dict[str, list[Any]] = {}
         for table, (low, high) in self._spans.items():
-            registers[table] = [False] * (high - low) if table in ("coil", "discrete") else [0] * (
+            registers[table] = [False] * (high - low) if table in BIT_TABLES else [0] * (
                 high - low
             )
         for spec in self.profile.frames[0].fields:
             table, address = spec.table or "", spec.address or 0
             cells = registers[table]
             at = address - self._spans[table][0]
-            if table in ("coil", "discrete"):
+            if table in BIT_TABLES:
                 cells[at] = bool(values.get(spec.name, False))
                 continue
             self._put(cells, at, spec.type.pack(spec.to_raw(values.get(spec.name, 0))))

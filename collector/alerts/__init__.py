@@ -19,8 +19,8 @@ from collector.alerts.errors import (
 )
 from collector.alerts.events import Ack, AlertEvent, Silence, Status
 from collector.alerts.lifecycle import State
-from collector.alerts.points import ALERTS_MEASUREMENT, alert_point, alert_points
-from collector.alerts.rules import Rule, RuleSet, load_rules, rules_from_text
+from collector.alerts.points import ALERTS_MEASUREMENT, alert_point
+from collector.alerts.rules import Rule, RuleSet, load_rules
 
 __all__ = [
     "ALERTS_MEASUREMENT",
@@ -40,7 +40,5 @@ __all__ = [
     "Throttled",
     "UsageError",
     "alert_point",
-    "alert_points",
     "load_rules",
-    "rules_from_text",
 ]

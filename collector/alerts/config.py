@@ -103,9 +103,3 @@ def load_alerts(options: Any, doc: yamlconfig.Located, base_dir: Path,
             raise doc.error((*at, "name"), f"two notifiers named {name!r}; give each a name")
         notifiers.append((name, route, notifier))
     return LoadedAlerts(config, rules, notifiers, base_dir)
-
-
-def parse_alerts(text: str, base_dir: Path, file: str = "<alerts>") -> LoadedAlerts:
-    """An alerts section from YAML text (its top level), for tests and tools."""
-    doc = yamlconfig.parse(text, file)
-    return load_alerts(doc.data, doc, base_dir, ())

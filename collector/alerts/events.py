@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from collector.alerts.lifecycle import State
-
 
 def iso(time_ns: int) -> str:
     """RFC 3339 in UTC with the nanoseconds kept (event times are ns)."""
@@ -133,7 +131,3 @@ class Ack:
     time_ns: int
     by: str = ""
     comment: str = ""
-
-
-FIRING_STATES = frozenset({State.FIRING.value, State.ACKED.value, State.FLAPPING.value})
-

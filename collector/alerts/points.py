@@ -9,7 +9,6 @@ event overwrites itself like a reading does.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 from collector.alerts.events import AlertEvent
 from collector.lineprotocol import FieldValue, Point
@@ -34,7 +33,3 @@ def alert_point(event: AlertEvent) -> Point:
     if math.isfinite(event.value):  # InfluxDB refuses NaN and infinities
         fields["value"] = float(event.value)
     return Point(ALERTS_MEASUREMENT, tags, fields, event.time_ns)
-
-
-def alert_points(events: Iterable[AlertEvent]) -> list[Point]:
-    return [alert_point(e) for e in events]

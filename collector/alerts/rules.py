@@ -21,7 +21,6 @@ from collector.alerts.rulefile import (
     RuleSpec,
     TagMatch,
     load_rule_file,
-    parse_rules,
 )
 from collector.alerts.schedule import DAYS, Schedules, Window, load_zone, parse_hours
 from collector.alerts.units import parse_duration
@@ -196,7 +195,3 @@ def load_rules(paths: Sequence[str]) -> RuleSet:
             where[rule.name] = path
             rules.append(rule)
     return RuleSet(rules)
-
-
-def rules_from_text(text: str, file: str = "<rules>") -> RuleSet:
-    return RuleSet(compile_file(parse_rules(text, file), file))

@@ -70,21 +70,6 @@ def dump_alerts(engine: Engine) -> dict[str, Any]:
     }
 
 
-def dump_stats(engine: Engine) -> dict[str, Any]:
-    """The statistics as data (tests and tools); the runner writes dump_stats_text's text."""
-    result: dict[str, Any] = json.loads(_run(dump_stats_text(engine, chunk=0)))
-    return result
-
-
-def _run(steps: Generator[None, None, str]) -> str:
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            text: str = done.value
-            return text
-
-
 def dump_stats_text(engine: Engine, chunk: int = 5000) -> Generator[None, None, str]:
     """Every member as JSON text, positionally (``STAT_COLUMNS``), each tag set stored once.
 

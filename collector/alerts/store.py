@@ -24,8 +24,6 @@ from tinydb.storages import Storage
 from cityedge.atomic import atomic_write, make_private
 from collector.alerts.errors import UsageError
 
-ALERT_TABLES = ("alerts", "members", "silences", "directory", "meta")
-
 
 class AtomicJSONStorage(Storage):
     """TinyDB storage writing with ``atomic_write`` (TinyDB's JSONStorage writes in place)."""
@@ -64,8 +62,8 @@ class StateStore:
         self.commands_dir = self.dir / "commands"
 
     # -- engine snapshots -----------------------------------------------------
-    def save(self, alerts: dict[str, Any], stats: dict[str, Any] | str | None = None) -> None:
-        """Write the lifecycle file, and the statistics (data or ready JSON text) if given."""
+    def save(self, alerts: dict[str, Any], stats: str | None = None) -> None:
+        """Write the lifecycle file, and the statistics (JSON text, snapshot.py) if given."""
         meta = {"version": alerts["version"], "now": alerts["now"], "saved_ns": time.time_ns()}
         if "handover" in alerts:  # the save's version with lease: mqtt (handover.py)
             meta["handover"] = alerts["handover"]
@@ -80,12 +78,8 @@ class StateStore:
         if stats is not None:
             # Stats first: a crash between the two writes leaves older stats with
             # newer lifecycle, and restore() lets the lifecycle win.
-            text = stats if isinstance(stats, str) else json.dumps(stats, separators=(",", ":"))
-            atomic_write(self.stats_path, text.encode("utf-8"))
+            atomic_write(self.stats_path, stats.encode("utf-8"))
         AtomicJSONStorage(self.alerts_path).write(doc)
-
-    def load(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        return self.load_alerts(), self.load_stats()
 
     def load_alerts(self) -> dict[str, Any] | None:
         """The lifecycle file (small), or None when there is none; UsageError if unreadable."""

@@ -12,7 +12,7 @@ threads, so the lease's own tasks, the notifiers and the collector's writes
 go on meanwhile. One limit: Python's json parser holds the interpreter lock
 while it parses, so the parse of a big statistics file still pauses the
 event loop for its length (as it does at start-up). The runner evaluates
-nothing until the new engine is in (runner.py).
+nothing until the new engine is in (leadership.py).
 """
 
 from __future__ import annotations

@@ -40,8 +40,6 @@ from edge_agent.decoding.profile import (
     FrameSpec,
     Framing,
     LengthField,
-    ModbusMap,
-    ModbusRead,
     Mode,
     Polling,
     Profile,
@@ -50,6 +48,7 @@ from edge_agent.decoding.profile import (
 )
 from edge_agent.decoding.stream import DecoderStats, StreamDecoder
 from edge_agent.decoding.wire import seal, unseal
+from edge_agent.modbus.regmap import ModbusMap, ModbusRead
 
 __all__ = [
     "CHECKSUMS",

@@ -23,9 +23,9 @@ How a stream is cut into frames (the whole algorithm, in order):
 5. After ``receive_data(b"")`` a partial frame is ``Rejected`` as ``truncated``
    and the remaining bytes are hunted through the same way.
 
-Each frame kind is compiled once into a ``Plan`` (``_plans``): a decode
-function generated for its fields, so a frame costs a few C calls rather than
-one Python call per field. Reading values are floats (booleans stay booleans).
+Each frame kind is made ready once as a ``Plan`` (``_plans``): its decode
+function, the frames it fits and where its values go. Reading values are
+floats (booleans stay booleans).
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ from edge_agent.decoding.events import (
     Reply,
     Signal,
     Skipped,
-    decoded,
 )
 from edge_agent.decoding.profile import Profile, resolve
 from edge_agent.decoding.stream import StreamDecoder
@@ -271,7 +270,7 @@ class FrameDecoder(StreamDecoder):
         if not plan.reading:
             return Reply(offset, plan.name, fields, raw)
         if plan.single is not None:
-            return decoded(plan.single, fields, offset, raw, plan.name)
+            return Decoded(plan.single, fields, offset, raw, plan.name)
         split = tuple((m, {name: fields[name] for name in names}) for m, names in plan.groups)
         return Decoded(split[0][0], split[0][1], offset, raw, plan.name, split[1:])
 

@@ -115,29 +115,6 @@ class Decoded(Event):
         return merged
 
 
-_SET_MEASUREMENT, _SET_FIELDS, _SET_OFFSET, _SET_RAW, _SET_FRAME, _SET_MORE = (
-    Decoded.__dict__[name].__set__
-    for name in ("measurement", "fields", "offset", "raw", "frame", "more")
-)
-_NEW = object.__new__
-
-
-def decoded(
-    measurement: str, fields: dict[str, int | float], offset: int, raw: bytes, frame: str,
-    *, more: tuple[tuple[str, dict[str, int | float]], ...] = (),
-) -> Decoded:
-    """A ``Decoded`` for the decoder's hot path: the same frozen value, built without
-    ``__init__`` (the decoder's offsets are never negative, so the check is skipped)."""
-    event = _NEW(Decoded)
-    _SET_MEASUREMENT(event, measurement)
-    _SET_FIELDS(event, fields)
-    _SET_OFFSET(event, offset)
-    _SET_RAW(event, raw)
-    _SET_FRAME(event, frame)
-    _SET_MORE(event, more)
-    return event
-
-
 @dataclass(frozen=True, slots=True)
 class Reply(Event):
     """An intact frame that is not a reading: a device's answer to a command.

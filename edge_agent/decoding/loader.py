@@ -6,9 +6,9 @@ reported as ``file:line: key.path: expected ..., got ...``. The YAML is composed
 errors, and so is any layout where two things claim the same frame byte, a
 command whose checksum is wrong, or a reply the profile itself would reject.
 
-The checks live in three private modules: ``_frames`` (framing, checksum, frame
+The checks live in three modules: ``_frames`` (framing, checksum, frame
 kinds, fields, layout), ``_commands`` (commands and polling) and
-``_modbus_map`` (a Modbus slave's register map).
+``edge_agent.modbus.loader`` (a Modbus slave's register map).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from edge_agent.decoding import _commands, _frames, _modbus_map
+from edge_agent.decoding import _commands, _frames
 from edge_agent.decoding._nodes import At
 from edge_agent.decoding.decoder import FrameDecoder
 from edge_agent.decoding.errors import ProfileError
@@ -29,6 +29,7 @@ from edge_agent.decoding.profile import (
     Profile,
     SerialSettings,
 )
+from edge_agent.modbus import loader as modbus_loader
 
 __all__ = ["load_profile", "load_profiles", "parse_profile"]
 
@@ -194,8 +195,8 @@ def _modbus_profile(root: At, top: dict[str, At], base: Profile) -> Profile:
         raise root.missing("modbus", _TOP_KEYS["modbus"])
     if "fields" not in top:
         raise root.missing("fields", _TOP_KEYS["fields"])
-    register_map = _modbus_map.modbus_map(top["modbus"])
-    fields = _modbus_map.modbus_fields(top["fields"], base.measurement, register_map.reads)
+    register_map = modbus_loader.modbus_map(top["modbus"])
+    fields = modbus_loader.modbus_fields(top["fields"], base.measurement, register_map.reads)
     polling = _commands.polling(top["polling"], None, modbus=True) if "polling" in top else None
     if polling is None:
         empty = yaml.compose("{}")

@@ -5,8 +5,8 @@ one sensor model: serial settings, how its frames are cut (``Framing``) and
 checked (``ChecksumSpec``), the kinds of frame it sends (``FrameSpec``: readings
 and replies, each with its ``FieldSpec`` list), the commands a gateway sends it
 (``Commands``), how it is polled (``Polling``) and, for Modbus RTU slaves, the
-register map (``ModbusMap``). The decoder, the poller and the simulator
-interpret it; none of them names a model.
+register map (``ModbusMap``, in edge_agent/modbus/regmap.py). The decoder, the
+poller and the simulator interpret it; none of them names a model.
 
 The tables here are the vocabulary a profile may use: ``VALUE_TYPES`` (how a
 number is laid out in a frame) and ``UNITS`` (which unit a field may carry, and
@@ -23,6 +23,7 @@ from decimal import Decimal
 from types import MappingProxyType
 
 from edge_agent.decoding.checksums import ChecksumAlgorithm
+from edge_agent.modbus.regmap import ModbusMap
 
 __all__ = [
     "COMMAND_ROLES",
@@ -38,8 +39,6 @@ __all__ = [
     "FrameSpec",
     "Framing",
     "LengthField",
-    "ModbusMap",
-    "ModbusRead",
     "Mode",
     "Polling",
     "Profile",
@@ -471,29 +470,6 @@ class Polling:
 STREAMING = Polling(
     modes=MappingProxyType({"active": Mode("active", (), (), None)}), default="active"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ModbusRead:
-    """One read request per poll: ``count`` registers or bits of ``table`` from ``address``."""
-
-    function: int
-    table: str
-    address: int
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class ModbusMap:
-    """A Modbus RTU slave's register map: what to read each poll, and who it must be.
-
-    ``identity`` holds (table, address, type, value): a register (e.g. a model
-    code) whose value tells this device from another at the same address.
-    """
-
-    slave: int
-    reads: tuple[ModbusRead, ...]
-    identity: tuple[tuple[str, int, ValueType, int], ...]
 
 
 @dataclass(frozen=True, slots=True)

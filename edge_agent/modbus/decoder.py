@@ -32,7 +32,6 @@ from edge_agent.decoding import (
     Event,
     FieldSpec,
     LocalProtocolError,
-    ModbusRead,
     Profile,
     Reason,
     Rejected,
@@ -41,6 +40,7 @@ from edge_agent.decoding import (
     Skipped,
 )
 from edge_agent.decoding.stream import StreamDecoder
+from edge_agent.modbus.regmap import ModbusRead, span
 
 __all__ = ["MAX_ADU", "ModbusDecoder", "request_pdu"]
 
@@ -65,11 +65,6 @@ def request_pdu(read: ModbusRead, slave: int) -> ModbusPDU:
     return _REQUESTS[read.function](address=read.address, count=read.count, dev_id=slave)
 
 
-def _reply_bytes(read: ModbusRead) -> int:
-    """Data bytes in a normal reply to ``read``: 2 per register, 8 bits per byte."""
-    return 2 * read.count if read.function in (3, 4) else (read.count + 7) // 8
-
-
 class ModbusDecoder(StreamDecoder):
     """Cuts one slave's replies out of a byte stream and turns each poll into a reading."""
 
@@ -84,7 +79,7 @@ class ModbusDecoder(StreamDecoder):
         super().__init__(MAX_ADU)
         self._framer = FramerRTU(DecodePDU(is_server=False))
         self._functions = {read.function for read in self.map.reads}
-        self._sizes = {(r.function, _reply_bytes(r)) for r in self.map.reads}
+        self._sizes = {(r.function, r.reply_bytes) for r in self.map.reads}
         self._fields = profile.frames[0].fields
         self._expected: int | None = None
         self._blocks: dict[int, bytes | list[bool]] = {}
@@ -184,10 +179,10 @@ class ModbusDecoder(StreamDecoder):
         reads = self.map.reads
         if self._expected is not None:
             read = reads[self._expected]
-            if read.function == function and _reply_bytes(read) == byte_count:
+            if read.function == function and read.reply_bytes == byte_count:
                 return self._expected
         for index, read in enumerate(reads):
-            if read.function == function and _reply_bytes(read) == byte_count:
+            if read.function == function and read.reply_bytes == byte_count:
                 return index
         return None
 
@@ -196,10 +191,10 @@ class ModbusDecoder(StreamDecoder):
         if index is None:  # pragma: no cover - sizes were checked before the CRC
             return self._reject(Reason.UNEXPECTED_REPLY, len(frame), "answers no read")
         read = self.map.reads[index]
-        if read.function in (3, 4):
-            block: bytes | list[bool] = b"".join(r.to_bytes(2, "big") for r in pdu.registers)
+        if read.bits:
+            block: bytes | list[bool] = [bool(bit) for bit in pdu.bits[: read.count]]
         else:
-            block = [bool(bit) for bit in pdu.bits[: read.count]]
+            block = b"".join(r.to_bytes(2, "big") for r in pdu.registers)
         if index == 0:
             self._blocks = {}
         self._blocks[index] = block
@@ -230,18 +225,16 @@ class ModbusDecoder(StreamDecoder):
         self._position += len(event.raw)
         return event
 
-    def _locate(self, table: str, address: int, words: int) -> tuple[int, int]:
-        for index, read in enumerate(self.map.reads):
-            if read.table == table and read.address <= address and (
-                address + words <= read.address + read.count
-            ):
-                return index, address - read.address
-        raise LocalProtocolError(f"{table} {address} is in no read")  # the loader checks this
+    def _locate(self, table: str, address: int, width: int) -> tuple[int, int]:
+        found = self.map.locate(table, address, width)
+        if found is None:  # the loader checks this
+            raise LocalProtocolError(f"{table} {address} is in no read")
+        return found
 
     def _value(
         self, blocks: dict[int, bytes | list[bool]], table: str, address: int, spec: FieldSpec
     ) -> int | float:
-        index, at = self._locate(table, address, max(1, spec.type.size // 2))
+        index, at = self._locate(table, address, span(table, spec.type))
         block = blocks[index]
         if isinstance(block, list):
             return block[at]
@@ -249,7 +242,7 @@ class ModbusDecoder(StreamDecoder):
 
     def _identity(self, blocks: dict[int, bytes | list[bool]]) -> str | None:
         for table, address, kind, equals in self.map.identity:
-            index, at = self._locate(table, address, kind.size // 2)
+            index, at = self._locate(table, address, span(table, kind))
             block = blocks[index]
             assert isinstance(block, bytes)
             value = kind.unpack(block, 2 * at)

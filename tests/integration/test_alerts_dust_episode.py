@@ -26,13 +26,13 @@ import yaml
 
 from cityedge.mqtt import MqttClient
 from cityedge.uplink.downlink import encode_ack
-from collector.alerts.config import parse_alerts
 from collector.alerts.runner import AlertRunner
 from collector.lineprotocol import Point
 from collector.notifiers.mqtt_downlink import DownlinkNotifier
 from collector.writers.influxdb_v1.writer import InfluxV1Config, InfluxV1Writer
 from edge_agent.displays import DisplayBoard
 from simulators.services import InfluxDB
+from tests.alerts_helpers import parse_alerts
 from tests.helpers import rows
 from tests.secure_fleet import SecureFleet
 from tests.webhook_receiver import WebhookReceiver

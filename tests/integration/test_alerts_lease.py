@@ -36,10 +36,10 @@ from pathlib import Path
 import pytest
 
 from cityedge.mqtt import Message, MqttClient
-from collector.alerts.config import parse_alerts
 from collector.alerts.mqtt_lease import MqttLease
 from collector.alerts.runner import AlertRunner
 from collector.lineprotocol import Point
+from tests.alerts_helpers import parse_alerts
 from tests.secure_fleet import SecureFleet
 from tests.tcp_proxy import CuttableProxy
 from tests.webhook_receiver import WebhookReceiver

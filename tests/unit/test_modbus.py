@@ -17,7 +17,7 @@ from edge_agent.decoding import (
     parse_profile,
 )
 from edge_agent.decoding.checksums import crc16_modbus
-from edge_agent.modbus import ModbusDecoder
+from edge_agent.modbus.decoder import ModbusDecoder
 
 # The read-holding-registers exchange worked through on simplymodbus.ca:
 # request 11 03 00 6B 00 03 76 87, answer 11 03 06 AE41 5652 4340 49AD.

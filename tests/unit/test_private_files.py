@@ -9,6 +9,7 @@ from pathlib import Path
 from cityedge.atomic import atomic_write
 from collector.alerts.store import StateStore
 from edge_agent.display_file import read_display_file, write_display_file
+from tests.alerts_helpers import load_state
 
 
 def mode(path: Path) -> int:
@@ -37,11 +38,11 @@ def test_the_display_file_is_private_and_tightened_on_read(tmp_path: Path) -> No
 def test_alert_state_files_are_private_and_tightened_on_load(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "alerts")
     store.save({"version": 1, "now": 0, "groups": [], "members": [], "silences": [],
-                "directory": {}}, {"windows": {}})
+                "directory": {}}, '{"windows":{}}')
     for path in (store.alerts_path, store.stats_path):
         assert mode(path) == 0o600
         os.chmod(path, 0o644)
-    alerts, stats = store.load()
+    alerts, stats = load_state(store)
     assert alerts is not None and stats == {"windows": {}}
     for path in (store.alerts_path, store.stats_path):
         assert mode(path) == 0o600

@@ -13,10 +13,10 @@ from cityedge import yamlconfig
 from cityedge.uplink.payload import MAX_TAGS_PER_SENSOR
 from cityedge.yamlconfig import ConfigError, bind, format_path, load, parse
 from collector import config as collector_config
-from collector.alerts.config import parse_alerts
 from collector.config import BatchingConfig, CollectorConfig, MqttSourceConfig
 from edge_agent import config as agent_config
 from edge_agent.config import AgentConfig
+from tests.alerts_helpers import parse_alerts
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import yaml
 
 from cityedge import yamlconfig
-from collector.alerts import rules_from_text
 from collector.alerts.config import load_alerts
 from collector.alerts.rulefile import KIND_KEYS
+from tests.alerts_helpers import rules_from_text
 
 ROOT = Path(__file__).resolve().parents[3]
 DOC = (ROOT / "docs" / "alerts.md").read_text(encoding="utf-8")

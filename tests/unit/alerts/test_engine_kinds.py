@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collector.alerts import Engine, rules_from_text
+from collector.alerts import Engine
 from collector.lineprotocol import Point
+from tests.alerts_helpers import rules_from_text
 from tests.unit.alerts.timeline import H, M, R, Step, Tick, at, every, feed, run
 
 

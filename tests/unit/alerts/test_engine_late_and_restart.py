@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from collector.alerts import AlertEvent, Engine, rules_from_text
-from collector.alerts.snapshot import dump_alerts, dump_stats, restore
+from collector.alerts import AlertEvent, Engine
+from collector.alerts.snapshot import dump_alerts, restore
 from collector.alerts.store import StateStore
+from tests.alerts_helpers import dump_stats, load_state, rules_from_text, stats_text
 from tests.unit.alerts.timeline import M, R, St, Step, Tick, at, every, feed
 
 MEAN = """rules:
@@ -110,10 +111,10 @@ def _events(steps: list[Step], cut: int | None, tmp: Path) -> list[AlertEvent]:
         return feed(e, steps)
     out = feed(e, steps[:cut])
     store = StateStore(tmp)
-    store.save(dump_alerts(e), dump_stats(e))
+    store.save(dump_alerts(e), stats_text(e))
     del e  # the collector was killed here
     fresh = Engine(rules_from_text(RULES))
-    alerts, stats = store.load()
+    alerts, stats = load_state(store)
     assert restore(fresh, alerts, stats) == []
     return out + feed(fresh, steps[cut:])
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from collector.alerts import Ack, Engine, Silence, Status, UsageError, rules_from_text
+from collector.alerts import Ack, Engine, Silence, Status, UsageError
+from tests.alerts_helpers import rules_from_text
 from tests.unit.alerts.timeline import M, R, St, Step, Tick, at, brief, feed, run
 
 

@@ -53,6 +53,7 @@ from collector.alerts.mqtt_lease import MqttLease, boottime
 from collector.alerts.runner import AlertRunner
 from collector.alerts.snapshot import dump_alerts
 from collector.config import MqttSourceConfig
+from tests.alerts_helpers import load_state
 from tests.unit.alerts.lease_sim import Sim
 from tests.unit.alerts.test_runner import capture, heat, run, setup, until
 from tests.unit.alerts.timeline import at
@@ -552,7 +553,7 @@ def test_the_local_files_win_when_they_are_as_new_and_a_step_down_saves_them(
 
 
 def saved_version(runner: AlertRunner) -> Version | None:
-    alerts, _ = runner.store.load()
+    alerts, _ = load_state(runner.store)
     return Version.from_dict(alerts.get("handover")) if alerts else None
 
 

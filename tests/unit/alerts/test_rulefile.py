@@ -6,9 +6,10 @@ import textwrap
 
 import pytest
 
-from collector.alerts import RuleError, rules_from_text
+from collector.alerts import RuleError
 from collector.alerts.rulefile import KIND_KEYS, parse_rules
 from collector.alerts.units import parse_duration
+from tests.alerts_helpers import rules_from_text
 
 ONE_OF_EACH = """
 schedules:

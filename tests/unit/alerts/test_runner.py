@@ -13,10 +13,11 @@ import pytest
 from cityedge.yamlconfig import ConfigError
 from collector.alerts import AlertEvent, Rejected, Retryable, Throttled
 from collector.alerts.cli import main as cli
-from collector.alerts.config import LoadedAlerts, parse_alerts
+from collector.alerts.config import LoadedAlerts
 from collector.alerts.runner import AlertRunner
 from collector.lineprotocol import Point
 from collector.notifiers import NotifierContext, register
+from tests.alerts_helpers import parse_alerts
 from tests.unit.alerts.timeline import M, R, at
 
 TIMEOUT = 20.0

@@ -21,6 +21,7 @@ from collector.alerts.mqtt_feed import MqttFeed, parse_status
 from collector.alerts.store import StateStore
 from collector.config import MqttSourceConfig
 from collector.lineprotocol import Point
+from tests.alerts_helpers import load_state
 
 ALERTS = {"version": 1, "now": 5, "groups": [{"rule": "r", "state": "firing"}], "members": [],
           "silences": [], "directory": {"gw-1": {"district": "강남구"}}}
@@ -37,7 +38,7 @@ def test_atomic_write_replaces_whole_and_leaves_no_temp(tmp_path: Path) -> None:
 def test_state_round_trip_and_tinydb_view(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     store.save(ALERTS, '{"version":1}')
-    alerts, stats = store.load()
+    alerts, stats = load_state(store)
     assert alerts == ALERTS and stats == {"version": 1}
     with store.db() as db:
         assert db.table("alerts").all() == [{"rule": "r", "state": "firing"}]
@@ -48,10 +49,10 @@ def test_state_round_trip_and_tinydb_view(tmp_path: Path) -> None:
 
 def test_torn_or_missing_files(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
-    assert store.load() == (None, None)
+    assert load_state(store) == (None, None)
     store.alerts_path.write_text('{"alerts": {"1": ')
     with pytest.raises(UsageError, match="cannot read alert state"):
-        store.load()
+        load_state(store)
 
 
 def test_command_spool_in_order(tmp_path: Path) -> None:

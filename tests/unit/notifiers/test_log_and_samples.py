@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from collector.alerts import AlertEvent
-from collector.alerts.config import parse_alerts
 from collector.notifiers import REGISTRY, NotifierContext
 from collector.notifiers.log import LogConfig, LogNotifier, format_event
+from tests.alerts_helpers import parse_alerts
 
 ROOT = Path(__file__).resolve().parents[3]
 PLUGINS = ROOT / "collector" / "notifiers"

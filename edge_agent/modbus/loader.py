@@ -1,32 +1,18 @@
-"""Loader, part 3: a Modbus RTU slave's register map and the fields in it.
+"""Profile loader, part 3: a ``modbus_rtu`` profile's register map and the fields in it.
 
-Only the map is declared here (which registers, what they mean); the Modbus
-protocol itself (requests, response framing, CRC, exception responses) is
-pymodbus's, used by ``edge_agent.modbus``. This module imports no Modbus code,
-so profiles load, and are checked, without it.
+Only the map is declared here (which registers, what they mean, regmap.py);
+the Modbus protocol itself (requests, response framing, CRC, exception
+responses) is pymodbus's, used by decoder.py. This module imports no Modbus
+code, so profiles load, and are checked, without it.
 """
 
 from __future__ import annotations
 
 from edge_agent.decoding import _frames
 from edge_agent.decoding._nodes import At
-from edge_agent.decoding.profile import (
-    VALUE_TYPES,
-    FieldSpec,
-    ModbusMap,
-    ModbusRead,
-    ValueType,
-)
+from edge_agent.decoding.profile import VALUE_TYPES, FieldSpec, ValueType
+from edge_agent.modbus.regmap import BIT_TABLES, TABLES, ModbusMap, ModbusRead, span
 
-# Table name -> (read function code, largest count per request). Limits: MODBUS
-# Application Protocol Specification V1.1b3, sections 6.1-6.4 (2000 bits, 125 registers).
-TABLES = {
-    "coil": (1, 2000),
-    "discrete": (2, 2000),
-    "holding": (3, 125),
-    "input": (4, 125),
-}
-BIT_TABLES = ("coil", "discrete")
 _MODBUS_KEYS = {
     "slave": "the default slave address 1..247 (sensors[].modbus_slave overrides it)",
     "reads": "a list of {table, address, count}: the requests sent each poll, in order",
@@ -95,13 +81,11 @@ def modbus_map(at: At) -> ModbusMap:
 
 
 def _covered(at: At, reads: list[ModbusRead], table: str, address: int, kind: ValueType) -> None:
-    span = 1 if table in BIT_TABLES else kind.size // 2
-    for read in reads:
-        inside = read.address <= address and address + span <= read.address + read.count
-        if read.table == table and inside:
-            return
+    width = span(table, kind)
+    if any(read.covers(table, address, width) for read in reads):
+        return
     raise at.expected(
-        f"an address that one of modbus.reads covers ({table} {address}..{address + span - 1}"
+        f"an address that one of modbus.reads covers ({table} {address}..{address + width - 1}"
         " is in none)"
     )
 
