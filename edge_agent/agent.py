@@ -245,13 +245,12 @@ class Agent:
                   if collector_time else self.timebase.on_tick(mono))
         if record is not None and await self._save_boot_time(self.clock.boot, record):
             log.info("boot %s: %s", self.clock.boot, record)
-        current = self.timebase.current
-        if current.anchor is not None:
+        held_from = self.timebase.held_from()
+        if held_from is None:
             self._hold_cap = None
         else:
             durable = self.outbox.durable_seq
-            first = await self._io_call(self.outbox.first_held, self.clock.boot,
-                                        current.unverified_before)
+            first = await self._io_call(self.outbox.first_held, self.clock.boot, held_from)
             self._hold_cap = durable if first is None else min(durable, first - 1)
 
     def sendable_seq(self) -> int:
