@@ -18,7 +18,6 @@ reserve it released.
 from __future__ import annotations
 
 import json
-import secrets
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,6 +27,7 @@ from typing import TypeVar
 
 from cityedge.uplink import SeqRanges, WireReading
 from cityedge.uplink.timing import BootTime
+from edge_agent.outbox import meta
 from edge_agent.outbox.bookkeeping import (
     DROPS_MEASUREMENT,
     Depth,
@@ -39,7 +39,6 @@ from edge_agent.outbox.bookkeeping import (
     Unstored,
     drop_record,
     drop_target,
-    merged,
 )
 from edge_agent.outbox.space import (
     RESERVE_BYTES,
@@ -70,8 +69,6 @@ CREATE TABLE IF NOT EXISTS readings (
 );
 """
 
-PUT_META = ("INSERT INTO meta(key, value) VALUES (?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = excluded.value")
 # Bytes a row costs beyond its JSON fields (seq, times, names, b-tree cell);
 # measured with page_count on 100k PMS5003 rows: 61 bytes, rounded up.
 ROW_OVERHEAD = 64
@@ -109,13 +106,14 @@ class Outbox:
             self._enter_full()
         self.max_bytes = max_bytes
         self.appended_bytes = 0  # since open: the ingest rate, for "time until full"
-        self.handed_out = HandOuts(self._load_handed_out())
+        handed_out = meta.get(self._db, "handed_out")
+        self.handed_out = HandOuts(SeqRanges.from_pairs(json.loads(handed_out or "[]")))
         self.drop_policy = drop_policy or DropPolicy()
         count, size = self._db.execute(
             "SELECT count(*), coalesce(sum(size), 0) FROM readings").fetchone()
         self.count, self.bytes = int(count), int(size)
         self._oldest_ns: int | None = self._first_time()
-        self.dropped: Counter[str] = Counter(self._load_dropped())
+        self.dropped = Counter({k: int(v) for k, v in meta.by_prefix(self._db, "dropped").items()})
 
     def _connect(self) -> sqlite3.Connection:
         private_files(self.path)
@@ -127,7 +125,7 @@ class Outbox:
             db.execute("PRAGMA wal_autocheckpoint=0")
             db.executescript(SCHEMA)
             self._db = db
-            self.epoch = self._epoch()
+            self.epoch = meta.epoch(db)
         except BaseException:
             db.close()
             raise
@@ -149,6 +147,12 @@ class Outbox:
         self.disk_full = True
         self.reserve.release()
 
+    def _full_or_raise(self, exc: sqlite3.Error | OSError) -> None:
+        """A write that may wait failed: on a full disk note it, on anything else re-raise."""
+        if not is_disk_full(exc, self.path.parent):
+            raise exc
+        self._enter_full()
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
         """BEGIN IMMEDIATE .. COMMIT; on any failure roll back if SQLite has not already
@@ -165,15 +169,6 @@ class Outbox:
             self.count, self.bytes, self.appended_bytes, self._oldest_ns = saved
             raise
 
-    def _epoch(self) -> str:
-        row = self._db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
-        if row:
-            return str(row[0])
-        epoch = secrets.token_hex(8)
-        self._db.execute("INSERT INTO meta(key, value) VALUES ('epoch', ?)", (epoch,))
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return epoch
-
     @property
     def last_seq(self) -> int:
         return self.mark.last_seq
@@ -182,18 +177,10 @@ class Outbox:
     def durable_seq(self) -> int:
         return self.mark.durable_seq
 
-    def _load_handed_out(self) -> SeqRanges:
-        row = self._db.execute("SELECT value FROM meta WHERE key='handed_out'").fetchone()
-        return SeqRanges.from_pairs(json.loads(row[0])) if row else SeqRanges()
-
-    def _save_handed_out(self, cur: sqlite3.Cursor | sqlite3.Connection,
-                         seqs: SeqRanges) -> None:
+    @staticmethod
+    def _save_handed_out(cur: meta.Db, seqs: SeqRanges) -> None:
         """This run's hand-outs, for the next run (bookkeeping.HandOuts says which)."""
-        cur.execute(PUT_META, ("handed_out", json.dumps(seqs.as_pairs())))
-
-    def _load_dropped(self) -> dict[str, int]:
-        rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'dropped:%'")
-        return {key.split(":", 1)[1]: int(value) for key, value in rows}
+        meta.put(cur, "handed_out", json.dumps(seqs.as_pairs()))
 
     def _last_seq(self) -> int:
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
@@ -208,7 +195,8 @@ class Outbox:
         try:
             with self._transaction() as cur:
                 seqs = [self._insert(cur, r) for r in readings]
-                gaps = self._make_room(cur) if self._over() else []
+                over = self.max_bytes is not None and self.bytes > self.max_bytes
+                gaps = self._make_room(cur) if over else []
                 self._save_unstored(cur)
         except (sqlite3.Error, OSError) as exc:
             full = is_disk_full(exc, self.path.parent)
@@ -240,9 +228,6 @@ class Outbox:
             self._oldest_ns = r.time_ns
         return int(cur.lastrowid or 0)
 
-    def _over(self) -> bool:
-        return self.max_bytes is not None and self.bytes > self.max_bytes
-
     def _make_room(self, cur: sqlite3.Cursor) -> list[Gap]:
         """Drop by policy (bookkeeping.Room) down to DROP_TO of the bound; record the gaps."""
         assert self.max_bytes is not None
@@ -271,22 +256,9 @@ class Outbox:
         self.bytes -= room.freed
         self._oldest_ns = self._first_time()
         gaps = room.gaps()
-        self._open_gaps(cur, "gap", gaps)
-        for gap in gaps:
-            cur.execute(
-                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET"
-                " value = CAST(value AS INTEGER) + excluded.value",
-                (f"dropped:{gap.sensor}", gap.count),
-            )
+        meta.open_gaps(cur, "gap", gaps)
+        meta.add_dropped(cur, gaps)
         return gaps
-
-    def _open_gaps(self, cur: sqlite3.Cursor, prefix: str, gaps: Iterable[Gap]) -> None:
-        """Merge gaps into the open ones kept in meta (``<prefix>:<sensor>:<measurement>``)."""
-        for gap in gaps:
-            key = gap.key(prefix)
-            row = cur.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            open_gap = None if row is None else Gap.from_meta(key, json.loads(row[0]))[1]
-            cur.execute(PUT_META, (key, json.dumps(merged(open_gap, gap).doc())))
 
     def _not_stored(self, readings: Sequence[Reading], *, disk_full: bool,
                     cause: str) -> StoreFailed:
@@ -296,7 +268,7 @@ class Outbox:
                            free_bytes=free_bytes(self.path.parent), cause=cause)
 
     def _save_unstored(self, cur: sqlite3.Cursor) -> None:
-        self._open_gaps(cur, "unstored", self._unstored.gaps())
+        meta.open_gaps(cur, "unstored", self._unstored.gaps())
 
     @property
     def unstored(self) -> int:
@@ -312,16 +284,11 @@ class Outbox:
         try:
             with self._transaction() as cur:
                 self._save_unstored(cur)
-                rows = cur.execute("SELECT key, value FROM meta WHERE key LIKE 'gap:%'"
-                                   " OR key LIKE 'unstored:%'").fetchall()
-                for key, value in rows:
-                    prefix, gap = Gap.from_meta(key, json.loads(value))
+                rows = meta.take_gaps(cur)
+                for prefix, gap in rows:
                     self._insert(cur, drop_record(gap, prefix))
-                    cur.execute("DELETE FROM meta WHERE key = ?", (key,))
         except (sqlite3.Error, OSError) as exc:
-            if not is_disk_full(exc, self.path.parent):
-                raise
-            self._enter_full()
+            self._full_or_raise(exc)
             return 0
         self._unstored.clear()
         if rows:
@@ -347,9 +314,7 @@ class Outbox:
                 busy, _log, _done = self._retry_full(
                     lambda: self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
             except (sqlite3.Error, OSError) as exc:
-                if not is_disk_full(exc, self.path.parent):
-                    raise
-                self._enter_full()
+                self._full_or_raise(exc)
                 busy = 1
             if busy:
                 self.checkpoint_failures += 1
@@ -389,9 +354,7 @@ class Outbox:
             try:
                 self._save_handed_out(self._db, to_store)
             except (sqlite3.Error, OSError) as exc:
-                if not is_disk_full(exc, self.path.parent):
-                    raise
-                self._enter_full()
+                self._full_or_raise(exc)  # not stored: see HandOuts.stored
             else:
                 self.handed_out.stored()
         return rows
@@ -440,38 +403,31 @@ class Outbox:
 
     # -- per-boot timing records (edge_agent/timebase.py decides them) ---------
     def boot_times(self) -> dict[str, BootTime]:
-        rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'boot:%'")
-        return {key.split(":", 1)[1]: BootTime.from_json(json.loads(v)) for key, v in rows}
+        return {boot: BootTime.from_json(json.loads(v))
+                for boot, v in meta.by_prefix(self._db, "boot").items()}
 
     def save_boot_time(self, boot: str, record: BootTime) -> None:
         """Durable at once (fsynced): readings are timed by it as soon as it exists."""
         def save() -> None:
-            self._db.execute(PUT_META, (f"boot:{boot}", json.dumps(record.to_json())))
+            meta.put(self._db, f"boot:{boot}", json.dumps(record.to_json()))
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._retry_full(save)
 
     # -- where each sensor's readings come from (model and tags, as configured) ----
     def sensor_meta(self) -> dict[str, dict[str, str]]:
-        rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'sensor:%'")
-        return {key.split(":", 1)[1]: json.loads(v) for key, v in rows}
+        return {k: json.loads(v) for k, v in meta.by_prefix(self._db, "sensor").items()}
 
-    def save_sensor_meta(self, meta: dict[str, dict[str, str]]) -> None:
+    def save_sensor_meta(self, sensors: dict[str, dict[str, str]]) -> None:
         """Remembered past the config: readings of a sensor since removed from it still
         leave with their model and tags instead of being refused as an unknown sensor."""
         rows = [(f"sensor:{k}", json.dumps(v, ensure_ascii=False, sort_keys=True))
-                for k, v in meta.items()]
-        if [(k, v) for k, v in rows if self._meta_value(k) != v]:
+                for k, v in sensors.items()]
+        if [(k, v) for k, v in rows if meta.get(self._db, k) != v]:
             try:
                 with self._transaction() as cur:
-                    cur.executemany(PUT_META, rows)
+                    cur.executemany(meta.PUT, rows)
             except (sqlite3.Error, OSError) as exc:
-                if not is_disk_full(exc, self.path.parent):  # saved at the next start
-                    raise
-                self._enter_full()
-
-    def _meta_value(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+                self._full_or_raise(exc)  # saved at the next start
 
     def boots_waiting(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT DISTINCT boot FROM readings")}
