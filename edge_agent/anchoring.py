@@ -112,13 +112,12 @@ class TimeAnchoring:
                   if collector_time else self.timebase.on_tick(mono))
         if record is not None and await self._save(self.clock.boot, record):
             log.info("boot %s: %s", self.clock.boot, record)
-        current = self.timebase.current
-        if current.anchor is not None:
+        held_from = self.timebase.held_from()
+        if held_from is None:
             self._hold_cap = None
         else:
             durable = self.outbox.durable_seq
-            first = await self._io(self.outbox.first_held, self.clock.boot,
-                                   current.unverified_before)
+            first = await self._io(self.outbox.first_held, self.clock.boot, held_from)
             self._hold_cap = durable if first is None else min(durable, first - 1)
 
     def sendable_seq(self, durable_seq: int) -> int:

@@ -15,6 +15,10 @@ stable (docs/profiles.md, "Counters"):
     bytes, frames_ok, replies, rejected_<reason>, bytes_skipped,
     commands_sent, reply_timeouts, write_errors, warmup_discarded,
     recoveries, port_errors, port_reopens
+
+The first five are the decoder's own counts (``DecoderStats``), summed over the
+decoders a port has had (one per open); the port counts only what it does
+itself. A field appears once its count is above zero.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from cityedge.backoff import Backoff
 from edge_agent.clock import Clock
 from edge_agent.codec import StreamDecoder, make_decoder
 from edge_agent.config import SensorConfig
-from edge_agent.decoding import Decoded, Profile, Rejected, Reply, Skipped
+from edge_agent.decoding import Decoded, DecoderStats, Profile, Rejected, Reply
 from edge_agent.polling import PollConfigError, Poller, Step
 from edge_agent.readings import Reading
 
@@ -50,6 +54,14 @@ COUNTERS = (
     "bytes", "frames_ok", "replies", "bytes_skipped", "commands_sent", "reply_timeouts",
     "write_errors", "warmup_discarded", "recoveries", "port_errors", "port_reopens",
 )  # plus rejected_<reason> for each Reason
+
+
+def decoder_counters(stats: DecoderStats) -> Counter[str]:
+    """A decoder's counts under their sensor_health names; zero counts left out."""
+    named = Counter({"bytes": stats.bytes_received, "frames_ok": stats.frames_ok,
+                     "replies": stats.replies, "bytes_skipped": stats.bytes_skipped})
+    named.update({f"rejected_{reason}": n for reason, n in stats.rejected.items()})
+    return +named
 
 _PARITY = {"none": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD,
            "mark": serial.PARITY_MARK, "space": serial.PARITY_SPACE}
@@ -69,7 +81,8 @@ class SensorPort:
         self.profile = profile
         self.clock = clock
         self.on_readings = on_readings
-        self.counters: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter()  # what the port itself does
+        self._decoded_before: Counter[str] = Counter()  # decoders replaced by a reopen
         slave = getattr(config, "modbus_slave", None)
         if slave is not None and profile.protocol != "modbus_rtu":
             raise PollConfigError(
@@ -98,6 +111,11 @@ class SensorPort:
         )
 
     @property
+    def counters(self) -> Counter[str]:
+        """The ``sensor_health`` counts: the port's own and every decoder's it has had."""
+        return self._counts + self._decoded_before + decoder_counters(self._decoder.stats)
+
+    @property
     def is_open(self) -> bool:
         return self._serial is not None
 
@@ -113,6 +131,7 @@ class SensorPort:
         )
         self._serial = port
         self._empty_reads = 0
+        self._decoded_before += decoder_counters(self._decoder.stats)
         self._decoder = make_decoder(self.profile, slave=getattr(self.config, "modbus_slave", None))
         self._poller = self._make_poller(self._decoder)
         loop = asyncio.get_running_loop()
@@ -133,7 +152,7 @@ class SensorPort:
 
     # -- reading -----------------------------------------------------------------
 
-    def _readable(self) -> None:  # noqa: PLR0912  (one branch per kind of event)
+    def _readable(self) -> None:
         assert self._serial is not None
         # os.read, not Serial.read: pyserial calls any empty read after select a
         # disconnect, but with VMIN=0 a tty returns empty reads spuriously too.
@@ -150,25 +169,18 @@ class SensorPort:
                 self._lost("port gone (readable but empty)")
             return
         self._empty_reads = 0
-        self.counters["bytes"] += len(data)
         self._decoder.receive_data(data)
         now = asyncio.get_running_loop().time()
         readings: list[Reading] = []
         for event in self._decoder.events():
             if isinstance(event, Decoded):
-                self.counters["frames_ok"] += 1
                 if self._poller.keep(now):
                     readings.extend(self._readings(event))
                 else:
-                    self.counters["warmup_discarded"] += 1
-            elif isinstance(event, Reply):
-                self.counters["replies"] += 1
+                    self._counts["warmup_discarded"] += 1
             elif isinstance(event, Rejected):
-                self.counters[f"rejected_{event.reason}"] += 1
                 log.debug("%s: rejected frame at %d: %s %s", self.config.id, event.offset,
                           event.reason, event.detail)
-            elif isinstance(event, Skipped):
-                self.counters["bytes_skipped"] += event.count
             if isinstance(event, Decoded | Reply):
                 self._last_heard = now
             waiting = self._waiting
@@ -205,7 +217,7 @@ class SensorPort:
             if self._poller.silent(now, self._last_heard):
                 recovery = self._poller.recovery_steps()
                 if recovery:
-                    self.counters["recoveries"] += 1
+                    self._counts["recoveries"] += 1
                     log.info("%s: silent for %.0f s; sending %s", self.config.id,
                              now - self._last_heard, ", ".join(s.name for s in recovery))
                     self._last_heard = now  # give the device silent_s to answer
@@ -233,16 +245,16 @@ class SensorPort:
                 written = 0
                 log.debug("%s: write failed: %s", self.config.id, exc)
             if written != len(data):
-                self.counters["write_errors"] += 1
+                self._counts["write_errors"] += 1
                 return False
-            self.counters["commands_sent"] += 1
+            self._counts["commands_sent"] += 1
             self._poller.sent(step, loop.time())
             if not step.awaits:
                 return True
             try:
                 await asyncio.wait_for(asyncio.shield(future), step.timeout)
             except TimeoutError:
-                self.counters["reply_timeouts"] += 1
+                self._counts["reply_timeouts"] += 1
                 log.debug("%s: no answer to %s in %.1f s", self.config.id, step.name, step.timeout)
                 return False
             return True
@@ -252,7 +264,7 @@ class SensorPort:
     # -- losing and finding the port ----------------------------------------------------
 
     def _lost(self, why: str) -> None:
-        self.counters["port_errors"] += 1
+        self._counts["port_errors"] += 1
         log.warning("%s: %s on %s; reopening with backoff", self.config.id, why, self.config.port)
         self._close_port()
         if not self._closed and (self._reopen is None or self._reopen.done()):
@@ -264,7 +276,7 @@ class SensorPort:
             await asyncio.sleep(backoff.next(random.uniform))
             try:
                 self.open()
-                self.counters["port_reopens"] += 1
+                self._counts["port_reopens"] += 1
                 return
             except (serial.SerialException, OSError):
                 continue

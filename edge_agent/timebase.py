@@ -115,8 +115,10 @@ class Timebase:
             return None
         return BootTime(None, mono_ns)
 
-    def holds(self, boot: str, synced: bool, mono_ns: int) -> bool:
-        """True if a reading may not leave yet: its time is not decided."""
-        if synced or boot != self.boot or self.current.anchor is not None:
-            return False
-        return mono_ns >= self.current.unverified_before
+    def held_from(self) -> int | None:
+        """From which monotonic ns this boot's unsynchronised readings may not leave yet
+        (their time is not decided), or None when nothing is held (the boot has its anchor).
+
+        Synchronised readings and other boots' are never held. The outbox's query
+        (``Outbox.first_held``) applies this to what is stored."""
+        return None if self.current.anchor is not None else self.current.unverified_before

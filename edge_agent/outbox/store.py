@@ -1,54 +1,50 @@
-"""The durable outbox: SQLite in WAL mode, one file per gateway.
+"""The durable outbox: SQLite in WAL mode, one file per gateway. SQL only: what to
+keep, drop, spare or call durable is decided in bookkeeping.py (its module doc
+has the reasoning: durability levels, the drop policy, gaps, readings not stored).
 
 Chosen by measurement (docs/outbox.md): flat cost per append from 1k to 1M
 buffered readings, nothing lost in 424 kill -9 trials. TinyDB rewrites its
 whole JSON file on every write (1.96 s per append at 100k readings), and its
 caching middleware lost every reading since its last flush on kill.
 
-Durability has two levels, both needed by the delivery promise:
-- every ``append`` is its own committed transaction (synchronous=NORMAL), so a
-  killed agent loses nothing it appended;
-- ``sync()`` (called every commit window) checkpoints, which fsyncs the WAL,
-  and raises ``durable_seq``. Only readings up to ``durable_seq`` may leave the
-  gateway, so a power cut can lose at most one window and never a reading
-  that InfluxDB already has (its seq would be reused otherwise).
-With ``commit_window = 0`` every append is fsynced (synchronous=FULL).
+Every ``append`` is its own committed transaction (synchronous=NORMAL);
+``sync()`` (called every commit window) checkpoints, which fsyncs the WAL, and
+raises ``durable_seq``. With ``commit_window = 0`` every append is fsynced
+(synchronous=FULL). On a full disk (space.py) the outbox does not try to store
+until ``RESUME_FREE_BYTES`` are free; acks (deletes) and checkpoints use the
+reserve it released.
 
-The outbox is bounded (``max_bytes``). When an append would pass the bound,
-the drop policy removes readings (oldest first, or lowest priority first),
-never one handed out for sending, and adds them, in the same transaction, to
-the open gap of their sensor and measurement (meta table: count, first and
-last time and seq). ``flush_gaps()`` (every health interval) turns each open
-gap into one reading (measurement ``outbox_drops``, field ``of_measurement``),
-so a full outbox costs one small record per sensor and measurement per
-interval, and the data team sees exactly what was lost. Drop
-records themselves are never dropped.
-
-A full disk (space.py) is a second way to lose readings: an append that finds
-no room is rolled back and its readings join an open gap of their own (meta
-key ``unstored:``, kept in memory until a write works again, then written in
-that write's transaction). It becomes the same ``outbox_drops`` reading, with
-``reason`` ``not_stored`` instead of ``outbox_full`` and seqs 0 (those readings
-never had one). While the disk is full the outbox does not try to store until
-``RESUME_FREE_BYTES`` are free; acks (deletes) and checkpoints use the reserve
-it released. A checkpoint that fails leaves ``durable_seq`` where it was.
+Size (~450 lines, over the ~400 of the style guide): the readings table, the
+transactions and the full-disk retries all share one connection, its counters
+and its full-disk state; the meta table's SQL is in meta.py, the decisions in
+bookkeeping.py, and splitting further would pass that state back and forth.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 import sqlite3
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from cityedge.uplink import SeqRanges, WireReading
 from cityedge.uplink.timing import BootTime
+from edge_agent.outbox import meta
+from edge_agent.outbox.bookkeeping import (
+    DROPS_MEASUREMENT,
+    Depth,
+    DropPolicy,
+    DurableMark,
+    Gap,
+    HandOuts,
+    Room,
+    Unstored,
+    drop_record,
+    drop_target,
+)
 from edge_agent.outbox.space import (
     RESERVE_BYTES,
     RESUME_FREE_BYTES,
@@ -78,45 +74,12 @@ CREATE TABLE IF NOT EXISTS readings (
 );
 """
 
-DROPS_MEASUREMENT = "outbox_drops"
 # Bytes a row costs beyond its JSON fields (seq, times, names, b-tree cell);
 # measured with page_count on 100k PMS5003 rows: 61 bytes, rounded up.
 ROW_OVERHEAD = 64
-# When full, drop down to this share of the bound, so that a full outbox does
-# not run a delete with every append.
-DROP_TO = 0.9
+# Rows the drop policy reads per query while it looks for victims.
 DROP_CHUNK = 1000
-# Why readings went missing (field ``reason`` of an outbox_drops reading), by meta key prefix.
-GAP_REASONS = {"gap": "outbox_full", "unstored": "not_stored"}
-
-
-@dataclass(frozen=True, slots=True)
-class Depth:
-    readings: int
-    bytes: int
-    oldest_ns: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class DropPolicy:
-    """Which readings go first when the outbox is full."""
-
-    kind: Literal["oldest", "priority"] = "oldest"
-    # measurement -> priority; lower goes first, unlisted measurements are 0.
-    priorities: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """Readings of one sensor and measurement dropped: the data team's "why is this missing"."""
-
-    sensor: str
-    measurement: str
-    count: int
-    first_ns: int
-    last_ns: int
-    first_seq: int
-    last_seq: int
+__all__ = ["DROPS_MEASUREMENT", "SCHEMA", "Depth", "DropPolicy", "Gap", "Outbox"]
 
 
 class Outbox:
@@ -137,39 +100,25 @@ class Outbox:
         self.reserve = Reserve(Path(f"{self.path}-reserve"), reserve_bytes)
         self.disk_full = False
         self.checkpoint_failures = 0
-        # Readings not stored while the disk was full, per sensor and measurement.
-        self._unstored: dict[tuple[str, str], Gap] = {}
+        self._unstored = Unstored()
         try:
             self._db = self._retry_full(self._connect, opening=True)
         except (sqlite3.Error, OSError) as exc:
             raise OutboxUnusable(f"cannot open the outbox {self.path}: {exc}") from exc
-        self.last_seq = self._last_seq()
-        # After a kill, committed readings may sit in the WAL unsynced: fsync them
-        # (one checkpoint) before calling them durable, or a power cut right after
-        # the restart could lose readings InfluxDB already has and reuse their seqs.
-        # On a full disk nothing counts as durable until a checkpoint works.
-        self.durable_seq = 0
-        self._dirty = True
-        self.sync()
+        self.mark = DurableMark(self._last_seq(), fsync_every_append=fsync_every_append)
+        self.sync()  # readings a kill left in the WAL are fsynced before they count
         if not self.reserve.take():
             self._enter_full()
         self.max_bytes = max_bytes
         self.appended_bytes = 0  # since open: the ingest rate, for "time until full"
-        # Seqs handed out for sending and not deleted (acked) yet: any of them may
-        # still land, so the drop policy never takes them (it would count them lost).
-        # The previous run's are spared too (they may wait at the broker), but only
-        # this run's are stored for the next: protection spans two runs, so restarts
-        # during a long outage cannot pile it up until only fresh readings are left
-        # to drop.
-        self._handed_out: set[int] = set()
-        self._handed_out_before: set[int] = set(self._load_handed_out())
-        self._handed_out_saved = False
+        handed_out = meta.get(self._db, "handed_out")
+        self.handed_out = HandOuts(SeqRanges.from_pairs(json.loads(handed_out or "[]")))
         self.drop_policy = drop_policy or DropPolicy()
         count, size = self._db.execute(
             "SELECT count(*), coalesce(sum(size), 0) FROM readings").fetchone()
         self.count, self.bytes = int(count), int(size)
         self._oldest_ns: int | None = self._first_time()
-        self.dropped: Counter[str] = Counter(self._load_dropped())
+        self.dropped = Counter({k: int(v) for k, v in meta.by_prefix(self._db, "dropped").items()})
 
     def _connect(self) -> sqlite3.Connection:
         private_files(self.path)
@@ -181,7 +130,7 @@ class Outbox:
             db.execute("PRAGMA wal_autocheckpoint=0")
             db.executescript(SCHEMA)
             self._db = db
-            self.epoch = self._epoch()
+            self.epoch = meta.epoch(db)
         except BaseException:
             db.close()
             raise
@@ -203,6 +152,12 @@ class Outbox:
         self.disk_full = True
         self.reserve.release()
 
+    def _full_or_raise(self, exc: sqlite3.Error | OSError) -> None:
+        """A write that may wait failed: on a full disk note it, on anything else re-raise."""
+        if not is_disk_full(exc, self.path.parent):
+            raise exc
+        self._enter_full()
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
         """BEGIN IMMEDIATE .. COMMIT; on any failure roll back if SQLite has not already
@@ -219,42 +174,25 @@ class Outbox:
             self.count, self.bytes, self.appended_bytes, self._oldest_ns = saved
             raise
 
-    def _epoch(self) -> str:
-        row = self._db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
-        if row:
-            return str(row[0])
-        epoch = secrets.token_hex(8)
-        self._db.execute("INSERT INTO meta(key, value) VALUES ('epoch', ?)", (epoch,))
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return epoch
+    @property
+    def last_seq(self) -> int:
+        return self.mark.last_seq
 
-    def _load_handed_out(self) -> SeqRanges:
-        row = self._db.execute("SELECT value FROM meta WHERE key='handed_out'").fetchone()
-        return SeqRanges.from_pairs(json.loads(row[0])) if row else SeqRanges()
+    @property
+    def durable_seq(self) -> int:
+        return self.mark.durable_seq
 
-    def _save_handed_out(self, cur: sqlite3.Cursor | sqlite3.Connection,
-                         seqs: set[int] | None = None) -> None:
-        """This run's hand-outs, for the next run. Not fsynced on its own: a power cut can
-        forget the last commit window's (then one of those dropped and landing is counted
-        twice; nothing is lost)."""
-        cur.execute("INSERT INTO meta(key, value) VALUES ('handed_out', ?) ON CONFLICT(key)"
-                    " DO UPDATE SET value = excluded.value",
-                    (json.dumps(SeqRanges.of(
-                        self._handed_out if seqs is None else seqs).as_pairs()),))
-
-    def _load_dropped(self) -> dict[str, int]:
-        rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'dropped:%'")
-        return {key.split(":", 1)[1]: int(value) for key, value in rows}
+    @staticmethod
+    def _save_handed_out(cur: meta.Db, seqs: SeqRanges) -> None:
+        """This run's hand-outs, for the next run (bookkeeping.HandOuts says which)."""
+        meta.put(cur, "handed_out", json.dumps(seqs.as_pairs()))
 
     def _last_seq(self) -> int:
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
         return int(row[0]) if row else 0
 
-    def append(self, readings: Sequence[Reading], protect: SeqRanges | None = None) -> list[int]:
-        """Store readings in one transaction; returns the seqs assigned to them.
-
-        ``protect`` names seqs the drop policy must not touch (those in flight).
-        """
+    def append(self, readings: Sequence[Reading]) -> list[int]:
+        """Store readings in one transaction; returns the seqs assigned to them."""
         if not readings:
             return []
         if self.disk_full and 0 <= free_bytes(self.path.parent) < RESUME_FREE_BYTES:
@@ -262,7 +200,8 @@ class Outbox:
         try:
             with self._transaction() as cur:
                 seqs = [self._insert(cur, r) for r in readings]
-                gaps = self._make_room(cur, protect) if self._over() else []
+                over = self.max_bytes is not None and self.bytes > self.max_bytes
+                gaps = self._make_room(cur) if over else []
                 self._save_unstored(cur)
         except (sqlite3.Error, OSError) as exc:
             full = is_disk_full(exc, self.path.parent)
@@ -275,11 +214,7 @@ class Outbox:
             self.reserve.take()
         for gap in gaps:
             self.dropped[gap.sensor] += gap.count
-        self.last_seq = max(seqs[-1], self.last_seq)
-        if self.fsync_every_append:
-            self.durable_seq = self.last_seq
-        else:
-            self._dirty = True
+        self.mark.appended(seqs[-1])
         return seqs
 
     def _insert(self, cur: sqlite3.Cursor, r: Reading) -> int:
@@ -298,13 +233,9 @@ class Outbox:
             self._oldest_ns = r.time_ns
         return int(cur.lastrowid or 0)
 
-    def _over(self) -> bool:
-        return self.max_bytes is not None and self.bytes > self.max_bytes
-
-    def _make_room(self, cur: sqlite3.Cursor, protect: SeqRanges | None) -> list[Gap]:
-        """Drop by policy down to DROP_TO of the bound; record one gap per sensor."""
+    def _make_room(self, cur: sqlite3.Cursor) -> list[Gap]:
+        """Drop by policy (bookkeeping.Room) down to DROP_TO of the bound; record the gaps."""
         assert self.max_bytes is not None
-        target = int(self.max_bytes * DROP_TO)
         order = "seq"
         if self.drop_policy.kind == "priority" and self.drop_policy.priorities:
             cases = " ".join(
@@ -312,10 +243,9 @@ class Outbox:
                 if m.isidentifier()
             )
             order = f"CASE measurement {cases} ELSE 0 END, seq"
-        victims: list[tuple[int, str, str, int, int]] = []
-        freed = 0
+        room = Room(self.bytes - drop_target(self.max_bytes), self.handed_out)
         offset = 0
-        while self.bytes - freed > target:
+        while room.wanted > 0:
             batch = cur.execute(
                 f"SELECT seq, sensor, measurement, time_ns, size FROM readings"
                 f" WHERE measurement != ?"
@@ -325,57 +255,30 @@ class Outbox:
             if not batch:
                 break  # only protected readings and drop records left
             offset += len(batch)
-            for seq, sensor, measurement, time_ns, size in batch:
-                if (seq in self._handed_out or seq in self._handed_out_before
-                        or (protect is not None and seq in protect)):
-                    continue
-                victims.append((seq, sensor, measurement, time_ns, size))
-                freed += size
-                if self.bytes - freed <= target:
-                    break
-        cur.executemany("DELETE FROM readings WHERE seq = ?", [(v[0],) for v in victims])
-        self.count -= len(victims)
-        self.bytes -= freed
+            room.offer(batch)
+        cur.executemany("DELETE FROM readings WHERE seq = ?", [(v[0],) for v in room.victims])
+        self.count -= len(room.victims)
+        self.bytes -= room.freed
         self._oldest_ns = self._first_time()
-        gaps = _gaps(victims)
-        self._open_gaps(cur, "gap", gaps)
-        for gap in gaps:
-            cur.execute(
-                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET"
-                " value = CAST(value AS INTEGER) + excluded.value",
-                (f"dropped:{gap.sensor}", gap.count),
-            )
+        gaps = room.gaps()
+        meta.open_gaps(cur, "gap", gaps)
+        meta.add_dropped(cur, gaps)
         return gaps
-
-    def _open_gaps(self, cur: sqlite3.Cursor, prefix: str, gaps: Iterable[Gap]) -> None:
-        """Merge gaps into the open ones kept in meta (``<prefix>:<sensor>:<measurement>``)."""
-        for gap in gaps:
-            key = f"{prefix}:{gap.sensor}:{gap.measurement}"
-            row = cur.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            open_gap = gap if row is None else _merge(
-                Gap(gap.sensor, gap.measurement, **json.loads(row[0])), gap)
-            doc = {k: getattr(open_gap, k) for k in
-                   ("count", "first_ns", "last_ns", "first_seq", "last_seq")}
-            cur.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
-                        " SET value = excluded.value", (key, json.dumps(doc)))
 
     def _not_stored(self, readings: Sequence[Reading], *, disk_full: bool,
                     cause: str) -> StoreFailed:
         """Count readings an append could not store into their sensor's open gap."""
-        for r in readings:
-            one = Gap(r.sensor, r.measurement, 1, r.time_ns, r.time_ns, 0, 0)
-            key = (r.sensor, r.measurement)
-            self._unstored[key] = _merge(self._unstored[key], one) if key in self._unstored else one
+        self._unstored.add(readings)
         return StoreFailed(self.path, disk_full=disk_full,
                            free_bytes=free_bytes(self.path.parent), cause=cause)
 
     def _save_unstored(self, cur: sqlite3.Cursor) -> None:
-        self._open_gaps(cur, "unstored", self._unstored.values())
+        meta.open_gaps(cur, "unstored", self._unstored.gaps())
 
     @property
     def unstored(self) -> int:
         """Readings not stored and not yet recorded in the outbox as a gap."""
-        return sum(g.count for g in self._unstored.values())
+        return self._unstored.count
 
     def flush_gaps(self) -> int:
         """Turn each sensor's open gap into one outbox_drops reading; returns how many.
@@ -386,68 +289,42 @@ class Outbox:
         try:
             with self._transaction() as cur:
                 self._save_unstored(cur)
-                rows = cur.execute("SELECT key, value FROM meta WHERE key LIKE 'gap:%'"
-                                   " OR key LIKE 'unstored:%'").fetchall()
-                for key, value in rows:
-                    # <prefix>:<sensor>:<measurement>; sensor ids may hold ':', names may not.
-                    prefix, rest = key.split(":", 1)
-                    sensor, measurement = rest.rsplit(":", 1)
-                    gap = Gap(sensor, measurement, **json.loads(value))
-                    reason = GAP_REASONS[prefix]
-                    self._insert(cur, _drop_record(gap, self._drop_time(gap, reason), reason))
-                    cur.execute("DELETE FROM meta WHERE key = ?", (key,))
+                rows = meta.take_gaps(cur)
+                for prefix, gap in rows:
+                    self._insert(cur, drop_record(gap, prefix))
         except (sqlite3.Error, OSError) as exc:
-            if not is_disk_full(exc, self.path.parent):
-                raise
-            self._enter_full()
+            self._full_or_raise(exc)
             return 0
         self._unstored.clear()
         if rows:
-            self.last_seq = self._last_seq()
-            self._dirty = True
+            self.mark.changed(self._last_seq())
             if self.fsync_every_append:
                 self.sync()
-                self.durable_seq = self.last_seq
+                self.mark.fsynced()
         return len(rows)
-
-    def _drop_time(self, gap: Gap, reason: str) -> int:
-        # Just after the last dropped reading: a pure function of stored data, so
-        # the point never moves on a resend. The measurement's own offset (and the
-        # reason's, for readings not stored) keeps two gaps of one sensor from
-        # landing on the same timestamp.
-        kind = gap.measurement if reason == "outbox_full" else f"{gap.measurement}/{reason}"
-        return gap.last_ns + 1 + zlib.crc32(kind.encode()) % 1000
 
     def _first_time(self) -> int | None:
         """Time of the oldest waiting reading by seq (an index lookup, not a scan)."""
         row = self._db.execute("SELECT time_ns FROM readings ORDER BY seq LIMIT 1").fetchone()
         return None if row is None else int(row[0])
 
-    def _recount(self) -> None:
-        count, size = self._db.execute(
-            "SELECT count(*), coalesce(sum(size), 0) FROM readings").fetchone()
-        self.count, self.bytes = int(count), int(size)
-
     def sync(self) -> int:
         """Make everything appended so far survive a power cut; returns the durable seq.
 
         It stays where it was when the checkpoint does not complete (a full disk, a
         reader holding it back): the next window tries again."""
-        if self._dirty:
-            mark = self.last_seq
+        mark = self.mark.due()
+        if mark is not None:
             try:
                 busy, _log, _done = self._retry_full(
                     lambda: self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
             except (sqlite3.Error, OSError) as exc:
-                if not is_disk_full(exc, self.path.parent):
-                    raise
-                self._enter_full()
+                self._full_or_raise(exc)
                 busy = 1
             if busy:
                 self.checkpoint_failures += 1
                 return self.durable_seq
-            self._dirty = False
-            self.durable_seq = mark
+            self.mark.checkpointed(mark)
         return self.durable_seq
 
     def _rows(self, sql: str, args: Iterable[object]) -> list[WireReading]:
@@ -476,20 +353,15 @@ class Outbox:
         ))
 
     def _hand_out(self, rows: list[WireReading]) -> list[WireReading]:
-        fresh = {r.seq for r in rows} - self._handed_out
-        if fresh:
-            self._handed_out |= fresh
-            self._dirty = True
+        to_store = self.handed_out.hand_out(r.seq for r in rows)
+        if to_store is not None:
+            self.mark.changed()
             try:
-                self._save_handed_out(self._db)
+                self._save_handed_out(self._db, to_store)
             except (sqlite3.Error, OSError) as exc:
-                # Not saved on a full disk: the next run does not spare these from the
-                # drop policy (one dropped and landing is counted twice; nothing is lost).
-                if not is_disk_full(exc, self.path.parent):
-                    raise
-                self._enter_full()
+                self._full_or_raise(exc)  # not stored: see HandOuts.stored
             else:
-                self._handed_out_saved = True
+                self.handed_out.stored()
         return rows
 
     def fetch_seqs(self, seqs: SeqRanges, limit: int) -> list[WireReading]:
@@ -521,16 +393,14 @@ class Outbox:
                     if n:
                         cur.execute("DELETE FROM readings WHERE seq BETWEEN ? AND ?", (lo, hi))
                         removed, freed = removed + n, freed + size
-                if self._handed_out_saved:  # else the previous run's set stays for the next
-                    self._save_handed_out(cur, _without(set(self._handed_out), seqs))
+                if (to_store := self.handed_out.to_store_on_delete(seqs)) is not None:
+                    self._save_handed_out(cur, to_store)
             return removed, freed
 
-        # Still handed out until the delete is committed: if it fails, they go out again.
         removed, freed = self._retry_full(delete)
-        self._handed_out = _without(self._handed_out, seqs)
-        self._handed_out_before = _without(self._handed_out_before, seqs)
+        self.handed_out.deleted(seqs)
         if removed:
-            self._dirty = True
+            self.mark.changed()
             self.count -= removed
             self.bytes -= freed
             self._oldest_ns = self._first_time()
@@ -538,50 +408,41 @@ class Outbox:
 
     # -- per-boot timing records (edge_agent/timebase.py decides them) ---------
     def boot_times(self) -> dict[str, BootTime]:
-        rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'boot:%'")
-        return {key.split(":", 1)[1]: BootTime.from_json(json.loads(v)) for key, v in rows}
+        return {boot: BootTime.from_json(json.loads(v))
+                for boot, v in meta.by_prefix(self._db, "boot").items()}
 
     def save_boot_time(self, boot: str, record: BootTime) -> None:
         """Durable at once (fsynced): readings are timed by it as soon as it exists."""
         def save() -> None:
-            self._db.execute(
-                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
-                " SET value = excluded.value", (f"boot:{boot}", json.dumps(record.to_json())))
+            meta.put(self._db, f"boot:{boot}", json.dumps(record.to_json()))
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._retry_full(save)
 
     # -- where each sensor's readings come from (model and tags, as configured) ----
     def sensor_meta(self) -> dict[str, dict[str, str]]:
-        rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'sensor:%'")
-        return {key.split(":", 1)[1]: json.loads(v) for key, v in rows}
+        return {k: json.loads(v) for k, v in meta.by_prefix(self._db, "sensor").items()}
 
-    def save_sensor_meta(self, meta: dict[str, dict[str, str]]) -> None:
+    def save_sensor_meta(self, sensors: dict[str, dict[str, str]]) -> None:
         """Remembered past the config: readings of a sensor since removed from it still
         leave with their model and tags instead of being refused as an unknown sensor."""
         rows = [(f"sensor:{k}", json.dumps(v, ensure_ascii=False, sort_keys=True))
-                for k, v in meta.items()]
-        if [(k, v) for k, v in rows if self._meta_value(k) != v]:
+                for k, v in sensors.items()]
+        if [(k, v) for k, v in rows if meta.get(self._db, k) != v]:
             try:
                 with self._transaction() as cur:
-                    cur.executemany("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key)"
-                                    " DO UPDATE SET value = excluded.value", rows)
+                    cur.executemany(meta.PUT, rows)
             except (sqlite3.Error, OSError) as exc:
-                if not is_disk_full(exc, self.path.parent):  # saved at the next start
-                    raise
-                self._enter_full()
-
-    def _meta_value(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+                self._full_or_raise(exc)  # saved at the next start
 
     def boots_waiting(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT DISTINCT boot FROM readings")}
 
-    def first_held(self, boot: str, unverified_before: int) -> int | None:
-        """Lowest seq of this boot's unsynchronised readings whose time is not decided yet."""
+    def first_held(self, boot: str, held_from: int) -> int | None:
+        """Lowest seq of ``boot``'s unsynchronised readings taken at or after ``held_from``
+        (monotonic ns): those whose time is not decided yet (Timebase.held_from)."""
         row = self._db.execute(
             "SELECT min(seq) FROM readings WHERE boot = ? AND synced = 0 AND mono_ns >= ?",
-            (boot, unverified_before)).fetchone()
+            (boot, held_from)).fetchone()
         return None if row[0] is None else int(row[0])
 
     def depth(self) -> Depth:
@@ -593,48 +454,3 @@ class Outbox:
         finally:
             self._db.close()
 
-
-def _without(seqs: set[int], gone: SeqRanges) -> set[int]:
-    """``seqs`` less ``gone``, walking whichever is smaller: never a range wider than the set."""
-    if not seqs or not gone:
-        return seqs
-    if len(gone) <= len(seqs):
-        seqs.difference_update(gone)
-        return seqs
-    return {q for q in seqs if q not in gone}
-
-
-def _gaps(victims: list[tuple[int, str, str, int, int]]) -> list[Gap]:
-    by_kind: dict[tuple[str, str], list[tuple[int, int]]] = {}
-    for seq, sensor, measurement, time_ns, _size in victims:
-        by_kind.setdefault((sensor, measurement), []).append((seq, time_ns))
-    return [
-        Gap(sensor, measurement, len(items), min(t for _, t in items),
-            max(t for _, t in items), min(s for s, _ in items), max(s for s, _ in items))
-        for (sensor, measurement), items in sorted(by_kind.items())
-    ]
-
-
-def _merge(a: Gap, b: Gap) -> Gap:
-    return Gap(a.sensor, a.measurement, a.count + b.count, min(a.first_ns, b.first_ns),
-               max(a.last_ns, b.last_ns), min(a.first_seq, b.first_seq),
-               max(a.last_seq, b.last_seq))
-
-
-def _drop_record(gap: Gap, time_ns: int, reason: str) -> Reading:
-    return Reading(
-        sensor=gap.sensor,
-        measurement=DROPS_MEASUREMENT,
-        fields={
-            "dropped": gap.count,
-            "of_measurement": gap.measurement,
-            "reason": reason,
-            "first_time_ns": gap.first_ns,
-            "last_time_ns": gap.last_ns,
-            "first_seq": gap.first_seq,
-            "last_seq": gap.last_seq,
-        },
-        time_ns=time_ns,
-        boot="",
-        mono_ns=0,
-    )

@@ -123,14 +123,6 @@ class DeliveryWindow:
         """Upper bound of readings waiting in the backlog lane (gaps from acks/drops included)."""
         return sum(upto - after for after, upto in self._backlog)
 
-    def unacked_seqs(self) -> SeqRanges:
-        """Sent and not acked yet, in flight or due again: any of them may still land,
-        so the drop policy must not count them as lost."""
-        return SeqRanges.from_pairs(
-            [pair for f in self._flying.values() for pair in f.seqs.ranges]
-            + [pair for due in self._due for pair in due.seqs.ranges]
-        )
-
     def plan(self, durable_seq: int) -> Plan | None:
         """What to send next, or None when the window is full or nothing is waiting."""
         if len(self._flying) >= self.max_in_flight:

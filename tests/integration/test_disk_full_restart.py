@@ -223,8 +223,8 @@ def test_a_delete_on_a_full_disk_is_all_or_nothing(tmp_path: Path, reserve: int)
             with pytest.raises(Exception):  # noqa: B017 - sqlite3 or OS error, either way
                 box.delete(acked)
             assert not box._db.in_transaction
-            assert len(box._handed_out) == 500 and box.count == 600
+            assert len(box.handed_out.this_run) == 500 and box.count == 600
             filler.unlink()
             assert box.delete(acked) == 500
-        assert not box._handed_out and box.count == 100
+        assert not box.handed_out.this_run and box.count == 100
         box.close()

@@ -19,6 +19,7 @@ from hypothesis.stateful import (
 
 from cityedge.uplink import SeqRanges
 from edge_agent.outbox import DeliveryWindow, Resend, SendNew
+from edge_agent.outbox.bookkeeping import HandOuts, Room
 from edge_agent.outbox.window import LIVE_GAP_BATCHES, MAX_BATCH_IDS
 
 
@@ -69,7 +70,6 @@ def test_nothing_to_send_when_nothing_is_durable() -> None:
     assert w.in_flight == 0
     assert w.backlog_seqs == 0
     assert w.next_deadline() is None
-    assert w.unacked_seqs() == SeqRanges()
 
 
 def test_live_lane_follows_the_durable_mark_in_order() -> None:
@@ -145,17 +145,21 @@ def test_in_flight_is_bounded() -> None:
     assert isinstance(w.plan(100), Resend)
 
 
-def test_unacked_seqs_names_every_sent_and_unacked_seq() -> None:
+def test_every_sent_and_unacked_seq_is_spared_by_the_drop_policy() -> None:
+    """What the window sends is what the outbox hands out (fetch_after/fetch_seqs), and
+    the outbox spares it (bookkeeping.HandOuts) until its ack deletes it, also once
+    expired and due again: it may still land from the first send."""
     w = window(max_in_flight=3, batch_size=3)
-    send(w, 1, 6)
-    send(w, 2, 6)
-    assert w.unacked_seqs() == r(1, 6)
-    w.acked(1, r(1, 3))
-    assert w.unacked_seqs() == r(4, 6)
-    # Expired, it is due again, and may still land from the first send.
+    spared = HandOuts()
+    spared.hand_out(send(w, 1, 6))
+    spared.hand_out(send(w, 2, 6))
+    assert {s for s in range(1, 10) if s in spared} == set(range(1, 7))
+    spared.deleted(w.acked(1, r(1, 3)).confirmed)
+    assert {s for s in range(1, 10) if s in spared} == set(range(4, 7))
     w.expire(10**9)
     assert w.in_flight == 0
-    assert w.unacked_seqs() == r(4, 6)
+    assert {s for s in range(1, 10) if s in spared} == set(range(4, 7))
+    assert w.plan(6) == Resend(r(4, 6), 3)
 
 
 def test_resend_after_timeout() -> None:
@@ -276,8 +280,9 @@ def test_a_stale_ack_with_a_reused_batch_id_does_not_release_another_batch() -> 
     send(w, 1, 5, now=0.0)  # batch 1 = seqs 1-5 in the new process
     result = w.acked(1, r(101, 105))  # batch 1 of the previous process, acked late
     assert result.confirmed == SeqRanges() and result.ignored == 5
-    assert w.unacked_seqs() == r(1, 5)
+    assert w.in_flight == 1
     assert w.expire(10.0) == 1  # so that it comes back if lost
+    assert w.plan(5) == Resend(r(1, 5), 5)  # still unacked, all of it
 
 
 # -- an ack can only confirm what was sent ---------------------------------------------------
@@ -309,7 +314,7 @@ def test_an_ack_claiming_every_seq_answers_at_once() -> None:
     confirmed = [w.acked(bid, claim).confirmed for bid in range(1, 6)]
     assert [len(c) for c in confirmed] == [5000] * 4 + [0]  # batch 5 was batch 1 again
     assert w.ack_seqs_ignored == 2**63 - 1  # saturated, still an int64
-    assert w.unacked_seqs() == SeqRanges()
+    assert w.in_flight == 0 and w.plan(20_000) is None  # nothing unacked, nothing due
 
 
 def test_a_due_batch_is_still_acked_and_leaves_the_resend_queue() -> None:
@@ -319,7 +324,7 @@ def test_a_due_batch_is_still_acked_and_leaves_the_resend_queue() -> None:
     result = w.acked(1, r(1, 5))
     assert result.confirmed == r(1, 5) and result.known and not result.in_flight
     assert w.plan(5) is None
-    assert w.unacked_seqs() == SeqRanges()
+    assert w.in_flight == 0 and w.expire(10**9) == 0
 
 
 def test_a_resent_batch_answers_to_its_earlier_id_too() -> None:
@@ -374,7 +379,9 @@ def test_acked_never_builds_a_set(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class WindowMachine(RuleBasedStateMachine):
-    """The agent's send loop around a real DeliveryWindow, an outbox as a set, and a lossy link.
+    """The agent's send loop around a real DeliveryWindow, an outbox as a set with the
+    store's real hand-out bookkeeping and drop choice (bookkeeping.HandOuts, Room), and a
+    lossy link.
 
     The collector acks exactly what reaches it; the gateway deletes only what was acked. The
     agent may restart (a new window over the same outbox; acks of the old one still arrive).
@@ -406,6 +413,10 @@ class WindowMachine(RuleBasedStateMachine):
         self.deleted: set[int] = set()
         self.dropped: set[int] = set()
         self.ever_sent: set[int] = set()
+        # What the outbox file keeps of the hand-outs, and this run's and the last one's sends.
+        self.stored_handouts = SeqRanges()
+        self.spared = HandOuts()
+        self.sent_runs: list[set[int]] = [set()]
 
     # gateway side
     @rule(n=st.integers(1, 8))
@@ -422,8 +433,10 @@ class WindowMachine(RuleBasedStateMachine):
     @rule(n=st.integers(1, 3))
     def drop_oldest(self, n: int) -> None:
         """A full outbox drops its oldest readings, sparing those sent and unacked (inv. 6)."""
-        flying = set(self.w.unacked_seqs())
-        for seq in sorted(self.stored - flying)[:n]:
+        room = Room(n, self.spared)
+        room.offer((seq, "pm-1", "pm", seq, 1) for seq in sorted(self.stored))
+        for seq, *_ in room.victims:
+            assert not any(seq in sent for sent in self.sent_runs[-2:]), "dropped while sent"
             self.stored.discard(seq)
             self.dropped.add(seq)
 
@@ -432,6 +445,8 @@ class WindowMachine(RuleBasedStateMachine):
         """The agent restarts: unsynced readings survive a kill, so all are durable again."""
         self.durable = self.last
         self.w = DeliveryWindow(**self.settings, durable_seq=self.durable)  # type: ignore[arg-type]
+        self.spared = HandOuts(self.stored_handouts)
+        self.sent_runs.append(set())
 
     @rule()
     def pump(self) -> None:
@@ -458,6 +473,10 @@ class WindowMachine(RuleBasedStateMachine):
             seqs = SeqRanges.of(rows)
             self.uplink.append((self.batch_id, seqs))
             self.ever_sent |= set(rows)
+            self.sent_runs[-1] |= set(rows)
+            if (to_store := self.spared.hand_out(rows)) is not None:
+                self.stored_handouts = to_store
+                self.spared.stored()
             self.w.sent(self.batch_id, seqs, self.now, plan)
 
     @rule(dt=st.sampled_from([0.1, 1.0, 3.0, 11.0]))
@@ -484,10 +503,15 @@ class WindowMachine(RuleBasedStateMachine):
         assert set(seqs) <= self.collector_acked
         confirmed = self.w.acked(batch_id, seqs).confirmed
         assert set(confirmed) <= set(seqs)
+        if (to_store := self.spared.to_store_on_delete(confirmed)) is not None:
+            self.stored_handouts = to_store
+        self.spared.deleted(confirmed)
         for seq in confirmed:
             if seq in self.stored:
                 self.stored.discard(seq)
                 self.deleted.add(seq)
+            for sent in self.sent_runs:
+                sent.discard(seq)
 
     @invariant()
     def in_flight_is_bounded(self) -> None:

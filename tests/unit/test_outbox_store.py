@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from cityedge.uplink import SeqRanges, WireReading
+from cityedge.uplink.timing import BootTime
 from edge_agent.outbox import Depth, Outbox
 from edge_agent.readings import FieldValue, Reading
+from edge_agent.timebase import Timebase
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -327,3 +329,48 @@ def test_sensor_meta_outlives_the_config_and_updates_in_place(path: Path) -> Non
     assert ob.sensor_meta() == {"pm-1": {"model": "pms5003", "pole": "A-12"},
                                 "pm-2": {"model": "sds011"}, "agent": {"model": "b"}}
     ob.close()
+
+
+# -- readings held until their time is decided: Timebase.held_from() fed to the query -----
+
+
+def test_first_held_is_the_first_reading_the_timebase_holds(path: Path) -> None:
+    """The rule that runs: Timebase.held_from() decides from which monotonic time this
+    boot's unsynchronised readings wait; Outbox.first_held finds the first of them.
+    Synchronised readings and other boots' are never held."""
+    s = 1_000_000_000
+    box = Outbox(path)
+    kinds = [("b0", True), ("old", False), ("", False), ("b0", False)]  # by i % 4
+    seqs = box.append([Reading("pm-1", "particulate", {"i": i}, 1_000 + i, boot, i * s, synced)
+                       for i in range(1, 601) for boot, synced in [kinds[i % 4]]])
+    mono_of = {seq: i * s for seq, i in zip(seqs, range(1, 601), strict=True)}
+    held = [seq for seq in seqs if mono_of[seq] // s % 4 == 3]  # b0, not synced
+    t = Timebase("b0", {}, hold_max_ns=300 * s, now_mono=0)
+    assert t.held_from() == 0
+    assert box.first_held("b0", 0) == held[0] == seqs[3 - 1]
+    t.commit("b0", t.on_tick(300 * s) or BootTime())  # past the hold limit, no anchor
+    assert t.held_from() == 300 * s  # before 300 s unverified, from it still waiting
+    assert box.first_held("b0", 300 * s) == seqs[303 - 1]
+    assert box.first_held("b0", 300 * s) == min(q for q in held if mono_of[q] >= 300 * s)
+    t.commit("b0", t.on_synced(400 * s, 10**18) or BootTime())
+    assert t.held_from() is None  # anchored: the agent does not ask the outbox
+    box.close()
+
+
+@pytest.mark.parametrize("held_from", [0, 1, 5, 6, 7, 12, 13])
+def test_first_held_returns_exactly_the_held_readings(path: Path, held_from: int) -> None:
+    """Deleting the first held reading each time, the query walks exactly the readings
+    of this boot, unsynchronised, taken at or after held_from, in seq order."""
+    box = Outbox(path)
+    spec = [("b0", False, 3), ("b0", True, 6), ("x", False, 9), ("b0", False, 6),
+            ("", False, 7), ("b0", False, 12), ("b0", True, 13), ("b0", False, 7)]
+    seqs = box.append([Reading("s", "m", {"i": i}, i, boot, mono, synced)
+                       for i, (boot, synced, mono) in enumerate(spec)])
+    expect = [q for q, (boot, synced, mono) in zip(seqs, spec, strict=True)
+              if boot == "b0" and not synced and mono >= held_from]
+    walked = []
+    while (first := box.first_held("b0", held_from)) is not None:
+        walked.append(first)
+        box.delete(SeqRanges.of([first]))
+    assert walked == expect
+    box.close()

@@ -63,12 +63,12 @@ def test_first_anchor_wins() -> None:
 
 def test_hold_times_out_into_unverified_and_repeats() -> None:
     t = tb()
-    assert t.holds(BOOT, False, 1 * S)
+    assert t.held_from() == 0  # every unsynced reading of this boot (1 s included) waits
     assert t.on_tick(299 * S) is None
     record = saved(t, t.on_tick(300 * S))
     assert record == BootTime(None, 300 * S)
-    assert not t.holds(BOOT, False, 299 * S)  # decided: unverified
-    assert t.holds(BOOT, False, 300 * S)  # still waiting for an anchor
+    # 299 s is decided (unverified); 300 s still waits for an anchor.
+    assert t.held_from() == 300 * S
     assert t.on_tick(599 * S) is None
     assert t.on_tick(600 * S) == BootTime(None, 600 * S)
 
@@ -80,13 +80,11 @@ def test_anchor_after_a_timeout_keeps_earlier_readings_unverified() -> None:
     boots = t.boots
     assert reading_time(1, BOOT, 299 * S, False, boots) == (1, "unverified")
     assert reading_time(1, BOOT, 350 * S, False, boots)[1] == "corrected"
-    assert not t.holds(BOOT, False, 350 * S)
+    assert t.held_from() is None  # anchored: nothing of this boot waits any more
 
 
-def test_synced_and_other_boots_are_never_held() -> None:
-    t = tb()
-    assert not t.holds(BOOT, True, 1)
-    assert not t.holds("old", False, 1)
+# Synchronised readings and other boots' are never held: the store's query, fed by
+# held_from(), pins it (tests/unit/test_outbox_store.py).
 
 
 def test_old_boots_without_anchor_are_settled_unverified_for_good() -> None:
@@ -108,7 +106,7 @@ def test_a_proposal_not_saved_changes_nothing() -> None:
                      t.on_tick(400 * S)):
         assert proposal is not None
         assert t.current == BootTime() and t.boots == {}
-        assert t.holds(BOOT, False, 1 * S)
+        assert t.held_from() == 0  # the hold stays: a reading at 1 s still waits
     assert t.on_tick(400 * S) == BootTime(None, 400 * S)  # the hold limit still counts
     later = t.on_synced(6 * S, 200 * S)
     assert later is not None and later.anchor == Anchor(6 * S, 200 * S, "ntp")
@@ -149,8 +147,9 @@ def test_a_reading_that_may_leave_keeps_its_timestamp(
             readings.append(now)
         elif stored:
             saved(t, record)
+        held_from = t.held_from()
         for i, mono in enumerate(readings):
-            if t.holds(BOOT, False, mono):
+            if held_from is not None and mono >= held_from:  # Outbox.first_held's condition
                 assert i not in decided, "a reading went back to held"
                 continue
             got = reading_time(-1, BOOT, mono, False, t.boots)
