@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import secrets
 import sqlite3
@@ -346,7 +347,7 @@ class Agent:
         if self._store_tasks:
             await asyncio.gather(*self._store_tasks, return_exceptions=True)
         if self.outbox is not None:
-            await self.io_call(self.outbox.flush_gaps)
+            await self.io_call(functools.partial(self.outbox.flush_gaps, final=True))
             await self.io_call(self.outbox.sync)
             log.info("stopping: waiting up to %.0f s for acks", self.config.shutdown_timeout)
             self._wake_sender.set()

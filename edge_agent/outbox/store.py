@@ -23,6 +23,7 @@ bookkeeping.py, and splitting further would pass that state back and forth.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -57,6 +58,7 @@ from edge_agent.outbox.space import (
 )
 from edge_agent.readings import Reading
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA = """
@@ -120,12 +122,16 @@ class Outbox:
         self._oldest_ns: int | None = self._first_time()
         self.dropped = Counter({k: int(v) for k, v in meta.by_prefix(self._db, "dropped").items()})
 
+    @property
+    def _synchronous(self) -> str:
+        return "FULL" if self.fsync_every_append else "NORMAL"
+
     def _connect(self) -> sqlite3.Connection:
         private_files(self.path)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={'FULL' if self.fsync_every_append else 'NORMAL'}")
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
             # Checkpoints are ours to time (sync()); the automatic one would fsync mid-append.
             db.execute("PRAGMA wal_autocheckpoint=0")
             db.executescript(SCHEMA)
@@ -280,11 +286,15 @@ class Outbox:
         """Readings not stored and not yet recorded in the outbox as a gap."""
         return self._unstored.count
 
-    def flush_gaps(self) -> int:
+    def flush_gaps(self, *, final: bool = False) -> int:
         """Turn each sensor's open gap into one outbox_drops reading; returns how many.
 
-        On a full disk the gaps stay open (0): the next flush that finds room writes them."""
-        if self.disk_full:
+        After a full disk it waits for free space as appends do (one gap per outage,
+        not one per interval), except for the ``final`` flush before a stop: a few
+        small rows, and the readings not stored are otherwise only in memory. If it
+        fails the gaps stay open (0): the next flush that finds room writes them."""
+        if (self.disk_full and not final
+                and 0 <= free_bytes(self.path.parent) < RESUME_FREE_BYTES):
             return 0
         try:
             with self._transaction() as cur:
@@ -412,10 +422,15 @@ class Outbox:
                 for boot, v in meta.by_prefix(self._db, "boot").items()}
 
     def save_boot_time(self, boot: str, record: BootTime) -> None:
-        """Durable at once (fsynced): readings are timed by it as soon as it exists."""
+        """Durable at once: readings are timed by it as soon as it exists. Its commit
+        syncs the WAL itself (synchronous=FULL for this one write), so a reader holding
+        back a checkpoint (``edge-agent status``) cannot leave it unsynced."""
         def save() -> None:
-            meta.put(self._db, f"boot:{boot}", json.dumps(record.to_json()))
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                meta.put(self._db, f"boot:{boot}", json.dumps(record.to_json()))
+            finally:
+                self._db.execute(f"PRAGMA synchronous={self._synchronous}")
         self._retry_full(save)
 
     # -- where each sensor's readings come from (model and tags, as configured) ----
@@ -453,4 +468,9 @@ class Outbox:
             self.sync()
         finally:
             self._db.close()
+            if self._unstored.count:  # the disk never took them: say so, once, by sensor
+                log.error("outbox closed with %d readings not stored and not recorded as a"
+                          " gap (the disk stayed full): %s", self._unstored.count,
+                          ", ".join(f"{g.sensor}/{g.measurement} {g.count}"
+                                    for g in self._unstored.gaps()))
 

@@ -120,3 +120,31 @@ def test_loose_modes_are_tightened_on_open(tmp_path: Path) -> None:
         assert mode(tmp_path / name) == 0o600, name
     again.close()
     box.close()
+
+def test_a_stop_before_any_append_works_again_still_records_the_gap(tmp_path: Path) -> None:
+    """Space came back, but no append has shown it yet (appends wait for free space):
+    the flush at shutdown writes the readings not stored as a gap all the same."""
+    box = Outbox(tmp_path / "o.sqlite")
+    n = fill_up(box)
+    with pytest.raises(StoreFailed):
+        box.append([rd(n + 1), rd(n + 1, sensor="pm-2")])
+    assert box.disk_full and box.unstored == 3
+    limit_pages(box, 1_000_000)  # space is back; nothing appended since
+    assert box.flush_gaps(final=True) == 2  # what the agent's shutdown does
+    assert box.unstored == 0
+    box.close()
+    again = Outbox(tmp_path / "o.sqlite")
+    drops = {r.sensor: r.fields["dropped"] for r in again.fetch_after(0, 10**9, 10**6)
+             if r.measurement == DROPS_MEASUREMENT}
+    assert drops == {"pm-1": 2, "pm-2": 1}
+
+
+def test_closing_with_readings_never_recorded_says_so(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    n = fill_up(box)
+    with pytest.raises(StoreFailed):
+        box.append([rd(n + 1)])
+    box.close()  # no flush that found room before it
+    assert "2 readings not stored and not recorded" in caplog.text
+    assert "pm-1/particulate 2" in caplog.text
