@@ -116,13 +116,21 @@ def encode_ack(ack: DisplayAck) -> bytes:
                   "gateway": ack.gateway, "result": ack.result, "detail": ack.detail})
 
 
-def _load(payload: bytes, kind: str) -> dict[str, Any]:
+def _object(payload: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(payload)
     except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
         raise DownlinkError("bad_json", str(exc)[:200]) from None
     if not isinstance(doc, dict):
         raise DownlinkError("bad_json", "not an object")
+    return doc
+
+
+def _load(payload: bytes, kind: str) -> dict[str, Any]:
+    return _kind(_object(payload), kind)
+
+
+def _kind(doc: dict[str, Any], kind: str) -> dict[str, Any]:
     if doc.get("v") != DOWNLINK_VERSION:
         raise DownlinkError("unsupported_version",
                             f"v={doc.get('v')!r}; supported: {DOWNLINK_VERSION}")
@@ -188,9 +196,21 @@ def _ns(value: Any, key: str) -> int:
 
 
 def decode_display(payload: bytes, key: bytes | None = None) -> Display:
-    """Parse and check a display message; with a seal ``key``, only a sealed one."""
-    doc = _load(payload, "alert_display")
-    _check_seal(doc, key)
+    """Parse and check a display message; with a seal ``key``, only a sealed one.
+
+    With a key the seal is checked before anything else the message says, and what
+    is not even a JSON object is ``unsealed`` too: until the seal verifies, nothing
+    shows the collector sent it, so the gateway does not answer it (a stranger's
+    flood must not cost it a publish per message)."""
+    if key is None:
+        doc = _load(payload, "alert_display")
+    else:
+        try:
+            doc = _object(payload)
+        except DownlinkError as exc:
+            raise DownlinkError("unsealed", f"not a sealed message ({exc.detail})") from None
+        _check_seal(doc, key)
+        _kind(doc, "alert_display")
     action = _str(doc, "action")
     if action not in ("show", "clear"):
         raise DownlinkError("bad_field", f"action: expected show or clear, got {action!r}")

@@ -21,6 +21,7 @@ import yaml
 
 from cityedge.mqtt import MqttClient
 from cityedge.uplink.downlink import Display, DisplayAck, decode_ack, encode_display
+from cityedge.uplink.seal import seal
 from tests.helpers import ROOT, Proc, write_yaml
 from tests.secure_fleet import SecureFleet
 
@@ -114,9 +115,17 @@ def test_the_terminal_shows_clears_acks_and_keeps_its_board_across_a_restart(
                 assert [d["text"] for d in shown] == ["종로구 미세먼지 주의보 - 외출을 자제하세요"]
                 again, _ = await collector.show(collector.sealed(display(1, "show")))
                 assert again.result == "shown"  # a resend: acked again, acted on once
-                bad, _ = await collector.show(b'{"v": 2, "type": "alert_display", "id": "z"}')
-                assert (bad.id, bad.result) == ("z", "rejected")
+                # Sealed, in a version this gateway does not know: answered with why.
+                v2 = json.loads(encode_display(display(2, "show")))
+                v2["v"] = 2
+                bad, _ = await collector.show(json.dumps(seal(v2, collector.key, "display"),
+                                                         ensure_ascii=False).encode())
+                assert (bad.id, bad.result) == ("a1:2", "rejected")
                 assert bad.detail.startswith("unsupported_version")
+                # Not sealed (garbage, or a stranger's message): not answered at all.
+                for junk in (b"not json", b'{"v": 2, "type": "alert_display", "id": "z"}'):
+                    with pytest.raises(TimeoutError):
+                        await collector.show(junk, timeout=1.5)
 
         asyncio.run(first_run())
         shown = status(config)["displays"]

@@ -64,6 +64,11 @@ def test_a_sealed_show_and_clear_are_applied() -> None:
     (encode_display(d(), OTHER), "bad_seal"),
     (encode_display(d(), KEY).replace("주의보".encode(), "대피령".encode()), "bad_seal"),
     (encode_display(d(seq=2, action="clear"), OTHER), "bad_seal"),
+    # Whatever is not a sealed message is unsealed, before its version or type is read.
+    (b"not json", "unsealed"),
+    (b"[1]", "unsealed"),
+    (b'{"v": 2, "type": "alert_display", "id": "z"}', "unsealed"),
+    (b'{"v": 1, "type": "reboot", "id": "z"}', "unsealed"),
 ])
 def test_a_forged_show_or_clear_changes_nothing_and_is_counted(payload: bytes,
                                                                reason: str) -> None:
@@ -74,6 +79,7 @@ def test_a_forged_show_or_clear_changes_nothing_and_is_counted(payload: bytes,
     assert not changed and ack.result == "rejected" and ack.detail.startswith(reason)
     assert b.current() == before
     assert b.rejected[reason] == 1
+    assert not answered(ack)  # a stranger's message costs the gateway no publish
 
 
 def test_a_forged_clear_of_a_sniffed_id_neither_clears_nor_blocks_the_genuine_message() -> None:
