@@ -362,6 +362,7 @@ class HttpSource:
                 "dead_letters": p.dead_letters,
                 "rejected_points": p.rejected_points,
                 "dropped_points": p.dropped_points,
+                "not_written": dict(p.not_written),
                 "pending_points": self.pipeline.pending_points,
                 "last_write_ms": round(p.last_write_s * 1000, 3),
                 "last_error": p.last_error,
