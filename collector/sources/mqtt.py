@@ -95,7 +95,7 @@ class MqttSource:
         if refused is not None:
             self.refuse(message, refused.reason, refused.detail)
             return
-        wait = self.intake.over_limit(gateway, time.monotonic())
+        wait = self.intake.over_limit(gateway, time.monotonic(), len(message.payload))
         if wait:
             self.refuse(message, "rate_limited", f"over the rate limit; {wait:.1f} s to a token")
             return
