@@ -19,11 +19,13 @@ from typing import Any
 
 import pytest
 
+from collector.config import load_config
 from collector.delivery import WriteFailed, WritePipeline
 from collector.ingest import Accepted, ingest
+from collector.service import CollectorService
 from collector.writers.influxdb_v1 import InfluxV1Config, InfluxV1Writer
 from simulators.services import InfluxDB
-from tests.helpers import rows
+from tests.helpers import rows, write_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -107,8 +109,16 @@ def test_a_new_series_past_the_limit_is_not_acked_and_lands_once_raised(
     influx.start()
     db = "limited"
 
+    config = write_yaml(tmp_path / "collector.yaml", {
+        "writer": {"type": "influxdb_v1", "url": influx.url, "database": db},
+        "mqtt": None, "http": {"port": 0, "token": "t"}, "insecure": True})
+
     async def main() -> None:
-        writer, pipeline, task = await started(influx.url, db)
+        # The service's own pipeline and writer, not started: its health point is read.
+        service = CollectorService(load_config(config))
+        writer, pipeline = service.writer, service.pipeline
+        await writer.start()
+        task = asyncio.create_task(pipeline.run())
         # A gateway invents sensor ids, each a new series, until the database's limit.
         for s in range(1, 61):
             try:
@@ -125,6 +135,9 @@ def test_a_new_series_past_the_limit_is_not_acked_and_lands_once_raised(
         assert pipeline.stats.dropped_points == 0
         assert pipeline.stats.not_written["series_limit"] == 2
         assert pipeline.stats.rejected_points == 0  # not dead-lettered: not its fault
+        health = service.health_point().fields
+        assert health["not_written_series_limit"] == 2
+        assert health["dropped_points"] == 0
         assert count(influx, db, "SELECT count(pm2_5_ugm3) FROM particulate "
                                  "WHERE gateway = 'gw-honest'") == 0
         # The operator raises the limit; the gateway's resend lands, once.
