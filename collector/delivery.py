@@ -5,6 +5,11 @@ writes of up to ``max_points``, writes until InfluxDB accepts, and only then
 resolves each batch's future, on which the source sends its ack. Nothing is
 kept anywhere else: a killed collector loses only unacked work, which the
 gateways resend.
+
+What the database refuses is settled per distinct refusal, not per point
+(collector/refusals.py reads which points an answer names), within a budget of
+requests per group; a batch that cannot be settled now is answered "not
+written" on its own, and the other batches of its group are acked.
 """
 
 from __future__ import annotations
