@@ -91,6 +91,11 @@ class MqttOptions:
     subscriptions: list[tuple[str, int]] = field(default_factory=list)
     # TLS to the broker (verified, TLS 1.2+); None: plain TCP (a broker on this host only).
     tls: TlsConfig | None = None
+    # MQTT 5 Maximum Packet Size announced in CONNECT: the broker sends us no larger
+    # packet (Mosquitto drops it for this client and logs "Dropping too large outgoing
+    # PUBLISH"), so a huge message is never received and copied. None: no limit
+    # announced (the broker's own, 256 MB by default for Mosquitto).
+    max_packet_size: int | None = None
 
 
 def _write_in_loop_thread(_c: paho.Client, _u: object, _sock: object) -> None:
@@ -211,6 +216,8 @@ class MqttClient:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho ships it unannotated
         props.SessionExpiryInterval = self.options.session_expiry
         props.ReceiveMaximum = self.options.receive_maximum
+        if self.options.max_packet_size is not None:
+            props.MaximumPacketSize = self.options.max_packet_size
         return props
 
     # -- the asyncio side --------------------------------------------------

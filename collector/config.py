@@ -47,7 +47,9 @@ class LimitsConfig:
 
     # Batches a second each gateway may send on average, and at once (a gateway
     # draining its backlog after an outage). A gateway sends about one batch a
-    # second; MQTT refuses the rest (the gateway resends), HTTP answers 429.
+    # second; MQTT refuses the rest (the gateway resends), HTTP answers 429. The
+    # unit is a batch of up to BATCH_COST_BYTES (256 KiB) of payload; a larger one
+    # costs one more per started 256 KiB (collector/ratelimit.py).
     batches_per_s: float = field(default=DEFAULT_RATE, metadata={"min": 0.01})
     burst: int = field(default=DEFAULT_BURST, metadata={"min": 1})
     # Gateways whose rate is tracked at once (the fleet is about 3,300); the least

@@ -5,6 +5,11 @@ writes of up to ``max_points``, writes until InfluxDB accepts, and only then
 resolves each batch's future, on which the source sends its ack. Nothing is
 kept anywhere else: a killed collector loses only unacked work, which the
 gateways resend.
+
+What the database refuses is settled per distinct refusal, not per point
+(collector/refusals.py reads which points an answer names), within a budget of
+requests per group; a batch that cannot be settled now is answered "not
+written" on its own, and the other batches of its group are acked.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from collector.lineprotocol import (
     safe_tag,
 )
 from collector.logthrottle import LogThrottle
+from collector.refusals import Item, halves, halves_by_part, named
 from collector.writers import Rejected, Retryable, Throttled, TooLarge, Writer
+from collector.writers.errors import UNNAMED, PartialWrite, RefusalKind
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,12 @@ RETRY_MAX_S = 5.0
 # Distinct dead-letter reasons counted one by one; the rest are counted as "other".
 # Ingest's reason codes are a fixed set of a few dozen.
 MAX_REASONS = 64
+# Requests one group may cost once the database refuses some of it. A refusal that
+# names its points costs one request each (a 5,000-point group with one field type
+# conflict takes 2); bisecting one unnamed bad point out of 5,000 takes about 28.
+# Past it the unsettled batches are answered "not written", so one gateway's batch
+# cannot hold every other gateway's behind it for thousands of requests.
+MAX_REQUESTS_PER_GROUP = 64
 
 
 class WriteFailed(Exception):
@@ -57,9 +70,15 @@ class DeliveryStats:
     dead_letters: int = 0
     # Points InfluxDB refused; each was dead-lettered with InfluxDB's reason ...
     rejected_points: int = 0
-    # ... unless the dead letter itself was refused (e.g. older than the retention
-    # policy): then nothing of that point is stored, and it is counted here alone.
+    # ... unless the dead letter itself was refused as older than the retention
+    # policy: then nothing of that point is stored, and it is counted here alone.
     dropped_points: int = 0
+    # Batches answered "not written" (not acked: the gateways resend them), by reason:
+    # series_limit (the database's series limits), dead_letter_refused (a dead letter
+    # refused for any reason but retention), write_budget (past max_requests).
+    not_written: Counter[str] = field(default_factory=Counter)
+    # Groups that reached max_requests.
+    over_budget: int = 0
     # Points no line of line protocol could carry, dead-lettered instead (the backstop
     # behind ingest's validation: it should stay 0).
     unencodable_points: int = 0
@@ -80,12 +99,14 @@ class DeliveryStats:
 class WritePipeline:
     def __init__(self, writer: Writer, *, max_points: int = 5000, linger: float = 0.05,
                  retry: tuple[float, float] = (RETRY_MIN_S, RETRY_MAX_S),
-                 uniform: Uniform = random.uniform) -> None:
+                 uniform: Uniform = random.uniform,
+                 max_requests: int = MAX_REQUESTS_PER_GROUP) -> None:
         # While InfluxDB is down: (minimum, maximum) seconds between tries, half jitter.
         self.retry = retry
         self.uniform = uniform
         self.writer = writer
         self.max_points = max_points
+        self.max_requests = max_requests
         self.linger = linger
         self.stats = DeliveryStats()
         self._pending: deque[tuple[Accepted, asyncio.Future[None]]] = deque()
@@ -93,6 +114,7 @@ class WritePipeline:
         self._closing = False
         self.on_written: Callable[[list[Point]], None] | None = None
         self._log = LogThrottle(log)
+        self._errors = LogThrottle(log, level=logging.ERROR)  # per point or batch: a flood
 
     def submit(self, accepted: Accepted) -> asyncio.Future[None]:
         """Queue a batch; the future resolves once every point of it is in the database."""
@@ -118,12 +140,17 @@ class WritePipeline:
                 await asyncio.sleep(self.linger)
             group = self._next_group()
             try:
-                await self.write_durably([p for a, _ in group for p in (*a.points,
-                                                                         *a.dead_letters)])
+                lost = await self.write_group([(*a.points, *a.dead_letters) for a, _ in group])
             except Exception as exc:  # one group must never stop the pipeline
                 self._failed(group, exc)
                 continue
-            for accepted, fut in group:
+            written = []
+            for i, (accepted, fut) in enumerate(group):
+                if i in lost:
+                    if not fut.done():
+                        fut.set_exception(WriteFailed(f"not written: {lost[i]}"))
+                    continue
+                written.append(accepted)
                 self.stats.batches += 1
                 self.stats.readings += accepted.readings
                 self.stats.dead_letters += len(accepted.dead_letters)
@@ -135,7 +162,7 @@ class WritePipeline:
                 # Acks first (their senders run during this yield), then the alert engine,
                 # which can take longer than the write itself with many rules.
                 await asyncio.sleep(0)
-                self._feed([p for accepted, _ in group for p in accepted.points])
+                self._feed([p for accepted in written for p in accepted.points])
 
     def _next_group(self) -> list[tuple[Accepted, asyncio.Future[None]]]:
         group: list[tuple[Accepted, asyncio.Future[None]]] = []
@@ -178,7 +205,50 @@ class WritePipeline:
         self._wake.set()
 
     async def write_durably(self, points: Sequence[Point]) -> None:
-        """Return only when every point is in the database, or dead-lettered there."""
+        """Return only when every point is in the database, or dead-lettered there;
+        WriteFailed when the database would not take them now (the caller keeps them)."""
+        lost = await self.write_group([points])
+        if lost:
+            raise WriteFailed(f"not written: {lost[0]}")
+
+    async def write_group(self, parts: Sequence[Sequence[Point]]) -> dict[int, str]:
+        """Write each part (one batch's points) in as few requests as the answers allow.
+
+        Returns the parts not written, by position, with the reason; every other part
+        is in the database, or dead-lettered there. A refusal that names its points
+        settles them at once (dead letters; the rest written again), one naming
+        nothing is bisected, and past ``max_requests`` what is still unsettled is not
+        written: its gateways resend it later.
+        """
+        lost: dict[int, str] = {}
+        budget = self.max_requests
+        stack = [[(i, p) for i, part in enumerate(parts) for p in part]]
+        while stack:
+            items = [it for it in stack.pop() if it[0] not in lost]
+            if not items:
+                continue
+            if budget <= 0:
+                self.stats.over_budget += 1
+                for rest in (items, *stack):
+                    for part, _ in rest:
+                        self._lose(lost, part, "write_budget",
+                                   f"over {self.max_requests} requests for one group")
+                break
+            budget -= 1
+            try:
+                await self._send([p for _, p in items])
+            except (LineProtocolError, UnicodeError):
+                # Ingest makes only points that encode; this is the backstop behind it.
+                budget += 1  # nothing was sent
+                points = self._quarantine([p for _, p in items])
+                stack.append([(part, p) for (part, _), p in zip(items, points, strict=True)])
+            except (Rejected, TooLarge) as exc:
+                self.stats.last_error = redact_text(str(exc))
+                stack.extend(reversed(self._settle(items, exc, lost)))
+        return lost
+
+    async def _send(self, points: list[Point]) -> None:
+        """One write, tried again while the database is down or asks us to wait."""
         backoff = Backoff(*self.retry, jitter="half")
         while True:
             started = time.perf_counter()
@@ -197,27 +267,55 @@ class WritePipeline:
                     log.warning("write failed, retrying: %s", redact_text(str(exc)))
                 self.stats.last_error = redact_text(str(exc))
                 await asyncio.sleep(backoff.next(self.uniform))
-            except (LineProtocolError, UnicodeError):
-                # Ingest makes only points that encode; this is the backstop behind it.
-                points = self._quarantine(points)
-            except (Rejected, TooLarge) as exc:
-                # Rewriting good points is harmless (they overwrite themselves),
-                # so halve until the bad one stands alone.
-                self.stats.last_error = redact_text(str(exc))
-                if len(points) > 1:
-                    mid = len(points) // 2
-                    await self.write_durably(points[:mid])
-                    await self.write_durably(points[mid:])
-                    return
-                if points[0].measurement == DEADLETTER_MEASUREMENT:
-                    log.error("dead letter itself refused, dropped and counted: %s", exc)
-                    self.stats.dropped_points += 1
-                    return
-                log.error("point refused by the database, dead-lettered: %s", exc)
-                self.stats.rejected_points += 1
-                await self.write_durably([refused_point(points[0], str(exc))])
-                return
 
+    def _settle(self, items: list[Item], exc: Rejected | TooLarge,
+                lost: dict[int, str]) -> list[list[Item]]:
+        """What to write next after a refusal of ``items``: dead letters in place of the
+        points it names, a split when it names none, nothing for a part given up."""
+        refusal = exc.refusal if isinstance(exc, PartialWrite) else UNNAMED
+        detail = str(exc)
+        if refusal.kind is RefusalKind.SERIES_LIMIT:
+            # Not the points' fault, and not for ever: no dead letters. Only the parts
+            # holding a refused point are given up, found by halving whole parts.
+            split = halves_by_part(items)
+            if split is None:
+                self._lose(lost, items[0][0], "series_limit", detail)
+                return []
+            return split
+        which = named(items, refusal)
+        if which is None:
+            # Halve (rewriting good points is harmless): whole batches first, so the
+            # others' are settled in a few requests whatever one batch holds.
+            if len(items) > 1:
+                return halves_by_part(items) or halves(items)
+            which = [0]
+        refused = set(which)
+        out = [it for i, it in enumerate(items) if i not in refused]
+        now = time.monotonic()
+        for i in which:
+            part, point = items[i]
+            if point.measurement != DEADLETTER_MEASUREMENT:
+                self.stats.rejected_points += 1
+                self._errors.note("point_refused", "point refused by the database, "
+                                  f"dead-lettered: {redact_text(detail)}", now)
+                out.append((part, refused_point(point, detail)))
+            elif refusal.kind is RefusalKind.RETENTION:
+                # The one loss admitted (docs/delivery.md): older than the database keeps.
+                self.stats.dropped_points += 1
+                self._errors.note("dead_letter_dropped", "dead letter beyond the retention "
+                                  f"policy, dropped and counted: {redact_text(detail)}", now)
+            else:
+                self._lose(lost, part, "dead_letter_refused", detail)
+        return [out]
+
+    def _lose(self, lost: dict[int, str], part: int, reason: str, detail: str) -> None:
+        """Give a part up for now: its batch is answered "not written" and resent."""
+        if part in lost:
+            return
+        lost[part] = reason
+        self.stats.not_written[reason] += 1
+        self._errors.note(f"not_written_{reason}", f"batch not written ({reason}), the "
+                          f"gateway resends it: {redact_text(detail)[:500]}", time.monotonic())
 
     def _quarantine(self, points: Sequence[Point]) -> list[Point]:
         """Each point that cannot be encoded, replaced by a dead letter that can."""

@@ -195,9 +195,11 @@ class CollectorService:
         fields["refused_batches"] = sum(refused.values())
         fields.update(by_reason("refused", refused))
         fields.update(by_reason("dead_letters", s.dead_letter_reasons))
+        fields.update(by_reason("not_written", s.not_written))
         fields.update({
             "unencodable_points": s.unencodable_points,
             "failed_writes": s.failed_writes,
+            "write_over_budget": s.over_budget,
             "alert_feed_errors": s.alert_feed_errors,
             "rate_limit_gateways": len(self.limiter),
             "rate_limit_forgotten": self.limiter.forgotten,

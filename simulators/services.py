@@ -231,11 +231,15 @@ class Mosquitto(Service):
 
 
 class InfluxDB(Service):
-    def __init__(self, workdir: Path, port: int | None = None, *, auth: bool = False) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, auth: bool = False,
+                 max_series_per_database: int | None = None) -> None:
         """``auth``: HTTP authentication on (``[http] auth-enabled``); the first user
-        must then be an admin, created with ``CREATE USER`` before anything else."""
+        must then be an admin, created with ``CREATE USER`` before anything else.
+        ``max_series_per_database``: InfluxDB's series limit (None: its default,
+        1,000,000); read at each ``start``, so a test can raise it and restart."""
         super().__init__("influxd", port or free_port(), workdir)
         self.auth = auth
+        self.max_series_per_database = max_series_per_database
         self.binary = _require("influxd", "influxdb")
         self.rpc_port = free_port()
         self.config_path = workdir / "influxdb.conf"
@@ -246,11 +250,14 @@ class InfluxDB(Service):
 
     def start(self, timeout: float = 20.0) -> InfluxDB:
         d = self.workdir
+        limit = self.max_series_per_database
+        series = "" if limit is None else f"  max-series-per-database = {limit}\n"
         # bind-address (RPC) is a top-level key: it must precede the first section.
         self.config_path.write_text(
             f'reporting-enabled = false\nbind-address = "127.0.0.1:{self.rpc_port}"\n'
             f'[meta]\n  dir = "{d}/meta"\n'
             f'[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n  query-log-enabled = false\n'
+            f"{series}"
             '[monitor]\n  store-enabled = false\n'
             f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
             f'  auth-enabled = {"true" if self.auth else "false"}\n'

@@ -12,7 +12,8 @@ after InfluxDB accepted the write (DESIGN invariant 3):
 408    the body did not arrive within ``body_timeout``
 413    body over ``max_body_bytes`` (or more readings than a batch may carry)
 429    this gateway is over its rate limit (``limits``); ``Retry-After`` says when
-503    not written within ``write_timeout``, too many batches waiting, too many
+503    not written (within ``write_timeout``, or answered "not written" by the
+       pipeline), too many batches waiting, too many
        connections, or shutting down; ``Retry-After`` says when to come back. The
        gateway resends (idempotent).
 =====  ==========================================================================
@@ -268,7 +269,7 @@ class HttpSource:
             self.stats.busy += 1
             early = self._unavailable("shutting_down", "this collector is stopping")
         if early is None:
-            early = self._over_limit(gateway)
+            early = self._over_limit(gateway, self._declared(request))
         if early is not None:
             return early
         result = await self._accept(request, gateway)
@@ -288,6 +289,9 @@ class HttpSource:
         except TimeoutError:
             return self._refuse(gateway, "body_timeout",
                                 f"body not received within {self.config.body_timeout:g} s")
+        paid = self._declared(request)
+        if len(body) > paid and (early := self._over_limit(gateway, len(body), paid)):
+            return early  # a body longer than announced (chunked) pays the rest
         result = self.intake.ingest(body, gateway)
         if isinstance(result, Refused):
             return self._refuse(gateway, result.reason, result.detail)
@@ -310,7 +314,12 @@ class HttpSource:
 
         # asyncio.wait never cancels fut: an unanswered write still lands.
         done, _ = await asyncio.wait({fut}, timeout=self.config.write_timeout)
-        if not done or fut.cancelled() or fut.exception() is not None:
+        if done and not fut.cancelled() and (exc := fut.exception()) is not None:
+            # The pipeline answered "not written" (a series limit, say): nothing is
+            # acked; the gateway resends after Retry-After.
+            self._count_refusal(accepted.gateway, "not_written", str(exc))
+            return self._unavailable("not_written", str(exc)[:300])
+        if not done or fut.cancelled():
             self.stats.write_timeouts += 1
             return self._unavailable(
                 "write_timeout", f"not written within {self.config.write_timeout:g} s"
@@ -330,10 +339,14 @@ class HttpSource:
         headers = {"Connection": "close"} if status == 408 else {}
         return _reply(status, reason, detail, **headers)
 
-    def _over_limit(self, gateway: str) -> web.Response | None:
+    def _declared(self, request: web.Request) -> int:
+        """The body's size as announced (what the rate limit charges before reading it)."""
+        return min(request.content_length or 0, self.config.max_body_bytes)
+
+    def _over_limit(self, gateway: str, size: int, paid: int = 0) -> web.Response | None:
         """429 with Retry-After when this gateway is over its rate limit (ids no gateway
         can have are not tracked: ingest refuses them before parsing)."""
-        wait = self.intake.over_limit(gateway, time.monotonic())
+        wait = self.intake.over_limit(gateway, time.monotonic(), size, paid)
         if not wait:
             return None
         self.stats.rate_limited += 1
@@ -362,6 +375,7 @@ class HttpSource:
                 "dead_letters": p.dead_letters,
                 "rejected_points": p.rejected_points,
                 "dropped_points": p.dropped_points,
+                "not_written": dict(p.not_written),
                 "pending_points": self.pipeline.pending_points,
                 "last_write_ms": round(p.last_write_s * 1000, 3),
                 "last_error": p.last_error,

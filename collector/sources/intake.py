@@ -25,7 +25,7 @@ from cityedge.uplink.seal import KeyRing
 from collector.admission import Admission, ingest_checked
 from collector.ingest import Accepted, Refused
 from collector.logthrottle import LogThrottle
-from collector.ratelimit import DEFAULT_LIMITER, RateLimiter
+from collector.ratelimit import DEFAULT_LIMITER, RateLimiter, batch_cost
 
 
 class Intake:
@@ -44,11 +44,16 @@ class Intake:
         """The registry's answer for ``gateway`` (None: it may send, or there is no registry)."""
         return self.admission.refusal(gateway) if self.admission is not None else None
 
-    def over_limit(self, gateway: str | None, now: float) -> float:
-        """Seconds until this gateway may send again; 0.0 when it may now."""
+    def over_limit(self, gateway: str | None, now: float, size: int = 0,
+                   paid: int = 0) -> float:
+        """Seconds until this gateway may send a batch of ``size`` bytes; 0.0 when it may
+        now (then its cost is taken). ``paid``: bytes already charged for this batch."""
         if gateway is None or not ID_RE.fullmatch(gateway):
             return 0.0
-        return self.limiter.take(gateway, now)
+        # Never more than a full bucket, or a large batch could never be let in.
+        cost = min(batch_cost(size), self.limiter.burst) - (
+            min(batch_cost(paid), self.limiter.burst) if paid else 0)
+        return self.limiter.take(gateway, now, cost) if cost > 0 else 0.0
 
     def ingest(self, payload: bytes, gateway: str | None) -> Accepted | Refused:
         return ingest_checked(payload, gateway, self.admission)

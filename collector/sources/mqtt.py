@@ -12,6 +12,15 @@ hands it back: written (then acked to the gateway), dead-lettered inside a
 written batch (acked too), or refused with a reason and counted (not acked to
 the gateway, whose resend brings the readings back later: a refusal loses
 nothing). Refusals are logged at most once per reason per ``log_interval``.
+
+The collector announces an MQTT 5 Maximum Packet Size just above the largest
+batch it takes (``MAX_PACKET_BYTES``): a message past it is never sent to us
+(Mosquitto drops it for this subscriber and logs "Dropping too large outgoing
+PUBLISH"), so a gateway cannot make the collector receive and copy hundreds of
+megabytes only to refuse them. Those drops are the broker's and counted in its
+log; ``message_size_limit`` in mosquitto.conf bounds them for every subscriber.
+A message over the payload limit but under the packet limit is refused here as
+``too_large`` and counted.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import time
 
 from cityedge.mqtt import Message, MqttClient, MqttOptions
 from cityedge.uplink import Topics
+from cityedge.uplink.payload import MAX_PAYLOAD_BYTES
 from cityedge.uplink.seal import KeyRing
 from cityedge.uplink.text import brief
 from collector.admission import Admission
@@ -35,6 +45,11 @@ from collector.sources.intake import Intake
 log = logging.getLogger(__name__)
 
 ACKS_QUEUED_PER_BATCH_IN_FLIGHT = 20
+# A PUBLISH around its payload: fixed header (at most 5 bytes), topic (2 + at most
+# 65,535, MQTT's own bound), packet id (2), and properties (a gateway sends none;
+# 1 KiB of slack). So every payload up to the limit arrives, whatever its topic.
+PUBLISH_OVERHEAD_BYTES = 5 + 2 + 65_535 + 2 + 1024
+MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + PUBLISH_OVERHEAD_BYTES
 
 
 class MqttSource:
@@ -70,6 +85,7 @@ class MqttSource:
             max_queued_outgoing=ACKS_QUEUED_PER_BATCH_IN_FLIGHT * c.receive_maximum,
             subscriptions=[(self.topics.up_subscription(c.share_group or None), 1)],
             tls=c.tls,
+            max_packet_size=MAX_PACKET_BYTES,
         )
         self.client = MqttClient(options)
         self.client.start()
@@ -95,7 +111,7 @@ class MqttSource:
         if refused is not None:
             self.refuse(message, refused.reason, refused.detail)
             return
-        wait = self.intake.over_limit(gateway, time.monotonic())
+        wait = self.intake.over_limit(gateway, time.monotonic(), len(message.payload))
         if wait:
             self.refuse(message, "rate_limited", f"over the rate limit; {wait:.1f} s to a token")
             return

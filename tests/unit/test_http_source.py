@@ -24,6 +24,8 @@ from cityedge.uplink import Ack, Batch, SeqRanges, WireReading, decode_ack, enco
 from collector.delivery import WritePipeline
 from collector.lineprotocol import Point
 from collector.sources.http import HttpSource, HttpSourceConfig
+from collector.writers import WriteError
+from collector.writers.errors import PartialWrite, Refusal, RefusalKind
 
 EPOCH = "00112233aabbccdd"
 T0 = 1_700_000_000_000_000_000
@@ -40,6 +42,7 @@ class GatedWriter:
         self.gate.set()
         self.written: list[Point] = []
         self.calls = 0
+        self.refusal: WriteError | None = None
 
     async def start(self) -> None:
         pass
@@ -50,6 +53,8 @@ class GatedWriter:
     async def write(self, points: Sequence[Point]) -> None:
         self.calls += 1
         await self.gate.wait()
+        if self.refusal is not None:
+            raise self.refusal
         self.written.extend(points)
 
 
@@ -238,6 +243,23 @@ async def test_only_post_on_known_paths(r: Rig) -> None:
         assert resp.status == 404
     async with r.session.post(r.url("/v2/gateways/gw-1/batches"), data=b"{}") as resp:
         assert resp.status == 404
+
+
+# -- when the database will not take it now ------------------------------------------
+@with_rig(retry_after=7)
+async def test_a_batch_the_pipeline_answers_not_written_gets_503_not_an_ack(r: Rig) -> None:
+    r.writer.refusal = PartialWrite("HTTP 400: partial write: max-series-per-database limit "
+                                    "exceeded", Refusal(RefusalKind.SERIES_LIMIT, 3))
+    status, answer, headers = await r.post_batch(batch(1, 3))
+    assert status == 503
+    assert headers["Retry-After"] == "7"
+    assert json.loads(answer)["reason"] == "not_written"
+    assert r.source.refused == {"not_written": 1}
+    assert r.source.stats.write_timeouts == 0
+    r.writer.refusal = None  # the limit is raised: the resend lands
+    status, _, _ = await r.post_batch(batch(1, 3, batch_id=2))
+    assert status == 200
+    assert seqs_written(r.writer) == [1, 2, 3]
 
 
 # -- when the database is slow ------------------------------------------------------

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector.logthrottle import LogThrottle
-from collector.ratelimit import RateLimiter
+from collector.ratelimit import BATCH_COST_BYTES, RateLimiter, batch_cost
+from collector.sources.intake import Intake
 
 
 def test_a_burst_passes_then_the_rate() -> None:
@@ -110,3 +111,26 @@ def test_the_throttles_own_state_is_bounded() -> None:
     for i in range(10_000):
         throttle.note(f"reason-{i}", "x", 0.0)
     assert throttle.tracked == 8 + 1  # eight reasons, then "other"
+
+
+def test_a_batch_costs_a_token_per_started_256_kib() -> None:
+    assert [batch_cost(n) for n in (0, 1, BATCH_COST_BYTES, BATCH_COST_BYTES + 1)] == [1, 1, 1, 2]
+    assert batch_cost(4 * 1024 * 1024) == 16
+
+
+def test_intake_charges_by_payload_bytes_never_more_than_a_bucket() -> None:
+    intake = Intake(logging.getLogger("test"), admission=None, keyring=None,
+                    limiter=RateLimiter(rate=1.0, burst=20, max_keys=10), log_interval=10.0)
+    big = 4 * 1024 * 1024
+    assert intake.over_limit("gw-1", 0.0, big) == 0.0  # 16 of 20 tokens
+    assert intake.over_limit("gw-1", 0.0, big) == pytest.approx(12.0)  # 4 left, 16 needed
+    assert [intake.over_limit("gw-1", 0.0, 100) for _ in range(4)] == [0.0] * 4
+    assert intake.over_limit("gw-1", 0.0, 100) == pytest.approx(1.0)
+    # A bucket smaller than a batch's cost still lets it in once full.
+    small = Intake(logging.getLogger("test"), admission=None, keyring=None,
+                   limiter=RateLimiter(rate=1.0, burst=2, max_keys=10), log_interval=10.0)
+    assert small.over_limit("gw-1", 0.0, big) == 0.0
+    # Bytes charged before a body was read are not charged again after it.
+    assert small.over_limit("gw-2", 0.0, BATCH_COST_BYTES + 1, paid=BATCH_COST_BYTES) == 0.0
+    assert small.over_limit("gw-2", 0.0, 10) == 0.0
+    assert small.over_limit("gw-2", 0.0, 10) > 0.0

@@ -20,6 +20,7 @@ from collector.delivery import WriteFailed, WritePipeline
 from collector.ingest import DEADLETTER_MEASUREMENT, Accepted, ingest
 from collector.lineprotocol import Point, check, encode, format_point
 from collector.writers import Rejected, Retryable, Throttled, TooLarge, WriteError
+from collector.writers.errors import PartialWrite, Refusal, RefusalKind
 
 EPOCH = "0011223344556677"
 TIMEOUT = 5.0
@@ -238,21 +239,143 @@ def test_two_rejected_points_in_one_write() -> None:
     run(main())
 
 
-def test_a_refused_dead_letter_is_dropped_and_counted() -> None:
+def test_a_refused_dead_letter_is_not_written_not_acked() -> None:
     async def main() -> None:
         writer = FakeWriter(refuse=lambda p: p.fields.get("seq") == 3)  # its dead letter too
         pipeline = WritePipeline(writer, linger=0, retry=FAST)
         task = asyncio.create_task(pipeline.run())
-        await pipeline.submit(batch(1, 4))
-        assert seqs_of(writer.written) == [1, 2, 4]
+        # The point was refused and its dead letter too, for a reason other than the
+        # retention policy: nothing of it is stored, so the batch is not acked (the
+        # gateway keeps it and resends it later). Acking it was a silent loss.
+        with pytest.raises(WriteFailed, match="dead_letter_refused"):
+            await pipeline.submit(batch(1, 4))
+        # What is left of a batch given up costs no more requests: the resend brings it.
+        assert seqs_of(writer.written) == [1, 2]
         assert seqs_of(writer.written, DEADLETTER_MEASUREMENT) == []
-        # The point was refused (and dead-lettered); its dead letter was refused too, so
-        # nothing of it is stored: counted apart, as the one loss the pipeline admits.
         assert pipeline.stats.rejected_points == 1
-        assert pipeline.stats.dropped_points == 1
+        assert pipeline.stats.dropped_points == 0
+        assert pipeline.stats.not_written == {"dead_letter_refused": 1}
+        assert pipeline.stats.batches == 0
         await drain(pipeline, task)
 
     run(main())
+
+
+class RefusingWriter(FakeWriter):
+    """Answers like InfluxDB 1.x: a partial write that names what it refused."""
+
+    def __init__(self, refuse: Callable[[Point], Refusal | None]) -> None:
+        super().__init__()
+        self.why = refuse
+
+    async def write(self, points: Sequence[Point]) -> None:
+        self.calls.append(list(points))
+        refused = [(p, r) for p in points if (r := self.why(p)) is not None]
+        ok = [p for p in points if self.why(p) is None]
+        self.written.extend(ok)  # a partial write: the rest is written
+        if refused:
+            first = refused[0][1]
+            raise PartialWrite("HTTP 400: partial write",
+                               dataclasses.replace(first, dropped=sum(
+                                   1 for _, r in refused if r.kind is first.kind)))
+        self.ok_calls.append(list(points))
+
+
+def test_a_dead_letter_beyond_retention_is_dropped_acked_and_counted() -> None:
+    async def main() -> None:
+        old = Refusal(RefusalKind.RETENTION)
+        writer = RefusingWriter(lambda p: old if p.time_ns < 1_003 else None)
+        pipeline = WritePipeline(writer, linger=0, retry=FAST)
+        task = asyncio.create_task(pipeline.run())
+        await pipeline.submit(batch(1, 4))  # acked: the one loss admitted
+        assert set(seqs_of(writer.written)) == {3, 4}  # (rewritten: each overwrites itself)
+        assert pipeline.stats.rejected_points == 2
+        assert pipeline.stats.dropped_points == 2
+        assert pipeline.stats.not_written == {}
+        assert len(writer.calls) == 3  # the group; the rest and 2 dead letters; the rest
+        await drain(pipeline, task)
+
+    run(main())
+
+
+def conflict(p: Point) -> Refusal | None:
+    if p.measurement == "particulate" and isinstance(p.fields.get("pm2_5_ugm3"), str):
+        return Refusal(RefusalKind.FIELD_TYPE, measurement="particulate", field="pm2_5_ugm3",
+                       value_type="string")
+    return None
+
+
+def test_a_named_conflict_dead_letters_every_match_in_one_step() -> None:
+    async def main() -> None:
+        writer = RefusingWriter(conflict)
+        pipeline = WritePipeline(writer, linger=0, retry=FAST)
+        good = batch(1, 50)
+        bad = batch(100, 400)
+        bad = dataclasses.replace(bad, points=tuple(
+            dataclasses.replace(p, fields={**p.fields, "pm2_5_ugm3": "x"}) for p in bad.points))
+        task = asyncio.create_task(pipeline.run())
+        await asyncio.gather(pipeline.submit(good), pipeline.submit(bad))
+        assert len(writer.calls) == 2  # the group, then the rest with 400 dead letters
+        assert sorted(set(seqs_of(writer.written))) == list(range(1, 51))
+        assert seqs_of(writer.written, DEADLETTER_MEASUREMENT) == list(range(100, 500))
+        assert pipeline.stats.rejected_points == 400
+        await drain(pipeline, task)
+
+    run(main())
+
+
+def test_a_series_limit_gives_up_only_the_batches_that_hit_it() -> None:
+    async def main() -> None:
+        limit = Refusal(RefusalKind.SERIES_LIMIT)
+        writer = RefusingWriter(lambda p: limit if p.tags.get("gateway") == "gw-new" else None)
+        pipeline = WritePipeline(writer, max_points=100, linger=0.01, retry=FAST)
+        futs = [pipeline.submit(batch(1, 3, gateway=f"gw-{i}")) for i in range(6)]
+        new = pipeline.submit(batch(1, 3, gateway="gw-new"))
+        task = asyncio.create_task(pipeline.run())
+        await asyncio.gather(*futs)
+        with pytest.raises(WriteFailed, match="series_limit"):
+            await new
+        assert pipeline.stats.not_written == {"series_limit": 1}
+        assert pipeline.stats.rejected_points == 0  # not the points' fault: no dead letters
+        assert not [p for p in writer.written if p.measurement == DEADLETTER_MEASUREMENT]
+        assert pipeline.stats.batches == 6
+        await drain(pipeline, task)
+
+    run(main())
+
+
+def test_past_the_request_budget_the_unsettled_batches_are_not_written() -> None:
+    async def main() -> None:
+        writer = FakeWriter(refuse=lambda p: p.tags.get("gateway") == "gw-bad")
+        pipeline = WritePipeline(writer, max_points=1000, linger=0.01, retry=FAST,
+                                 max_requests=8)
+        good = pipeline.submit(batch(1, 10, gateway="gw-good"))
+        bad = pipeline.submit(batch(1, 200, gateway="gw-bad"))
+        task = asyncio.create_task(pipeline.run())
+        await good
+        with pytest.raises(WriteFailed, match="write_budget"):
+            await bad
+        assert len(writer.calls) == 8
+        assert seqs_of([p for p in writer.written if p.tags.get("gateway") == "gw-good"]) == (
+            list(range(1, 11)))
+        assert pipeline.stats.over_budget == 1
+        assert pipeline.stats.not_written == {"write_budget": 1}
+        await drain(pipeline, task)
+
+    run(main())
+
+
+def test_refused_points_log_a_few_lines_not_one_each(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        writer = FakeWriter(refuse=lambda p: p.fields.get("seq", 0) % 8 == 0
+                            and p.measurement == "particulate")
+        pipeline = WritePipeline(writer, linger=0, retry=FAST)
+        await pipeline.write_durably(batch(1, 40).points)
+        assert pipeline.stats.rejected_points == 5
+
+    with caplog.at_level("ERROR", logger="collector.delivery"):
+        run(main())
+    assert len(caplog.records) == 1
 
 
 def test_too_large_is_split_without_dead_letters() -> None:

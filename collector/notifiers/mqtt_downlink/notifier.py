@@ -5,7 +5,10 @@ For a fine-dust advisory in 강남구 it publishes one display message to the
 whose district is the alert's (``targets`` and ``same``). The gateways'
 persistent MQTT sessions hold the message for a terminal that is offline,
 so sending does not wait for acks; acks arrive on ``.../down_ack`` and are
-counted (acked, rejected, and unacked after ``ack_timeout``).
+counted (acked, rejected, and unacked after ``ack_timeout``). Any registered
+gateway may publish on its own ``down_ack``: an ack that cannot be used is
+counted by reason (``bad_ack_<reason>``) and logged at most once per reason per
+``LogThrottle`` interval, so a flood of them costs a counter, not the log.
 
 Each message is sealed with its gateway's key from the collector's keyring
 (cityedge/uplink/seal.py), so a terminal shows or clears only what a
@@ -19,19 +22,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from cityedge import yamlconfig
+from cityedge.counters import by_reason
 from cityedge.mqtt import MqttClient, MqttOptions
 from cityedge.tls import TlsConfig
 from cityedge.uplink import Topics
 from cityedge.uplink.downlink import DownlinkError, decode_ack, encode_display
+from cityedge.uplink.text import brief
 from cityedge.uplink.topics import DEFAULT_PREFIX
 from collector.alerts.errors import Rejected, Retryable
 from collector.alerts.events import AlertEvent
+from collector.logthrottle import LogThrottle
 from collector.notifiers.base import NotifierContext, register
 from collector.notifiers.mqtt_downlink.message import display_for
+
+# Reasons an unusable ack is counted by one by one (DownlinkError has a handful of
+# codes); any more are counted as "other", so the counter stays bounded.
+MAX_ACK_REASONS = 16
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,9 @@ class DownlinkNotifier:
                        "unacked": 0, "unsealed": 0}
         self.awaiting: dict[tuple[str, str], float] = {}  # (msg id, gateway) -> deadline
         self.acks: list[tuple[str, str, str]] = []  # last acks (id, gateway, result), for tests
+        self.bad_acks: Counter[str] = Counter()  # unusable acks, by reason
         self._task: asyncio.Task[None] | None = None
+        self._log: LogThrottle | None = None
 
     @classmethod
     def from_options(cls, options: dict[str, Any], doc: yamlconfig.Located,
@@ -145,19 +158,34 @@ class DownlinkNotifier:
         assert self.client is not None
         while True:
             message = await self.client.get()
-            try:
-                ack = decode_ack(message.payload)
-            except DownlinkError as exc:
-                self.context.log.warning("unusable display ack on %s: %s", message.topic, exc)
-                continue
-            gateway = message.topic.split("/")[-2]
-            if self.awaiting.pop((ack.id, gateway), None) is None:
-                continue  # a second ack, or one after the timeout: counted once
-            self.counts["rejected" if ack.result == "rejected" else "acked"] += 1
-            self.acks = [*self.acks[-99:], (ack.id, gateway, ack.result)]
-            if ack.result == "rejected":
-                self.context.log.warning("terminal %s rejected %s: %s", gateway, ack.id,
-                                         ack.detail)
+            self.take_ack(message.topic, message.payload, time.monotonic())
+
+    def take_ack(self, topic: str, payload: bytes, now: float) -> None:
+        """One message from ``.../<gateway>/down_ack``: counted, logged (throttled)."""
+        log = self._throttle()
+        try:
+            ack = decode_ack(payload)
+        except DownlinkError as exc:
+            reason = exc.reason
+            if reason not in self.bad_acks and len(self.bad_acks) >= MAX_ACK_REASONS:
+                reason = "other"
+            self.bad_acks[reason] += 1
+            log.note(f"bad_ack_{reason}", f"unusable display ack on {brief(topic, 120)}: "
+                     f"{brief(str(exc), 300)}", now)
+            return
+        gateway = topic.split("/")[-2]
+        if self.awaiting.pop((ack.id, gateway), None) is None:
+            return  # a second ack, or one after the timeout: counted once
+        self.counts["rejected" if ack.result == "rejected" else "acked"] += 1
+        self.acks = [*self.acks[-99:], (ack.id, gateway, ack.result)]
+        if ack.result == "rejected":
+            log.note("rejected", f"terminal {brief(gateway)} rejected {brief(ack.id)}: "
+                     f"{brief(ack.detail, 300)}", now)
+
+    def _throttle(self) -> LogThrottle:
+        if self._log is None or self._log.logger is not self.context.log:
+            self._log = LogThrottle(self.context.log)
+        return self._log
 
     async def close(self) -> None:
         if self._task is not None:
@@ -169,7 +197,8 @@ class DownlinkNotifier:
 
     def stats(self) -> dict[str, int]:
         self._expire()
-        return {**self.counts, "awaiting_ack": len(self.awaiting)}
+        return {**self.counts, **by_reason("bad_ack", self.bad_acks),
+                "awaiting_ack": len(self.awaiting)}
 
 
 register("mqtt_downlink", DownlinkNotifier.from_options)

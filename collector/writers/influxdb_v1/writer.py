@@ -19,7 +19,8 @@ from cityedge import yamlconfig
 from cityedge.redact import redact_text
 from collector import lineprotocol
 from collector.lineprotocol import Point
-from collector.writers.errors import Retryable, classify
+from collector.writers.errors import PartialWrite, Rejected, Retryable, classify
+from collector.writers.influxdb_v1.refusal import parse_refusal
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class InfluxV1Writer:
     def __init__(self, config: InfluxV1Config) -> None:
         self.config = config
         self._session: aiohttp.ClientSession | None = None
+        # /write requests sent (answered or not): what a write costs InfluxDB.
+        self.requests = 0
 
     @classmethod
     def from_options(
@@ -91,6 +94,7 @@ class InfluxV1Writer:
     async def write(self, points: Sequence[Point]) -> None:
         assert self._session is not None, "start() first"
         body = lineprotocol.encode(list(points))
+        self.requests += 1
         try:
             async with self._session.post(
                 f"{self.config.url}/write", params=self._params(), data=body
@@ -106,6 +110,9 @@ class InfluxV1Writer:
             # create it; the write is retried (404 is retryable).
             with contextlib.suppress(Retryable):
                 await self.query(f'CREATE DATABASE "{self.config.database}"', post=True)
+        if isinstance(error, Rejected):
+            # A partial write: what InfluxDB says it refused (the rest is written).
+            raise PartialWrite(str(error), parse_refusal(text))
         raise error
 
     async def close(self) -> None:
