@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from collector.alerts.delivery import Delivery
+from collector.alerts.lease import Lease
 
 
 @dataclass
@@ -25,7 +26,7 @@ class RunnerStats:
 
 
 def health_fields(stats: RunnerStats, open_alerts: int, leader: bool,
-                  deliveries: Sequence[Delivery]) -> dict[str, int]:
+                  deliveries: Sequence[Delivery], lease: Lease | None) -> dict[str, int]:
     """Counters for the collector's health point (cityedge_collector)."""
     out = {"alert_events": stats.events, "alerts_open": open_alerts,
            "alert_points_dropped": stats.points_dropped,
@@ -33,6 +34,8 @@ def health_fields(stats: RunnerStats, open_alerts: int, leader: bool,
            "alert_standby_points": stats.standby_points, "alert_commands": stats.commands,
            "alert_saves": stats.saves, "alerts_leader": int(leader),
            "alert_takeovers": stats.takeovers, "alert_stepdowns": stats.stepdowns}
+    if lease is not None:
+        out |= lease.health_fields()
     for d in deliveries:
         out |= d.health_fields()
     return out

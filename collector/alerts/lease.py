@@ -50,6 +50,10 @@ class Lease(Protocol):
 
     def describe(self) -> str: ...
 
+    def health_fields(self) -> dict[str, int]:
+        """This lease's own counters for the collector's health point."""
+        ...
+
     def handed_over(self) -> Sequence[tuple[Header, bytes]]:
         """Alert state messages from the broker, newest first (none for a file lease)."""
         ...
@@ -116,6 +120,9 @@ class FileLease:
 
     def describe(self) -> str:
         return f"file lease {self.path}, held by {self.holder_text() or 'nobody'}"
+
+    def health_fields(self) -> dict[str, int]:
+        return {}  # the file is the whole state; its errors are the runner's
 
     def handed_over(self) -> Sequence[tuple[Header, bytes]]:
         return ()

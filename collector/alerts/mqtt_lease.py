@@ -146,6 +146,16 @@ class MqttLease:
                 f"{self.election.phase.value}, leader {self.election.leader(now) or '?'}, "
                 f"other candidates {', '.join(others) or 'none'}")
 
+    def health_fields(self) -> dict[str, int]:
+        """The wire's counters and the election's: unusable messages, state hand-overs,
+        lead windows that lapsed, and stale holders cleared."""
+        e, w = self.election.stats, self.stats
+        return {"lease_bad_messages": w.bad_messages, "lease_states_published":
+                w.states_published, "lease_states_too_big": w.states_too_big,
+                "lease_states_republished": w.states_republished, "lease_probes": e.probes,
+                "lease_lapses": e.lapses, "lease_cleared_under_us": e.cleared_under_us,
+                "lease_ghosts_cleared": e.ghosts_cleared}
+
     def handed_over(self) -> list[tuple[Header, bytes]]:
         """The newest alert state messages seen on the broker (their headers read), newest
         first; a takeover restores the first one that decodes and restores."""

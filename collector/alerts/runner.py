@@ -222,7 +222,8 @@ class AlertRunner:
 
     def health_fields(self) -> dict[str, int]:
         """Counters for the collector's health point (cityedge_collector)."""
-        return health_fields(self.stats, len(self.engine.open), self.leader, self.deliveries)
+        return health_fields(self.stats, len(self.engine.open), self.leader, self.deliveries,
+                             self.lease)
 
     def describe(self) -> str:
         return json.dumps({"rules": len(self.loaded.rules), "notifiers":

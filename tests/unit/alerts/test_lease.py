@@ -49,6 +49,7 @@ from collector.alerts.handover import (
     keep,
     remote_is_newer,
 )
+from collector.alerts.health import RunnerStats, health_fields
 from collector.alerts.mqtt_lease import MqttLease, boottime
 from collector.alerts.runner import AlertRunner
 from collector.alerts.snapshot import dump_alerts
@@ -805,6 +806,15 @@ def test_a_forged_header_does_not_hide_the_states_that_come_after_it() -> None:
     for n in range(1, 5):  # the few newest are kept, newest first
         lease.handle(message(state, encode_state(ALERTS, Version(6, "b", n), saved_ns=2)))
     assert [h.version.n for h, _ in lease.handed_over()] == [1, 4, 3]
+
+
+def test_the_leases_counters_reach_the_collectors_health_point() -> None:
+    lease = MqttLease(MqttSourceConfig(topic_prefix="p"), "c-1")
+    lease.handle(message(lease.topics.alert_state(), b"not a state"))
+    lease.election.stats.lapses += 2
+    fields = health_fields(RunnerStats(), 0, False, [], lease)
+    assert fields["lease_bad_messages"] == 1 and fields["lease_lapses"] == 2
+    assert set(lease.health_fields()) <= set(fields)
 
 
 def test_the_lease_counts_time_the_host_was_suspended() -> None:
