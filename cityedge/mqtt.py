@@ -15,6 +15,7 @@ import logging
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cityedge.backoff import Backoff, Uniform
+from cityedge.logthrottle import LogThrottle
 from cityedge.tls import TlsConfig, client_context
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,7 @@ class MqttClient:
         # reconnecting after a broker restart must not arrive in lockstep.
         self._backoff = Backoff(options.reconnect_min, options.reconnect_max, "full")
         self._uniform = uniform
+        self._log = LogThrottle(log)  # a flood past the queue is not a flood of lines
         self.stats = MqttStats()
         self.generation = 0
         self.connected = asyncio.Event()
@@ -237,12 +240,9 @@ class MqttClient:
         except asyncio.QueueFull:
             # Unacked, so the broker (or the gateway's resend) brings it back.
             self.stats.overflowed += 1
-            # Counted every time, logged on the first and every 1000th: a flood past the
-            # queue must not become a flood of log lines.
-            if self.stats.overflowed % 1000 == 1:
-                log.warning("incoming queue full (%d); message on %s left unacked"
-                            " (%d so far)", self._queue.maxsize, message.topic,
-                            self.stats.overflowed)
+            self._log.note("overflowed", f"incoming queue full ({self._queue.maxsize});"
+                           f" message on {message.topic} left unacked"
+                           f" ({self.stats.overflowed} so far)", time.monotonic())
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from cityedge import yamlconfig
+from cityedge.logthrottle import DEFAULT_INTERVAL_S
 from cityedge.tls import TlsConfig
 from cityedge.uplink.topics import DEFAULT_PREFIX, DEFAULT_SHARE_GROUP
 from collector.alerts.config import LoadedAlerts, load_alerts
-from collector.logthrottle import DEFAULT_INTERVAL_S
 from collector.ratelimit import DEFAULT_BURST, DEFAULT_MAX_KEYS, DEFAULT_RATE, RateLimiter
 from collector.sources.http import HttpSourceConfig
 from collector.writers import REGISTRY

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cityedge.backoff import Backoff, Uniform
+from cityedge.logthrottle import LogThrottle
 from cityedge.redact import redact_text
 from cityedge.uplink.payload import MAX_INT64, MAX_TIME_NS, MIN_TIME_NS
 from collector.ingest import DEADLETTER_MEASUREMENT, MAX_DEAD_TAG_CHARS, MAX_RAW_CHARS, Accepted
@@ -34,7 +35,6 @@ from collector.lineprotocol import (
     safe_string,
     safe_tag,
 )
-from collector.logthrottle import LogThrottle
 from collector.refusals import Item, halves, halves_by_part, named
 from collector.writers import Rejected, Retryable, Throttled, TooLarge, Writer
 from collector.writers.errors import UNNAMED, PartialWrite, RefusalKind

@@ -12,13 +12,13 @@ from typing import Any
 
 from cityedge.counters import by_reason
 from cityedge.lifecycle import ExitSignals
+from cityedge.logthrottle import LogThrottle
 from cityedge.uplink.seal import KeyRing
 from collector.admission import Admission
 from collector.alerts.runner import AlertRunner
 from collector.config import LoadedConfig, make_writer
 from collector.delivery import WritePipeline
 from collector.lineprotocol import Point
-from collector.logthrottle import LogThrottle
 from collector.registry.live import REFRESH_INTERVAL_S, LiveRegistry
 from collector.sources.http import HttpSource
 from collector.sources.mqtt import MqttSource

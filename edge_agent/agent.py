@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cityedge.lifecycle import ExitSignals
+from cityedge.logthrottle import LogThrottle
 from cityedge.uplink import Batch, SeqRanges, WireReading, encode_batch
 from cityedge.uplink.seal import derive_key
 from edge_agent.anchoring import TimeAnchoring
@@ -107,6 +108,7 @@ class Agent:
         self._failing_run = 0  # readings not stored since storing last worked
         self._sync_failing = False
         self.acks_other_outbox = 0  # acks naming another gateway or epoch
+        self._log = LogThrottle(log, level=logging.ERROR)  # failures that repeat
         self.delete_failures = 0  # acked readings the outbox could not delete (resent)
         self.started_at = time.monotonic()
         self.health = Health(self)
@@ -281,9 +283,8 @@ class Agent:
         except (sqlite3.Error, OSError) as exc:
             self.delete_failures += 1
             self.window.retry(seqs)
-            if self.delete_failures == 1 or self.delete_failures % 1000 == 0:
-                log.error("outbox delete failed (%d so far); the readings are resent: %s",
-                          self.delete_failures, exc)
+            self._log.note("delete", f"outbox delete failed ({self.delete_failures} so far);"
+                           f" the readings are resent: {exc}", time.monotonic())
 
     # -- health ----------------------------------------------------------------
     async def _health_loop(self) -> None:

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from cityedge.logthrottle import LogThrottle
 from cityedge.uplink import Ack
 from cityedge.uplink.timing import BootTime
 from edge_agent.clock import Clock
@@ -54,6 +55,7 @@ class TimeAnchoring:
         # Records of past boots settled at start but not saved yet (a full disk).
         self.boots_to_save: dict[str, BootTime] = {}
         self.save_failures = 0  # time records not saved (tried again)
+        self._log = LogThrottle(log, level=logging.ERROR)
         self.probes: dict[int, int] = {}  # time-probe batch id -> monotonic ns sent
         self._last_probe = -PROBE_INTERVAL_S
         self.answers_refused: Counter[str] = Counter()  # by reason
@@ -83,10 +85,9 @@ class TimeAnchoring:
             await self._io(self.outbox.save_boot_time, boot, record)
         except (sqlite3.Error, OSError) as exc:
             self.save_failures += 1
-            if self.save_failures == 1 or self.save_failures % 1000 == 0:
-                log.error("cannot store the time record of boot %s (%d failures so far); it is"
-                          " tried again and not used until stored: %s", boot,
-                          self.save_failures, exc)
+            self._log.note("save", f"cannot store the time record of boot {boot}"
+                           f" ({self.save_failures} failures so far); it is tried again and"
+                           f" not used until stored: {exc}", time.monotonic())
             return False
         self.timebase.commit(boot, record)
         return True

@@ -47,6 +47,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cityedge.logthrottle import DEFAULT_INTERVAL_S
 from cityedge.tls import TlsConfig, server_context
 from cityedge.uplink import SeqRanges
 from cityedge.uplink.payload import MAX_PAYLOAD_BYTES
@@ -55,7 +56,6 @@ from cityedge.uplink.text import brief
 from collector.admission import Admission
 from collector.delivery import WritePipeline
 from collector.ingest import Accepted, Refused
-from collector.logthrottle import DEFAULT_INTERVAL_S
 from collector.ratelimit import RateLimiter
 from collector.sources.http_guard import BACKLOG, ConnectionGuard, connection_cap
 from collector.sources.intake import Intake

@@ -19,12 +19,12 @@ import dataclasses
 import logging
 from collections import Counter
 
+from cityedge.logthrottle import LogThrottle
 from cityedge.uplink import Ack, encode_ack
 from cityedge.uplink.payload import ID_RE
 from cityedge.uplink.seal import KeyRing
 from collector.admission import Admission, ingest_checked
 from collector.ingest import Accepted, Refused
-from collector.logthrottle import LogThrottle
 from collector.ratelimit import DEFAULT_LIMITER, RateLimiter, batch_cost
 
 

@@ -29,6 +29,7 @@ import asyncio
 import logging
 import time
 
+from cityedge.logthrottle import DEFAULT_INTERVAL_S
 from cityedge.mqtt import Message, MqttClient, MqttOptions
 from cityedge.uplink import Topics
 from cityedge.uplink.payload import MAX_PAYLOAD_BYTES
@@ -38,7 +39,6 @@ from collector.admission import Admission
 from collector.config import MqttSourceConfig
 from collector.delivery import WritePipeline
 from collector.ingest import Refused
-from collector.logthrottle import DEFAULT_INTERVAL_S
 from collector.ratelimit import RateLimiter
 from collector.sources.intake import Intake
 

@@ -19,9 +19,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
+from cityedge.logthrottle import LogThrottle
 from cityedge.mqtt import MqttClient, MqttOptions, Will
 from cityedge.uplink import Ack, PayloadError, Topics, decode_ack
 from edge_agent.config import MqttConfig
@@ -65,6 +67,7 @@ class MqttTransport:
         self.displays_dropped = 0  # more than MAX_PENDING_DISPLAYS waiting
         self._displays: asyncio.Queue[bytes] = asyncio.Queue(MAX_PENDING_DISPLAYS)
         self._display_task: asyncio.Task[None] | None = None
+        self._log = LogThrottle(log)  # a flood must not fill the log
 
     async def start(self) -> None:
         self.client = MqttClient(self._options)
@@ -112,9 +115,9 @@ class MqttTransport:
             self._displays.put_nowait(payload)
         except asyncio.QueueFull:
             self.displays_dropped += 1
-            if self.displays_dropped % 100 == 1:  # a flood must not fill the log
-                log.warning("%d display messages waiting; dropped one (%d so far)",
-                            MAX_PENDING_DISPLAYS, self.displays_dropped)
+            self._log.note("displays_dropped", f"{MAX_PENDING_DISPLAYS} display messages"
+                           f" waiting; dropped one ({self.displays_dropped} so far)",
+                           time.monotonic())
 
     async def _display_loop(self) -> None:
         while True:
@@ -130,10 +133,9 @@ class MqttTransport:
             return
         if not self.client.publish(self.topics.down_ack(self.gateway), ack, qos=1):
             self.display_acks_dropped += 1
-            if self.display_acks_dropped % 100 == 1:  # a flood must not fill the log
-                log.warning("display ack not queued (%s); the collector counts it unacked"
-                            " (%d so far)", self.client.stats.last_error,
-                            self.display_acks_dropped)
+            self._log.note("display_acks_dropped", f"display ack not queued"
+                           f" ({self.client.stats.last_error}); the collector counts it"
+                           f" unacked ({self.display_acks_dropped} so far)", time.monotonic())
 
     async def close(self) -> None:
         if self._display_task is not None:

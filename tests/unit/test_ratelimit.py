@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.logthrottle import LogThrottle
+from cityedge.logthrottle import LogThrottle
 from collector.ratelimit import BATCH_COST_BYTES, RateLimiter, batch_cost
 from collector.sources.intake import Intake
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from cityedge import yamlconfig
 from cityedge.counters import by_reason
+from cityedge.logthrottle import LogThrottle
 from cityedge.mqtt import MqttClient, MqttOptions
 from cityedge.tls import TlsConfig
 from cityedge.uplink import Topics
@@ -36,7 +37,6 @@ from cityedge.uplink.text import brief
 from cityedge.uplink.topics import DEFAULT_PREFIX
 from collector.alerts.errors import Rejected, Retryable
 from collector.alerts.events import AlertEvent
-from collector.logthrottle import LogThrottle
 from collector.notifiers.base import NotifierContext, register
 from collector.notifiers.mqtt_downlink.message import display_for
 
