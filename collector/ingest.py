@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from cityedge.uplink import Ack, Batch, PayloadError, SeqRanges, WireReading, decode_batch
+from cityedge.uplink import Ack, Batch, PayloadError, Reading, SeqRanges, decode_batch
 from cityedge.uplink.payload import ID_RE, MAX_TIME_NS, MIN_TIME_NS, RejectedReading
 from cityedge.uplink.text import brief, raw_text
 from cityedge.uplink.timing import reading_time
@@ -61,7 +61,7 @@ class BadTime(ValueError):
     """A clock correction put the reading outside the times InfluxDB can store."""
 
 
-def reading_point(batch: Batch, reading: WireReading) -> Point:
+def reading_point(batch: Batch, reading: Reading) -> Point:
     time_ns, how = reading_time(reading.time_ns, reading.boot, reading.mono_ns, reading.synced,
                                 dict(batch.boots))
     if not MIN_TIME_NS <= time_ns <= MAX_TIME_NS:
@@ -134,7 +134,7 @@ def ingest(payload: bytes, topic_gateway: str | None) -> Accepted | Refused:
     )
 
 
-def wire_json(r: WireReading) -> dict[str, Any]:
+def wire_json(r: Reading) -> dict[str, Any]:
     """A reading as the gateway sent it (the batch format's keys)."""
     return {"seq": r.seq, "sensor": r.sensor, "m": r.measurement, "t": r.time_ns,
             "boot": r.boot, "mono": r.mono_ns, "s": r.synced, "f": dict(r.fields)}

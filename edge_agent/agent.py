@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cityedge.lifecycle import ExitSignals
-from cityedge.uplink import Ack, Batch, SeqRanges, WireReading, encode_batch
+from cityedge.uplink import Ack, Batch, Reading, SeqRanges, encode_batch
 from cityedge.uplink.seal import derive_key
 from cityedge.uplink.timing import BootTime
 from edge_agent.clock import Clock
@@ -32,7 +32,6 @@ from edge_agent.displays import DisplayBoard
 from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
 from edge_agent.outbox.space import OutboxError, StoreFailed, free_bytes
 from edge_agent.outbox.store import DropPolicy
-from edge_agent.readings import Reading
 from edge_agent.serial_port import SensorPort
 from edge_agent.timebase import Timebase
 from edge_agent.transports import MqttTransport, Transport
@@ -261,7 +260,7 @@ class Agent:
         return durable if self._hold_cap is None else min(durable, self._hold_cap)
 
     # -- sending side ---------------------------------------------------------
-    def _batch(self, readings: list[WireReading]) -> Batch:
+    def _batch(self, readings: list[Reading]) -> Batch:
         assert self.outbox is not None
         self._batch_id += 1
         site = self.config.gateway.site

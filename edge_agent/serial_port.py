@@ -30,12 +30,12 @@ from collections.abc import Callable
 import serial
 
 from cityedge.backoff import Backoff
+from cityedge.uplink import Reading
 from edge_agent.clock import Clock
 from edge_agent.codec import StreamDecoder, make_decoder
 from edge_agent.config import SensorConfig
 from edge_agent.decoding import Decoded, Profile, Rejected, Reply, Skipped
 from edge_agent.polling import PollConfigError, Poller, Step
-from edge_agent.readings import Reading
 
 log = logging.getLogger(__name__)
 

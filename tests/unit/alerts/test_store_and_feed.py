@@ -14,7 +14,7 @@ import pytest
 
 from cityedge.atomic import atomic_write
 from cityedge.mqtt import Message
-from cityedge.uplink import Batch, WireReading, encode_batch
+from cityedge.uplink import Batch, Reading, encode_batch
 from collector.alerts import UsageError
 from collector.alerts.lease import FileLease
 from collector.alerts.mqtt_feed import MqttFeed, parse_status
@@ -123,7 +123,7 @@ def test_status_and_observed_uplinks_reach_the_runner() -> None:
     feed.handle(message("cityedge/v1/gw-1/status", b""))  # a retained will being cleared
     batch = Batch("gw-1", "00ab00ab", 1, 10, True, "b00", 5,
                   {"district": "강남구", "kind": "dust_zone"}, {"pm-1": {"model": "pms5003"}},
-                  (WireReading(7, "pm-1", "particulate", 10**18, "b00", 5, {"pm10_ugm3": 30}),))
+                  (Reading("pm-1", "particulate", {"pm10_ugm3": 30}, 10**18, "b00", 5, seq=7),))
     feed.handle(message("cityedge/v1/gw-1/up", encode_batch(batch)))
     feed.handle(message("cityedge/v1/gw-1/up", b"garbage"))
     feed.handle(message("elsewhere/gw-1/up", b"{}"))
