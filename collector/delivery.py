@@ -26,6 +26,7 @@ from collector.lineprotocol import (
     Point,
     check,
     format_point,
+    identity_of,
     safe_string,
     safe_tag,
 )
@@ -250,14 +251,16 @@ def quarantined_point(point: Point, reason: str, detail: str) -> Point:
         raw = format_point(point)
     except LineProtocolError:
         raw = repr(point)  # repr escapes what a line cannot carry
+    identity = identity_of(point)
+    seq, epoch = (identity.seq, identity.epoch) if identity is not None else (0, "")
     tags = {"gateway": str(point.tags.get("gateway", "")), "reason": reason,
             "sensor": str(point.tags.get("sensor", "")), "measurement": point.measurement}
     return Point(
         DEADLETTER_MEASUREMENT,
         {k: safe_tag(v, MAX_DEAD_TAG_CHARS) for k, v in tags.items()},
         {
-            "seq": _int64(point.fields.get("seq", 0)),
-            "epoch": safe_string(str(point.fields.get("epoch", "")), 64),
+            "seq": _int64(seq),
+            "epoch": safe_string(str(epoch), 64),
             "detail": safe_string(detail, 2000),
             "raw": safe_string(raw, MAX_RAW_CHARS),
         },

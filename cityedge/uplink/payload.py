@@ -184,11 +184,14 @@ def encode_batch(batch: Batch) -> bytes:
         "sensors": {k: dict(v) for k, v in batch.sensors.items()},
     }
     head = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-    readings = ",".join(_READING % (r.seq, _text(r.sensor), _text(r.measurement), r.time_ns,
-                                    _text(r.boot), r.mono_ns, _BOOL[r.synced],
-                                    dump_fields(r.fields))
-                        for r in batch.readings)
+    readings = ",".join(map(reading_json, batch.readings))
     return f'{head[:-1]},"readings":[{readings}]}}'.encode()
+
+
+def reading_json(r: Reading) -> str:
+    """One reading as a batch carries it; its fields are their stored text, as they are."""
+    return _READING % (r.seq, _text(r.sensor), _text(r.measurement), r.time_ns, _text(r.boot),
+                       r.mono_ns, _BOOL[r.synced], dump_fields(r.fields))
 
 
 # One reading of a batch, with the keys in the order json.dumps gave them.

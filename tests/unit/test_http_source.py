@@ -135,7 +135,7 @@ def with_rig(**config: Any) -> Callable[[Callable[[Rig], Awaitable[None]]], Call
 
 
 def seqs_written(writer: GatedWriter) -> list[int]:
-    return sorted(int(p.fields["seq"]) for p in writer.written)
+    return sorted(p.identity.seq for p in writer.written if p.identity)
 
 
 # -- the ack ---------------------------------------------------------------------

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cityedge.uplink import UNASSIGNED, Batch, Reading, decode_batch, dump_fields, encode_batch
+from cityedge.uplink import (
+    UNASSIGNED,
+    Batch,
+    FieldValue,
+    Reading,
+    decode_batch,
+    dump_fields,
+    encode_batch,
+)
 from cityedge.uplink.reading import StoredFields
 from edge_agent.outbox import Outbox
 
-FIELDS = {"pm2_5_ugm3": 12, "ratio": 0.5, "ok": True, "note": '마포 "구" \\'}
+FIELDS: dict[str, FieldValue] = {"pm2_5_ugm3": 12, "ratio": 0.5, "ok": True, "note": '마포 "구" \\'}
 
 
 def batch(*readings: Reading) -> Batch:

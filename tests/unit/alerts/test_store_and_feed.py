@@ -129,7 +129,8 @@ def test_status_and_observed_uplinks_reach_the_runner() -> None:
     feed.handle(message("elsewhere/gw-1/up", b"{}"))
     assert sink.status == [("gw-1", "offline", 42)]
     [point] = sink.points
-    assert (point.tags["district"], point.fields["pm10_ugm3"], point.fields["seq"]) == (
+    assert point.identity is not None
+    assert (point.tags["district"], point.fields["pm10_ugm3"], point.identity.seq) == (
         "강남구", 30, 7)
     assert dict(feed.ignored) == {"bad_status": 2, "refused_batch": 1, "foreign_topic": 1}
 
