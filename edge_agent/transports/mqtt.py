@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from cityedge.mqtt import MqttClient, MqttOptions, Will
 from cityedge.uplink import Ack, PayloadError, Topics, decode_ack
+from cityedge.uplink.status import encode_status
 from edge_agent.config import MqttConfig
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class MqttTransport:
         self.topics = Topics(config.topic_prefix)
         self.bad_acks = 0
         self.bad_ack_reasons: Counter[str] = Counter()
-        offline = json.dumps({"gateway": gateway, "state": "offline"}).encode()
+        offline = encode_status(gateway, "offline")
         self._options = MqttOptions(
             host=config.host,
             port=config.port,
@@ -74,7 +74,7 @@ class MqttTransport:
 
     def _announce(self) -> None:
         assert self.client is not None
-        online = json.dumps({"gateway": self.gateway, "state": "online"}).encode()
+        online = encode_status(self.gateway, "online")
         self.client.publish(self.topics.status(self.gateway), online, qos=1, retain=True)
 
     def ready(self) -> bool:
@@ -134,6 +134,6 @@ class MqttTransport:
                 await self._display_task
         if self.client is not None:
             if self.client.connected.is_set():
-                offline = json.dumps({"gateway": self.gateway, "state": "offline"}).encode()
+                offline = encode_status(self.gateway, "offline")
                 self.client.publish(self.topics.status(self.gateway), offline, qos=1, retain=True)
             await self.client.close()

@@ -26,6 +26,7 @@ import yaml
 
 from cityedge.mqtt import MqttClient
 from cityedge.uplink.downlink import encode_ack
+from cityedge.uplink.status import encode_status
 from collector.alerts.config import parse_alerts
 from collector.alerts.runner import AlertRunner
 from collector.lineprotocol import Identity, Point
@@ -162,7 +163,7 @@ class Episode:
         status.start()
         await status.wait_connected(10)
         topic = self.secure.topics.status("gw-dust-1")
-        offline = json.dumps({"gateway": "gw-dust-1", "state": "offline"}).encode()
+        offline = encode_status("gw-dust-1", "offline")
         status.publish(topic, offline, retain=True)
         engine = self.runner.engine
         await until(lambda: engine.members[engine.index["gateway_offline"]],
