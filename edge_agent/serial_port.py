@@ -34,7 +34,7 @@ from cityedge.uplink import Reading
 from edge_agent.clock import Clock
 from edge_agent.codec import StreamDecoder, make_decoder
 from edge_agent.config import SensorConfig
-from edge_agent.decoding import Decoded, Profile, Rejected, Reply, Skipped
+from edge_agent.decoding import Decoded, FrameRejected, Profile, Reply, Skipped
 from edge_agent.polling import PollConfigError, Poller, Step
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class SensorPort:
                     self.counters["warmup_discarded"] += 1
             elif isinstance(event, Reply):
                 self.counters["replies"] += 1
-            elif isinstance(event, Rejected):
+            elif isinstance(event, FrameRejected):
                 self.counters[f"rejected_{event.reason}"] += 1
                 log.debug("%s: rejected frame at %d: %s %s", self.config.id, event.offset,
                           event.reason, event.detail)
