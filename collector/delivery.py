@@ -31,7 +31,7 @@ from collector.lineprotocol import (
     safe_tag,
 )
 from collector.logthrottle import LogThrottle
-from collector.writers import Rejected, Retryable, Throttled, TooLarge, Writer
+from collector.writers import PointsRejected, Retryable, Throttled, TooLarge, Writer
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class WritePipeline:
             except (LineProtocolError, UnicodeError):
                 # Ingest makes only points that encode; this is the backstop behind it.
                 points = self._quarantine(points)
-            except (Rejected, TooLarge) as exc:
+            except (PointsRejected, TooLarge) as exc:
                 # Rewriting good points is harmless (they overwrite themselves),
                 # so halve until the bad one stands alone.
                 self.stats.last_error = redact_text(str(exc))

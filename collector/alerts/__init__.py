@@ -10,8 +10,8 @@ points to the collector's writer. docs/alerts.md is the reference.
 from collector.alerts.engine import Engine
 from collector.alerts.errors import (
     AlertError,
+    NotificationRejected,
     NotifyError,
-    Rejected,
     Retryable,
     RuleError,
     Throttled,
@@ -28,8 +28,8 @@ __all__ = [
     "AlertError",
     "AlertEvent",
     "Engine",
+    "NotificationRejected",
     "NotifyError",
-    "Rejected",
     "Retryable",
     "Rule",
     "RuleError",

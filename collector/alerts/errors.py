@@ -42,5 +42,5 @@ class Throttled(Retryable):
         self.retry_after = retry_after
 
 
-class Rejected(NotifyError):
+class NotificationRejected(NotifyError):
     """The receiver refused this event for good (4xx); retrying cannot help."""

@@ -25,7 +25,7 @@ class Throttled(Retryable):
         self.retry_after = retry_after
 
 
-class Rejected(WriteError):
+class PointsRejected(WriteError):
     """The database refused the content; retrying the same bytes cannot help."""
 
 
@@ -36,7 +36,7 @@ class TooLarge(WriteError):
 def classify(status: int, body: str, retry_after: str | None) -> WriteError:
     text = f"HTTP {status}: {body.strip()[:500]}"
     if status in (400, 422):
-        return Rejected(text)
+        return PointsRejected(text)
     if status == 413:
         return TooLarge(text)
     if status in (429, 503):

@@ -19,7 +19,7 @@ from collector import delivery
 from collector.delivery import WriteFailed, WritePipeline
 from collector.ingest import DEADLETTER_MEASUREMENT, Accepted, ingest
 from collector.lineprotocol import Point, check, encode, format_point, identity_of
-from collector.writers import Rejected, Retryable, Throttled, TooLarge, WriteError
+from collector.writers import PointsRejected, Retryable, Throttled, TooLarge, WriteError
 
 EPOCH = "0011223344556677"
 TIMEOUT = 5.0
@@ -64,7 +64,8 @@ class FakeWriter:
             raise TooLarge(f"HTTP 413: {len(points)} points")
         bad = [p for p in points if self.refuse(p)]
         if bad:
-            raise Rejected(f'HTTP 400: {{"error":"partial write: bad point {bad[0].fields}"}}')
+            raise PointsRejected(
+                f'HTTP 400: {{"error":"partial write: bad point {bad[0].fields}"}}')
         self.written.extend(points)
         self.ok_calls.append(list(points))
 

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 
-from collector.alerts.errors import NotifyError, Rejected, Retryable, Throttled
+from collector.alerts.errors import NotificationRejected, NotifyError, Retryable, Throttled
 from collector.alerts.events import AlertEvent
 
 BODY_VERSION = 1
@@ -68,4 +68,4 @@ def classify(status: int, text: str, retry_after_header: str | None) -> NotifyEr
         return Throttled(message, retry_after(retry_after_header, 5.0))
     if status >= 500:
         return Retryable(message)
-    return Rejected(message)
+    return NotificationRejected(message)

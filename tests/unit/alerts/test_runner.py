@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cityedge.yamlconfig import ConfigError
-from collector.alerts import AlertEvent, Rejected, Retryable, Throttled
+from collector.alerts import AlertEvent, NotificationRejected, Retryable, Throttled
 from collector.alerts.cli import main as cli
 from collector.alerts.config import LoadedAlerts, parse_alerts
 from collector.alerts.runner import AlertRunner
@@ -49,7 +49,7 @@ class Capture:
         if action == "throttle":
             raise Throttled("429", 0.01)
         if action == "reject":
-            raise Rejected("HTTP 400: bad")
+            raise NotificationRejected("HTTP 400: bad")
         self.sent.append(event)
 
     async def close(self) -> None:
