@@ -25,13 +25,25 @@ FieldValue = int | float | bool | str
 UNASSIGNED: Final = 0
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_ascii_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def dump_fields(fields: Mapping[str, FieldValue]) -> str:
-    """The fields' JSON text, as stored and as sent: compact, UTF-8 (not ``\\u`` escapes)."""
+    """The fields' JSON text, as stored and as sent: compact, UTF-8 (not ``\\u`` escapes).
+
+    Text that UTF-8 cannot carry (a lone surrogate) is written as ``\\u`` escapes
+    instead: still JSON, so it is stored and sent, and the collector dead-letters
+    it with its reason."""
     if isinstance(fields, StoredFields):
         return fields.text
-    return _dumps(fields if isinstance(fields, dict) else dict(fields))
+    plain = fields if isinstance(fields, dict) else dict(fields)
+    text = _dumps(plain)
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return _ascii_dumps(plain)
+    return text
 
 
 class StoredFields(Mapping[str, FieldValue]):

@@ -57,3 +57,15 @@ def test_stored_text_is_utf8_not_escapes() -> None:
     assert "마포" in text
     assert StoredFields(text) == FIELDS
     assert dump_fields(StoredFields(text)) is text
+
+
+def test_text_utf8_cannot_carry_is_stored_and_sent_as_escapes(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    box.append([Reading("pm-1", "particulate", {"note": "a\udc80"}, 1_700, "b00t", 77)])
+    box.sync()
+    (out,) = box.fetch_after(0, box.durable_seq, 10)
+    assert out.fields == {"note": "a\udc80"}
+    decoded = decode_batch(encode_batch(batch(out)), "gw-1")
+    assert decoded.readings == ()
+    assert decoded.rejected[0].reason.startswith("bad_value")
+    box.close()
