@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from aiohttp import web  # noqa: E402
 
 from cityedge.mqtt import MqttClient, MqttOptions  # noqa: E402
-from cityedge.uplink import Batch, PayloadError, Topics, WireReading, decode_ack, encode_batch  # noqa: E402
+from cityedge.uplink import Batch, PayloadError, Reading, Topics, decode_ack, encode_batch  # noqa: E402
 from collector.notifiers.webhook import verify  # noqa: E402
 from simulators.fleet import write_yaml  # noqa: E402
 from simulators.services import LocalServices, spawn  # noqa: E402
@@ -168,7 +168,7 @@ class Gateway:
         wire = []
         for sensor, t, fields in readings:
             self.seq += 1
-            wire.append(WireReading(self.seq, sensor, "particulate", t, self.BOOT, mono, fields))
+            wire.append(Reading(sensor, "particulate", fields, t, self.BOOT, mono, seq=self.seq))
         payload = encode_batch(Batch(
             self.id, self.epoch, self.batch_id, time.time_ns(), True, self.BOOT, mono, self.site,
             {s: {"model": "pms5003"} for s in self.sensors}, tuple(wire)))

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from collector.alerts import Engine, load_rules  # noqa: E402
 from collector.alerts.snapshot import dump_alerts, dump_stats_text  # noqa: E402
-from collector.lineprotocol import Point  # noqa: E402
+from collector.lineprotocol import Identity, Point  # noqa: E402
 
 DISTRICTS = ("강남구", "서초구", "송파구", "마포구", "종로구", "중구", "용산구")
 S = 10**9
@@ -79,8 +79,8 @@ def generate(n: int, rounds: int, start_ns: int, spacing_ns: int) -> Iterator[li
         for i, (measurement, tags) in enumerate(sensors):
             gw = tags["gateway"]
             seq[gw] = seq.get(gw, 0) + 1
-            fields = {**values(measurement, rnd), "seq": seq[gw], "epoch": "00be"}
-            batch.append(Point(measurement, tags, fields, t + i * 1000))
+            batch.append(Point(measurement, tags, values(measurement, rnd), t + i * 1000,
+                               Identity(seq[gw], "00be")))
         yield batch
 
 
@@ -93,9 +93,10 @@ def baseline(engine: Engine, rounds: list[list[Point]]) -> float:
     started = time.perf_counter()
     for batch in rounds:
         for p in batch:
-            tags, fields = p.tags, p.fields
+            tags, fields, identity = p.tags, p.fields, p.identity
             gw = tags["gateway"]
-            seen.setdefault((gw, str(fields["epoch"])), set()).add(int(fields["seq"]))
+            if identity is not None:
+                seen.setdefault((gw, identity.epoch), set()).add(identity.seq)
             key = (p.measurement, tuple(tags.items()))
             route = routes.get(key)
             if route is None:

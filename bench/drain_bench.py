@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cityedge.uplink import Reading  # noqa: E402
 from collector.lineprotocol import Point, encode  # noqa: E402
 from edge_agent.outbox import Outbox  # noqa: E402
-from edge_agent.readings import Reading  # noqa: E402
 from simulators.fleet import write_yaml  # noqa: E402
 from simulators.services import LocalServices, influx_query, spawn  # noqa: E402
 

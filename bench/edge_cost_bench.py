@@ -47,11 +47,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # runnable from a checkout without installing
 
+from cityedge.uplink import Reading  # noqa: E402
 from edge_agent.clock import Clock  # noqa: E402
 from edge_agent.decoding import Decoded, FrameDecoder, Profile, load_profile  # noqa: E402
 from edge_agent.outbox import Outbox  # noqa: E402
 from edge_agent.outbox.store import SCHEMA  # noqa: E402
-from edge_agent.readings import Reading  # noqa: E402
 from simulators.frames import encode_frame  # noqa: E402
 
 PROFILE = REPO / "firmware_profiles" / "pms5003.yaml"

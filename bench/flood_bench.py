@@ -29,10 +29,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cityedge.uplink import Topics  # noqa: E402
 from simulators.fleet import write_yaml  # noqa: E402
 from simulators.services import LocalServices, influx_query, spawn  # noqa: E402
 
-PREFIX = "cityedge/v1"
+TOPICS = Topics()
 T0 = 1_790_000_000_000_000_000
 READINGS = 2  # per batch
 
@@ -73,7 +74,7 @@ class Flood:
         self.client.max_inflight_messages_set(100)
         self.client.on_message = self._on_ack
         self.client.connect("127.0.0.1", port)
-        self.client.subscribe(f"{PREFIX}/+/ack", 1)
+        self.client.subscribe(TOPICS.ack("+"), 1)
         self.client.loop_start()
 
     def _on_ack(self, _c: object, _u: object, message: paho.MQTTMessage) -> None:
@@ -84,7 +85,7 @@ class Flood:
                 self.acked_in_run += i >= self.lo
 
     def send(self, i: int) -> None:
-        self.client.publish(f"{PREFIX}/gw-flood-{i}/up", batch(i), qos=1)
+        self.client.publish(TOPICS.up(f"gw-flood-{i}"), batch(i), qos=1)
 
     def run(self, first: int, last: int, window: int, ack_timeout: float = 10.0) -> None:
         """Publish first..last with at most ``window`` unacked; then resend what was not

@@ -62,9 +62,8 @@ from tinydb import TinyDB  # noqa: E402
 from tinydb.middlewares import CachingMiddleware  # noqa: E402
 from tinydb.storages import JSONStorage  # noqa: E402
 
-from cityedge.uplink import SeqRanges  # noqa: E402
+from cityedge.uplink import Reading, SeqRanges  # noqa: E402
 from edge_agent.outbox import Outbox  # noqa: E402
-from edge_agent.readings import Reading  # noqa: E402
 
 LOG = "append-only log + fsync"
 SQL_NORMAL = "SQLite WAL NORMAL (Outbox)"

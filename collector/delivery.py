@@ -32,11 +32,12 @@ from collector.lineprotocol import (
     Point,
     check,
     format_point,
+    identity_of,
     safe_string,
     safe_tag,
 )
 from collector.refusals import Item, halves, halves_by_part, named
-from collector.writers import Rejected, Retryable, Throttled, TooLarge, Writer
+from collector.writers import DeliveryRejected, Retryable, Throttled, TooLarge, Writer
 from collector.writers.errors import UNNAMED, PartialWrite, RefusalKind
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ class WritePipeline:
                 budget += 1  # nothing was sent
                 points = self._quarantine([p for _, p in items])
                 stack.append([(part, p) for (part, _), p in zip(items, points, strict=True)])
-            except (Rejected, TooLarge) as exc:
+            except (DeliveryRejected, TooLarge) as exc:
                 self.stats.last_error = redact_text(str(exc))
                 stack.extend(reversed(self._settle(items, exc, lost)))
         return lost
@@ -268,7 +269,7 @@ class WritePipeline:
                 self.stats.last_error = redact_text(str(exc))
                 await asyncio.sleep(backoff.next(self.uniform))
 
-    def _settle(self, items: list[Item], exc: Rejected | TooLarge,
+    def _settle(self, items: list[Item], exc: DeliveryRejected | TooLarge,
                 lost: dict[int, str]) -> list[list[Item]]:
         """What to write next after a refusal of ``items``: dead letters in place of the
         points it names, a split when it names none, nothing for a part given up."""
@@ -348,14 +349,16 @@ def quarantined_point(point: Point, reason: str, detail: str) -> Point:
         raw = format_point(point)
     except LineProtocolError:
         raw = repr(point)  # repr escapes what a line cannot carry
+    identity = identity_of(point)
+    seq, epoch = (identity.seq, identity.epoch) if identity is not None else (0, "")
     tags = {"gateway": str(point.tags.get("gateway", "")), "reason": reason,
             "sensor": str(point.tags.get("sensor", "")), "measurement": point.measurement}
     return Point(
         DEADLETTER_MEASUREMENT,
         {k: safe_tag(v, MAX_DEAD_TAG_CHARS) for k, v in tags.items()},
         {
-            "seq": _int64(point.fields.get("seq", 0)),
-            "epoch": safe_string(str(point.fields.get("epoch", "")), 64),
+            "seq": _int64(seq),
+            "epoch": safe_string(str(epoch), 64),
             "detail": safe_string(detail, 2000),
             "raw": safe_string(raw, MAX_RAW_CHARS),
         },

@@ -10,13 +10,26 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
-from cityedge.uplink import Ack, Batch, PayloadError, SeqRanges, WireReading, decode_batch
-from cityedge.uplink.payload import ID_RE, MAX_TIME_NS, MIN_TIME_NS, RejectedReading
-from cityedge.uplink.text import brief, raw_text
+from cityedge.uplink import (
+    Ack,
+    Batch,
+    FieldValue,
+    PayloadError,
+    Reading,
+    SeqRanges,
+    decode_batch,
+)
+from cityedge.uplink.payload import (
+    ID_RE,
+    MAX_TIME_NS,
+    MIN_TIME_NS,
+    RejectedReading,
+    reading_json,
+)
+from cityedge.uplink.text import brief, encodable
 from cityedge.uplink.timing import reading_time
-from collector.lineprotocol import FieldValue, Point, safe_string, safe_tag
+from collector.lineprotocol import Identity, Point, safe_string, safe_tag
 
 DEADLETTER_MEASUREMENT = "cityedge_deadletter"
 SITE_TAGS = {"district": "district", "site": "site", "kind": "site_kind"}
@@ -61,7 +74,7 @@ class BadTime(ValueError):
     """A clock correction put the reading outside the times InfluxDB can store."""
 
 
-def reading_point(batch: Batch, reading: WireReading) -> Point:
+def reading_point(batch: Batch, reading: Reading) -> Point:
     time_ns, how = reading_time(reading.time_ns, reading.boot, reading.mono_ns, reading.synced,
                                 dict(batch.boots))
     if not MIN_TIME_NS <= time_ns <= MAX_TIME_NS:
@@ -71,11 +84,9 @@ def reading_point(batch: Batch, reading: WireReading) -> Point:
         # Taken under an unsynchronised clock: corrected from the boot's anchor,
         # or kept as stamped and flagged (docs/delivery.md, "Time").
         fields[f"time_{how}"] = True
-    # Identity as fields, never tags (invariant 4): a tag would make every
-    # reading its own series and defeat the overwrite that makes resends safe.
-    fields["seq"] = reading.seq
-    fields["epoch"] = batch.epoch
-    return Point(reading.measurement, reading_tags(batch, reading.sensor), fields, time_ns)
+    # Identity beside the fields, written as fields, never tags (lineprotocol.Identity).
+    return Point(reading.measurement, reading_tags(batch, reading.sensor), fields, time_ns,
+                 Identity(reading.seq, batch.epoch))
 
 
 def dead_letter_point(batch: Batch, rejected: RejectedReading) -> Point:
@@ -124,7 +135,7 @@ def ingest(payload: bytes, topic_gateway: str | None) -> Accepted | Refused:
         try:
             points.append(reading_point(batch, r))
         except BadTime as exc:
-            rejected.append(RejectedReading(r.seq, f"bad_time: {exc}", raw_text(wire_json(r))))
+            rejected.append(RejectedReading(r.seq, f"bad_time: {exc}", encodable(reading_json(r))))
     seqs: SeqRanges = batch.all_seqs()
     return Accepted(
         gateway=batch.gateway,
@@ -133,8 +144,3 @@ def ingest(payload: bytes, topic_gateway: str | None) -> Accepted | Refused:
         ack=Ack(batch.gateway, batch.epoch, batch.batch_id, seqs),
     )
 
-
-def wire_json(r: WireReading) -> dict[str, Any]:
-    """A reading as the gateway sent it (the batch format's keys)."""
-    return {"seq": r.seq, "sensor": r.sensor, "m": r.measurement, "t": r.time_ns,
-            "boot": r.boot, "mono": r.mono_ns, "s": r.synced, "f": dict(r.fields)}

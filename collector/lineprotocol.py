@@ -11,7 +11,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-FieldValue = int | float | bool | str
+from cityedge.uplink import FieldValue
+
+# The identity fields a reading's point carries (Identity), written after its own.
+IDENTITY_FIELDS = ("seq", "epoch")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Which reading a point is: the gateway outbox's ``epoch`` and the reading's ``seq``.
+
+    Written as the fields ``seq`` and ``epoch``, never tags (DESIGN invariant 4):
+    a tag would make every reading its own series and defeat the overwrite that
+    makes resends safe.
+    """
+
+    seq: int
+    epoch: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +36,8 @@ class Point:
     tags: Mapping[str, str]
     fields: Mapping[str, FieldValue]
     time_ns: int
+    # A reading's point: its identity, written after ``fields`` (format_point).
+    identity: Identity | None = None
 
     def line(self) -> str:
         return format_point(self)
@@ -69,7 +87,30 @@ def format_point(p: Point) -> str:
     for key in p.fields:
         _no_trailing_backslash("field key", key)
     fields = ",".join(f"{k.translate(_KEY)}={_field(v)}" for k, v in p.fields.items())
+    if p.identity is not None:
+        identity = f"seq={_field(p.identity.seq)},epoch={_field(p.identity.epoch)}"
+        fields = f"{fields},{identity}" if fields else identity
     return f"{','.join(parts)} {fields} {p.time_ns}"
+
+
+def identity_of(p: Point) -> Identity | None:
+    """The reading a point is: beside it, or in the fields of a dead letter (which keeps
+    them as its own) or of a point read back from InfluxDB or an export."""
+    if p.identity is not None:
+        return p.identity
+    seq, epoch = p.fields.get("seq"), p.fields.get("epoch")
+    if not isinstance(seq, int) or isinstance(seq, bool) or epoch is None:
+        return None
+    return Identity(seq, str(epoch))
+
+
+def with_identity(p: Point) -> Point:
+    """A point read back from InfluxDB or an export, its identity fields moved beside it."""
+    identity = identity_of(p)
+    if identity is None or p.identity is not None:
+        return p
+    own = {k: v for k, v in p.fields.items() if k not in IDENTITY_FIELDS}
+    return Point(p.measurement, p.tags, own, p.time_ns, identity)
 
 
 def encode(points: list[Point]) -> bytes:

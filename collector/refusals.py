@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from collector.lineprotocol import FieldValue, Point
+from cityedge.uplink import FieldValue
+from collector.lineprotocol import Point
 from collector.writers.errors import Refusal, RefusalKind
 
 Item = tuple[int, Point]

@@ -23,7 +23,7 @@ from typing import Any
 
 from cityedge.lifecycle import ExitSignals
 from cityedge.logthrottle import LogThrottle
-from cityedge.uplink import Batch, SeqRanges, WireReading, encode_batch
+from cityedge.uplink import Batch, Reading, SeqRanges, encode_batch
 from cityedge.uplink.seal import derive_key
 from edge_agent.anchoring import TimeAnchoring
 from edge_agent.clock import Clock
@@ -35,7 +35,6 @@ from edge_agent.health import Health
 from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
 from edge_agent.outbox.space import OutboxError, StoreFailed
 from edge_agent.outbox.store import DropPolicy
-from edge_agent.readings import Reading
 from edge_agent.serial_port import SensorPort
 from edge_agent.transports import MqttTransport, Transport
 from edge_agent.transports.http import HttpTransport
@@ -188,7 +187,7 @@ class Agent:
         return self.anchoring.sendable_seq(self.outbox.durable_seq)
 
     # -- sending side ---------------------------------------------------------
-    def _batch(self, readings: list[WireReading]) -> Batch:
+    def _batch(self, readings: list[Reading]) -> Batch:
         assert self.outbox is not None
         self._batch_id += 1
         site = self.config.gateway.site

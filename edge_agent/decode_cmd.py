@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edge_agent.codec import make_decoder
-from edge_agent.decoding import Decoded, Profile, Rejected, Reply, Skipped
+from edge_agent.decoding import Decoded, FrameRejected, Profile, Reply, Skipped
 
 __all__ = ["decode_bytes", "parse_hex", "run"]
 
@@ -68,7 +68,7 @@ def decode_bytes(
             elif isinstance(event, Reply):
                 out.append({"type": "reply", "offset": event.offset, "frame": event.frame,
                             "fields": event.fields, "bytes": event.raw.hex(" ")})
-            elif isinstance(event, Rejected):
+            elif isinstance(event, FrameRejected):
                 out.append({"type": "rejected", "offset": event.offset,
                             "reason": str(event.reason), "detail": event.detail,
                             "bytes": event.raw.hex(" ")})

@@ -12,10 +12,9 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from cityedge.counters import by_reason
-from cityedge.uplink.payload import FieldValue
+from cityedge.uplink import FieldValue, Reading
 from edge_agent.config import AGENT_SENSOR
 from edge_agent.outbox.space import free_bytes
-from edge_agent.readings import Reading
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent

@@ -37,7 +37,7 @@ from typing import Any
 import serial
 
 from edge_agent.codec import StreamDecoder, make_decoder
-from edge_agent.decoding import Decoded, Profile, Rejected, Reply, SerialSettings
+from edge_agent.decoding import Decoded, FrameRejected, Profile, Reply, SerialSettings
 from edge_agent.polling import Poller, Step
 
 __all__ = ["Evidence", "ProbeResult", "probe"]
@@ -156,7 +156,7 @@ class _Listener:
                 }
         elif isinstance(event, Reply):
             evidence.replies += 1
-        elif isinstance(event, Rejected):
+        elif isinstance(event, FrameRejected):
             evidence.rejected[str(event.reason)] += 1
 
 

@@ -34,12 +34,12 @@ from collections.abc import Callable
 import serial
 
 from cityedge.backoff import Backoff
+from cityedge.uplink import Reading
 from edge_agent.clock import Clock
 from edge_agent.codec import StreamDecoder, make_decoder
 from edge_agent.config import SensorConfig
-from edge_agent.decoding import Decoded, DecoderStats, Profile, Rejected, Reply
+from edge_agent.decoding import Decoded, DecoderStats, FrameRejected, Profile, Reply
 from edge_agent.polling import PollConfigError, Poller, Step
-from edge_agent.readings import Reading
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class SensorPort:
                     readings.extend(self._readings(event))
                 else:
                     self._counts["warmup_discarded"] += 1
-            elif isinstance(event, Rejected):
+            elif isinstance(event, FrameRejected):
                 log.debug("%s: rejected frame at %d: %s %s", self.config.id, event.offset,
                           event.reason, event.detail)
             if isinstance(event, Decoded | Reply):

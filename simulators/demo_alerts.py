@@ -30,6 +30,7 @@ from rich.table import Table
 
 from cityedge.mqtt import MqttClient
 from cityedge.uplink import Topics
+from cityedge.uplink.topics import DEFAULT_PREFIX
 from collector.notifiers.mqtt_downlink.message import SHOW_STATES
 from collector.notifiers.webhook.payload import SIGNATURE_HEADER, verify
 from simulators.demo_secure import Link
@@ -90,7 +91,7 @@ class AlertWatch:
     its terminal's display file."""
 
     def __init__(self, link: Link, terminals: dict[str, Path],
-                 prefix: str = "cityedge/v1") -> None:
+                 prefix: str = DEFAULT_PREFIX) -> None:
         self.link, self.terminals, self.topics = link, terminals, Topics(prefix)
         self.events: dict[str, Seen] = {}  # event id -> what arrived
         # gateway -> (written at, alert id -> display id on screen), in order

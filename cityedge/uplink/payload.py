@@ -48,6 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from cityedge.uplink.reading import Reading, dump_fields
 from cityedge.uplink.seal import is_sealed, seal, verify
 from cityedge.uplink.seqranges import SeqRanges
 from cityedge.uplink.text import brief, raw_text, utf8_ok
@@ -103,8 +104,6 @@ MIN_TIME_NS = -9_223_372_036_854_775_806
 MAX_TIME_NS = 9_223_372_036_854_775_806
 MAX_INT64 = (1 << 63) - 1
 
-FieldValue = int | float | bool | str
-
 def tag_value_ok(value: str) -> bool:
     """InfluxDB 1.x cannot carry a tag value that ends in a backslash (it escapes the
     separator after it); nor an empty one (the tag vanishes). Nor any character
@@ -130,26 +129,6 @@ class PayloadError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class WireReading:
-    """One reading as it travels: identity (seq), origin, event time and values.
-
-    ``boot`` and ``mono_ns`` are the gateway's boot id and monotonic clock when
-    the reading was taken; the collector derives clock corrections from them so
-    that a resend gets the same timestamp as the first send.
-    """
-
-    seq: int
-    sensor: str
-    measurement: str
-    time_ns: int
-    boot: str
-    mono_ns: int
-    fields: Mapping[str, FieldValue]
-    # Was the gateway's clock synchronised when it took the reading?
-    synced: bool = True
-
-
-@dataclass(frozen=True, slots=True)
 class RejectedReading:
     """A reading inside an otherwise good batch that failed validation."""
 
@@ -169,7 +148,7 @@ class Batch:
     mono_ns: int
     site: Mapping[str, str]
     sensors: Mapping[str, Mapping[str, str]]
-    readings: tuple[WireReading, ...]
+    readings: tuple[Reading, ...]
     rejected: tuple[RejectedReading, ...] = field(default=())
     version: int = FORMAT_VERSION
     # How to time the unsynchronised readings of each boot in this batch (timing.py).
@@ -191,6 +170,8 @@ class Ack:
 
 
 def encode_batch(batch: Batch) -> bytes:
+    """The batch's JSON. Each reading's fields go in as their stored text (reading.py
+    ``dump_fields``): the envelope is dumped once and the readings are spliced in."""
     doc = {
         "v": batch.version,
         "gateway": batch.gateway,
@@ -201,21 +182,23 @@ def encode_batch(batch: Batch) -> bytes:
                   "boots": {b: bt.to_json() for b, bt in batch.boots.items()}},
         "site": dict(batch.site),
         "sensors": {k: dict(v) for k, v in batch.sensors.items()},
-        "readings": [
-            {
-                "seq": r.seq,
-                "sensor": r.sensor,
-                "m": r.measurement,
-                "t": r.time_ns,
-                "boot": r.boot,
-                "mono": r.mono_ns,
-                "s": r.synced,
-                "f": dict(r.fields),
-            }
-            for r in batch.readings
-        ],
     }
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    head = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    readings = ",".join(map(reading_json, batch.readings))
+    return f'{head[:-1]},"readings":[{readings}]}}'.encode()
+
+
+def reading_json(r: Reading) -> str:
+    """One reading as a batch carries it; its fields are their stored text, as they are."""
+    return _READING % (r.seq, _text(r.sensor), _text(r.measurement), r.time_ns, _text(r.boot),
+                       r.mono_ns, _BOOL[r.synced], dump_fields(r.fields))
+
+
+# One reading of a batch, with the keys in the order json.dumps gave them.
+_READING = '{"seq":%d,"sensor":%s,"m":%s,"t":%d,"boot":%s,"mono":%d,"s":%s,"f":%s}'
+_BOOL = {True: "true", False: "false"}
+# json's own string encoder (ensure_ascii=False), as json.dumps uses it.
+_text = json.encoder.encode_basestring
 
 
 def encode_ack(ack: Ack, key: bytes | None = None) -> bytes:
@@ -282,7 +265,7 @@ def _int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_reading(raw: Any, sensors: Mapping[str, Any]) -> WireReading:
+def _check_reading(raw: Any, sensors: Mapping[str, Any]) -> Reading:
     """Validate one reading; raises PayloadError naming the problem."""
     if not isinstance(raw, dict):
         raise PayloadError("bad_reading", "expected an object")
@@ -312,7 +295,7 @@ def _check_reading(raw: Any, sensors: Mapping[str, Any]) -> WireReading:
         if not NAME_RE.fullmatch(name) or name in RESERVED_FIELDS:
             raise PayloadError("bad_field_name", f"field {brief(name)}")
         _check_value(name, value)
-    return WireReading(
+    return Reading(
         seq=raw["seq"],
         sensor=sensor,
         measurement=measurement,
@@ -378,7 +361,7 @@ def decode_batch(data: bytes, topic_gateway: str | None = None) -> Batch:
     if len(items) > MAX_READINGS_PER_BATCH:
         raise PayloadError("too_large", f"{len(items)} readings > {MAX_READINGS_PER_BATCH}")
 
-    readings: list[WireReading] = []
+    readings: list[Reading] = []
     rejected: list[RejectedReading] = []
     seen: set[int] = set()
     for raw in items:

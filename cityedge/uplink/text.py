@@ -43,4 +43,9 @@ def raw_text(raw: Any) -> str:
         text = json.dumps(raw, ensure_ascii=False, separators=(",", ":"))
     except (RecursionError, ValueError):
         return f"<{type(raw).__name__} nested too deep to print>"
+    return encodable(text)
+
+
+def encodable(text: str) -> str:
+    """``text`` with each lone surrogate written as its ``\\udXXX`` escape (valid JSON)."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -10,8 +10,8 @@ points to the collector's writer. docs/alerts.md is the reference.
 from collector.alerts.engine import Engine
 from collector.alerts.errors import (
     AlertError,
+    DeliveryRejected,
     NotifyError,
-    Rejected,
     Retryable,
     RuleError,
     Throttled,
@@ -27,9 +27,9 @@ __all__ = [
     "Ack",
     "AlertError",
     "AlertEvent",
+    "DeliveryRejected",
     "Engine",
     "NotifyError",
-    "Rejected",
     "Retryable",
     "Rule",
     "RuleError",

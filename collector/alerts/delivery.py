@@ -3,7 +3,7 @@
 The runner owns this so that every plugin gets the same guarantees: events
 reach a notifier in order; Retryable failures back off exponentially with
 full jitter (from retry_min to retry_max), Throttled ones wait as told;
-Rejected events and events out of attempts are handed to ``on_give_up``
+DeliveryRejected events and events out of attempts are handed to ``on_give_up``
 (the runner dead-letters them to InfluxDB with the reason); a full queue
 drops its oldest event, counted, because the newest state matters most.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from cityedge.backoff import Backoff, Uniform
 from cityedge.redact import redact_text
 from collector.alerts.config import RouteConfig
-from collector.alerts.errors import Rejected, Retryable, Throttled
+from collector.alerts.errors import DeliveryRejected, Retryable, Throttled
 from collector.alerts.events import AlertEvent
 from collector.notifiers import Notifier
 
@@ -83,7 +83,7 @@ class Delivery:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 await self.notifier.send(event)
-            except Rejected as exc:
+            except DeliveryRejected as exc:
                 self.stats.rejected += 1
                 self.stats.last_error = redact_text(str(exc))
                 log.error("%s rejected %s: %s", self.name, event.event_id,

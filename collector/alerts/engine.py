@@ -22,6 +22,7 @@ from collector.alerts.events import Ack, AlertEvent, Silence, Status, alert_id, 
 from collector.alerts.lifecycle import ACKABLE, QUIET, REPEATS_IN, Input, State, step
 from collector.alerts.rules import Rule, RuleSet
 from collector.alerts.windows import Dedupe
+from collector.lineprotocol import Identity
 
 LOCATION_TAGS = ("district", "site", "site_kind")
 # Route cache entries (distinct measurement + tag sets); cleared when full.
@@ -39,6 +40,8 @@ class PointLike(Protocol):
     def fields(self) -> Mapping[str, Any]: ...
     @property
     def time_ns(self) -> int: ...
+    @property
+    def identity(self) -> Identity | None: ...
 
 
 def _number(raw: Any) -> float | None:
@@ -167,14 +170,13 @@ class Engine:
             self._reading(p)
         return self._take()
 
-    def _admit(self, tags: Mapping[str, str], fields: Mapping[str, Any]) -> bool:
+    def _admit(self, tags: Mapping[str, str], identity: Identity | None) -> bool:
         """False for a resend; learns where each gateway stands (for downlinks and offline)."""
         gw = tags.get("gateway")
         if not gw:
             return True
-        seq, epoch = fields.get("seq"), fields.get("epoch")
-        if isinstance(seq, int) and epoch is not None and not self.dedupe.first_time(
-                gw, str(epoch), seq):
+        if identity is not None and not self.dedupe.first_time(gw, identity.epoch,
+                                                               identity.seq):
             self.counts["duplicates"] += 1
             return False
         where = (tags.get("district"), tags.get("site"), tags.get("site_kind"))
@@ -185,7 +187,7 @@ class Engine:
 
     def _reading(self, p: PointLike) -> None:
         tags, t, fields = p.tags, p.time_ns, p.fields
-        if not self._admit(tags, fields):
+        if not self._admit(tags, p.identity):
             return
         self.counts["readings"] += 1
         gw = tags.get("gateway")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from cityedge.delivery_errors import DeliveryError, DeliveryRejected, Retryable, Throttled
 from cityedge.yamlconfig import ConfigError
 
-__all__ = ["AlertError", "NotifyError", "Rejected", "Retryable", "RuleError", "Throttled",
+__all__ = ["AlertError", "DeliveryRejected", "NotifyError", "Retryable", "RuleError", "Throttled",
            "UsageError"]
 
 
@@ -34,4 +34,3 @@ class UsageError(AlertError):
 # A notifier's failures are the delivery family shared with the writers
 # (cityedge/delivery_errors.py): the names below are that family's classes.
 NotifyError = DeliveryError
-Rejected = DeliveryRejected

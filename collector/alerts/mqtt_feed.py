@@ -10,7 +10,6 @@ will ``offline`` on ``{prefix}/{gateway}/status``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from typing import Protocol
 from cityedge.mqtt import Message, MqttClient, MqttOptions
 from cityedge.tls import TlsConfig
 from cityedge.uplink import Topics
+from cityedge.uplink.status import decode_status
 from collector.admission import Admission, ingest_checked
 from collector.ingest import Accepted
 from collector.lineprotocol import Point
@@ -51,18 +51,6 @@ class Sink(Protocol):
     def feed(self, points: Sequence[Point], now_ns: int) -> None: ...
 
     def on_status(self, gateway: str, state: str, now_ns: int) -> None: ...
-
-
-def parse_status(payload: bytes, topic_gateway: str) -> str | None:
-    """"online"/"offline" from a status message, or None if it is not a usable one."""
-    try:
-        doc = json.loads(payload)
-    except ValueError:
-        return None
-    if not isinstance(doc, dict) or doc.get("gateway") != topic_gateway:
-        return None
-    state = doc.get("state")
-    return state if state in ("online", "offline") else None
 
 
 class MqttFeed:
@@ -103,7 +91,7 @@ class MqttFeed:
             self.ignored[refused.reason] += 1
             return
         if message.topic == self.topics.status(gateway):
-            state = parse_status(message.payload, gateway)
+            state = decode_status(message.payload, gateway)
             if state is None:
                 self.ignored["bad_status"] += 1
                 return

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 
+from cityedge.uplink import FieldValue
 from collector.alerts.events import AlertEvent
-from collector.lineprotocol import FieldValue, Point
+from collector.lineprotocol import Point
 
 ALERTS_MEASUREMENT = "alerts"
 

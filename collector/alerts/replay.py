@@ -20,10 +20,11 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from cityedge.uplink import FieldValue
 from collector.alerts.engine import Engine
 from collector.alerts.errors import UsageError
 from collector.alerts.events import AlertEvent, Status
-from collector.lineprotocol import FieldValue, Point
+from collector.lineprotocol import Point, with_identity
 
 KNOWN_TAGS = frozenset({"district", "site", "site_kind", "gateway", "sensor", "model"})
 STATUS_MEASUREMENT = "_status"
@@ -83,7 +84,8 @@ def read_csv(text: str, zone: ZoneInfo, extra_tags: Iterable[str] = ()) -> Itera
             continue
         if not fields:
             raise ReadingsError(f"line {line}: no field values")
-        yield arrival, Point(row["measurement"], tags, fields, t)
+        # Exported readings carry their identity as fields: it goes beside the point.
+        yield arrival, with_identity(Point(row["measurement"], tags, fields, t))
 
 
 def _split(text: str, sep: str, *, quotes: bool = False) -> list[str]:
@@ -155,7 +157,7 @@ def read_line_protocol(text: str, precision: str = "ns") -> Iterator[Item]:
             t = int(parts[2]) * scale
         except ValueError as exc:
             raise ReadingsError(f"line {n}: {exc}") from None
-        yield t, Point(_unescape(head[0]), tags, fields, t)
+        yield t, with_identity(Point(_unescape(head[0]), tags, fields, t))
 
 
 def replay(engine: Engine, items: Iterable[Item], until_ns: int | None = None

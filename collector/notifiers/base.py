@@ -2,10 +2,10 @@
 
 A notifier is tiny: ``validate()`` checks its config without touching the
 network, ``start()`` connects, ``send(event)`` delivers one alert event or
-raises a classified ``NotifyError`` (Retryable, Throttled, Rejected), and
-``close()`` lets go. Queueing, retries, backoff and counting drops belong to
-the runner (collector/alerts/delivery.py), never to a plugin: Telegraf's
-models/ vs plugins/ split. Each plugin registers itself from its folder's
+raises a classified ``NotifyError`` (Retryable, Throttled,
+DeliveryRejected), and ``close()`` lets go. Queueing, retries, backoff and
+counting drops belong to the runner (collector/alerts/delivery.py), never to a
+plugin: Telegraf's models/ vs plugins/ split. Each plugin registers itself from its folder's
 ``__init__.py``; the runner never names one.
 """
 

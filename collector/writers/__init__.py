@@ -2,11 +2,11 @@
 
 from collector.writers import influxdb_v1  # noqa: F401  (registers itself)
 from collector.writers.base import REGISTRY, Writer, register
-from collector.writers.errors import Rejected, Retryable, Throttled, TooLarge, WriteError
+from collector.writers.errors import DeliveryRejected, Retryable, Throttled, TooLarge, WriteError
 
 __all__ = [
     "REGISTRY",
-    "Rejected",
+    "DeliveryRejected",
     "Retryable",
     "Throttled",
     "TooLarge",

@@ -24,11 +24,10 @@ from enum import Enum
 
 from cityedge import http_outcome
 from cityedge.delivery_errors import DeliveryError as WriteError
-from cityedge.delivery_errors import DeliveryRejected as Rejected
-from cityedge.delivery_errors import Retryable, Throttled, TooLarge
+from cityedge.delivery_errors import DeliveryRejected, Retryable, Throttled, TooLarge
 from cityedge.http_outcome import Kind
 
-__all__ = ["PartialWrite", "Refusal", "RefusalKind", "Rejected", "Retryable", "Throttled",
+__all__ = ["DeliveryRejected", "PartialWrite", "Refusal", "RefusalKind", "Retryable", "Throttled",
            "TooLarge", "WriteError", "classify"]
 
 # The wait on a throttling answer without a Retry-After.
@@ -39,7 +38,7 @@ def classify(status: int, body: str, headers: Mapping[str, str]) -> WriteError:
     outcome = http_outcome.classify(status, headers, body)
     text = f"HTTP {status}: {outcome.detail}"
     if outcome.kind is Kind.REJECTED:
-        return Rejected(text)
+        return DeliveryRejected(text)
     if outcome.kind is Kind.TOO_LARGE:
         return TooLarge(text)
     if outcome.kind is Kind.THROTTLED:
@@ -78,7 +77,7 @@ class Refusal:
 UNNAMED = Refusal(RefusalKind.UNNAMED)
 
 
-class PartialWrite(Rejected):
+class PartialWrite(DeliveryRejected):
     """A refusal (HTTP 400) whose ``refusal`` says what was refused."""
 
     def __init__(self, message: str, refusal: Refusal) -> None:

@@ -7,7 +7,7 @@ their job (``events``, ``errors``, ``profile``, ``loader``, ``checksums``,
     profile = load_profile("firmware_profiles/pms5003.yaml")
     decoder = FrameDecoder(profile)
     decoder.receive_data(chunk)          # b"" at the end of the stream
-    for event in decoder.events():       # Decoded | Reply | Rejected | Skipped
+    for event in decoder.events():       # Decoded | Reply | FrameRejected | Skipped
         ...
 """
 
@@ -19,8 +19,8 @@ from edge_agent.decoding.events import (
     NEED_DATA,
     Decoded,
     Event,
+    FrameRejected,
     Reason,
-    Rejected,
     Reply,
     Signal,
     Skipped,
@@ -70,6 +70,7 @@ __all__ = [
     "Event",
     "FieldSpec",
     "FrameDecoder",
+    "FrameRejected",
     "FrameSpec",
     "Framing",
     "LengthField",
@@ -81,7 +82,6 @@ __all__ = [
     "Profile",
     "ProfileError",
     "Reason",
-    "Rejected",
     "Reply",
     "SerialSettings",
     "Signal",

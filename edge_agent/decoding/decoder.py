@@ -1,4 +1,4 @@
-"""The frame decoder: bytes in, ``Decoded`` / ``Reply`` / ``Rejected`` / ``Skipped`` out.
+"""The frame decoder: bytes in, ``Decoded`` / ``Reply`` / ``FrameRejected`` / ``Skipped`` out.
 
 Sans-IO in the manner of h11: ``receive_data()`` only buffers, ``next_event()``
 does the work and returns one event or a ``Signal``. No I/O, no clock, no
@@ -17,10 +17,10 @@ How a stream is cut into frames (the whole algorithm, in order):
    end marker, checksum, which frame kind it is (length and ``match`` bytes),
    and each field (text that is a number in its unit, the ``valid`` range).
 4. A frame that passes is ``Decoded`` (a reading) or a ``Reply`` (an answer to a
-   command) and is consumed. A frame that fails is ``Rejected`` and only its
+   command) and is consumed. A frame that fails is ``FrameRejected`` and only its
    first byte is consumed: hunting restarts at the next byte, so a good frame
    that began inside the bad one is still found.
-5. After ``receive_data(b"")`` a partial frame is ``Rejected`` as ``truncated``
+5. After ``receive_data(b"")`` a partial frame is ``FrameRejected`` as ``truncated``
    and the remaining bytes are hunted through the same way.
 
 Each frame kind is made ready once as a ``Plan`` (``_plans``): its decode
@@ -41,8 +41,8 @@ from edge_agent.decoding.events import (
     NEED_DATA,
     Decoded,
     Event,
+    FrameRejected,
     Reason,
-    Rejected,
     Reply,
     Signal,
     Skipped,
@@ -97,7 +97,7 @@ class FrameDecoder(StreamDecoder):
                 return
             elif isinstance(event, Skipped):
                 stats.bytes_skipped += event.count
-            elif isinstance(event, Rejected):
+            elif isinstance(event, FrameRejected):
                 stats.rejected[str(event.reason)] += 1
             elif isinstance(event, Reply):
                 stats.replies += 1
@@ -135,9 +135,9 @@ class FrameDecoder(StreamDecoder):
         self._position += count
         return event
 
-    def _reject(self, reason: Reason, raw_length: int, detail: str) -> Rejected:
+    def _reject(self, reason: Reason, raw_length: int, detail: str) -> FrameRejected:
         raw = bytes(self._buffer[self._position : self._position + raw_length])
-        event = Rejected(self.offset, reason, raw, detail)
+        event = FrameRejected(self.offset, reason, raw, detail)
         self._position += 1  # resync from the byte after this false or broken start
         return event
 
@@ -169,7 +169,7 @@ class FrameDecoder(StreamDecoder):
             return self._check(bytes(buffer[position : position + total]), total)
         return self._frame_at_slow(position)
 
-    def _bad_length(self, total: int, raw_length: int) -> Rejected:
+    def _bad_length(self, total: int, raw_length: int) -> FrameRejected:
         framing = self._framing
         allowed = (
             ", ".join(map(str, sorted(framing.lengths)))

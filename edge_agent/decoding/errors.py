@@ -1,6 +1,6 @@
 """One exception family for the decoding core.
 
-Bad bytes from a sensor are never an exception: they become ``Rejected`` and
+Bad bytes from a sensor are never an exception: they become ``FrameRejected`` and
 ``Skipped`` events, counted in ``FrameDecoder.stats``. Exceptions are left for
 the two things that are our own fault:
 

@@ -1,9 +1,10 @@
 """What the frame decoder says about the bytes it was fed.
 
 Every byte of the stream ends up in exactly one place: inside the ``raw`` of a
-``Decoded`` or a ``Reply``, inside a ``Skipped`` count, or as the first byte of a ``Rejected``
-(a rejected frame consumes only its first byte, because the decoder resyncs from
-the byte after it, so a good frame hidden in the rejected bytes is still found).
+``Decoded`` or a ``Reply``, inside a ``Skipped`` count, or as the first byte of a
+``FrameRejected`` (a rejected frame consumes only its first byte, because the
+decoder resyncs from the byte after it, so a good frame hidden in the rejected
+bytes is still found).
 Offsets are absolute: bytes since the decoder was created.
 """
 
@@ -19,8 +20,8 @@ __all__ = [
     "NEED_DATA",
     "Decoded",
     "Event",
+    "FrameRejected",
     "Reason",
-    "Rejected",
     "Reply",
     "Signal",
     "Skipped",
@@ -44,7 +45,7 @@ END_OF_STREAM = Signal.END_OF_STREAM
 
 
 class Reason(enum.StrEnum):
-    """Why a frame that began with a start marker was rejected (``Rejected.reason``)."""
+    """Why a frame that began with a start marker was rejected (``FrameRejected.reason``)."""
 
     BAD_LENGTH = "bad_length"
     """The length field gives a total outside the profile's min_length..max_length."""
@@ -137,7 +138,7 @@ class Reply(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class Rejected(Event):
+class FrameRejected(Event):
     """A frame that began with a start marker and then failed a check.
 
     Attributes:

@@ -22,7 +22,7 @@ from edge_agent.decoding import _commands, _frames
 from edge_agent.decoding._nodes import At
 from edge_agent.decoding.decoder import FrameDecoder
 from edge_agent.decoding.errors import ProfileError
-from edge_agent.decoding.events import Decoded, Rejected, Reply, Skipped
+from edge_agent.decoding.events import Decoded, FrameRejected, Reply, Skipped
 from edge_agent.decoding.profile import (
     STREAMING,
     FrameSpec,
@@ -221,7 +221,7 @@ def _decode(profile: Profile, data: bytes) -> list[tuple[str, bytes, str]]:
                 out.append(("reply", event.raw, event.frame))
             elif isinstance(event, Decoded):
                 out.append(("reading", event.raw, event.frame))
-            elif isinstance(event, Rejected):
+            elif isinstance(event, FrameRejected):
                 out.append(("rejected", event.raw, f"{event.reason}: {event.detail}"))
             elif isinstance(event, Skipped):
                 out.append(("skipped", data[event.offset : event.offset + event.count], ""))

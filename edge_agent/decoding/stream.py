@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from edge_agent.decoding.errors import LocalProtocolError
-from edge_agent.decoding.events import Decoded, Event, Rejected, Reply, Signal, Skipped
+from edge_agent.decoding.events import Decoded, Event, FrameRejected, Reply, Signal, Skipped
 from edge_agent.decoding.profile import Profile
 
 __all__ = ["DecoderStats", "StreamDecoder"]
@@ -27,7 +27,7 @@ class DecoderStats:
         bytes_received: every byte fed through ``receive_data()``.
         frames_ok: ``Decoded`` events.
         replies: ``Reply`` events.
-        rejected: ``Rejected`` events by reason code.
+        rejected: ``FrameRejected`` events by reason code.
         bytes_skipped: bytes reported in ``Skipped`` events.
     """
 
@@ -90,7 +90,7 @@ class StreamDecoder:
             self.stats.frames_ok += 1
         elif isinstance(event, Skipped):
             self.stats.bytes_skipped += event.count
-        elif isinstance(event, Rejected):
+        elif isinstance(event, FrameRejected):
             self.stats.rejected[str(event.reason)] += 1
         elif isinstance(event, Reply):
             self.stats.replies += 1

@@ -31,10 +31,10 @@ from edge_agent.decoding import (
     Decoded,
     Event,
     FieldSpec,
+    FrameRejected,
     LocalProtocolError,
     Profile,
     Reason,
-    Rejected,
     Reply,
     Signal,
     Skipped,
@@ -132,9 +132,9 @@ class ModbusDecoder(StreamDecoder):
         self._position += count
         return event
 
-    def _reject(self, reason: Reason, raw_length: int, detail: str) -> Rejected:
+    def _reject(self, reason: Reason, raw_length: int, detail: str) -> FrameRejected:
         raw = bytes(self._buffer[self._position : self._position + max(1, raw_length)])
-        event = Rejected(self.offset, reason, raw, detail)
+        event = FrameRejected(self.offset, reason, raw, detail)
         self._position += 1
         return event
 

@@ -36,8 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cityedge.uplink import SeqRanges
-from edge_agent.readings import Reading
+from cityedge.uplink import Reading, SeqRanges
 
 DROPS_MEASUREMENT = "outbox_drops"
 # When full, drop down to this share of the bound, so that a full outbox does

@@ -31,7 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from cityedge.uplink import SeqRanges, WireReading
+from cityedge.uplink import Reading, SeqRanges, dump_fields
+from cityedge.uplink.reading import StoredFields
 from cityedge.uplink.timing import BootTime
 from edge_agent.outbox import meta
 from edge_agent.outbox.bookkeeping import (
@@ -56,7 +57,6 @@ from edge_agent.outbox.space import (
     is_disk_full,
     private_files,
 )
-from edge_agent.readings import Reading
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -224,8 +224,9 @@ class Outbox:
         return seqs
 
     def _insert(self, cur: sqlite3.Cursor, r: Reading) -> int:
-        fields = json.dumps(r.fields, separators=(",", ":"))
-        size = len(fields) + ROW_OVERHEAD
+        # Serialised here, once: the batch carries this text as it is (reading.py).
+        fields = dump_fields(r.fields)
+        size = (len(fields) if fields.isascii() else len(fields.encode())) + ROW_OVERHEAD
         cur.execute(
             "INSERT INTO readings"
             "(sensor, measurement, time_ns, boot, mono_ns, fields, size, synced)"
@@ -337,32 +338,24 @@ class Outbox:
             self.mark.checkpointed(mark)
         return self.durable_seq
 
-    def _rows(self, sql: str, args: Iterable[object]) -> list[WireReading]:
+    def _rows(self, sql: str, args: Iterable[object]) -> list[Reading]:
         return [
-            WireReading(
-                seq=seq,
-                sensor=sensor,
-                measurement=measurement,
-                time_ns=time_ns,
-                boot=boot,
-                mono_ns=mono_ns,
-                fields=json.loads(fields),
-                synced=bool(synced),
-            )
+            Reading(sensor, measurement, StoredFields(fields), time_ns, boot, mono_ns,
+                    bool(synced), seq)
             for seq, sensor, measurement, time_ns, boot, mono_ns, fields, synced
             in self._db.execute(sql, tuple(args))
         ]
 
     _COLUMNS = "seq, sensor, measurement, time_ns, boot, mono_ns, fields, synced"
 
-    def fetch_after(self, after: int, upto: int, limit: int) -> list[WireReading]:
+    def fetch_after(self, after: int, upto: int, limit: int) -> list[Reading]:
         """Readings to send; from here until their deletion the drop policy spares them."""
         return self._hand_out(self._rows(
             f"SELECT {self._COLUMNS} FROM readings WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
             (after, upto, limit),
         ))
 
-    def _hand_out(self, rows: list[WireReading]) -> list[WireReading]:
+    def _hand_out(self, rows: list[Reading]) -> list[Reading]:
         to_store = self.handed_out.hand_out(r.seq for r in rows)
         if to_store is not None:
             self.mark.changed()
@@ -374,8 +367,8 @@ class Outbox:
                 self.handed_out.stored()
         return rows
 
-    def fetch_seqs(self, seqs: SeqRanges, limit: int) -> list[WireReading]:
-        out: list[WireReading] = []
+    def fetch_seqs(self, seqs: SeqRanges, limit: int) -> list[Reading]:
+        out: list[Reading] = []
         for lo, hi in seqs.ranges:
             out += self._rows(
                 f"SELECT {self._COLUMNS} FROM readings WHERE seq BETWEEN ? AND ?"

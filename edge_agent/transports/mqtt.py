@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import Counter
@@ -26,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from cityedge.logthrottle import LogThrottle
 from cityedge.mqtt import MqttClient, MqttOptions, Will
 from cityedge.uplink import Ack, PayloadError, Topics, decode_ack
+from cityedge.uplink.status import encode_status
 from edge_agent.config import MqttConfig
 from edge_agent.transports.base import note_bad_ack
 
@@ -45,7 +45,7 @@ class MqttTransport:
         self.key = key
         self.topics = Topics(config.topic_prefix)
         self.bad_ack_reasons: Counter[str] = Counter()
-        offline = json.dumps({"gateway": gateway, "state": "offline"}).encode()
+        offline = encode_status(gateway, "offline")
         self._options = MqttOptions(
             host=config.host,
             port=config.port,
@@ -77,7 +77,7 @@ class MqttTransport:
 
     def _announce(self) -> None:
         assert self.client is not None
-        online = json.dumps({"gateway": self.gateway, "state": "online"}).encode()
+        online = encode_status(self.gateway, "online")
         self.client.publish(self.topics.status(self.gateway), online, qos=1, retain=True)
 
     def ready(self) -> bool:
@@ -144,6 +144,6 @@ class MqttTransport:
                 await self._display_task
         if self.client is not None:
             if self.client.connected.is_set():
-                offline = json.dumps({"gateway": self.gateway, "state": "offline"}).encode()
+                offline = encode_status(self.gateway, "offline")
                 self.client.publish(self.topics.status(self.gateway), offline, qos=1, retain=True)
             await self.client.close()

@@ -9,8 +9,8 @@ from edge_agent.codec import make_decoder
 from edge_agent.decoding import (
     Decoded,
     Event,
+    FrameRejected,
     Profile,
-    Rejected,
     Reply,
     Skipped,
     StreamDecoder,
@@ -51,7 +51,7 @@ def check_accounting(events: list[Event], total: int) -> None:
     """Events tile the stream: each starts where the last ended, and together they cover it."""
     covered = 0
     for event in events:
-        assert isinstance(event, Decoded | Reply | Rejected | Skipped), event
+        assert isinstance(event, Decoded | Reply | FrameRejected | Skipped), event
         assert event.offset == covered
         if isinstance(event, Decoded | Reply):
             covered += len(event.raw)

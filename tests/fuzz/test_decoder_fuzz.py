@@ -1,8 +1,8 @@
-"""Any bytes give only Decoded/Rejected/Skipped: no other exception, no corrupt or lost frame.
+"""Any bytes give only Decoded/FrameRejected/Skipped: no other exception, no corrupt or lost frame.
 
 The invariant in full, for every profile and however the stream is cut into reads:
 
-1. ``FrameDecoder`` turns any byte stream into ``Decoded``, ``Rejected`` and
+1. ``FrameDecoder`` turns any byte stream into ``Decoded``, ``FrameRejected`` and
    ``Skipped`` events and raises nothing else; every byte is accounted for once,
    and the undecided bytes never reach the buffer bound.
 2. Never a ``Decoded`` from a corrupted frame: a frame with one byte changed on

@@ -238,7 +238,7 @@ def receive(data: bytes, topic: str | None) -> Accepted | Refused:
     assert isinstance(out, Accepted)
     body = encode([*out.points, *out.dead_letters])
     assert body.endswith(b"\n")
-    written = [int(p.fields["seq"]) for p in out.points]
+    written = [p.identity.seq for p in out.points if p.identity]
     dead = [int(p.fields["seq"]) for p in out.dead_letters]
     assert sorted(written + dead) == sorted(out.ack.seqs), "a reading lost or doubled"
     for dl in out.dead_letters:

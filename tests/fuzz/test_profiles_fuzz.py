@@ -2,7 +2,7 @@
 
 The invariant, for each profile in firmware_profiles/ (frame, text and Modbus):
 
-1. Any bytes, however cut into reads, give only Decoded, Reply, Rejected and
+1. Any bytes, however cut into reads, give only Decoded, Reply, FrameRejected and
    Skipped events; nothing raises; every byte is accounted for once; the
    undecided bytes never reach the buffer bound; cutting the stream differently
    changes nothing but how garbage is split.

@@ -26,8 +26,9 @@ import yaml
 
 from cityedge.mqtt import MqttClient
 from cityedge.uplink.downlink import encode_ack
+from cityedge.uplink.status import encode_status
 from collector.alerts.runner import AlertRunner
-from collector.lineprotocol import Point
+from collector.lineprotocol import Identity, Point
 from collector.notifiers.mqtt_downlink import DownlinkNotifier
 from collector.writers.influxdb_v1.writer import InfluxV1Config, InfluxV1Writer
 from edge_agent.displays import DisplayBoard
@@ -151,8 +152,8 @@ class Episode:
                                       else {"display_on": True, "enclosure_temp_c": 21.5})
             for sensor in sensors:
                 self.seq += 1
-                batch.append(Point(measurement, {**tags, "sensor": sensor},
-                                   {**fields, "seq": self.seq, "epoch": "00e1"}, self.now))
+                batch.append(Point(measurement, {**tags, "sensor": sensor}, fields, self.now,
+                                   Identity(self.seq, "00e1")))
         await self.writer.write(batch)  # the collector writes first...
         self.runner.feed(batch, self.now)  # ...then hands the accepted points to the runner
 
@@ -162,7 +163,7 @@ class Episode:
         status.start()
         await status.wait_connected(10)
         topic = self.secure.topics.status("gw-dust-1")
-        offline = json.dumps({"gateway": "gw-dust-1", "state": "offline"}).encode()
+        offline = encode_status("gw-dust-1", "offline")
         status.publish(topic, offline, retain=True)
         engine = self.runner.engine
         await until(lambda: engine.members[engine.index["gateway_offline"]],

@@ -38,7 +38,7 @@ import pytest
 from cityedge.mqtt import Message, MqttClient
 from collector.alerts.mqtt_lease import MqttLease
 from collector.alerts.runner import AlertRunner
-from collector.lineprotocol import Point
+from collector.lineprotocol import Identity, Point
 from tests.alerts_helpers import parse_alerts
 from tests.secure_fleet import SecureFleet
 from tests.tcp_proxy import CuttableProxy
@@ -83,7 +83,7 @@ class Readings:
         point = Point("particulate", {"district": "강남구", "site": "역삼초등학교",
                                       "site_kind": "dust_zone", "gateway": "gw-1",
                                       "sensor": "pm-1", "model": "pms5003"},
-                      {"pm10_ugm3": pm10, "seq": self.seq, "epoch": "00e1"}, now)
+                      {"pm10_ugm3": pm10}, now, Identity(self.seq, "00e1"))
         for r in self.runners:
             r.feed([point], now)
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from cityedge.mqtt import MqttClient
-from cityedge.uplink import Batch, WireReading, encode_batch
+from cityedge.uplink import Batch, Reading, encode_batch
 from collector.alerts.handover import decode_header
 from simulators.services import InfluxDB
 from tests.helpers import Proc, rows, wait_for, write_yaml
@@ -83,8 +83,8 @@ class Gateway:
         now = time.time_ns()
         batch = Batch(self.id, "00e100e1", self.seq, now, True, "b0", now, LEASE_SITE,
                       {"pm-1": {"model": "pms5003"}},
-                      (WireReading(self.seq, "pm-1", "particulate", now, "b0", now,
-                                   {"pm10_ugm3": pm10}),))
+                      (Reading("pm-1", "particulate", {"pm10_ugm3": pm10}, now, "b0", now,
+                               seq=self.seq),))
         self.client.publish(self.topics.up(self.id), encode_batch(batch), qos=1)
 
 

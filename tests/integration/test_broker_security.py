@@ -33,6 +33,7 @@ from paho.mqtt.properties import Properties
 from cityedge.mqtt import MqttClient, MqttError, MqttOptions
 from cityedge.tls import TlsConfig, client_context
 from cityedge.uplink import Topics
+from cityedge.uplink.topics import DEFAULT_PREFIX
 from collector import pki
 from simulators.secure import SecureSetup
 from simulators.services import Mosquitto
@@ -213,7 +214,7 @@ def test_a_gateway_cannot_read_another_gateways_acks_or_downlink(secure: Secure)
     secure.gateway("gw-a2")
     secure.gateway("gw-b2")
     a = secure.peer("gw-a2", secure.secrets["gw-a2"])
-    a.subscribe(T.ack("gw-b2"), T.down("gw-b2"), "cityedge/v1/#", "#",
+    a.subscribe(T.ack("gw-b2"), T.down("gw-b2"), f"{DEFAULT_PREFIX}/#", "#",
                 f"$share/x/{T.ack('gw-b2')}", T.ack("gw-a2"))
     b = secure.peer("gw-b2", secure.secrets["gw-b2"])
     b.subscribe(T.ack("gw-b2"), T.down("gw-b2"))

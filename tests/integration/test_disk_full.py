@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from cityedge.uplink import Reading
 from edge_agent.decoding import load_profiles
 from edge_agent.outbox import Outbox
 from edge_agent.outbox.space import RESERVE_BYTES
-from edge_agent.readings import Reading
 from simulators.device import SimulatedDevice
 from simulators.services import InfluxDB
 from tests.helpers import Proc, rows, wait_for, write_yaml

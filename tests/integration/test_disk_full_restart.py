@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 
 import edge_agent.clock as clockmod
-from cityedge.uplink import Ack, Batch, SeqRanges
+from cityedge.uplink import Ack, Batch, Reading, SeqRanges
 from cityedge.uplink.timing import reading_time
 from edge_agent.agent import Agent
 from edge_agent.config import AGENT_SENSOR
 from edge_agent.outbox import Outbox
 from edge_agent.outbox.space import RESERVE_BYTES
-from edge_agent.readings import Reading
 from tests.integration.test_disk_full import small_fs
 from tests.unit.test_agent_trust import GW, HandOver, config, until
 

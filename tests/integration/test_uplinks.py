@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from cityedge.uplink import Batch, SeqRanges, encode_batch
+from cityedge.uplink import Batch, Reading, SeqRanges, encode_batch
 from collector.admission import Admission
 from collector.delivery import WritePipeline
 from collector.sources.http import HttpSource, HttpSourceConfig
@@ -32,7 +32,6 @@ from collector.sources.mqtt import MqttSource
 from collector.writers.influxdb_v1 import InfluxV1Config, InfluxV1Writer
 from edge_agent.config import MqttConfig
 from edge_agent.outbox import Outbox
-from edge_agent.readings import Reading
 from edge_agent.transports import MqttTransport, Transport
 from edge_agent.transports.http import HttpTransport, HttpUplinkConfig
 from simulators.services import InfluxDB, free_port, influx_query

@@ -32,9 +32,9 @@ from edge_agent.codec import StreamDecoder, make_decoder
 from edge_agent.decoding import (
     Decoded,
     Event,
+    FrameRejected,
     Profile,
     Reason,
-    Rejected,
     Reply,
     Skipped,
     load_profile,
@@ -103,7 +103,7 @@ def _normalize(events: list[Event]) -> list[dict[str, Any]]:
             out.append({"decoded": event.all_fields, "at": event.offset})
         elif isinstance(event, Reply):
             out.append({"reply": event.frame, "fields": event.fields, "at": event.offset})
-        elif isinstance(event, Rejected):
+        elif isinstance(event, FrameRejected):
             out.append({"rejected": str(event.reason), "at": event.offset})
         else:  # pragma: no cover - the decoder's invariant
             raise AssertionError(f"not an event: {event!r}")
@@ -111,7 +111,7 @@ def _normalize(events: list[Event]) -> list[dict[str, Any]]:
 
 
 def _check_accounting(events: list[Event], decoder: StreamDecoder, total: int) -> None:
-    """Every byte is in one Decoded.raw or Reply.raw, one Skipped, or starts one Rejected."""
+    """Every byte is in one Decoded.raw or Reply.raw, one Skipped, or starts one FrameRejected."""
     covered = 0
     for event in events:
         assert event.offset == covered, f"{event!r} does not start where the last one ended"
@@ -125,7 +125,7 @@ def _check_accounting(events: list[Event], decoder: StreamDecoder, total: int) -
     stats = decoder.stats
     assert stats.frames_ok == sum(isinstance(e, Decoded) for e in events)
     assert stats.replies == sum(isinstance(e, Reply) for e in events)
-    assert stats.frames_rejected == sum(isinstance(e, Rejected) for e in events)
+    assert stats.frames_rejected == sum(isinstance(e, FrameRejected) for e in events)
     assert stats.bytes_skipped == sum(e.count for e in events if isinstance(e, Skipped))
 
 

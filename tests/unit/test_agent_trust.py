@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from cityedge.uplink import Ack, Batch, SeqRanges, decode_batch
+from cityedge.uplink import Ack, Batch, Reading, SeqRanges, decode_batch
 from edge_agent.agent import Agent
 from edge_agent.config import (
     AGENT_SENSOR,
@@ -27,7 +27,6 @@ from edge_agent.config import (
     UplinkConfig,
 )
 from edge_agent.outbox import Outbox
-from edge_agent.readings import Reading
 from edge_agent.timebase import MAX_TIME_STEP_NS, TIME_FLOOR_NS
 
 GW = "gw-trust-1"

@@ -23,10 +23,10 @@ from edge_agent.decoding import (
     Decoded,
     DecodingError,
     FrameDecoder,
+    FrameRejected,
     LocalProtocolError,
     Profile,
     Reason,
-    Rejected,
     Skipped,
     load_profile,
     parse_profile,
@@ -174,7 +174,7 @@ def test_sds011_datasheet_frame() -> None:
 
 def test_sds011_wrong_tail_byte_is_missing_end() -> None:
     events = feed(SDS011, SDS011_EXAMPLE[:-1] + b"\xac")
-    assert isinstance(events[0], Rejected)
+    assert isinstance(events[0], FrameRejected)
     assert events[0].reason == Reason.MISSING_END
     assert events[0].detail == "expected ab, got ac"
     assert events[1:] == [Skipped(1, 9)]
@@ -187,7 +187,7 @@ def test_shdlc_frame_is_unstuffed_before_checking() -> None:
 
 def test_shdlc_invalid_escape_is_rejected() -> None:
     events = feed(SHDLC, bytes.fromhex("7E 00 03 00 02 7D 00 7D 31 6B 7E"))
-    assert isinstance(events[0], Rejected)
+    assert isinstance(events[0], FrameRejected)
     assert events[0].reason == Reason.BAD_ESCAPE
     assert events[0].raw == bytes.fromhex("7E 00 03 00 02 7D 00")
 
@@ -200,7 +200,7 @@ def test_modbus_response_with_crc() -> None:
 
 def test_modbus_crc_byte_swapped_is_rejected() -> None:
     events = feed(MODBUS, MODBUS_RESPONSE[:-2] + MODBUS_RESPONSE[:-3:-1])
-    assert isinstance(events[0], Rejected)
+    assert isinstance(events[0], FrameRejected)
     assert events[0].reason == Reason.BAD_CHECKSUM
     assert events[0].detail == "crc16_modbus computed 0xAD49, frame says 0x49AD"
 
@@ -216,7 +216,7 @@ def test_scaled_signed_and_float_fields() -> None:
 def test_nan_is_never_decoded() -> None:
     body = b"\xfa" + bytes.fromhex("7F C0 00 00") + b"\x00\x00"
     events = feed(FLOATS, body + bytes([sum(body) & 0xFF]))
-    assert isinstance(events[0], Rejected)
+    assert isinstance(events[0], FrameRejected)
     assert events[0].reason == Reason.OUT_OF_RANGE
     assert "not a finite number" in events[0].detail
 
@@ -224,7 +224,7 @@ def test_nan_is_never_decoded() -> None:
 def test_out_of_range_names_the_field() -> None:
     frame = encode_frame(FLOATS, {"offset_c": 85.1})
     [rejected, *_] = feed(FLOATS, frame)
-    assert isinstance(rejected, Rejected)
+    assert isinstance(rejected, FrameRejected)
     assert rejected.detail == "offset_c = 85.1 outside valid [-40, 85]"
 
 
@@ -297,7 +297,7 @@ def test_buffer_is_bounded_by_one_frame_plus_one_read() -> None:
     decoder.receive_data(b"\x00" * 500)  # one read of any size is accepted
     with pytest.raises(LocalProtocolError, match="until NEED_DATA"):
         decoder.receive_data(b"\x00")  # a second one is not, until drained
-    assert [type(e) for e in decoder.events()] == [Rejected, Skipped]
+    assert [type(e) for e in decoder.events()] == [FrameRejected, Skipped]
     decoder.receive_data(frame)
     assert [type(e) for e in decoder.events()] == [Decoded]
 
@@ -306,7 +306,7 @@ def test_bad_length_is_decided_without_waiting_for_the_frame() -> None:
     decoder = FrameDecoder(PMS5003)
     decoder.receive_data(bytes.fromhex("42 4D FF FF"))
     event = decoder.next_event()
-    assert isinstance(event, Rejected)
+    assert isinstance(event, FrameRejected)
     assert event.reason == Reason.BAD_LENGTH
     # the data frame (32) and the 8-byte answer to a command are the only lengths
     assert event.detail == "length field gives 65539 bytes, expected 8, 32"
@@ -324,7 +324,7 @@ def test_offsets_are_absolute_across_reads_and_stats_count() -> None:
     assert offsets == [
         ("Skipped", 0),
         ("Decoded", 2),
-        ("Rejected", 34),
+        ("FrameRejected", 34),
         ("Skipped", 35),
         ("Decoded", 66),
     ]
@@ -343,7 +343,7 @@ def test_events_are_frozen_slotted_and_validated() -> None:
     with pytest.raises(LocalProtocolError):
         Skipped(0, 0)
     with pytest.raises(LocalProtocolError):
-        Rejected(0, Reason.BAD_CHECKSUM, b"")
+        FrameRejected(0, Reason.BAD_CHECKSUM, b"")
     with pytest.raises(LocalProtocolError):
         Decoded("m", {}, -1, b"x")
 

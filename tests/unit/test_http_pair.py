@@ -119,7 +119,7 @@ def test_a_slow_database_pauses_the_gateway_for_retry_after() -> None:
             ack = await transport.next_ack()
             assert ack.batch_id == 2
             assert ack.seqs == SeqRanges(((1, 5),))
-            assert sorted(int(p.fields["seq"]) for p in writer.written) == [1, 2, 3, 4, 5]
+            assert sorted(p.identity.seq for p in writer.written if p.identity) == [1, 2, 3, 4, 5]
 
     run(main())
 

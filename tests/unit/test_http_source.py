@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from cityedge import yamlconfig
-from cityedge.uplink import Ack, Batch, SeqRanges, WireReading, decode_ack, encode_batch
+from cityedge.uplink import Ack, Batch, Reading, SeqRanges, decode_ack, encode_batch
 from collector.delivery import WritePipeline
 from collector.lineprotocol import Point
 from collector.sources.http import HttpSource, HttpSourceConfig
@@ -70,7 +70,7 @@ def batch(first: int = 1, n: int = 3, gateway: str = "gw-1", batch_id: int = 1) 
         site={"district": "마포구", "site": "망원동", "kind": "bus_stop"},
         sensors={"pm-1": {"model": "pms5003"}},
         readings=tuple(
-            WireReading(s, "pm-1", "particulate", T0 + s, "b00t", s, {"pm2_5_ugm3": s})
+            Reading("pm-1", "particulate", {"pm2_5_ugm3": s}, T0 + s, "b00t", s, seq=s)
             for s in range(first, first + n)
         ),
     )
@@ -140,7 +140,7 @@ def with_rig(**config: Any) -> Callable[[Callable[[Rig], Awaitable[None]]], Call
 
 
 def seqs_written(writer: GatedWriter) -> list[int]:
-    return sorted(int(p.fields["seq"]) for p in writer.written)
+    return sorted(p.identity.seq for p in writer.written if p.identity)
 
 
 # -- the ack ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ from collector.ingest import (
     Refused,
     ingest,
 )
-from collector.lineprotocol import encode, format_point
+from collector.lineprotocol import Identity, encode, format_point
 
 EPOCH = "feedc0de12345678"
 T0 = 1_700_000_000_000_000_000
@@ -92,8 +92,9 @@ def test_seq_and_epoch_are_fields_never_tags() -> None:
     for i, p in enumerate(accepted(payload()).points, start=1):
         assert "seq" not in p.tags
         assert "epoch" not in p.tags
-        assert p.fields["seq"] == i
-        assert p.fields["epoch"] == EPOCH
+        assert "seq" not in p.fields  # beside the fields, written as fields
+        assert p.identity == Identity(i, EPOCH)
+        assert f',seq={i}i,epoch="{EPOCH}" ' in p.line()
 
 
 def test_reading_fields_are_kept() -> None:
@@ -193,7 +194,7 @@ def test_refused_for_broken_envelopes(data: bytes, topic: str | None, reason: st
 def test_bad_reading_becomes_a_dead_letter_and_is_acked() -> None:
     bad = reading(2, m="1bad")
     out = accepted(payload(readings=[reading(1), bad, reading(3)]))
-    assert [p.fields["seq"] for p in out.points] == [1, 3]
+    assert [p.identity.seq for p in out.points if p.identity] == [1, 3]
     (dl,) = out.dead_letters
     assert dl.measurement == DEADLETTER_MEASUREMENT
     assert dict(dl.tags) == {"gateway": "gw-1", "reason": "bad_measurement", "sensor": "pm-1",

@@ -6,15 +6,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cityedge.uplink import FieldValue
 from collector.lineprotocol import (
-    FieldValue,
+    Identity,
     LineProtocolError,
     Point,
     check,
     encode,
     format_point,
+    identity_of,
     safe_string,
     safe_tag,
+    with_identity,
 )
 
 
@@ -275,3 +278,19 @@ def test_safe_string_always_encodes(text: str, limit: int) -> None:
 def test_safe_string_says_how_much_was_cut() -> None:
     assert safe_string("x" * 10, 4) == "xxxx...(+6 chars)"
     assert safe_string("\udc80", 10) == "\\udc80"
+
+
+def test_identity_is_written_as_the_same_fields_after_the_readings_own() -> None:
+    tags = {"gateway": "gw-1", "sensor": "pm-1"}
+    fields: dict[str, FieldValue] = {"pm2_5_ugm3": 12, "time_corrected": True}
+    beside = Point("particulate", tags, fields, 5, Identity(7, 'ab"c'))
+    inside = Point("particulate", tags, {**fields, "seq": 7, "epoch": 'ab"c'}, 5)
+    assert beside.line() == inside.line()
+    assert "seq" not in beside.fields
+    assert identity_of(beside) == identity_of(inside) == Identity(7, 'ab"c')
+
+
+def test_identity_read_back_as_fields_goes_beside_the_point() -> None:
+    read_back = Point("particulate", {}, {"v": 1, "seq": 7, "epoch": "00ab"}, 5)
+    assert with_identity(read_back) == Point("particulate", {}, {"v": 1}, 5, Identity(7, "00ab"))
+    assert identity_of(Point("m", {}, {"seq": True, "epoch": "00ab"}, 5)) is None

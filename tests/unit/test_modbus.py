@@ -8,10 +8,10 @@ import pytest
 
 from edge_agent.decoding import (
     Decoded,
+    FrameRejected,
     LocalProtocolError,
     ProfileError,
     Reason,
-    Rejected,
     Reply,
     Skipped,
     parse_profile,
@@ -77,13 +77,13 @@ def test_answer_one_byte_at_a_time_behind_garbage() -> None:
 def test_crc_byte_swapped_is_rejected_and_a_good_answer_behind_it_is_kept() -> None:
     swapped = ANSWER[:-2] + ANSWER[:-3:-1]
     events = feed(ModbusDecoder(SIMPLY), swapped + ANSWER)
-    assert isinstance(events[0], Rejected) and events[0].reason == Reason.BAD_CHECKSUM
+    assert isinstance(events[0], FrameRejected) and events[0].reason == Reason.BAD_CHECKSUM
     assert isinstance(events[-1], Decoded) and events[-1].offset == len(swapped)
 
 
 def test_exception_response_names_the_exception() -> None:
     [rejected, skipped] = feed(ModbusDecoder(SIMPLY), rtu("11 83 02"))
-    assert isinstance(rejected, Rejected) and rejected.reason == Reason.MODBUS_EXCEPTION
+    assert isinstance(rejected, FrameRejected) and rejected.reason == Reason.MODBUS_EXCEPTION
     assert rejected.detail == "function 3: exception 2 (illegal data address)"
     assert skipped == Skipped(1, 4)
 
@@ -105,12 +105,12 @@ def test_wrong_byte_count_is_decided_before_waiting() -> None:
     decoder = ModbusDecoder(SIMPLY)
     decoder.receive_data(bytes.fromhex("11 03 F0"))  # 240 bytes would follow; we read 6
     event = decoder.next_event()
-    assert isinstance(event, Rejected) and event.reason == Reason.BAD_LENGTH
+    assert isinstance(event, FrameRejected) and event.reason == Reason.BAD_LENGTH
 
 
 def test_truncated_answer_at_end_of_stream() -> None:
     events = feed(ModbusDecoder(SIMPLY), ANSWER[:6])
-    assert isinstance(events[0], Rejected) and events[0].reason == Reason.TRUNCATED
+    assert isinstance(events[0], FrameRejected) and events[0].reason == Reason.TRUNCATED
 
 
 WORD_SWAPPED = parse_profile(

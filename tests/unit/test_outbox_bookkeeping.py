@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cityedge.uplink import SeqRanges
+from cityedge.uplink import Reading, SeqRanges
 from edge_agent.outbox.bookkeeping import (
     DROPS_MEASUREMENT,
     DurableMark,
@@ -23,7 +23,6 @@ from edge_agent.outbox.bookkeeping import (
     gaps_of,
     merged,
 )
-from edge_agent.readings import Reading
 
 
 def spared(h: HandOuts, upto: int = 100) -> set[int]:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from cityedge.uplink import Reading
 from edge_agent.outbox import Outbox
 from edge_agent.outbox.space import StoreFailed
 from edge_agent.outbox.store import DROPS_MEASUREMENT
-from edge_agent.readings import Reading
 
 
 def rd(i: int, sensor: str = "pm-1", measurement: str = "particulate") -> Reading:

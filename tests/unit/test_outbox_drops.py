@@ -5,9 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from cityedge.uplink import SeqRanges
+from cityedge.uplink import Reading, SeqRanges
 from edge_agent.outbox.store import DROPS_MEASUREMENT, DropPolicy, Outbox
-from edge_agent.readings import Reading
 
 
 def reading(i: int, sensor: str = "pm-1", measurement: str = "particulate") -> Reading:

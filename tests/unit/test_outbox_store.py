@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from cityedge.uplink import SeqRanges, WireReading
+from cityedge.uplink import FieldValue, Reading, SeqRanges
 from cityedge.uplink.timing import BootTime
 from edge_agent.outbox import Depth, Outbox
-from edge_agent.readings import FieldValue, Reading
 from edge_agent.timebase import Timebase
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,8 +129,8 @@ def test_readings_come_back_as_stored(path: Path) -> None:
         ]
     )
     assert box.fetch_after(0, 2, 10) == [
-        WireReading(1, "pm-1", "particulate", 1_700, "b00t", 77, {"pm2_5_ugm3": 12, "ratio": 0.5}),
-        WireReading(2, "th-1", "climate", 1_701, "b00t", 78, {"ok": True, "note": '마포 "구" \\'}),
+        Reading("pm-1", "particulate", {"pm2_5_ugm3": 12, "ratio": 0.5}, 1_700, "b00t", 77, seq=1),
+        Reading("th-1", "climate", {"ok": True, "note": '마포 "구" \\'}, 1_701, "b00t", 78, seq=2),
     ]
     box.close()
 
@@ -252,7 +251,7 @@ def test_close_syncs(path: Path) -> None:
 CHILD = """
 import sys
 from edge_agent.outbox import Outbox
-from edge_agent.readings import Reading
+from cityedge.uplink import Reading
 
 box = Outbox(sys.argv[1])
 print("ready", flush=True)

@@ -20,8 +20,8 @@ from cityedge.uplink import (
     Ack,
     Batch,
     PayloadError,
+    Reading,
     SeqRanges,
-    WireReading,
     decode_ack,
     decode_batch,
     encode_ack,
@@ -89,8 +89,8 @@ def make_batch(**over: Any) -> Batch:
         "site": {"district": "강남구", "site": "역삼동", "kind": "dust_zone"},
         "sensors": {"pm-1": {"model": "pms5003", "floor": "3층"}},
         "readings": (
-            WireReading(1, "pm-1", "particulate", 10, "b00t", 1, {"pm2_5_ugm3": 12}),
-            WireReading(2, "pm-1", "particulate", 11, "b00t", 2, {"note": '먼지 "많음" \\'}),
+            Reading("pm-1", "particulate", {"pm2_5_ugm3": 12}, 10, "b00t", 1, seq=1),
+            Reading("pm-1", "particulate", {"note": '먼지 "많음" \\'}, 11, "b00t", 2, seq=2),
         ),
     }
     b.update(over)
@@ -125,8 +125,8 @@ def test_decode_valid_document() -> None:
     assert b.site["site"] == "망원동 1번 정류장"
     assert b.sensors["pm-1"]["mount"] == "지붕"
     assert [r.seq for r in b.readings] == [1, 2, 3]
-    assert b.readings[2] == WireReading(
-        3, "th-1", "climate", 1_700_000_000_000_000_003, "b00t", 1003, {"t_c": 3.5}
+    assert b.readings[2] == Reading(
+        "th-1", "climate", {"t_c": 3.5}, 1_700_000_000_000_000_003, "b00t", 1003, seq=3
     )
     assert b.rejected == ()
     assert b.all_seqs() == SeqRanges.of([1, 2, 3])
@@ -172,7 +172,7 @@ def batches(draw: st.DrawFn) -> Batch:
     }
     seqs = draw(st.lists(st.integers(1, 10**12), min_size=1, max_size=8, unique=True))
     readings = tuple(
-        WireReading(
+        Reading(
             seq=seq,
             sensor=draw(st.sampled_from(sensor_ids)),
             measurement=draw(names),

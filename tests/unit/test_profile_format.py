@@ -18,9 +18,9 @@ from edge_agent import decode_cmd
 from edge_agent.decoding import (
     Decoded,
     FrameDecoder,
+    FrameRejected,
     ProfileError,
     Reason,
-    Rejected,
     Reply,
     load_profile,
     load_profiles,
@@ -170,7 +170,7 @@ def test_csv_lines_by_column_with_a_unit_suffix() -> None:
     events = list(decoder.events())
     assert isinstance(events[0], Decoded) and events[0].fields == {"temperature_c": 21.5,
                                                                    "humidity_pct": 45.0}
-    reasons = [e.reason for e in events if isinstance(e, Rejected)]
+    reasons = [e.reason for e in events if isinstance(e, FrameRejected)]
     # no % after 45; "1e3" is not how the device writes a number; no end within 40 bytes
     assert reasons == [Reason.BAD_VALUE, Reason.BAD_VALUE, Reason.BAD_LENGTH]
 

@@ -9,11 +9,11 @@ import os
 import tty
 from pathlib import Path
 
+from cityedge.uplink import Reading
 from edge_agent.clock import Clock
 from edge_agent.codec import make_decoder
 from edge_agent.config import SensorConfig
 from edge_agent.decoding import load_profile
-from edge_agent.readings import Reading
 from edge_agent.serial_port import SensorPort, decoder_counters
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,8 +18,8 @@ import pytest
 from collector import delivery
 from collector.delivery import WriteFailed, WritePipeline
 from collector.ingest import DEADLETTER_MEASUREMENT, Accepted, ingest
-from collector.lineprotocol import Point, check, encode, format_point
-from collector.writers import Rejected, Retryable, Throttled, TooLarge, WriteError
+from collector.lineprotocol import Point, check, encode, format_point, identity_of
+from collector.writers import DeliveryRejected, Retryable, Throttled, TooLarge, WriteError
 from collector.writers.errors import PartialWrite, Refusal, RefusalKind
 
 EPOCH = "0011223344556677"
@@ -65,7 +65,8 @@ class FakeWriter:
             raise TooLarge(f"HTTP 413: {len(points)} points")
         bad = [p for p in points if self.refuse(p)]
         if bad:
-            raise Rejected(f'HTTP 400: {{"error":"partial write: bad point {bad[0].fields}"}}')
+            raise DeliveryRejected(
+                f'HTTP 400: {{"error":"partial write: bad point {bad[0].fields}"}}')
         self.written.extend(points)
         self.ok_calls.append(list(points))
 
@@ -112,8 +113,14 @@ async def drain(pipeline: WritePipeline, task: asyncio.Task[None]) -> None:
     await task
 
 
+def seq_of(p: Point) -> int | None:
+    """A reading's seq (beside its point) or a dead letter's (in its fields)."""
+    identity = identity_of(p)
+    return None if identity is None else identity.seq
+
+
 def seqs_of(points: Sequence[Point], measurement: str = "particulate") -> list[int]:
-    return sorted(int(p.fields["seq"]) for p in points if p.measurement == measurement)
+    return sorted(s for p in points if p.measurement == measurement and (s := seq_of(p)))
 
 
 def test_future_resolves_only_after_the_write_succeeds() -> None:
@@ -195,7 +202,7 @@ def test_throttled_waits_retry_after_not_the_backoff() -> None:
 def test_rejected_point_is_isolated_and_dead_lettered() -> None:
     async def main() -> None:
         def is_bad(p: Point) -> bool:
-            return p.measurement == "particulate" and p.fields["seq"] == 11
+            return p.measurement == "particulate" and seq_of(p) == 11
 
         writer = FakeWriter(refuse=is_bad)
         pipeline = WritePipeline(writer, max_points=100, linger=0, retry=FAST)
@@ -241,7 +248,7 @@ def test_two_rejected_points_in_one_write() -> None:
 
 def test_a_refused_dead_letter_is_not_written_not_acked() -> None:
     async def main() -> None:
-        writer = FakeWriter(refuse=lambda p: p.fields.get("seq") == 3)  # its dead letter too
+        writer = FakeWriter(refuse=lambda p: seq_of(p) == 3)  # its dead letter too
         pipeline = WritePipeline(writer, linger=0, retry=FAST)
         task = asyncio.create_task(pipeline.run())
         # The point was refused and its dead letter too, for a reason other than the
@@ -367,7 +374,7 @@ def test_past_the_request_budget_the_unsettled_batches_are_not_written() -> None
 
 def test_refused_points_log_a_few_lines_not_one_each(caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
-        writer = FakeWriter(refuse=lambda p: p.fields.get("seq", 0) % 8 == 0
+        writer = FakeWriter(refuse=lambda p: seq_of(p) % 8 == 0
                             and p.measurement == "particulate")
         pipeline = WritePipeline(writer, linger=0, retry=FAST)
         await pipeline.write_durably(batch(1, 40).points)
@@ -532,7 +539,7 @@ class Exploding(FakeWriter):
     """Fails in a way no retry mends, for one batch's points only."""
 
     async def write(self, points: Sequence[Point]) -> None:
-        if any(p.fields.get("seq") == 666 for p in points):
+        if any(seq_of(p) == 666 for p in points):
             raise RuntimeError("a bug in the writer")
         await super().write(points)
 

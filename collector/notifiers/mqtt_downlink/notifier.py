@@ -35,7 +35,7 @@ from cityedge.uplink import Topics
 from cityedge.uplink.downlink import DownlinkError, decode_ack, encode_display
 from cityedge.uplink.text import brief
 from cityedge.uplink.topics import DEFAULT_PREFIX
-from collector.alerts.errors import Rejected, Retryable
+from collector.alerts.errors import DeliveryRejected, Retryable
 from collector.alerts.events import AlertEvent
 from collector.notifiers.base import NotifierContext, register
 from collector.notifiers.mqtt_downlink.message import display_for
@@ -121,7 +121,8 @@ class DownlinkNotifier:
         assert self.client is not None, "start() first"
         targets = self.targets_for(event)
         if targets is None:
-            raise Rejected(f"alert scope {dict(event.scope)} lacks {self.config.same}")
+            raise DeliveryRejected(
+                f"alert scope {dict(event.scope)} lacks {self.config.same}")
         if not targets:
             self.counts["no_targets"] += 1
             return

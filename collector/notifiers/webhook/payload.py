@@ -16,7 +16,7 @@ import json
 
 from cityedge import http_outcome
 from cityedge.http_outcome import Kind
-from collector.alerts.errors import NotifyError, Rejected, Retryable, Throttled
+from collector.alerts.errors import DeliveryRejected, NotifyError, Retryable, Throttled
 from collector.alerts.events import AlertEvent
 
 BODY_VERSION = 1
@@ -71,4 +71,4 @@ def classify(status: int, text: str, retry_after_header: str | None,
         return Throttled(message, THROTTLED_DEFAULT_S if wait is None else wait)
     if outcome.kind is Kind.TRANSIENT:
         return Retryable(message)
-    return Rejected(message)
+    return DeliveryRejected(message)

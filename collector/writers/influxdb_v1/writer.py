@@ -19,7 +19,7 @@ from cityedge import yamlconfig
 from cityedge.redact import redact_text
 from collector import lineprotocol
 from collector.lineprotocol import Point
-from collector.writers.errors import PartialWrite, Rejected, Retryable, classify
+from collector.writers.errors import DeliveryRejected, PartialWrite, Retryable, classify
 from collector.writers.influxdb_v1.refusal import parse_refusal
 
 
@@ -110,7 +110,7 @@ class InfluxV1Writer:
             # create it; the write is retried (404 is retryable).
             with contextlib.suppress(Retryable):
                 await self.query(f'CREATE DATABASE "{self.config.database}"', post=True)
-        if isinstance(error, Rejected):
+        if isinstance(error, DeliveryRejected):
             # A partial write: what InfluxDB says it refused (the rest is written).
             raise PartialWrite(str(error), parse_refusal(text))
         raise error

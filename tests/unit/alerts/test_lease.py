@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from cityedge.mqtt import Message
 from cityedge.uplink import Topics
+from cityedge.uplink.topics import DEFAULT_PREFIX
 from cityedge.yamlconfig import ConfigError
 from collector.alerts import UsageError
 from collector.alerts.election import (
@@ -760,11 +761,11 @@ def test_the_lease_setting_reads_the_old_booleans_and_mqtt_needs_a_broker(
 
 
 def test_lease_topics_are_never_taken_for_gateway_topics() -> None:
-    t = Topics("cityedge/v1")
-    assert t.alert_lease("c-1") == "cityedge/v1/collectors/alerts/lease/c-1"
+    t = Topics(DEFAULT_PREFIX)
+    assert t.alert_lease("c-1") == f"{DEFAULT_PREFIX}/collectors/alerts/lease/c-1"
     assert t.alert_lease_holder(t.alert_lease("c-1")) == "c-1"
-    for topic in (t.alert_state(), "cityedge/v1/collectors/alerts/lease/",
-                  "cityedge/v1/collectors/alerts/lease/a/b", t.up("c-1")):
+    for topic in (t.alert_state(), f"{DEFAULT_PREFIX}/collectors/alerts/lease/",
+                  f"{DEFAULT_PREFIX}/collectors/alerts/lease/a/b", t.up("c-1")):
         assert t.alert_lease_holder(topic) is None
     assert t.gateway_of(t.alert_lease("c-1")) is None and t.gateway_of(t.alert_state()) is None
     for bad in ("", "a/b", "c+", "#"):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cityedge.yamlconfig import ConfigError
-from collector.alerts import AlertEvent, Rejected, Retryable, Throttled
+from collector.alerts import AlertEvent, DeliveryRejected, Retryable, Throttled
 from collector.alerts.cli import main as cli
 from collector.alerts.config import LoadedAlerts
 from collector.alerts.runner import AlertRunner
@@ -50,7 +50,7 @@ class Capture:
         if action == "throttle":
             raise Throttled("429", 0.01)
         if action == "reject":
-            raise Rejected("HTTP 400: bad")
+            raise DeliveryRejected("HTTP 400: bad")
         self.sent.append(event)
 
     async def close(self) -> None:

@@ -9,15 +9,18 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from cityedge.atomic import atomic_write
 from cityedge.mqtt import Message
-from cityedge.uplink import Batch, WireReading, encode_batch
+from cityedge.uplink import Batch, Reading, Topics, encode_batch
+from cityedge.uplink.status import decode_status, encode_status
+from cityedge.uplink.topics import DEFAULT_PREFIX
 from collector.alerts import UsageError
 from collector.alerts.lease import FileLease
-from collector.alerts.mqtt_feed import MqttFeed, parse_status
+from collector.alerts.mqtt_feed import MqttFeed
 from collector.alerts.store import StateStore
 from collector.config import MqttSourceConfig
 from collector.lineprotocol import Point
@@ -110,27 +113,31 @@ class Sink:
         self.status.append((gateway, state, now_ns))
 
 
+T = Topics()
+
+
 def message(topic: str, payload: bytes) -> Message:
     return Message(topic, payload, 1, False, 1, 1)
 
 
 def test_status_and_observed_uplinks_reach_the_runner() -> None:
-    config = MqttSourceConfig(topic_prefix="cityedge/v1")
+    config = MqttSourceConfig(topic_prefix=DEFAULT_PREFIX)
     sink = Sink()
     feed = MqttFeed(config, sink, status=True, observe_uplinks=True, clock=lambda: 42)
-    assert feed.subscriptions == [("cityedge/v1/+/status", 1), ("cityedge/v1/+/up", 1)]
-    feed.handle(message("cityedge/v1/gw-1/status", b'{"gateway": "gw-1", "state": "offline"}'))
-    feed.handle(message("cityedge/v1/gw-1/status", b'{"gateway": "gw-2", "state": "offline"}'))
-    feed.handle(message("cityedge/v1/gw-1/status", b""))  # a retained will being cleared
+    assert feed.subscriptions == [(T.status_subscription(), 1), (T.up_subscription(None), 1)]
+    feed.handle(message(T.status("gw-1"), b'{"gateway": "gw-1", "state": "offline"}'))
+    feed.handle(message(T.status("gw-1"), b'{"gateway": "gw-2", "state": "offline"}'))
+    feed.handle(message(T.status("gw-1"), b""))  # a retained will being cleared
     batch = Batch("gw-1", "00ab00ab", 1, 10, True, "b00", 5,
                   {"district": "강남구", "kind": "dust_zone"}, {"pm-1": {"model": "pms5003"}},
-                  (WireReading(7, "pm-1", "particulate", 10**18, "b00", 5, {"pm10_ugm3": 30}),))
-    feed.handle(message("cityedge/v1/gw-1/up", encode_batch(batch)))
-    feed.handle(message("cityedge/v1/gw-1/up", b"garbage"))
+                  (Reading("pm-1", "particulate", {"pm10_ugm3": 30}, 10**18, "b00", 5, seq=7),))
+    feed.handle(message(T.up("gw-1"), encode_batch(batch)))
+    feed.handle(message(T.up("gw-1"), b"garbage"))
     feed.handle(message("elsewhere/gw-1/up", b"{}"))
     assert sink.status == [("gw-1", "offline", 42)]
     [point] = sink.points
-    assert (point.tags["district"], point.fields["pm10_ugm3"], point.fields["seq"]) == (
+    assert point.identity is not None
+    assert (point.tags["district"], point.fields["pm10_ugm3"], point.identity.seq) == (
         "강남구", 30, 7)
     assert dict(feed.ignored) == {"bad_status": 2, "refused_batch": 1, "foreign_topic": 1}
 
@@ -139,4 +146,10 @@ def test_status_and_observed_uplinks_reach_the_runner() -> None:
     (b'{"gateway": "g", "state": "online"}', "online"),
     (b'{"gateway": "g", "state": "asleep"}', None), (b"[]", None), (b"{", None)])
 def test_parse_status(payload: bytes, state: str | None) -> None:
-    assert parse_status(payload, "g") == state
+    assert decode_status(payload, "g") == state
+
+
+@pytest.mark.parametrize("state", ["online", "offline"])
+def test_a_gateways_status_message_reads_back(state: Literal["online", "offline"]) -> None:
+    assert decode_status(encode_status("gw-1", state), "gw-1") == state
+    assert decode_status(encode_status("gw-1", state), "gw-2") is None

@@ -15,7 +15,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from collector.alerts import AlertEvent, Engine, Status
-from collector.lineprotocol import Point
+from collector.lineprotocol import Identity, Point
 
 SEOUL = ZoneInfo("Asia/Seoul")
 S = 1_000_000_000
@@ -61,8 +61,8 @@ class R:
         tags = {"district": self.district, "site": self.site, "site_kind": self.site_kind,
                 "gateway": self.gateway, "sensor": self.sensor, "model": self.model, **self.extra}
         seq = self.seq if self.seq is not None else next(_seq)
-        return Point(self.measurement, tags, {**self.fields, "seq": seq, "epoch": self.epoch},
-                     self.t)
+        return Point(self.measurement, tags, dict(self.fields), self.t,
+                     Identity(seq, self.epoch))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from collector.alerts import AlertEvent, Rejected, Retryable, Throttled
+from collector.alerts import AlertEvent, DeliveryRejected, Retryable, Throttled
 from collector.notifiers import NotifierContext
 from collector.notifiers.webhook import WebhookConfig, WebhookNotifier, body, classify, sign, verify
 
@@ -46,8 +46,8 @@ def test_signature_round_trip_and_refusals() -> None:
 
 @pytest.mark.parametrize(("status", "retry_after", "kind", "wait"), [
     (200, None, None, None), (204, None, None, None),
-    (400, None, Rejected, None), (401, None, Rejected, None), (404, None, Rejected, None),
-    (422, None, Rejected, None),
+    (400, None, DeliveryRejected, None), (401, None, DeliveryRejected, None),
+    (404, None, DeliveryRejected, None), (422, None, DeliveryRejected, None),
     (408, None, Throttled, 5.0), (429, "2", Throttled, 2.0), (503, "7.5", Throttled, 7.5),
     (429, "Wed, 21 Oct 2015 07:28:00 GMT", Throttled, 5.0), (429, "99999", Throttled, 600.0),
     (500, None, Retryable, None), (502, None, Retryable, None),
@@ -127,7 +127,7 @@ def test_posts_signed_json() -> None:
 
 
 @pytest.mark.parametrize(("status", "headers", "kind"), [
-    (429, {"Retry-After": "3"}, Throttled), (500, {}, Retryable), (400, {}, Rejected)])
+    (429, {"Retry-After": "3"}, Throttled), (500, {}, Retryable), (400, {}, DeliveryRejected)])
 def test_failures_are_classified(status: int, headers: dict[str, str], kind: type) -> None:
     async def scenario() -> None:
         async with Server(status, headers) as server:
