@@ -24,6 +24,7 @@ from typing import Any
 from cityedge.lifecycle import ExitSignals
 from cityedge.logthrottle import LogThrottle
 from cityedge.uplink import Batch, Reading, SeqRanges, encode_batch
+from cityedge.uplink.payload import MAX_PAYLOAD_BYTES
 from cityedge.uplink.seal import derive_key
 from edge_agent.anchoring import TimeAnchoring
 from edge_agent.clock import Clock
@@ -108,6 +109,7 @@ class Agent:
         self._sync_failing = False
         self.acks_other_outbox = 0  # acks naming another gateway or epoch
         self._log = LogThrottle(log, level=logging.ERROR)  # failures that repeat
+        self.split_batches = 0  # batches sent in part: all of them over MAX_PAYLOAD_BYTES
         self.delete_failures = 0  # acked readings the outbox could not delete (resent)
         self.started_at = time.monotonic()
         self.health = Health(self)
@@ -204,7 +206,7 @@ class Agent:
             site={"district": site.district, "site": site.site, "kind": site.kind},
             sensors={k: v for k, v in self.sensors_meta.items() if k in used},
             readings=tuple(readings),
-                boots=self.anchoring.boots({r.boot for r in readings if not r.synced}),
+            boots=self.anchoring.boots({r.boot for r in readings if not r.synced}),
         )
 
     def _maybe_probe(self) -> None:
@@ -243,11 +245,24 @@ class Agent:
                 rows = await self.io_call(self.outbox.fetch_seqs, plan.seqs, plan.limit)
                 if not rows:
                     continue
-            batch = self._batch(rows)
-            seqs = SeqRanges.of(r.seq for r in rows)
-            if not self.transport.send(encode_batch(batch)):
+            batch, payload = self._fitting_batch(rows)
+            if len(batch.readings) < len(rows):
+                self.split_batches += 1
+                if isinstance(plan, Resend):  # the rest is due again; a SendNew reads on
+                    self.window.retry(SeqRanges.of(r.seq for r in rows[len(batch.readings):]))
+            if not self.transport.send(payload):
                 self.refused_sends += 1  # not even queued; the ack timeout brings it back
-            self.window.sent(batch.batch_id, seqs, time.monotonic(), plan)
+            self.window.sent(batch.batch_id, batch.all_seqs(), time.monotonic(), plan)
+
+    def _fitting_batch(self, rows: list[Reading]) -> tuple[Batch, bytes]:
+        """The batch of the first rows whose payload the collector takes (MAX_PAYLOAD_BYTES):
+        halved until it fits, so a batch_size of large readings is never refused for good."""
+        batch = self._batch(rows)
+        payload = encode_batch(batch)
+        while len(payload) > MAX_PAYLOAD_BYTES and len(batch.readings) > 1:
+            batch = self._batch(list(batch.readings[:len(batch.readings) // 2]))
+            payload = encode_batch(batch)
+        return batch, payload
 
     async def _ack_loop(self) -> None:
         """Apply each ack the transport verified (sealed, when a key is set): it deletes only

@@ -72,6 +72,7 @@ class Health:
             "in_flight_batches": a.window.in_flight,
             "resent_batches": a.window.resent_batches,
             "refused_sends": a.refused_sends,
+            "split_batches": a.split_batches,
             **a.display.health_fields(),
             **self._trust_fields(),
             "link_up": a.transport.ready(),

@@ -10,13 +10,15 @@ it answers a probe or batch in flight with a plausible time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from cityedge.uplink import Ack, Batch, Reading, SeqRanges, decode_batch
+from cityedge.uplink import Ack, Batch, Reading, SeqRanges, decode_batch, encode_batch
+from cityedge.uplink.payload import MAX_PAYLOAD_BYTES
 from edge_agent.agent import Agent
 from edge_agent.config import (
     AGENT_SENSOR,
@@ -165,5 +167,36 @@ def test_a_time_answer_anchors_only_a_probe_in_flight_with_a_plausible_time(
             anchor = agent.anchoring.timebase.current.anchor
             assert anchor is not None and anchor.source == "collector"
             assert abs(anchor.wall_ns - now) < 60 * S
+
+    asyncio.run(main())
+
+
+def test_a_batch_the_collector_would_refuse_as_too_large_is_sent_in_parts(
+        tmp_path: Path) -> None:
+    """batch_size readings may encode past MAX_PAYLOAD_BYTES (the collector refuses the
+    whole batch, for good): the agent sends the first ones that fit and the rest next."""
+    big = "x" * 1000
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    outbox.append([Reading(AGENT_SENSOR, "gateway_health", {"note": big, "i": i},
+                           time.time_ns(), "old", i) for i in range(6000)])
+    outbox.close()
+    cfg = config(tmp_path, True)
+    cfg = dataclasses.replace(cfg, uplink=dataclasses.replace(cfg.uplink, batch_size=5000))
+
+    async def main() -> None:
+        link = HandOver()
+        agent = Agent(cfg, tmp_path, transport=link)
+        task = asyncio.create_task(agent.serve())
+        try:
+            await until(lambda: sum(len(b.readings) for b in link.sent) >= 4000, "sent")
+            sizes = [len(encode_batch(b)) for b in link.sent if b.readings]
+            assert max(sizes) <= MAX_PAYLOAD_BYTES
+            sent = [r.seq for b in link.sent for r in b.readings]
+            assert sent == sorted(set(sent)) and sent[0] == 1  # in order, none twice
+            assert agent.split_batches >= 1
+            assert (await agent.health.gateway_reading()).fields["split_batches"] >= 1
+        finally:
+            agent.should_exit.set()
+            await asyncio.wait_for(task, 10)
 
     asyncio.run(main())
