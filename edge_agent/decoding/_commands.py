@@ -16,7 +16,6 @@ import yaml
 from edge_agent.decoding import _frames
 from edge_agent.decoding._nodes import At
 from edge_agent.decoding.profile import (
-    COMMAND_ROLES,
     ChecksumSpec,
     Command,
     CommandParam,
@@ -27,6 +26,7 @@ from edge_agent.decoding.profile import (
     Polling,
     Profile,
 )
+from edge_agent.decoding.vocabulary import COMMAND_ROLES
 
 _COMMANDS_KEYS = {
     "framing": "how the device frames what it is sent (same keys as the top-level framing)",

@@ -13,16 +13,14 @@ from edge_agent.decoding._nodes import At
 from edge_agent.decoding.checksums import CHECKSUMS
 from edge_agent.decoding.profile import (
     MAX_FRAME_BYTES,
-    UNITS,
-    VALUE_TYPES,
     ChecksumSpec,
     Escape,
     FieldSpec,
     FrameSpec,
     Framing,
     LengthField,
-    resolve,
 )
+from edge_agent.decoding.vocabulary import UNITS, VALUE_TYPES, resolve
 
 NAME = re.compile(r"[a-z][a-z0-9_]*")
 INTEGER_TYPES = {name: t for name, t in VALUE_TYPES.items() if not t.is_float and not t.is_bool}

@@ -47,8 +47,9 @@ from edge_agent.decoding.events import (
     Signal,
     Skipped,
 )
-from edge_agent.decoding.profile import Profile, resolve
+from edge_agent.decoding.profile import Profile
 from edge_agent.decoding.stream import StreamDecoder
+from edge_agent.decoding.vocabulary import resolve
 
 __all__ = ["FrameDecoder"]
 

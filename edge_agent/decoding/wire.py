@@ -9,7 +9,8 @@ use these, so the rules live in one place.
 from __future__ import annotations
 
 from edge_agent.decoding.errors import LocalProtocolError
-from edge_agent.decoding.profile import ChecksumSpec, Framing, resolve
+from edge_agent.decoding.profile import ChecksumSpec, Framing
+from edge_agent.decoding.vocabulary import resolve
 
 __all__ = ["seal", "unseal"]
 
