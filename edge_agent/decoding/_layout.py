@@ -12,7 +12,6 @@ from __future__ import annotations
 from edge_agent.decoding._frames import CHECKSUM_KEYS, FIELD_KEYS, FRAME_KEYS, FRAMING_KEYS
 from edge_agent.decoding._nodes import At
 from edge_agent.decoding.profile import ChecksumSpec, FrameSpec, Framing
-from edge_agent.decoding.vocabulary import resolve
 
 __all__ = ["check_layout", "settle_lengths"]
 
@@ -135,7 +134,7 @@ def _layout_problem(
             )
     stored = 0
     if checksum_spec is not None:
-        stored = resolve(checksum_spec.offset, length)
+        stored = checksum_spec.span(length)[2]
         regions.append(
             ("checksum", stored, stored + checksum_spec.type.size, ats["checksum.offset"])
         )
@@ -157,8 +156,7 @@ def _layout_problem(
     if frame.match is not None and frame.match[0] + len(frame.match[1]) > length:
         return ats["match"], f"expected the match bytes inside a {length}-byte frame"
     if checksum_spec is not None:
-        first = resolve(checksum_spec.start, length)
-        stop = resolve(checksum_spec.end, length)
+        first, stop, _ = checksum_spec.span(length)
         size = checksum_spec.type.size
         if not 0 <= first < stop <= length or (first < stored + size and stored < stop):
             return ats["checksum.start"], (

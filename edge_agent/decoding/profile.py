@@ -123,10 +123,15 @@ class Framing:
         markers = len(self.start) + len(self.end)
         return markers + 2 * (self.max_length - markers)
 
-    def accepts(self, total: int) -> bool:
+    @property
+    def allowed(self) -> frozenset[int] | range:
+        """Every total length a frame may have: the declared set, else min..max."""
         if self.lengths is not None:
-            return total in self.lengths
-        return self.min_length <= total <= self.max_length
+            return self.lengths
+        return range(self.min_length, self.max_length + 1)
+
+    def accepts(self, total: int) -> bool:
+        return total in self.allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,14 +144,13 @@ class ChecksumSpec:
     offset: int
     type: ValueType
 
-    def compute(self, frame: bytes) -> int:
-        length = len(frame)
-        return self.algorithm.compute(
-            frame[resolve(self.start, length) : resolve(self.end, length)]
-        )
+    def span(self, length: int) -> tuple[int, int, int]:
+        """In a ``length``-byte frame: the covered bytes [first, stop) and where it is stored."""
+        return resolve(self.start, length), resolve(self.end, length), resolve(self.offset, length)
 
-    def stored(self, frame: bytes) -> int:
-        return int(self.type.unpack(frame, resolve(self.offset, len(frame))))
+    def compute(self, frame: bytes) -> int:
+        first, stop, _ = self.span(len(frame))
+        return self.algorithm.compute(frame[first:stop])
 
 
 @dataclass(frozen=True, slots=True)
