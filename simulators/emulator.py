@@ -35,7 +35,7 @@ from edge_agent.decoding import (
     seal,
     unseal,
 )
-from edge_agent.decoding.profile import resolve
+from edge_agent.decoding.vocabulary import resolve
 from simulators.frames import encode_frame
 
 __all__ = ["Emission", "Emulator", "FrameEmulator"]

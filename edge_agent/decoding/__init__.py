@@ -1,7 +1,7 @@
 """Sans-IO frame decoding: firmware profiles in, readings and resync events out.
 
 The public face of the package; the modules behind it are small and named for
-their job (``events``, ``errors``, ``profile``, ``loader``, ``checksums``,
+their job (``events``, ``errors``, ``profile``, ``vocabulary``, ``loader``, ``checksums``,
 ``decoder``, ``stream``, ``wire``). Nothing here opens a port, reads a clock or starts a thread.
 
     profile = load_profile("firmware_profiles/pms5003.yaml")
@@ -27,10 +27,7 @@ from edge_agent.decoding.events import (
 )
 from edge_agent.decoding.loader import load_profile, load_profiles, parse_profile
 from edge_agent.decoding.profile import (
-    COMMAND_ROLES,
     MAX_FRAME_BYTES,
-    UNITS,
-    VALUE_TYPES,
     ChecksumSpec,
     Command,
     CommandParam,
@@ -44,9 +41,9 @@ from edge_agent.decoding.profile import (
     Polling,
     Profile,
     SerialSettings,
-    ValueType,
 )
 from edge_agent.decoding.stream import DecoderStats, StreamDecoder
+from edge_agent.decoding.vocabulary import COMMAND_ROLES, UNITS, VALUE_TYPES, ValueType
 from edge_agent.decoding.wire import seal, unseal
 from edge_agent.modbus.regmap import ModbusMap, ModbusRead
 

@@ -13,10 +13,9 @@ from types import MappingProxyType
 
 import yaml
 
-from edge_agent.decoding import _frames
+from edge_agent.decoding import _frames, _layout
 from edge_agent.decoding._nodes import At
 from edge_agent.decoding.profile import (
-    COMMAND_ROLES,
     ChecksumSpec,
     Command,
     CommandParam,
@@ -27,6 +26,7 @@ from edge_agent.decoding.profile import (
     Polling,
     Profile,
 )
+from edge_agent.decoding.vocabulary import COMMAND_ROLES
 
 _COMMANDS_KEYS = {
     "framing": "how the device frames what it is sent (same keys as the top-level framing)",
@@ -85,8 +85,8 @@ def commands(at: At, device: Profile, decode: Decode) -> Commands:
         framing = _frames.framing(keys["framing"])
         checksum = _frames.checksum(keys["checksum"]) if "checksum" in keys else None
         whole = FrameSpec("command", "reply", None, None, "binary", ())
-        framing = _frames.settle_lengths(keys["framing"], framing, (whole,), [keys["framing"]])
-        framing = _frames.check_layout(
+        framing = _layout.settle_lengths(keys["framing"], framing, (whole,), [keys["framing"]])
+        framing = _layout.check_layout(
             keys["framing"], framing, checksum, keys.get("checksum"),
             frames=(whole,), frame_ats=[keys["framing"]], fields_path="frames",
         )

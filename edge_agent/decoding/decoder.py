@@ -47,15 +47,12 @@ from edge_agent.decoding.events import (
     Signal,
     Skipped,
 )
-from edge_agent.decoding.profile import Profile, resolve
+from edge_agent.decoding.profile import Profile
 from edge_agent.decoding.stream import StreamDecoder
+from edge_agent.decoding.wire import BadEscapeError, unstuff
 
 __all__ = ["FrameDecoder"]
 
-
-
-class _BadEscapeError(Exception):
-    """Internal: a byte-stuffed frame holds an invalid escape sequence."""
 
 
 class FrameDecoder(StreamDecoder):
@@ -83,7 +80,7 @@ class FrameDecoder(StreamDecoder):
         self._shapes: dict[int, tuple[int, int, int, Any, Any, tuple[Plan, ...]]] = {}
         self._delimited = framing.delimited
         self._stuffed = framing.escape is not None
-        self._lengths = framing.lengths
+        self._allowed = framing.allowed
         self._end = framing.end
 
     def events(self) -> Iterator[Event]:
@@ -157,10 +154,7 @@ class FrameDecoder(StreamDecoder):
                 if available < header:
                     return None
                 total = unpack(buffer, position + offset)[0] + add
-                lengths = self._lengths
-                if (total not in lengths) if lengths is not None else not (
-                    framing.min_length <= total <= framing.max_length
-                ):
+                if total not in self._allowed:
                     return self._bad_length(total, header)
             else:
                 return self._frame_at_slow(position)
@@ -170,14 +164,14 @@ class FrameDecoder(StreamDecoder):
         return self._frame_at_slow(position)
 
     def _bad_length(self, total: int, raw_length: int) -> FrameRejected:
-        framing = self._framing
-        allowed = (
-            ", ".join(map(str, sorted(framing.lengths)))
-            if framing.lengths is not None
-            else f"{framing.min_length}..{framing.max_length}"
+        allowed = self._allowed
+        expected = (
+            f"{allowed.start}..{allowed.stop - 1}"
+            if isinstance(allowed, range)
+            else ", ".join(map(str, sorted(allowed)))
         )
         return self._reject(
-            Reason.BAD_LENGTH, raw_length, f"length field gives {total} bytes, expected {allowed}"
+            Reason.BAD_LENGTH, raw_length, f"length field gives {total} bytes, expected {expected}"
         )
 
     def _frame_at_slow(self, position: int) -> Event | None:
@@ -191,11 +185,11 @@ class FrameDecoder(StreamDecoder):
                 if header is None:
                     return None
                 total = int(lf.type.unpack(header[0], lf.offset)) + lf.add
-                if not framing.accepts(total):
+                if total not in self._allowed:
                     return self._bad_length(total, header[1])
             taken = self._take(position, total)
-        except _BadEscapeError as exc:
-            return self._reject(Reason.BAD_ESCAPE, int(str(exc)), "invalid escape sequence")
+        except BadEscapeError as exc:  # the raw size read: through the bad pair
+            return self._reject(Reason.BAD_ESCAPE, exc.at + 2 - position, "invalid escape sequence")
         if taken is None:
             return None
         return self._check(*taken)
@@ -215,22 +209,6 @@ class FrameDecoder(StreamDecoder):
             return self._reject(Reason.BAD_LENGTH, total, f"{total} bytes, longer than {limit}")
         return self._check(bytes(buffer[position : position + total]), total)
 
-    def _damage(self, frame: bytes) -> tuple[Reason, str] | None:
-        """Why an intact-length frame is damaged (end marker, checksum), if it is."""
-        end = self._end
-        if end and not frame.endswith(end):
-            return Reason.MISSING_END, f"expected {end.hex(' ')}, got {frame[-len(end) :].hex(' ')}"
-        checksum = self.profile.checksum
-        if checksum is not None:
-            computed, stored = checksum.compute(frame), checksum.stored(frame)
-            if computed != stored:
-                digits = 2 * checksum.type.size
-                return Reason.BAD_CHECKSUM, (
-                    f"{checksum.algorithm.name} computed 0x{computed:0{digits}X},"
-                    f" frame says 0x{stored:0{digits}X}"
-                )
-        return None
-
     def _shape(self, size: int) -> tuple[int, int, int, Any, Any, tuple[Plan, ...]]:
         """For ``size``-byte frames: the checksum's slice, place and functions, the kinds."""
         checksum = self.profile.checksum
@@ -238,22 +216,22 @@ class FrameDecoder(StreamDecoder):
         if checksum is None:
             shape: tuple[int, int, int, Any, Any, tuple[Plan, ...]] = (0, 0, 0, None, None, plans)
         else:
-            shape = (resolve(checksum.start, size), resolve(checksum.end, size),
-                     resolve(checksum.offset, size), checksum.algorithm.compute,
+            shape = (*checksum.span(size), checksum.algorithm.compute,
                      struct.Struct(checksum.type.format).unpack_from, plans)
         self._shapes[size] = shape
         return shape
 
-    def _check(self, frame: bytes, raw_length: int) -> Event:
+    def _check(self, frame: bytes, raw_length: int) -> Event:  # noqa: PLR0911  (one per verdict)
         shape = self._shapes.get(len(frame)) or self._shape(len(frame))
         first, stop, stored_at, compute, unpack, plans = shape
         end = self._end
-        if (end and not frame.endswith(end)) or (
-            compute is not None and compute(frame[first:stop]) != unpack(frame, stored_at)[0]
-        ):
-            damage = self._damage(frame)
-            assert damage is not None
-            return self._reject(damage[0], raw_length, damage[1])
+        if end and not frame.endswith(end):
+            detail = f"expected {end.hex(' ')}, got {frame[-len(end) :].hex(' ')}"
+            return self._reject(Reason.MISSING_END, raw_length, detail)
+        if compute is not None:
+            computed, stored = compute(frame[first:stop]), unpack(frame, stored_at)[0]
+            if computed != stored:
+                return self._reject(Reason.BAD_CHECKSUM, raw_length, self._sums(computed, stored))
         for plan in plans:
             match = plan.match
             if match is None or frame[match[0] : match[0] + len(match[1])] == match[1]:
@@ -274,11 +252,20 @@ class FrameDecoder(StreamDecoder):
         split = tuple((m, {name: fields[name] for name in names}) for m, names in plan.groups)
         return Decoded(split[0][0], split[0][1], offset, raw, plan.name, split[1:])
 
+    def _sums(self, computed: int, stored: int) -> str:
+        checksum = self.profile.checksum
+        assert checksum is not None
+        digits = 2 * checksum.type.size
+        return (
+            f"{checksum.algorithm.name} computed 0x{computed:0{digits}X},"
+            f" frame says 0x{stored:0{digits}X}"
+        )
+
     def _take(self, position: int, count: int) -> tuple[bytes, int] | None:
         """The first ``count`` unstuffed bytes of the frame at ``position``, and their raw size.
 
-        ``None`` when the buffer does not hold them yet. Raises ``_BadEscapeError``
-        (with the raw size read so far) on an invalid escape sequence.
+        ``None`` when the buffer does not hold them yet. Raises ``BadEscapeError``
+        on an invalid escape sequence.
         """
         buffer, framing = self._buffer, self._framing
         escape = framing.escape
@@ -288,18 +275,7 @@ class FrameDecoder(StreamDecoder):
             return bytes(buffer[position : position + count]), count
         head = len(framing.start)  # markers are sent as they are; the body is stuffed
         frame = bytearray(buffer[position : position + min(head, count)])
-        index = position + len(frame)
-        while len(frame) < count:
-            if index >= len(buffer):
-                return None
-            value = buffer[index]
-            if value == escape.byte:
-                if index + 1 >= len(buffer):
-                    return None
-                value = buffer[index + 1] ^ escape.xor
-                if value not in escape.escaped:
-                    raise _BadEscapeError(index + 2 - position)
-                index += 1
-            frame.append(value)
-            index += 1
+        index = unstuff(escape, buffer, position + len(frame), len(buffer), out=frame, count=count)
+        if len(frame) < count:
+            return None
         return bytes(frame), index - position

@@ -6,9 +6,10 @@ reported as ``file:line: key.path: expected ..., got ...``. The YAML is composed
 errors, and so is any layout where two things claim the same frame byte, a
 command whose checksum is wrong, or a reply the profile itself would reject.
 
-The checks live in three modules: ``_frames`` (framing, checksum, frame
-kinds, fields, layout), ``_commands`` (commands and polling) and
-``edge_agent.modbus.loader`` (a Modbus slave's register map).
+The checks live in four modules: ``_frames`` (framing, checksum, frame
+kinds, fields), ``_layout`` (lengths, and no byte claimed twice),
+``_commands`` (commands and polling) and ``edge_agent.modbus.loader`` (a
+Modbus slave's register map).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from edge_agent.decoding import _commands, _frames
+from edge_agent.decoding import _commands, _frames, _layout
 from edge_agent.decoding._nodes import At
 from edge_agent.decoding.decoder import FrameDecoder
 from edge_agent.decoding.errors import ProfileError
@@ -159,8 +160,8 @@ def _frames_profile(root: At, top: dict[str, At], base: Profile) -> Profile:
         checksum = _frames.checksum(top["checksum"])
     elif binary:
         raise root.missing("checksum", _TOP_KEYS["checksum"])
-    framing = _frames.settle_lengths(top["framing"], framing, frames, frame_ats)
-    framing = _frames.check_layout(
+    framing = _layout.settle_lengths(top["framing"], framing, frames, frame_ats)
+    framing = _layout.check_layout(
         top["framing"], framing, checksum, top.get("checksum"),
         frames=frames, frame_ats=frame_ats, fields_path=fields_path,
     )

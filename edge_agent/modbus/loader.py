@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from edge_agent.decoding import _frames
 from edge_agent.decoding._nodes import At
-from edge_agent.decoding.profile import VALUE_TYPES, FieldSpec, ValueType
+from edge_agent.decoding.profile import FieldSpec
+from edge_agent.decoding.vocabulary import VALUE_TYPES, ValueType
 from edge_agent.modbus.regmap import BIT_TABLES, TABLES, ModbusMap, ModbusRead, span
 
 _MODBUS_KEYS = {

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edge_agent.decoding.profile import ValueType
+    from edge_agent.decoding.vocabulary import ValueType
 
 # Table name -> (read function code, largest count per request). Limits: MODBUS
 # Application Protocol Specification V1.1b3, sections 6.1-6.4 (2000 bits, 125 registers).
