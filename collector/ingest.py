@@ -14,31 +14,22 @@ from dataclasses import dataclass
 from cityedge.uplink import (
     Ack,
     Batch,
-    FieldValue,
     PayloadError,
     Reading,
     SeqRanges,
     decode_batch,
 )
-from cityedge.uplink.payload import (
-    ID_RE,
-    MAX_TIME_NS,
-    MIN_TIME_NS,
-    RejectedReading,
-    reading_json,
-)
+from cityedge.uplink.payload import ID_RE, RejectedReading, reading_json, reading_time_ok
 from cityedge.uplink.text import brief, encodable
-from cityedge.uplink.timing import reading_time
-from collector.lineprotocol import Identity, Point, safe_string, safe_tag
+from cityedge.uplink.timing import MAX_TIME_NS, reading_time, storable_time
+from collector.deadletter import (  # noqa: F401 (DEADLETTER_MEASUREMENT, MAX_RAW_CHARS: also here)
+    DEADLETTER_MEASUREMENT,
+    MAX_RAW_CHARS,
+    dead_letter,
+)
+from collector.lineprotocol import Identity, Point
 
-DEADLETTER_MEASUREMENT = "cityedge_deadletter"
 SITE_TAGS = {"district": "district", "site": "site", "kind": "site_kind"}
-# What a dead letter keeps of a bad reading: enough to see what was wrong, not a
-# 4 MB string again (InfluxDB 1.x caps a string field at 64 KB).
-MAX_RAW_CHARS = 4096
-MAX_DETAIL_CHARS = 1024
-# Tag values copied from a bad reading (its sensor and measurement), cut to this.
-MAX_DEAD_TAG_CHARS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +68,7 @@ class BadTime(ValueError):
 def reading_point(batch: Batch, reading: Reading) -> Point:
     time_ns, how = reading_time(reading.time_ns, reading.boot, reading.mono_ns, reading.synced,
                                 dict(batch.boots))
-    if not MIN_TIME_NS <= time_ns <= MAX_TIME_NS:
+    if not storable_time(time_ns):
         raise BadTime(f"time {time_ns} ({how}) is outside what InfluxDB can store")
     fields = dict(reading.fields)
     if how != "own":
@@ -93,8 +84,8 @@ def dead_letter_point(batch: Batch, rejected: RejectedReading) -> Point:
     """The bad reading kept (up to MAX_RAW_CHARS), on a series of its own sensor and
     measurement.
 
-    Its time is the reading's own when it has one, so a resend overwrites the
-    same dead letter instead of adding another.
+    Its time is the reading's own when the wire would have taken it, so a resend
+    overwrites the same dead letter instead of adding another.
     """
     try:
         raw = json.loads(rejected.raw)
@@ -102,21 +93,16 @@ def dead_letter_point(batch: Batch, rejected: RejectedReading) -> Point:
         raw = {}
     raw = raw if isinstance(raw, dict) else {}
     t = raw.get("t")
-    usable = isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_TIME_NS
     # Else the seq: as stable across resends, and kept inside InfluxDB's range (the
     # largest int64 is one past its last timestamp).
-    time_ns = t if usable and isinstance(t, int) else min(rejected.seq, MAX_TIME_NS)
+    time_ns = t if reading_time_ok(t) else min(rejected.seq, MAX_TIME_NS)
     code, _, detail = rejected.reason.partition(": ")
-    # Whatever the reading held, the dead letter must encode: tags copied from it are
-    # made printable and cut without leaving a trailing backslash; text is bounded.
-    tags = {"gateway": batch.gateway, "reason": safe_tag(code)}
-    for tag, key in (("sensor", "sensor"), ("measurement", "m")):
-        if isinstance(raw.get(key), str):
-            tags[tag] = safe_tag(raw[key], MAX_DEAD_TAG_CHARS)
-    fields: dict[str, FieldValue] = {"seq": rejected.seq, "epoch": batch.epoch,
-              "detail": safe_string(detail, MAX_DETAIL_CHARS),
-              "raw": safe_string(rejected.raw, MAX_RAW_CHARS)}
-    return Point(DEADLETTER_MEASUREMENT, tags, fields, time_ns)
+    sensor, measurement = raw.get("sensor"), raw.get("m")
+    return dead_letter(gateway=batch.gateway, reason=code,
+                       sensor=sensor if isinstance(sensor, str) else None,
+                       measurement=measurement if isinstance(measurement, str) else None,
+                       seq=rejected.seq, epoch=batch.epoch, detail=detail, raw=rejected.raw,
+                       time_ns=time_ns)
 
 
 def ingest(payload: bytes, topic_gateway: str | None) -> Accepted | Refused:
