@@ -9,6 +9,7 @@ resent reading makes the identical point (invariant 4).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cityedge.uplink import (
@@ -38,6 +39,8 @@ class Accepted:
     points: tuple[Point, ...]
     dead_letters: tuple[Point, ...]
     ack: Ack
+    # The points carry the registry's site tags, which the payload's disagreed with.
+    site_overridden: bool = False
 
     @property
     def readings(self) -> int:
@@ -53,19 +56,32 @@ class Refused:
     detail: str
 
 
-def reading_tags(batch: Batch, sensor: str) -> dict[str, str]:
+def reading_tags(batch: Batch, sensor: str,
+                 site: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A reading's tags: the payload's site, its sensor's tags, then ``site`` (the
+    registry's, by tag name, where there is one: it is authoritative), its gateway
+    and sensor."""
     tags = {tag: batch.site.get(key, "") for key, tag in SITE_TAGS.items()}
     tags.update(batch.sensors.get(sensor, {}))
+    if site is not None:
+        tags.update(site)
     tags["gateway"] = batch.gateway
     tags["sensor"] = sensor
     return tags
+
+
+def site_overridden(batch: Batch, sensors: Iterable[str], site: Mapping[str, str]) -> bool:
+    """The payload's own site tags for a reading of one of ``sensors`` disagree with ``site``."""
+    return any(reading_tags(batch, sensor).get(tag) != value
+               for sensor in sensors for tag, value in site.items())
 
 
 class BadTime(ValueError):
     """A clock correction put the reading outside the times InfluxDB can store."""
 
 
-def reading_point(batch: Batch, reading: Reading) -> Point:
+def reading_point(batch: Batch, reading: Reading,
+                  site: Mapping[str, str] | None = None) -> Point:
     time_ns, how = reading_time(reading.time_ns, reading.boot, reading.mono_ns, reading.synced,
                                 dict(batch.boots))
     if not storable_time(time_ns):
@@ -76,7 +92,7 @@ def reading_point(batch: Batch, reading: Reading) -> Point:
         # or kept as stamped and flagged (docs/delivery.md, "Time").
         fields[f"time_{how}"] = True
     # Identity beside the fields, written as fields, never tags (lineprotocol.Identity).
-    return Point(reading.measurement, reading_tags(batch, reading.sensor), fields, time_ns,
+    return Point(reading.measurement, reading_tags(batch, reading.sensor, site), fields, time_ns,
                  Identity(reading.seq, batch.epoch))
 
 
@@ -105,9 +121,12 @@ def dead_letter_point(batch: Batch, rejected: RejectedReading) -> Point:
                        time_ns=time_ns)
 
 
-def ingest(payload: bytes, topic_gateway: str | None) -> Accepted | Refused:
+def ingest(payload: bytes, topic_gateway: str | None,
+           site: Mapping[str, str] | None = None) -> Accepted | Refused:
     """Never raises: a payload is accepted (every reading a point or a dead letter) or
-    refused as a whole with a reason."""
+    refused as a whole with a reason. ``site``, the registry's site tags by tag name
+    (SITE_TAGS), goes on every point instead of the payload's; ``site_overridden``
+    says whether the payload disagreed."""
     if topic_gateway is not None and not ID_RE.fullmatch(topic_gateway):
         # Before parsing: a topic no gateway can have costs nothing to refuse.
         return Refused(None, "bad_gateway_id", f"topic names {brief(topic_gateway)}")
@@ -119,7 +138,7 @@ def ingest(payload: bytes, topic_gateway: str | None) -> Accepted | Refused:
     rejected = list(batch.rejected)
     for r in batch.readings:
         try:
-            points.append(reading_point(batch, r))
+            points.append(reading_point(batch, r, site))
         except BadTime as exc:
             rejected.append(RejectedReading(r.seq, f"bad_time: {exc}", encodable(reading_json(r))))
     seqs: SeqRanges = batch.all_seqs()
@@ -128,5 +147,7 @@ def ingest(payload: bytes, topic_gateway: str | None) -> Accepted | Refused:
         points=tuple(points),
         dead_letters=tuple(dead_letter_point(batch, r) for r in rejected),
         ack=Ack(batch.gateway, batch.epoch, batch.batch_id, seqs),
+        site_overridden=site is not None and site_overridden(
+            batch, {str(p.tags["sensor"]) for p in points}, site),
     )
 
