@@ -123,6 +123,22 @@ class WritePipeline:
     def pending_points(self) -> int:
         return sum(len(a.points) + len(a.dead_letters) for a, _ in self._pending)
 
+    def health_fields(self) -> dict[str, int | float]:
+        """The pipeline's counters, as the collector's health point and the HTTP source's
+        health page both show them."""
+        s = self.stats
+        return {
+            "batches": s.batches,
+            "readings": s.readings,
+            "writes": s.writes,
+            "write_retries": s.write_retries,
+            "dead_letters": s.dead_letters,
+            "rejected_points": s.rejected_points,
+            "dropped_points": s.dropped_points,
+            "pending_points": self.pending_points,
+            "last_write_ms": round(s.last_write_s * 1000, 3),
+        }
+
     async def run(self) -> None:
         while not (self._closing and not self._pending):
             if not self._pending:
