@@ -81,8 +81,9 @@ def ingest_checked(payload: bytes, gateway: str | None,
     if admission is None:
         return ingest(payload, gateway)
     refused = admission.refusal(gateway)
-    if refused is not None or gateway is None:
-        return refused or Refused(gateway, "unknown_gateway", "no gateway named")
+    if refused is not None:
+        return refused
+    assert gateway is not None  # refusal() refuses a batch that names no gateway
     result = ingest(payload, gateway, admission.site_for(gateway))
     if isinstance(result, Accepted) and result.site_overridden:
         admission.stats.site_overrides += 1
