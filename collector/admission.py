@@ -16,7 +16,6 @@ Sans-IO: the registry comes in (``LiveRegistry.current``), results go out.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -52,15 +51,10 @@ class Admission:
             return Refused(gateway, "revoked_gateway", f"{gateway!r} was revoked {g.rotated}")
         return None
 
-    def admit(self, accepted: Accepted) -> Accepted:
-        """The same batch with the registry's site tags on every reading."""
-        g = self.registry.gateways[accepted.gateway]
-        site = {tag: g.site_tags[key] for key, tag in SITE_TAGS.items()}
-        if all(p.tags.get(tag) == value for p in accepted.points for tag, value in site.items()):
-            return accepted
-        points = [dataclasses.replace(p, tags={**p.tags, **site}) for p in accepted.points]
-        self.stats.site_overrides += 1
-        return dataclasses.replace(accepted, points=tuple(points))
+    def site_for(self, gateway: str) -> dict[str, str]:
+        """The registry's site tags for a gateway it lists, by tag name (ingest.SITE_TAGS)."""
+        g = self.registry.gateways[gateway]
+        return {tag: g.site_tags[key] for key, tag in SITE_TAGS.items()}
 
     def key_for(self, gateway: str) -> bytes | None:
         """The gateway's seal key (a KeyRing, cityedge/uplink/seal.py): None once revoked."""
@@ -84,11 +78,13 @@ class Admission:
 def ingest_checked(payload: bytes, gateway: str | None,
                    admission: Admission | None) -> Accepted | Refused:
     """``ingest``, with the registry's checks when there is one (``insecure: true`` has none)."""
-    if admission is not None:
-        refused = admission.refusal(gateway)
-        if refused is not None:
-            return refused
-    result = ingest(payload, gateway)
-    if admission is None or isinstance(result, Refused):
-        return result
-    return admission.admit(result)
+    if admission is None:
+        return ingest(payload, gateway)
+    refused = admission.refusal(gateway)
+    if refused is not None:
+        return refused
+    assert gateway is not None  # refusal() refuses a batch that names no gateway
+    result = ingest(payload, gateway, admission.site_for(gateway))
+    if isinstance(result, Accepted) and result.site_overridden:
+        admission.stats.site_overrides += 1
+    return result

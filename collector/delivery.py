@@ -25,17 +25,9 @@ from dataclasses import dataclass, field
 from cityedge.backoff import Backoff, Uniform
 from cityedge.logthrottle import LogThrottle
 from cityedge.redact import redact_text
-from cityedge.uplink.payload import MAX_INT64, MAX_TIME_NS, MIN_TIME_NS
-from collector.ingest import DEADLETTER_MEASUREMENT, MAX_DEAD_TAG_CHARS, MAX_RAW_CHARS, Accepted
-from collector.lineprotocol import (
-    LineProtocolError,
-    Point,
-    check,
-    format_point,
-    identity_of,
-    safe_string,
-    safe_tag,
-)
+from collector.deadletter import DEADLETTER_MEASUREMENT, dead_letter
+from collector.ingest import Accepted
+from collector.lineprotocol import LineProtocolError, Point, check, format_point, identity_of
 from collector.refusals import Item, halves, halves_by_part, named
 from collector.writers import DeliveryRejected, Retryable, Throttled, TooLarge, Writer
 from collector.writers.errors import UNNAMED, PartialWrite, RefusalKind
@@ -130,6 +122,22 @@ class WritePipeline:
     @property
     def pending_points(self) -> int:
         return sum(len(a.points) + len(a.dead_letters) for a, _ in self._pending)
+
+    def health_fields(self) -> dict[str, int | float]:
+        """The pipeline's counters, as the collector's health point and the HTTP source's
+        health page both show them."""
+        s = self.stats
+        return {
+            "batches": s.batches,
+            "readings": s.readings,
+            "writes": s.writes,
+            "write_retries": s.write_retries,
+            "dead_letters": s.dead_letters,
+            "rejected_points": s.rejected_points,
+            "dropped_points": s.dropped_points,
+            "pending_points": self.pending_points,
+            "last_write_ms": round(s.last_write_s * 1000, 3),
+        }
 
     async def run(self) -> None:
         while not (self._closing and not self._pending):
@@ -336,34 +344,18 @@ class WritePipeline:
         return out
 
 
-def _int64(value: object) -> int:
-    ok = isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INT64
-    return value if ok else 0  # type: ignore[return-value]
-
-
 def quarantined_point(point: Point, reason: str, detail: str) -> Point:
-    """A point that cannot be written as it is, kept as a dead letter that always can be:
-    every tag made printable and cut without a trailing backslash, text bounded and
-    free of lone surrogates, the time kept if InfluxDB can store it."""
+    """A point that cannot be written as it is, kept as a dead letter that always can be
+    (collector/deadletter.py), with its time if InfluxDB can store it."""
     try:
         raw = format_point(point)
     except LineProtocolError:
         raw = repr(point)  # repr escapes what a line cannot carry
     identity = identity_of(point)
     seq, epoch = (identity.seq, identity.epoch) if identity is not None else (0, "")
-    tags = {"gateway": str(point.tags.get("gateway", "")), "reason": reason,
-            "sensor": str(point.tags.get("sensor", "")), "measurement": point.measurement}
-    return Point(
-        DEADLETTER_MEASUREMENT,
-        {k: safe_tag(v, MAX_DEAD_TAG_CHARS) for k, v in tags.items()},
-        {
-            "seq": _int64(seq),
-            "epoch": safe_string(str(epoch), 64),
-            "detail": safe_string(detail, 2000),
-            "raw": safe_string(raw, MAX_RAW_CHARS),
-        },
-        point.time_ns if MIN_TIME_NS <= point.time_ns <= MAX_TIME_NS else 0,
-    )
+    return dead_letter(gateway=str(point.tags.get("gateway", "")), reason=reason,
+                       sensor=str(point.tags.get("sensor", "")), measurement=point.measurement,
+                       seq=seq, epoch=str(epoch), detail=detail, raw=raw, time_ns=point.time_ns)
 
 
 def refused_point(point: Point, reason: str) -> Point:

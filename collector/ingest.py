@@ -9,36 +9,28 @@ resent reading makes the identical point (invariant 4).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cityedge.uplink import (
     Ack,
     Batch,
-    FieldValue,
     PayloadError,
     Reading,
     SeqRanges,
     decode_batch,
 )
-from cityedge.uplink.payload import (
-    ID_RE,
-    MAX_TIME_NS,
-    MIN_TIME_NS,
-    RejectedReading,
-    reading_json,
-)
+from cityedge.uplink.payload import ID_RE, RejectedReading, reading_json, reading_time_ok
 from cityedge.uplink.text import brief, encodable
-from cityedge.uplink.timing import reading_time
-from collector.lineprotocol import Identity, Point, safe_string, safe_tag
+from cityedge.uplink.timing import MAX_TIME_NS, reading_time, storable_time
+from collector.deadletter import (  # noqa: F401 (DEADLETTER_MEASUREMENT, MAX_RAW_CHARS: also here)
+    DEADLETTER_MEASUREMENT,
+    MAX_RAW_CHARS,
+    dead_letter,
+)
+from collector.lineprotocol import Identity, Point
 
-DEADLETTER_MEASUREMENT = "cityedge_deadletter"
 SITE_TAGS = {"district": "district", "site": "site", "kind": "site_kind"}
-# What a dead letter keeps of a bad reading: enough to see what was wrong, not a
-# 4 MB string again (InfluxDB 1.x caps a string field at 64 KB).
-MAX_RAW_CHARS = 4096
-MAX_DETAIL_CHARS = 1024
-# Tag values copied from a bad reading (its sensor and measurement), cut to this.
-MAX_DEAD_TAG_CHARS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +39,8 @@ class Accepted:
     points: tuple[Point, ...]
     dead_letters: tuple[Point, ...]
     ack: Ack
+    # The points carry the registry's site tags, which the payload's disagreed with.
+    site_overridden: bool = False
 
     @property
     def readings(self) -> int:
@@ -62,22 +56,35 @@ class Refused:
     detail: str
 
 
-def reading_tags(batch: Batch, sensor: str) -> dict[str, str]:
+def reading_tags(batch: Batch, sensor: str,
+                 site: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A reading's tags: the payload's site, its sensor's tags, then ``site`` (the
+    registry's, by tag name, where there is one: it is authoritative), its gateway
+    and sensor."""
     tags = {tag: batch.site.get(key, "") for key, tag in SITE_TAGS.items()}
     tags.update(batch.sensors.get(sensor, {}))
+    if site is not None:
+        tags.update(site)
     tags["gateway"] = batch.gateway
     tags["sensor"] = sensor
     return tags
+
+
+def site_overridden(batch: Batch, sensors: Iterable[str], site: Mapping[str, str]) -> bool:
+    """The payload's own site tags for a reading of one of ``sensors`` disagree with ``site``."""
+    return any(reading_tags(batch, sensor).get(tag) != value
+               for sensor in sensors for tag, value in site.items())
 
 
 class BadTime(ValueError):
     """A clock correction put the reading outside the times InfluxDB can store."""
 
 
-def reading_point(batch: Batch, reading: Reading) -> Point:
+def reading_point(batch: Batch, reading: Reading,
+                  site: Mapping[str, str] | None = None) -> Point:
     time_ns, how = reading_time(reading.time_ns, reading.boot, reading.mono_ns, reading.synced,
                                 dict(batch.boots))
-    if not MIN_TIME_NS <= time_ns <= MAX_TIME_NS:
+    if not storable_time(time_ns):
         raise BadTime(f"time {time_ns} ({how}) is outside what InfluxDB can store")
     fields = dict(reading.fields)
     if how != "own":
@@ -85,7 +92,7 @@ def reading_point(batch: Batch, reading: Reading) -> Point:
         # or kept as stamped and flagged (docs/delivery.md, "Time").
         fields[f"time_{how}"] = True
     # Identity beside the fields, written as fields, never tags (lineprotocol.Identity).
-    return Point(reading.measurement, reading_tags(batch, reading.sensor), fields, time_ns,
+    return Point(reading.measurement, reading_tags(batch, reading.sensor, site), fields, time_ns,
                  Identity(reading.seq, batch.epoch))
 
 
@@ -93,8 +100,8 @@ def dead_letter_point(batch: Batch, rejected: RejectedReading) -> Point:
     """The bad reading kept (up to MAX_RAW_CHARS), on a series of its own sensor and
     measurement.
 
-    Its time is the reading's own when it has one, so a resend overwrites the
-    same dead letter instead of adding another.
+    Its time is the reading's own when the wire would have taken it, so a resend
+    overwrites the same dead letter instead of adding another.
     """
     try:
         raw = json.loads(rejected.raw)
@@ -102,26 +109,24 @@ def dead_letter_point(batch: Batch, rejected: RejectedReading) -> Point:
         raw = {}
     raw = raw if isinstance(raw, dict) else {}
     t = raw.get("t")
-    usable = isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_TIME_NS
     # Else the seq: as stable across resends, and kept inside InfluxDB's range (the
     # largest int64 is one past its last timestamp).
-    time_ns = t if usable and isinstance(t, int) else min(rejected.seq, MAX_TIME_NS)
+    time_ns = t if reading_time_ok(t) else min(rejected.seq, MAX_TIME_NS)
     code, _, detail = rejected.reason.partition(": ")
-    # Whatever the reading held, the dead letter must encode: tags copied from it are
-    # made printable and cut without leaving a trailing backslash; text is bounded.
-    tags = {"gateway": batch.gateway, "reason": safe_tag(code)}
-    for tag, key in (("sensor", "sensor"), ("measurement", "m")):
-        if isinstance(raw.get(key), str):
-            tags[tag] = safe_tag(raw[key], MAX_DEAD_TAG_CHARS)
-    fields: dict[str, FieldValue] = {"seq": rejected.seq, "epoch": batch.epoch,
-              "detail": safe_string(detail, MAX_DETAIL_CHARS),
-              "raw": safe_string(rejected.raw, MAX_RAW_CHARS)}
-    return Point(DEADLETTER_MEASUREMENT, tags, fields, time_ns)
+    sensor, measurement = raw.get("sensor"), raw.get("m")
+    return dead_letter(gateway=batch.gateway, reason=code,
+                       sensor=sensor if isinstance(sensor, str) else None,
+                       measurement=measurement if isinstance(measurement, str) else None,
+                       seq=rejected.seq, epoch=batch.epoch, detail=detail, raw=rejected.raw,
+                       time_ns=time_ns)
 
 
-def ingest(payload: bytes, topic_gateway: str | None) -> Accepted | Refused:
+def ingest(payload: bytes, topic_gateway: str | None,
+           site: Mapping[str, str] | None = None) -> Accepted | Refused:
     """Never raises: a payload is accepted (every reading a point or a dead letter) or
-    refused as a whole with a reason."""
+    refused as a whole with a reason. ``site``, the registry's site tags by tag name
+    (SITE_TAGS), goes on every point instead of the payload's; ``site_overridden``
+    says whether the payload disagreed."""
     if topic_gateway is not None and not ID_RE.fullmatch(topic_gateway):
         # Before parsing: a topic no gateway can have costs nothing to refuse.
         return Refused(None, "bad_gateway_id", f"topic names {brief(topic_gateway)}")
@@ -133,7 +138,7 @@ def ingest(payload: bytes, topic_gateway: str | None) -> Accepted | Refused:
     rejected = list(batch.rejected)
     for r in batch.readings:
         try:
-            points.append(reading_point(batch, r))
+            points.append(reading_point(batch, r, site))
         except BadTime as exc:
             rejected.append(RejectedReading(r.seq, f"bad_time: {exc}", encodable(reading_json(r))))
     seqs: SeqRanges = batch.all_seqs()
@@ -142,5 +147,7 @@ def ingest(payload: bytes, topic_gateway: str | None) -> Accepted | Refused:
         points=tuple(points),
         dead_letters=tuple(dead_letter_point(batch, r) for r in rejected),
         ack=Ack(batch.gateway, batch.epoch, batch.batch_id, seqs),
+        site_overridden=site is not None and site_overridden(
+            batch, {str(p.tags["sensor"]) for p in points}, site),
     )
 

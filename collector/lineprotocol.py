@@ -12,6 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cityedge.uplink import FieldValue
+from cityedge.uplink.text import (
+    escapes_separator,
+    safe_tag,  # noqa: F401 (callers take it from here)
+)
 
 # The identity fields a reading's point carries (Identity), written after its own.
 IDENTITY_FIELDS = ("seq", "epoch")
@@ -68,9 +72,9 @@ class LineProtocolError(ValueError):
 
 
 def _no_trailing_backslash(what: str, text: str) -> None:
-    if text.endswith("\\"):
-        # Line protocol has no escape for it: the backslash would escape the
-        # separator after it.
+    # The part of the tag-value rule (text.tag_text_ok) that no escaping can mend; the
+    # rest (printable) is ingest's to enforce, and the encoder escapes what it can.
+    if escapes_separator(text):
         raise LineProtocolError(f"{what} {text[-40:]!r}: cannot end in a backslash")
 
 
@@ -145,16 +149,6 @@ def check(p: Point) -> str | None:
         return _unencodable(format_point(p))
     except LineProtocolError as exc:
         return str(exc)
-
-
-def safe_tag(value: str, limit: int = 64) -> str:
-    """A tag value any line can carry, made from untrusted text: characters that are not
-    printable (surrogates, control characters) replaced, cut to ``limit``, and no
-    trailing backslash left by the cut. Empty means the tag is left out."""
-    text = value[:limit]
-    if not text.isprintable():
-        text = "".join(c if c.isprintable() else "\ufffd" for c in text)
-    return text.rstrip("\\")
 
 
 def safe_string(value: str, limit: int) -> str:

@@ -168,17 +168,7 @@ class CollectorService:
 
     def health_point(self) -> Point:
         s = self.pipeline.stats
-        fields: dict[str, int | float | str] = {
-            "batches": s.batches,
-            "readings": s.readings,
-            "writes": s.writes,
-            "write_retries": s.write_retries,
-            "dead_letters": s.dead_letters,
-            "rejected_points": s.rejected_points,
-            "dropped_points": s.dropped_points,
-            "pending_points": self.pipeline.pending_points,
-            "last_write_ms": round(s.last_write_s * 1000, 3),
-        }
+        fields: dict[str, int | float | str] = {**self.pipeline.health_fields()}
         tags = {"collector": "-"}
         refused: Counter[str] = Counter()
         if self.mqtt is not None and self.mqtt.client is not None:

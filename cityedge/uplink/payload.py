@@ -51,8 +51,14 @@ from typing import Any, TypeGuard
 from cityedge.uplink.reading import Reading, dump_fields
 from cityedge.uplink.seal import is_sealed, seal, verify
 from cityedge.uplink.seqranges import SeqRanges
-from cityedge.uplink.text import brief, raw_text, utf8_ok
-from cityedge.uplink.timing import BootTime
+from cityedge.uplink.text import brief, raw_text, tag_text_ok, utf8_ok
+from cityedge.uplink.timing import (
+    MAX_INT64,
+    MAX_TIME_NS,
+    MIN_TIME_NS,  # noqa: F401 (the time range, also here)
+    BootTime,
+    storable_time,
+)
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
@@ -64,8 +70,8 @@ MAX_READINGS_PER_BATCH = 5000
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 # An ack names the seqs of one batch: at most one range per reading.
 MAX_ACK_RANGES = MAX_READINGS_PER_BATCH
-# Seqs are SQLite rowids (INTEGER PRIMARY KEY): 1 .. 2**63 - 1.
-MAX_SEQ = 2**63 - 1
+# Seqs are SQLite rowids (INTEGER PRIMARY KEY): 1 .. 2**63 - 1, readings' and acks' alike.
+MAX_SEQ = MAX_INT64
 
 # InfluxDB accepts nearly any name; these keep names portable to 2.x/3.x and
 # readable in InfluxQL without quoting. Korean text is fine in tag *values*.
@@ -99,20 +105,22 @@ RESERVED_MEASUREMENTS = frozenset({"alerts", "cityedge_deadletter", "cityedge_co
 RESERVED_PREFIX = "cityedge_"
 # Field keys the collector adds to every reading (identity and time flags).
 RESERVED_FIELDS = frozenset({"seq", "epoch", "time", "time_corrected", "time_unverified"})
-# InfluxDB 1.x's time range (models.MinNanoTime, MaxNanoTime) and int64 fields.
-MIN_TIME_NS = -9_223_372_036_854_775_806
-MAX_TIME_NS = 9_223_372_036_854_775_806
-MAX_INT64 = (1 << 63) - 1
+
 
 def tag_value_ok(value: str) -> bool:
-    """InfluxDB 1.x cannot carry a tag value that ends in a backslash (it escapes the
-    separator after it); nor an empty one (the tag vanishes). Nor any character
-    that is not printable: a newline ends the line, a lone surrogate cannot be
-    encoded, and newer InfluxDB 1.x releases refuse control and format characters in
-    names and tags (models.ValidToken: Go's unicode.IsPrint, the rule of
-    ``str.isprintable``)."""
-    return (bool(value) and len(value) <= MAX_TAG_VALUE_CHARS and not value.endswith("\\")
-            and value.isprintable())
+    """A tag value a gateway may send: the tag-value rule (text.tag_text_ok), not empty
+    (the tag would vanish) and at most MAX_TAG_VALUE_CHARS."""
+    return bool(value) and len(value) <= MAX_TAG_VALUE_CHARS and tag_text_ok(value)
+
+
+def seq_ok(value: object) -> TypeGuard[int]:
+    """A seq, in a reading or an ack: an int (not a bool) from 1 to MAX_SEQ."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SEQ
+
+
+def reading_time_ok(value: object) -> TypeGuard[int]:
+    """A reading's own time as the wire takes it: one InfluxDB can store, not before 1970."""
+    return storable_time(value) and value >= 0
 
 
 def reserved_measurement(name: str) -> bool:
@@ -278,8 +286,10 @@ def _check_reading(raw: Any, sensors: Mapping[str, Any]) -> Reading:
     if reserved_measurement(measurement):
         raise PayloadError("reserved_measurement",
                            f"{measurement!r} is the collector's own measurement")
-    for key, most in (("t", MAX_TIME_NS), ("mono", MAX_INT64)):
-        if not _int(raw.get(key)) or not 0 <= raw[key] <= most:
+    for key, ok, most in (("t", reading_time_ok(raw.get("t")), MAX_TIME_NS),
+                          ("mono", _int(raw.get("mono")) and 0 <= raw["mono"] <= MAX_INT64,
+                           MAX_INT64)):
+        if not ok:
             raise PayloadError("bad_time",
                                f"{key}={brief(raw.get(key))}: expected an int from 0 to {most}")
     if not isinstance(raw.get("boot"), str):
@@ -366,7 +376,7 @@ def decode_batch(data: bytes, topic_gateway: str | None = None) -> Batch:
     seen: set[int] = set()
     for raw in items:
         seq = raw.get("seq") if isinstance(raw, dict) else None
-        if not _int(seq) or not 1 <= seq <= MAX_INT64:
+        if not seq_ok(seq):
             # Without a seq the reading has no identity to ack or dead-letter.
             raise PayloadError("bad_seq", f"reading without a valid seq: seq={brief(seq)}")
         if seq in seen:
@@ -423,7 +433,7 @@ def decode_ack(data: bytes, key: bytes | None = None) -> Ack:
         raise PayloadError("too_large", f"{len(pairs)} seq ranges > {MAX_ACK_RANGES}")
     if not all(isinstance(p, list) and len(p) == 2 and all(_int(x) for x in p) for p in pairs):
         raise PayloadError("bad_field", "seqs: expected a list of [lo, hi] integer pairs")
-    if not all(1 <= x <= MAX_SEQ for p in pairs for x in p):
+    if not all(seq_ok(x) for p in pairs for x in p):
         raise PayloadError("bad_field", f"seqs: expected seqs from 1 to {MAX_SEQ}")
     try:
         seqs = SeqRanges.from_pairs(pairs)

@@ -49,3 +49,27 @@ def raw_text(raw: Any) -> str:
 def encodable(text: str) -> str:
     """``text`` with each lone surrogate written as its ``\\udXXX`` escape (valid JSON)."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def escapes_separator(text: str) -> bool:
+    """Line protocol has no escape for a trailing backslash: it would escape the separator
+    after it. No name or tag value may end in one."""
+    return text.endswith("\\")
+
+
+def tag_text_ok(text: str) -> bool:
+    """The tag-value rule: printable (a newline ends the line, a lone surrogate cannot be
+    encoded, and newer InfluxDB 1.x releases refuse control and format characters in
+    names and tags: models.ValidToken, Go's unicode.IsPrint, the rule of
+    ``str.isprintable``) and no trailing backslash (``escapes_separator``)."""
+    return text.isprintable() and not escapes_separator(text)
+
+
+def safe_tag(value: str, limit: int = 64) -> str:
+    """A tag value made from untrusted text that keeps ``tag_text_ok``: characters that are
+    not printable (surrogates, control characters) replaced, cut to ``limit``, and no
+    trailing backslash left by the cut. Empty means the tag is left out."""
+    text = value[:limit]
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else "\ufffd" for c in text)
+    return text.rstrip("\\")

@@ -9,8 +9,22 @@ timestamp.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeGuard
 
-NEVER = (1 << 63) - 1
+# The largest int64: the largest seq (a SQLite rowid), monotonic time and integer
+# field InfluxDB can store.
+MAX_INT64 = (1 << 63) - 1
+# InfluxDB 1.x's time range (models.MinNanoTime, MaxNanoTime).
+MIN_TIME_NS = -9_223_372_036_854_775_806
+MAX_TIME_NS = 9_223_372_036_854_775_806
+# ``unverified_before`` of a boot whose readings stay unverified: past any mono_ns.
+NEVER = MAX_INT64
+
+
+def storable_time(value: object) -> TypeGuard[int]:
+    """A timestamp InfluxDB can store: an int (not a bool) within its time range."""
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and MIN_TIME_NS <= value <= MAX_TIME_NS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -368,16 +368,8 @@ class HttpSource:
             "connections_refused": dict(self.guard.counts),
             "pending_batches": len(self._writing),
             "pipeline": {
-                "batches": p.batches,
-                "readings": p.readings,
-                "writes": p.writes,
-                "write_retries": p.write_retries,
-                "dead_letters": p.dead_letters,
-                "rejected_points": p.rejected_points,
-                "dropped_points": p.dropped_points,
+                **self.pipeline.health_fields(),
                 "not_written": dict(p.not_written),
-                "pending_points": self.pipeline.pending_points,
-                "last_write_ms": round(p.last_write_s * 1000, 3),
                 "last_error": p.last_error,
             },
         }
