@@ -23,11 +23,7 @@ from cityedge.uplink import (
 from cityedge.uplink.payload import ID_RE, RejectedReading, reading_json, reading_time_ok
 from cityedge.uplink.text import brief, encodable
 from cityedge.uplink.timing import MAX_TIME_NS, reading_time, storable_time
-from collector.deadletter import (  # noqa: F401 (DEADLETTER_MEASUREMENT, MAX_RAW_CHARS: also here)
-    DEADLETTER_MEASUREMENT,
-    MAX_RAW_CHARS,
-    dead_letter,
-)
+from collector.deadletter import dead_letter
 from collector.lineprotocol import Identity, Point
 
 SITE_TAGS = {"district": "district", "site": "site", "kind": "site_kind"}

@@ -17,13 +17,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from cityedge.redact import redact_text
 from collector.alerts.events import AlertEvent
 from collector.alerts.health import RunnerStats
+from collector.deadletter import DEADLETTER_MEASUREMENT
 from collector.lineprotocol import Point
 from collector.notifiers.webhook.payload import body
 
 log = logging.getLogger("collector.alerts.runner")  # its records, as before the split
 
 WritePoints = Callable[[Sequence[Point]], Awaitable[None]]
-DEADLETTER_MEASUREMENT = "cityedge_deadletter"
 # Alert points waiting for the writer; past this the oldest are dropped, counted.
 MAX_PENDING_POINTS = 100_000
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cityedge.uplink import SeqRanges
+from cityedge.uplink.timing import MAX_INT64
 
 # How many batches of unsent readings the live lane may trail by before the
 # rest is handed to the backlog lane: two keeps ordinary bursts in order.
@@ -37,7 +38,7 @@ LIVE_GAP_BATCHES = 2
 # ack for one costs a resend, nothing else.
 MAX_BATCH_IDS = 8
 # Counters are InfluxDB integer fields (int64); one ack may claim 2**63 seqs.
-COUNTER_MAX = 2**63 - 1
+COUNTER_MAX = MAX_INT64
 
 Lane = Literal["live", "backlog"]
 

@@ -42,8 +42,9 @@ from cityedge.uplink.payload import (
     MIN_TIME_NS,
     reserved_measurement,
 )
+from collector.deadletter import DEADLETTER_MEASUREMENT, MAX_RAW_CHARS
 from collector.delivery import quarantined_point
-from collector.ingest import DEADLETTER_MEASUREMENT, MAX_RAW_CHARS, Accepted, Refused, ingest
+from collector.ingest import Accepted, Refused, ingest
 from collector.lineprotocol import Point, check, encode
 
 FUZZ = settings(max_examples=300, deadline=None)

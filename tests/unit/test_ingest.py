@@ -11,12 +11,8 @@ from hypothesis import strategies as st
 
 from cityedge.uplink import Ack, SeqRanges
 from cityedge.uplink.payload import MAX_TIME_NS
-from collector.ingest import (
-    DEADLETTER_MEASUREMENT,
-    Accepted,
-    Refused,
-    ingest,
-)
+from collector.deadletter import DEADLETTER_MEASUREMENT
+from collector.ingest import Accepted, Refused, ingest
 from collector.lineprotocol import Identity, encode, format_point
 
 EPOCH = "feedc0de12345678"

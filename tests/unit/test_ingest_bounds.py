@@ -22,13 +22,8 @@ from cityedge.uplink.payload import (
     MAX_TIME_NS,
     RESERVED_MEASUREMENTS,
 )
-from collector.ingest import (
-    DEADLETTER_MEASUREMENT,
-    MAX_RAW_CHARS,
-    Accepted,
-    Refused,
-    ingest,
-)
+from collector.deadletter import DEADLETTER_MEASUREMENT, MAX_RAW_CHARS
+from collector.ingest import Accepted, Refused, ingest
 from collector.lineprotocol import Point, check, encode
 from tests.unit.test_ingest import EPOCH, payload, reading
 

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from collector import delivery
+from collector.deadletter import DEADLETTER_MEASUREMENT
 from collector.delivery import WriteFailed, WritePipeline
-from collector.ingest import DEADLETTER_MEASUREMENT, Accepted, ingest
+from collector.ingest import Accepted, ingest
 from collector.lineprotocol import Point, check, encode, format_point, identity_of
 from collector.writers import DeliveryRejected, Retryable, Throttled, TooLarge, WriteError
 from collector.writers.errors import PartialWrite, Refusal, RefusalKind
