@@ -31,7 +31,6 @@ floats (booleans stay booleans).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 from edge_agent.decoding._plans import Plan
@@ -82,23 +81,6 @@ class FrameDecoder(StreamDecoder):
         self._stuffed = framing.escape is not None
         self._allowed = framing.allowed
         self._end = framing.end
-
-    def events(self) -> Iterator[Event]:
-        """Every event available now, until ``NEED_DATA`` or ``END_OF_STREAM``."""
-        stats, step = self.stats, self._next  # next_event(), inlined: this loop is the hot path
-        while True:
-            event = step()
-            if type(event) is Decoded:
-                stats.frames_ok += 1
-            elif isinstance(event, Signal):
-                return
-            elif isinstance(event, Skipped):
-                stats.bytes_skipped += event.count
-            elif isinstance(event, FrameRejected):
-                stats.rejected[str(event.reason)] += 1
-            elif isinstance(event, Reply):
-                stats.replies += 1
-            yield event
 
     # -- the algorithm -------------------------------------------------------
 

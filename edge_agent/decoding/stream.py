@@ -41,6 +41,17 @@ class DecoderStats:
     def frames_rejected(self) -> int:
         return sum(self.rejected.values())
 
+    def count(self, event: Event | Signal) -> None:
+        """The one place an event is counted (``next_event`` and ``events`` both call it)."""
+        if isinstance(event, Decoded):
+            self.frames_ok += 1
+        elif isinstance(event, Skipped):
+            self.bytes_skipped += event.count
+        elif isinstance(event, FrameRejected):
+            self.rejected[str(event.reason)] += 1
+        elif isinstance(event, Reply):
+            self.replies += 1
+
 
 class StreamDecoder:
     """Holds at most ``buffer_limit`` undecided bytes plus one read: ``receive_data()``
@@ -86,14 +97,7 @@ class StreamDecoder:
     def next_event(self) -> Event | Signal:
         """The next event, or ``NEED_DATA`` / ``END_OF_STREAM`` when there is none."""
         event = self._next()
-        if isinstance(event, Decoded):
-            self.stats.frames_ok += 1
-        elif isinstance(event, Skipped):
-            self.stats.bytes_skipped += event.count
-        elif isinstance(event, FrameRejected):
-            self.stats.rejected[str(event.reason)] += 1
-        elif isinstance(event, Reply):
-            self.stats.replies += 1
+        self.stats.count(event)
         return event
 
     def events(self) -> Iterator[Event]:
