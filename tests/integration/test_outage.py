@@ -48,6 +48,10 @@ def start(tmp: Path, name: str, secure: SecureFleet, influxdb: InfluxDB, proxy: 
 
 
 def count(influxdb: InfluxDB, db: str, where: str = "") -> int:
+    """Readings landed; 0 until the collector has created its database (start() waits for
+    the agent only, and a collector can take longer to come up than an agent)."""
+    if not [r for r in rows(influxdb, "", "SHOW DATABASES") if r["name"] == db]:
+        return 0
     got = rows(influxdb, db, f"SELECT count(pm2_5_ugm3) FROM particulate {where}")
     return int(got[0]["count"]) if got else 0
 
