@@ -39,6 +39,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="rounds of faults in the chaos test (about a minute each)")
     parser.addoption("--chaos-seed", type=int, default=None,
                      help="seed for the chaos schedule (default: random, printed)")
+    parser.addoption("--power-cuts", type=int, default=30,
+                     help="power cuts per gateway (one per commit_window setting) in the"
+                          " agent's power-cut test (about 2 s each)")
+    parser.addoption("--outbox-power-cuts", type=int, default=50,
+                     help="power cuts per setting in the outbox's power-cut test (0.3 s each)")
+    parser.addoption("--power-cut-seed", type=int, default=None,
+                     help="seed for the power-cut schedule (default: random, printed)")
 
 
 @pytest.fixture(scope="session")

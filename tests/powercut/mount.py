@@ -1,0 +1,97 @@
+"""Mount, cut and reboot the power-cut filesystem (fuse_fs.py) from a test."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fuse_available() -> str | None:
+    """Why power-cut tests cannot run here, or None."""
+    if shutil.which("fusermount3") is None:
+        return "fusermount3 is missing (Debian package fuse3)"
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing"
+    try:
+        import mfusepy  # noqa: F401, PLC0415  (libfuse is loaded when imported)
+    except (ImportError, OSError) as exc:
+        return f"mfusepy cannot load libfuse: {exc}"
+    return None
+
+
+class PowerCutMount:
+    """One disk (its durable folder) mounted again and again at one mount point."""
+
+    def __init__(self, durable: Path, mountpoint: Path, log: Path) -> None:
+        self.durable, self.mountpoint, self.log = durable, mountpoint, log
+        durable.mkdir(parents=True, exist_ok=True)
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.cuts: list[dict[str, Any]] = []
+
+    def mount(self, *, cut_at: int | None = None, cut_on: str = "any",
+              torn_seed: int | None = None) -> None:
+        args = [sys.executable, "-m", "tests.powercut.fuse_fs", str(self.durable),
+                str(self.mountpoint), "--cut-on", cut_on, "--log", str(self.log)]
+        if cut_at is not None:
+            args += ["--cut-at", str(cut_at)]
+        if torn_seed is not None:
+            args += ["--torn-seed", str(torn_seed)]
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH",
+                                                                                  ""))
+        with (self.durable.parent / f"{self.durable.name}.fs.log").open("ab") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                         cwd=ROOT)
+        deadline = time.monotonic() + 10
+        while not os.path.ismount(self.mountpoint):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the power-cut filesystem did not mount at {self.mountpoint}")
+            time.sleep(0.02)
+
+    def cut_by_itself(self) -> bool:
+        """The filesystem cut the power at its chosen call (and exited)."""
+        return self.proc is not None and self.proc.poll() is not None
+
+    def cut(self) -> dict[str, Any]:
+        """The power goes now, if the filesystem has not cut it already; returns the record."""
+        assert self.proc is not None
+        by_itself = self.proc.poll() is not None
+        if not by_itself:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self._detach()
+        record: dict[str, Any] = {"during": "test (a moment it chose)"}
+        if by_itself:
+            lines = self.log.read_text().splitlines() if self.log.exists() else []
+            record = json.loads(lines[-1]) if lines else {"during": "unknown"}
+        self.cuts.append(record)
+        return record
+
+    def unmount(self) -> None:
+        """A clean stop (everything the process wrote stays only as far as it was fsynced)."""
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGKILL)  # unsynced pages are lost on a clean stop too
+        self.proc.wait()
+        self._detach()
+        self.proc = None
+
+    def _detach(self) -> None:
+        subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        deadline = time.monotonic() + 5
+        while os.path.ismount(self.mountpoint) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.mountpoint)
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
