@@ -9,10 +9,12 @@ comes either at a moment the test picks or at an exact filesystem call (the N-th
 write, fsync, truncate or unlink: inside an append, a checkpoint or a delete), and
 a third of the cuts are torn: the disk persists a random half of its unsynced pages
 first. The device writes one frame every 50 ms, and now and then a burst of 30 in one
-write, which the agent appends in one transaction.
+write, which the agent appends in one transaction; in a third of the boots the uplink
+goes down for a few seconds, so stored readings wait unacked when the power goes.
 
 After every reboot the agent must open the outbox without repair. At the end:
 - no reading lands twice and no (epoch, seq) is used for two readings;
+- the outbox survived every cut (one epoch);
 - every frame the agent read more than one commit window (plus a second of reading
   and queueing) before a cut landed; what was lost lies inside that window. The agent
   cannot count those: they were never durable, and neither was their seq.
@@ -38,6 +40,7 @@ from simulators.services import InfluxDB
 from tests.helpers import Proc, rows, wait_for, write_yaml
 from tests.powercut.mount import PowerCutMount, fuse_available
 from tests.secure_fleet import SecureFleet
+from tests.tcp_proxy import CuttableProxy
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +67,7 @@ class Gateway:
     device: PtyDevice
     config: Path
     log: Path
+    proxy: CuttableProxy
     emitted: list[tuple[int, float]] = field(default_factory=list)
     # (port open from, cut at): frames written in between were read by a live agent
     runs: list[tuple[float, float]] = field(default_factory=list)
@@ -130,6 +134,8 @@ class Gateway:
         if started:
             self.paused.clear()
             open_from = time.monotonic()
+        if rng.random() < 0.3:  # the uplink is down: stored readings wait unacked
+            self.proxy.cut(rng.uniform(1.0, 4.0))
         until = time.monotonic() + rng.uniform(0.3, 2.0)
         while time.monotonic() < until and not self.disk.cut_by_itself():
             time.sleep(0.01)
@@ -160,18 +166,20 @@ def make_gateways(tmp: Path, secure: SecureFleet) -> list[Gateway]:
         secret = secure.add_gateway(gw, **site)
         disk = PowerCutMount(tmp / f"{gw}-durable", tmp / f"{gw}-mnt", tmp / f"{gw}-cuts.jsonl")
         device = PtyDevice(tmp / f"{gw}-pm")
+        proxy = CuttableProxy(secure.broker.address).start()
         config = write_yaml(tmp / f"{gw}.yaml", {
             "gateway": {"id": gw, "secret": secret, "site": site},
             "clock_synced": False,
             "sensors": [{"id": "pm-1", "port": device.path, "profile": "pms5003"}],
             "outbox": {"path": str(disk.mountpoint / "outbox.sqlite"),
                        "commit_window": window},
-            "uplink": {"mqtt": secure.agent_mqtt(gw, keepalive=5, reconnect_max=1),
+            "uplink": {"mqtt": secure.agent_mqtt(gw, port=proxy.port, keepalive=5,
+                                                 reconnect_max=1),
                        "batch_size": 50, "max_in_flight": 2, "ack_timeout": 5},
             "health_interval": 2,
             "shutdown_timeout": 5,
         })
-        g = Gateway(gw, window, disk, device, config, tmp / f"{gw}.log")
+        g = Gateway(gw, window, disk, device, config, tmp / f"{gw}.log", proxy)
         g.paused.set()
         gateways.append(g)
     return gateways
@@ -244,6 +252,8 @@ def check(g: Gateway, points: list[dict[str, object]], cuts: int) -> None:
           f" {len(counters)} landed once, {len(lost)} lost in the window before a cut"
           f" (oldest {max(ages, default=0):.2f} s before it)")
     assert len(g.disk.cuts) >= cuts
+    # The outbox survived every cut: a new epoch would mean a new, empty file.
+    assert len({p["epoch"] for p in points}) == 1, f"{g.id}: the outbox was lost in a cut"
     if cuts >= 30:  # the calls a cut can land on all came up
         assert all(kinds.get(k) for k in ("write", "fsync", "truncate", "test")), kinds
 
@@ -289,4 +299,5 @@ def test_power_cuts_lose_at_most_one_window_and_duplicate_nothing(
                     g.proc.kill()
             g.disk.unmount()
             g.device.close()
+            g.proxy.close()
         collector.stop(timeout=10)

@@ -109,21 +109,12 @@ def check_after_cut(path: Path, ledger: Ledger, cut_ns: list[int], why: str) -> 
     ledger.durable = max(ledger.durable, durable_after_open)
 
 
-@pytest.mark.parametrize("mode", ["normal", "full"])
-def test_cuts_inside_appends_drops_deletes_and_checkpoints(
-    tmp_path: Path, mode: str, request: pytest.FixtureRequest
-) -> None:
-    why = fuse_available()
-    if why is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
-    cuts = request.config.getoption("--outbox-power-cuts")
-    seed = request.config.getoption("--power-cut-seed") or random.randrange(1 << 30)
-    rng = random.Random(seed)
-    print(f"power-cut seed {seed}, {cuts} cuts, mode {mode}")
-    disk = PowerCutMount(tmp_path / "durable", tmp_path / "mnt", tmp_path / "cuts.jsonl")
-    journal = tmp_path / "journal.jsonl"
+def run_cuts(tmp: Path, mode: str, cuts: int, rng: random.Random, *,
+             early_mark: bool = False, lose_dir_fsyncs: bool = False) -> Ledger:
+    """Boot the driver, let the disk cut it, check the reboot; ``cuts`` times."""
+    disk = PowerCutMount(tmp / "durable", tmp / "mnt", tmp / "cuts.jsonl",
+                         lose_dir_fsyncs=lose_dir_fsyncs)
+    journal = tmp / "journal.jsonl"
     path = disk.mountpoint / "outbox.sqlite"
     ledger = Ledger()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -136,7 +127,8 @@ def test_cuts_inside_appends_drops_deletes_and_checkpoints(
             driver = subprocess.Popen(
                 [sys.executable, "-m", "tests.powercut.outbox_driver", str(path), str(journal),
                  "--mode", mode, "--first-n", str(ledger.next_n), "--after", str(ledger.after),
-                 "--seed", str(rng.randrange(1 << 30)), "--focus", STEPS[i % len(STEPS)]],
+                 "--seed", str(rng.randrange(1 << 30)), "--focus", STEPS[i % len(STEPS)],
+                 *(["--early-mark"] if early_mark else [])],
                 cwd=ROOT, env=env, stderr=subprocess.PIPE)
             try:
                 _, err = driver.communicate(timeout=rng.uniform(1.0, 3.0))
@@ -154,10 +146,43 @@ def test_cuts_inside_appends_drops_deletes_and_checkpoints(
                                 f"cut {i} during {record.get('during')} (torn={torn})")
             finally:
                 disk.unmount()
-        print(f"{mode}: cuts by step {ledger.during}; {len(ledger.stored)} readings stored"
-              f" durably, {len(ledger.deleted)} deleted")
-        if cuts >= 50:
-            for step in ("append", "append_large", "drop", "sync", "delete"):
-                assert ledger.during.get(step), (step, ledger.during)
     finally:
         disk.unmount()
+    return ledger
+
+
+def need_fuse() -> None:
+    why = fuse_available()
+    if why is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+@pytest.mark.parametrize("mode", ["normal", "full"])
+def test_cuts_inside_appends_drops_deletes_and_checkpoints(
+    tmp_path: Path, mode: str, request: pytest.FixtureRequest
+) -> None:
+    need_fuse()
+    cuts = request.config.getoption("--outbox-power-cuts")
+    seed = request.config.getoption("--power-cut-seed") or random.randrange(1 << 30)
+    print(f"power-cut seed {seed}, {cuts} cuts, mode {mode}")
+    ledger = run_cuts(tmp_path, mode, cuts, random.Random(seed))
+    print(f"{mode}: cuts by step {ledger.during}; {len(ledger.stored)} readings stored"
+          f" durably, {len(ledger.deleted)} deleted")
+    if cuts >= 50:
+        for step in ("append", "append_large", "drop", "sync", "delete"):
+            assert ledger.during.get(step), (step, ledger.during)
+
+
+@pytest.mark.parametrize("broken", ["durable mark before the checkpoint",
+                                    "a disk that loses directory fsyncs"])
+def test_the_checks_fail_on_a_broken_outbox_or_disk(tmp_path: Path, broken: str) -> None:
+    """The checks above can fail: a durable mark raised before the checkpoint, and names
+    that never become durable (an outbox created without its folder fsynced), are caught
+    within a few cuts."""
+    need_fuse()
+    with pytest.raises(AssertionError, match=r"cut \d+ during"):  # a check, not the driver
+        run_cuts(tmp_path, "normal", 12, random.Random(7),
+                 early_mark=broken.startswith("durable"),
+                 lose_dir_fsyncs=broken.startswith("a disk"))

@@ -11,7 +11,8 @@ fsynced is gone. It comes two ways:
   ``--cut-on`` names (``write``, ``fsync``, ``truncate``, ``unlink``, ``any``) is never
   answered: the process that made it is killed, then this one exits. That puts cuts
   inside an append, a checkpoint or a delete rather than between them.
-With ``--torn-seed`` the disk first writes a random half of its unsynced pages
+``--lose-dir-fsyncs`` makes a disk that forgets new names (the tests show they fail on
+it). With ``--torn-seed`` the disk first writes a random half of its unsynced pages
 (seeded), as a disk that got part of its queue out before the power went.
 
 Runs single-threaded (FUSE ``-s``): calls are applied in the order they arrive.
@@ -45,8 +46,9 @@ class PowerCutFs(fuse.Operations):  # type: ignore[misc]
     use_ns = True
 
     def __init__(self, disk: Disk, cut_at: int | None, cut_on: str, torn_seed: int | None,
-                 log: Path | None) -> None:
+                 log: Path | None, *, lose_dir_fsyncs: bool = False) -> None:
         self.disk = disk
+        self.lose_dir_fsyncs = lose_dir_fsyncs
         self.cut_at, self.cut_on, self.torn_seed, self.log = cut_at, cut_on, torn_seed, log
         self.calls = 0
         self.by_kind: dict[str, int] = {}
@@ -137,7 +139,8 @@ class PowerCutFs(fuse.Operations):  # type: ignore[misc]
 
     def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
         self._call("fsync", path)
-        self.disk.fsync_dir()
+        if not self.lose_dir_fsyncs:
+            self.disk.fsync_dir()
         return 0
 
     def unlink(self, path: str) -> int:
@@ -190,8 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cut-on", choices=KINDS, default="any")
     p.add_argument("--torn-seed", type=int)
     p.add_argument("--log", type=Path)
+    p.add_argument("--lose-dir-fsyncs", action="store_true",
+                   help="answer directory fsyncs without doing them (to show a test fails)")
     a = p.parse_args(argv)
-    ops = PowerCutFs(Disk(a.durable), a.cut_at, a.cut_on, a.torn_seed, a.log)
+    ops = PowerCutFs(Disk(a.durable), a.cut_at, a.cut_on, a.torn_seed, a.log,
+                     lose_dir_fsyncs=a.lose_dir_fsyncs)
     fuse.FUSE(ops, str(a.mountpoint), foreground=True, nothreads=True, fsname="powercut")
     return 0
 

@@ -32,8 +32,10 @@ def fuse_available() -> str | None:
 class PowerCutMount:
     """One disk (its durable folder) mounted again and again at one mount point."""
 
-    def __init__(self, durable: Path, mountpoint: Path, log: Path) -> None:
+    def __init__(self, durable: Path, mountpoint: Path, log: Path, *,
+                 lose_dir_fsyncs: bool = False) -> None:
         self.durable, self.mountpoint, self.log = durable, mountpoint, log
+        self.lose_dir_fsyncs = lose_dir_fsyncs
         durable.mkdir(parents=True, exist_ok=True)
         mountpoint.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -47,6 +49,8 @@ class PowerCutMount:
             args += ["--cut-at", str(cut_at)]
         if torn_seed is not None:
             args += ["--torn-seed", str(torn_seed)]
+        if self.lose_dir_fsyncs:
+            args.append("--lose-dir-fsyncs")
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH",
                                                                                   ""))
         with (self.durable.parent / f"{self.durable.name}.fs.log").open("ab") as out:

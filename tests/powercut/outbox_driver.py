@@ -44,6 +44,14 @@ def reading(n: int) -> Reading:
                    + n, "boot", n)
 
 
+def sync_without_checkpoint(self: Outbox) -> int:
+    """The bug the checks must catch: the durable mark rises, nothing was fsynced."""
+    mark = self.mark.due()
+    if mark is not None:
+        self.mark.checkpointed(mark)
+    return self.durable_seq
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("outbox", type=Path)
@@ -52,11 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-n", type=int, required=True)
     p.add_argument("--after", type=int, default=0)
     p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--early-mark", action="store_true",
+                   help="a broken outbox: the durable mark rises before the checkpoint")
     p.add_argument("--focus", choices=(*STEPS, "drop"),
                    help="the step done five times as often; drop: fill the outbox, then append")
     a = p.parse_args(argv)
     rng = random.Random(a.seed)
     journal = Journal(a.journal)
+    if a.early_mark:
+        Outbox.sync = sync_without_checkpoint  # type: ignore[method-assign]
     journal.write(step="open", event="begin")
     outbox = Outbox(a.outbox, fsync_every_append=a.mode == "full", max_bytes=MAX_BYTES,
                     drop_policy=DropPolicy("oldest"))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
-from cityedge.atomic import atomic_write
+from cityedge.atomic import STALE_TEMP_S, atomic_write
 from collector.alerts.store import StateStore
 from edge_agent.display_file import read_display_file, write_display_file
 from tests.alerts_helpers import load_state
@@ -47,3 +48,22 @@ def test_alert_state_files_are_private_and_tightened_on_load(tmp_path: Path) -> 
     for path in (store.alerts_path, store.stats_path):
         assert mode(path) == 0o600
     assert mode(store.dir) == 0o700
+
+
+def test_a_write_removes_what_a_power_cut_left_behind(tmp_path: Path) -> None:
+    """A cut between mkstemp and the rename leaves a temporary file; the next write of the
+    same file removes it once it is stale, and leaves a young one (a writer at work) and
+    other files' temporaries alone."""
+    target = tmp_path / "alerts.json"
+    stale = tmp_path / ".alerts.json.abc123.tmp"
+    young = tmp_path / ".alerts.json.def456.tmp"
+    other = tmp_path / ".display.json.abc123.tmp"
+    for f in (stale, young, other):
+        f.write_bytes(b"half")
+    old = time.time() - STALE_TEMP_S - 5
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    atomic_write(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert not stale.exists()
+    assert young.exists() and other.exists()
