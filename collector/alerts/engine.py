@@ -16,8 +16,19 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from collector.alerts.clock import Change
 from collector.alerts.errors import UsageError
-from collector.alerts.evaluate import HELD, KINDS, PENDING, Member, Verdict, hold
+from collector.alerts.evaluate import (
+    HELD,
+    KINDS,
+    OK,
+    PENDING,
+    Member,
+    Verdict,
+    clock_step,
+    hold,
+    round_half_up,
+)
 from collector.alerts.events import Ack, AlertEvent, Silence, Status, alert_id, iso
 from collector.alerts.lifecycle import ACKABLE, QUIET, REPEATS_IN, Input, State, step
 from collector.alerts.rules import Rule, RuleSet
@@ -102,6 +113,9 @@ class Engine:
         self._offline = [i for i, r in enumerate(rules.rules) if r.kind == "offline"]
         # No silence or offline deadline falls before this: the tick skips its scan until then.
         self._timed_due = 0
+        self._clocked = {i: clock_step(r) for i, r in enumerate(rules.rules) if r.clock}
+        self._clock_due = 0  # no clock period is due to be judged before this
+        self._backfill = False  # events being made are re-judgements of late readings
         self._routes: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[int, ...]] = {}
         self.counts = {"readings": 0, "duplicates": 0, "late": 0, "events": 0}
         self._out: list[AlertEvent] = []
@@ -117,6 +131,8 @@ class Engine:
         now = self.now
         if now >= self._timed_due:
             self._scan_deadlines(now)
+        if now >= self._clock_due:
+            self._scan_clock(now)
         for g in list(self.open):
             self._sweep(g, now)
         for sid in [s.id for s in self.silences.values() if s.until_ns <= now]:
@@ -211,20 +227,30 @@ class Engine:
             if m is None:
                 own_tags = own_tags or dict(tags)
                 m = self.members[ri][key] = Member(rule, key, own_tags)
-            ops.absorb(rule, m, t, v)
-            if rule.pooled:
-                self._due(m.last_seen + rule.after_ns)
-            if t >= m.last_t and self.now - t < rule.late_after_ns:
-                m.last_t = t
-                verdict = ops.judge(rule, m, t, v)
-                if verdict is not None:
-                    self._apply(ri, m, t, verdict, late=False)
+            live = t >= m.last_t and self.now - t < rule.late_after_ns
+            if m.clock is not None:
+                self._clock_reading(ri, m, t, v, live)
             else:
+                self._series(ri, m, t, v, live)
+            if not live:
                 late_seen = True
                 if rule.late_report:
                     self._late(ri, key, own_tags or dict(tags), t, v)
         if late_seen:
             self.counts["late"] += 1
+
+    def _series(self, ri: int, m: Member, t: int, v: float, live: bool) -> None:
+        """A reading for a rule on rolling statistics: absorbed, and judged when live."""
+        rule = self.rules.rules[ri]
+        ops = KINDS[rule.kind]
+        ops.absorb(rule, m, t, v)
+        if rule.pooled:
+            self._due(m.last_seen + rule.after_ns)
+        if live:
+            m.last_t = t
+            verdict = ops.judge(rule, m, t, v)
+            if verdict is not None:
+                self._apply(ri, m, t, verdict, late=False)
 
     def _route(self, measurement: str, tags: Mapping[str, str]) -> tuple[int, ...]:
         """Indexes of the rules a reading of this measurement and tag set goes to (cached)."""
@@ -296,12 +322,63 @@ class Engine:
         return self.silences.pop(silence_id, None) is not None
 
     # -- the member -> group -> lifecycle path -------------------------------
+    def _clock_reading(self, ri: int, m: Member, t: int, v: float, live: bool) -> None:
+        """A reading for a clock-mean rule: judge the periods it completes, or re-judge."""
+        rule, c = self.rules.rules[ri], m.clock
+        assert rule.clock is not None and c is not None
+        k = c.add(rule.clock, t, v)
+        if live:
+            m.last_t = t
+            self._clock_changes(ri, m, c.evaluate(rule.clock, self._clocked[ri], k - 1
+                                                  if k is not None else rule.clock.index(t) - 1))
+        elif k is not None and c.done is not None and k <= c.done:
+            change = c.replay(rule.clock, self._clocked[ri])
+            if change is not None:
+                self._backfill = True
+                try:
+                    self._clock_changes(ri, m, [change])
+                finally:
+                    self._backfill = False
+        due = c.due(rule.clock, rule.late_after_ns)
+        if due is not None:
+            self._clock_due = min(self._clock_due, due)
+
+    def _clock_changes(self, ri: int, m: Member, changes: list[Change]) -> None:
+        rule = self.rules.rules[ri]
+        for ch in changes:
+            value = ch.value if rule.round is None else round_half_up(ch.value, rule.round)
+            m.raised = ch.status != OK
+            self._move(ri, m, ch.time_ns, ch.status, value=value, level=0, late=False)
+
+    def _scan_clock(self, now: int) -> None:
+        """Judge the periods of series that went quiet, once late_after has passed their end."""
+        next_due = 1 << 62
+        for ri in self._clocked:
+            rule = self.rules.rules[ri]
+            assert rule.clock is not None
+            through = rule.clock.index(now - rule.late_after_ns) - 1
+            for m in list(self.members[ri].values()):
+                c = m.clock
+                assert c is not None
+                due = c.due(rule.clock, rule.late_after_ns)
+                if due is not None and due <= now:
+                    self._clock_changes(ri, m, c.evaluate(rule.clock, self._clocked[ri], through))
+                    due = c.due(rule.clock, rule.late_after_ns)
+                if due is not None:
+                    next_due = min(next_due, due)
+        self._clock_due = next_due
+
     def _apply(self, ri: int, m: Member, t: int, verdict: Verdict, *, late: bool) -> None:
         assert verdict is not None
         raised, value, level = verdict
+        new_status = hold(self.rules.rules[ri], m, t, raised)
+        self._move(ri, m, t, new_status, value=value, level=level, late=late)
+
+    def _move(self, ri: int, m: Member, t: int, new_status: int, *, value: float, level: int,
+              late: bool) -> None:
+        """The member's status is new_status: update its group and step the lifecycle."""
         rule = self.rules.rules[ri]
         old_status, old_level = m.status, m.level
-        new_status = hold(rule, m, t, raised)
         m.value = value
         if new_status == old_status and (new_status != HELD or level == old_level):
             return
@@ -384,7 +461,8 @@ class Engine:
         self._out.append(AlertEvent(
             alert_id=g.alert_id, seq=g.seq, rule=rule.name, state=new.value,
             previous=previous.value, severity=severity, time_ns=t, started_ns=g.started,
-            value=value, message=message, scope=dict(g.scope), notify=notify, late=g.late,
+            value=value, message=message, scope=dict(g.scope), notify=notify,
+            late=g.late or self._backfill,
             repeat=repeat, silenced=silenced, members=members,
             display=rule.display.format_map(values) if rule.display else ""))
 
