@@ -89,7 +89,8 @@ def test_shipped_rules_replay_a_dust_episode_csv(tmp_path: Path,
         args += ["--rules", str(path)]
     assert main(args) == 0
     got = [(e["time"], e["rule"], e["state"]) for e in lines(capsys.readouterr().out)]
-    assert ("2024-03-04T02:25:00Z", "pm10_advisory", "firing") in got  # 11:25 Seoul
+    # Hourly means 200 for 09-10 and 10-11: issued when 10-11 completes, 11:00 Seoul.
+    assert ("2024-03-04T02:00:00Z", "pm10_advisory", "firing") in got
 
 
 @pytest.mark.parametrize("case", [
