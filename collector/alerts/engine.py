@@ -12,26 +12,17 @@ whose events are marked late). Readings are deduplicated by
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from collector.alerts.clock import Change
+from collector.alerts.clockrules import ClockRules
 from collector.alerts.errors import UsageError
-from collector.alerts.evaluate import (
-    HELD,
-    KINDS,
-    OK,
-    PENDING,
-    Member,
-    Verdict,
-    clock_step,
-    hold,
-    round_half_up,
-)
+from collector.alerts.evaluate import HELD, KINDS, OK, PENDING, Member, Verdict, hold
 from collector.alerts.events import Ack, AlertEvent, Silence, Status, alert_id, iso
+from collector.alerts.group import Group
 from collector.alerts.lifecycle import ACKABLE, QUIET, REPEATS_IN, Input, State, step
-from collector.alerts.rules import Rule, RuleSet
+from collector.alerts.rules import RuleSet
 from collector.alerts.windows import Dedupe
 from collector.lineprotocol import Identity
 
@@ -63,31 +54,6 @@ def _number(raw: Any) -> float | None:
     return v if math.isfinite(v) else None  # a NaN would poison every window it entered
 
 
-class Group:
-    """One alert instance: a rule and the tag values it groups by, with its lifecycle state."""
-
-    __slots__ = ("alert_id", "holds", "key", "last_arrival", "last_change", "last_input",
-                 "last_notified", "last_t", "late", "level", "levels", "n_held", "n_pending",
-                 "rule", "scope", "seq", "started", "state", "value")
-
-    def __init__(self, rule: Rule, key: tuple[str, ...], scope: dict[str, str], late: bool) -> None:
-        self.rule, self.key, self.scope, self.late = rule, key, scope, late
-        self.state = State.INACTIVE
-        self.alert_id = ""
-        self.seq = 0
-        self.started = 0
-        self.n_pending = self.n_held = 0
-        self.levels: dict[int, int] = {}
-        self.level = 0
-        self.value = 0.0
-        self.last_input = Input.CLEAR
-        self.last_change = 0
-        self.last_notified = 0
-        self.last_arrival = 0  # engine time the last late reading for it arrived
-        self.last_t = 0  # event time of that reading
-        self.holds: deque[int] = deque()
-
-
 class _Safe(dict[str, Any]):
     def __missing__(self, key: str) -> str:
         return "?"
@@ -113,8 +79,7 @@ class Engine:
         self._offline = [i for i, r in enumerate(rules.rules) if r.kind == "offline"]
         # No silence or offline deadline falls before this: the tick skips its scan until then.
         self._timed_due = 0
-        self._clocked = {i: clock_step(r) for i, r in enumerate(rules.rules) if r.clock}
-        self._clock_due = 0  # no clock period is due to be judged before this
+        self.clock = ClockRules(rules, self.members, self._clock_move)
         self._backfill = False  # events being made are re-judgements of late readings
         self._routes: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[int, ...]] = {}
         self.counts = {"readings": 0, "duplicates": 0, "late": 0, "events": 0}
@@ -131,8 +96,8 @@ class Engine:
         now = self.now
         if now >= self._timed_due:
             self._scan_deadlines(now)
-        if now >= self._clock_due:
-            self._scan_clock(now)
+        if now >= self.clock.due:
+            self.clock.scan(now)
         for g in list(self.open):
             self._sweep(g, now)
         for sid in [s.id for s in self.silences.values() if s.until_ns <= now]:
@@ -229,7 +194,7 @@ class Engine:
                 m = self.members[ri][key] = Member(rule, key, own_tags)
             live = t >= m.last_t and self.now - t < rule.late_after_ns
             if m.clock is not None:
-                self._clock_reading(ri, m, t, v, live)
+                self.clock.reading(ri, m, t, v, live)
             else:
                 self._series(ri, m, t, v, live)
             if not live:
@@ -322,51 +287,15 @@ class Engine:
         return self.silences.pop(silence_id, None) is not None
 
     # -- the member -> group -> lifecycle path -------------------------------
-    def _clock_reading(self, ri: int, m: Member, t: int, v: float, live: bool) -> None:
-        """A reading for a clock-mean rule: judge the periods it completes, or re-judge."""
-        rule, c = self.rules.rules[ri], m.clock
-        assert rule.clock is not None and c is not None
-        k = c.add(rule.clock, t, v)
-        if live:
-            m.last_t = t
-            self._clock_changes(ri, m, c.evaluate(rule.clock, self._clocked[ri], k - 1
-                                                  if k is not None else rule.clock.index(t) - 1))
-        elif k is not None and c.done is not None and k <= c.done:
-            change = c.replay(rule.clock, self._clocked[ri])
-            if change is not None:
-                self._backfill = True
-                try:
-                    self._clock_changes(ri, m, [change])
-                finally:
-                    self._backfill = False
-        due = c.due(rule.clock, rule.late_after_ns)
-        if due is not None:
-            self._clock_due = min(self._clock_due, due)
-
-    def _clock_changes(self, ri: int, m: Member, changes: list[Change]) -> None:
-        rule = self.rules.rules[ri]
-        for ch in changes:
-            value = ch.value if rule.round is None else round_half_up(ch.value, rule.round)
-            m.raised = ch.status != OK
-            self._move(ri, m, ch.time_ns, ch.status, value=value, level=0, late=False)
-
-    def _scan_clock(self, now: int) -> None:
-        """Judge the periods of series that went quiet, once late_after has passed their end."""
-        next_due = 1 << 62
-        for ri in self._clocked:
-            rule = self.rules.rules[ri]
-            assert rule.clock is not None
-            through = rule.clock.index(now - rule.late_after_ns) - 1
-            for m in list(self.members[ri].values()):
-                c = m.clock
-                assert c is not None
-                due = c.due(rule.clock, rule.late_after_ns)
-                if due is not None and due <= now:
-                    self._clock_changes(ri, m, c.evaluate(rule.clock, self._clocked[ri], through))
-                    due = c.due(rule.clock, rule.late_after_ns)
-                if due is not None:
-                    next_due = min(next_due, due)
-        self._clock_due = next_due
+    def _clock_move(self, ri: int, m: Member, change: Change, backfill: bool) -> None:
+        """A clock-mean rule judged a period: the member's new status (late when backfilled)."""
+        m.raised = change.status != OK
+        self._backfill = backfill
+        try:
+            self._move(ri, m, change.time_ns, change.status, value=change.value, level=0,
+                       late=False)
+        finally:
+            self._backfill = False
 
     def _apply(self, ri: int, m: Member, t: int, verdict: Verdict, *, late: bool) -> None:
         assert verdict is not None

@@ -16,9 +16,10 @@ from collections import deque
 from collections.abc import Generator
 from typing import Any
 
-from collector.alerts.engine import Engine, Group
+from collector.alerts.engine import Engine
 from collector.alerts.evaluate import HELD, OK, PENDING, Member
 from collector.alerts.events import Silence
+from collector.alerts.group import Group
 from collector.alerts.lifecycle import QUIET, Input, State
 
 VERSION = 1
