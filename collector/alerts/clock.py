@@ -14,7 +14,9 @@ lifts a firing alert.
 Readings that arrive after their period was judged (a backlog) change the
 kept periods and the judgement is replayed from the kept base; a different
 outcome is reported as a backfilled change (the engine marks its events
-late). Only ``keep`` periods are kept per series; older ones are folded
+late). A period first judged on readings that arrived late (a backlog that
+drains in order) makes backfilled changes too: they are not news either.
+Only ``keep`` periods are kept per series; older ones are folded
 into the base state.
 
 Nothing here knows rules or levels: the caller passes ``step``, which maps
@@ -85,25 +87,27 @@ class Change:
     time_ns: int
     status: int
     value: float
+    late: bool = False  # judged on readings that arrived late (a backlog): backfilled
 
 
 class ClockHours:
     """One series' kept periods: parallel lists of period index, sum, count and slot bits."""
 
-    __slots__ = ("base_k", "base_run", "base_status", "counts", "done", "ks", "run", "slots",
-                 "status", "sums")
+    __slots__ = ("base_k", "base_run", "base_status", "counts", "done", "ks", "late", "run",
+                 "slots", "status", "sums")
 
     def __init__(self) -> None:
         self.ks: list[int] = []
         self.sums: list[float] = []
         self.counts: list[int] = []
         self.slots: list[int] = []
+        self.late: list[bool] = []  # some reading of the period arrived late
         self.done: int | None = None  # the last period judged
         self.status, self.run = OK, 0  # after `done`
         self.base_k: int | None = None  # the state after this (forgotten) period...
         self.base_status, self.base_run = OK, 0  # ...is this
 
-    def add(self, spec: ClockSpec, time_ns: int, value: float) -> int | None:
+    def add(self, spec: ClockSpec, time_ns: int, value: float, late: bool) -> int | None:
         """Add a reading to its period; None when the period is older than the kept ones."""
         k = spec.index(time_ns)
         if self.base_k is not None and k <= self.base_k:
@@ -115,11 +119,13 @@ class ClockHours:
             self.sums[i] += value
             self.counts[i] += 1
             self.slots[i] |= bit
+            self.late[i] |= late
         else:
             ks.insert(i, k)
             self.sums.insert(i, value)
             self.counts.insert(i, 1)
             self.slots.insert(i, bit)
+            self.late.insert(i, late)
         return k
 
     def mean(self, spec: ClockSpec, i: int) -> tuple[float | None, float]:
@@ -140,7 +146,8 @@ class ClockHours:
             mean, raw = self.mean(spec, i) if has_data else (None, 0.0)
             new_status, new_run = step(status, run, mean, spec.start(k))
             if new_status != status:
-                changes.append(Change(spec.end(k), new_status, mean if mean is not None else raw))
+                changes.append(Change(spec.end(k), new_status, mean if mean is not None else raw,
+                                      has_data and self.late[i]))
             if not has_data and (new_status, new_run) == (status, run):
                 # A second empty period changes nothing either: skip to the next data.
                 k = ks[i] if i < len(ks) else through + 1
@@ -175,9 +182,8 @@ class ClockHours:
         old, self.status, self.run = self.status, status, run
         if status == old:
             return None
-        if changes:
-            return changes[-1]
-        return Change(spec.end(self.done), status, 0.0)
+        last = changes[-1] if changes else Change(spec.end(self.done), status, 0.0)
+        return Change(last.time_ns, last.status, last.value, late=True)
 
     def _trim(self, spec: ClockSpec, step: Step) -> None:
         assert self.done is not None
@@ -188,7 +194,7 @@ class ClockHours:
             self.base_status, self.base_run, _ = self._walk(spec, step, start, self.base_status,
                                                             self.base_run, through=k)
             self.base_k = k
-            del self.ks[0], self.sums[0], self.counts[0], self.slots[0]
+            del self.ks[0], self.sums[0], self.counts[0], self.slots[0], self.late[0]
 
     def due(self, spec: ClockSpec, late_ns: int) -> int | None:
         """When the engine's clock must judge this series (a quiet station); None: nothing due."""
@@ -199,15 +205,16 @@ class ClockHours:
         return None
 
     def dump(self) -> list[object]:
-        return [self.ks, self.sums, self.counts, self.slots, self.done, self.status, self.run,
-                self.base_k, self.base_status, self.base_run]
+        return [self.ks, self.sums, self.counts, self.slots, self.late, self.done, self.status,
+                self.run, self.base_k, self.base_status, self.base_run]
 
     def load(self, data: list[object]) -> None:
-        ks, sums, counts, slots, done, status, run, base_k, base_status, base_run = data
+        ks, sums, counts, slots, late, done, status, run, base_k, base_status, base_run = data
         self.ks = [int(x) for x in ks]  # type: ignore[attr-defined]
         self.sums = [float(x) for x in sums]  # type: ignore[attr-defined]
         self.counts = [int(x) for x in counts]  # type: ignore[attr-defined]
         self.slots = [int(x) for x in slots]  # type: ignore[attr-defined]
+        self.late = [bool(x) for x in late]  # type: ignore[attr-defined]
         self.done = None if done is None else int(done)  # type: ignore[call-overload]
         self.status, self.run = int(status), int(run)  # type: ignore[call-overload]
         self.base_k = None if base_k is None else int(base_k)  # type: ignore[call-overload]

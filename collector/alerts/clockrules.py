@@ -6,7 +6,8 @@ one re-judges them when it changed one already judged. ``scan(now)`` judges
 the periods of series that went quiet once ``late_after`` has passed their
 end; ``due`` says when the next scan can find something, so the engine's
 tick costs nothing in between. What a judgement changes goes to ``move``,
-the engine's member -> group -> lifecycle path, marked when it is backfilled.
+the engine's member -> group -> lifecycle path; ``Change.late`` marks one made
+on readings that arrived late (backfilled).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collector.alerts.clock import Change, Step
 from collector.alerts.evaluate import Member, clock_step, round_half_up
 from collector.alerts.rules import RuleSet
 
-Move = Callable[[int, Member, Change, bool], None]  # (rule index, member, change, backfilled)
+Move = Callable[[int, Member, Change], None]  # (rule index, member, change)
 NEVER = 1 << 62
 
 
@@ -35,15 +36,15 @@ class ClockRules:
         """A reading for a clock-mean rule: judge the periods it completes, or re-judge."""
         rule, c = self.rules[ri], m.clock
         assert rule.clock is not None and c is not None
-        k = c.add(rule.clock, t, v)
+        k = c.add(rule.clock, t, v, not live)
         if live:
             m.last_t = t
             through = (k if k is not None else rule.clock.index(t)) - 1
-            self._changes(ri, m, c.evaluate(rule.clock, self.steps[ri], through), False)
+            self._changes(ri, m, c.evaluate(rule.clock, self.steps[ri], through))
         elif k is not None and c.done is not None and k <= c.done:
             change = c.replay(rule.clock, self.steps[ri])
             if change is not None:
-                self._changes(ri, m, [change], True)
+                self._changes(ri, m, [change])
         due = c.due(rule.clock, rule.late_after_ns)
         if due is not None:
             self.due = min(self.due, due)
@@ -60,14 +61,14 @@ class ClockRules:
                 assert c is not None
                 due = c.due(rule.clock, rule.late_after_ns)
                 if due is not None and due <= now:
-                    self._changes(ri, m, c.evaluate(rule.clock, step, through), False)
+                    self._changes(ri, m, c.evaluate(rule.clock, step, through))
                     due = c.due(rule.clock, rule.late_after_ns)
                 if due is not None:
                     next_due = min(next_due, due)
         self.due = next_due
 
-    def _changes(self, ri: int, m: Member, changes: list[Change], backfilled: bool) -> None:
+    def _changes(self, ri: int, m: Member, changes: list[Change]) -> None:
         digits = self.rules[ri].round
         for ch in changes:
             value = ch.value if digits is None else round_half_up(ch.value, digits)
-            self.move(ri, m, Change(ch.time_ns, ch.status, value), backfilled)
+            self.move(ri, m, Change(ch.time_ns, ch.status, value, ch.late))

@@ -287,10 +287,10 @@ class Engine:
         return self.silences.pop(silence_id, None) is not None
 
     # -- the member -> group -> lifecycle path -------------------------------
-    def _clock_move(self, ri: int, m: Member, change: Change, backfill: bool) -> None:
+    def _clock_move(self, ri: int, m: Member, change: Change) -> None:
         """A clock-mean rule judged a period: the member's new status (late when backfilled)."""
         m.raised = change.status != OK
-        self._backfill = backfill
+        self._backfill = change.late
         try:
             self._move(ri, m, change.time_ns, change.status, value=change.value, level=0,
                        late=False)

@@ -214,6 +214,21 @@ def test_a_backlog_that_completes_an_hour_is_reported_late_not_new() -> None:
     assert engine.counts["late"] == 12
 
 
+def test_hours_first_judged_on_a_drained_backlog_are_reported_late() -> None:
+    # The uplink was down 10:00-13:05; the backlog drains in order at 13:05, then live data.
+    steps: list[Step] = [R(s.t, s.fields, arrival=at("03-04 13:05"))
+                         for s in hours(PM25, [80, 90, 90]) if isinstance(s, R)]
+    steps += hours(PM25, [90, 20], start="03-04 13:05")
+    steps.append(then(PM25, 20, "03-04 15:05"))
+    engine = Engine(load_rules(RULE_FILES))
+    events = [e for e in feed(engine, steps) if e.rule == "pm2_5_advisory"]
+    # The clock is past those hours: each backlog reading re-judges them as it lands,
+    # and the 12:00 advisory comes out (at 13:05) marked late. Live hours go on from it:
+    # 13-14 is 90, 14-15 (the 14:00 reading at 90, then 20s) is 26.
+    assert [(local(e.time_ns), e.state, e.late) for e in events] == [
+        ("03-04 12:00", "firing", True), ("03-04 15:00", "resolved", False)]
+
+
 def test_a_backlog_below_the_limit_changes_nothing() -> None:
     events = timeline(backlog(70))
     assert [(e[1], e[3]) for e in events] == [("03-04 11:00", "pending"),
