@@ -31,12 +31,17 @@ class ClockRules:
         self.steps: dict[int, Step] = {i: clock_step(r) for i, r in enumerate(self.rules)
                                        if r.clock is not None}
         self.due = 0  # no period is due to be judged before this engine time
+        # Readings older than every kept period of their series (beyond `backfill`):
+        # stored by the collector, but no clock-mean rule can judge them any more.
+        self.too_old = 0
 
     def reading(self, ri: int, m: Member, t: int, v: float, live: bool) -> None:
         """A reading for a clock-mean rule: judge the periods it completes, or re-judge."""
         rule, c = self.rules[ri], m.clock
         assert rule.clock is not None and c is not None
         k = c.add(rule.clock, t, v, not live)
+        if k is None:
+            self.too_old += 1
         if live:
             m.last_t = t
             through = (k if k is not None else rule.clock.index(t)) - 1

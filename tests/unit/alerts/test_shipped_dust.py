@@ -258,6 +258,7 @@ def test_readings_older_than_the_backfill_are_ignored_and_state_is_bounded() -> 
     assert member.clock is not None and len(member.clock.ks) <= 7  # 6 h backfill + 1
     old = R(at("03-03 12:00"), {PM25: 900}, arrival=at("03-03 23:56"))
     assert [e for e in feed(engine, [old]) if e.rule in PM_RULES] == []
+    assert engine.clock.too_old == 2  # counted for both PM2.5 rules
 
 
 # -- a collector restart mid-hold -------------------------------------------------------------
