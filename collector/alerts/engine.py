@@ -12,15 +12,17 @@ whose events are marked late). Readings are deduplicated by
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from collector.alerts.clock import Change
+from collector.alerts.clockrules import ClockRules
 from collector.alerts.errors import UsageError
-from collector.alerts.evaluate import HELD, KINDS, PENDING, Member, Verdict, hold
+from collector.alerts.evaluate import HELD, KINDS, OK, PENDING, Member, Verdict, hold
 from collector.alerts.events import Ack, AlertEvent, Silence, Status, alert_id, iso
+from collector.alerts.group import Group
 from collector.alerts.lifecycle import ACKABLE, QUIET, REPEATS_IN, Input, State, step
-from collector.alerts.rules import Rule, RuleSet
+from collector.alerts.rules import RuleSet
 from collector.alerts.windows import Dedupe
 from collector.lineprotocol import Identity
 
@@ -52,31 +54,6 @@ def _number(raw: Any) -> float | None:
     return v if math.isfinite(v) else None  # a NaN would poison every window it entered
 
 
-class Group:
-    """One alert instance: a rule and the tag values it groups by, with its lifecycle state."""
-
-    __slots__ = ("alert_id", "holds", "key", "last_arrival", "last_change", "last_input",
-                 "last_notified", "last_t", "late", "level", "levels", "n_held", "n_pending",
-                 "rule", "scope", "seq", "started", "state", "value")
-
-    def __init__(self, rule: Rule, key: tuple[str, ...], scope: dict[str, str], late: bool) -> None:
-        self.rule, self.key, self.scope, self.late = rule, key, scope, late
-        self.state = State.INACTIVE
-        self.alert_id = ""
-        self.seq = 0
-        self.started = 0
-        self.n_pending = self.n_held = 0
-        self.levels: dict[int, int] = {}
-        self.level = 0
-        self.value = 0.0
-        self.last_input = Input.CLEAR
-        self.last_change = 0
-        self.last_notified = 0
-        self.last_arrival = 0  # engine time the last late reading for it arrived
-        self.last_t = 0  # event time of that reading
-        self.holds: deque[int] = deque()
-
-
 class _Safe(dict[str, Any]):
     def __missing__(self, key: str) -> str:
         return "?"
@@ -102,6 +79,8 @@ class Engine:
         self._offline = [i for i, r in enumerate(rules.rules) if r.kind == "offline"]
         # No silence or offline deadline falls before this: the tick skips its scan until then.
         self._timed_due = 0
+        self.clock = ClockRules(rules, self.members, self._clock_move)
+        self._backfill = False  # events being made are re-judgements of late readings
         self._routes: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[int, ...]] = {}
         self.counts = {"readings": 0, "duplicates": 0, "late": 0, "events": 0}
         self._out: list[AlertEvent] = []
@@ -117,6 +96,8 @@ class Engine:
         now = self.now
         if now >= self._timed_due:
             self._scan_deadlines(now)
+        if now >= self.clock.due:
+            self.clock.scan(now)
         for g in list(self.open):
             self._sweep(g, now)
         for sid in [s.id for s in self.silences.values() if s.until_ns <= now]:
@@ -211,20 +192,30 @@ class Engine:
             if m is None:
                 own_tags = own_tags or dict(tags)
                 m = self.members[ri][key] = Member(rule, key, own_tags)
-            ops.absorb(rule, m, t, v)
-            if rule.pooled:
-                self._due(m.last_seen + rule.after_ns)
-            if t >= m.last_t and self.now - t < rule.late_after_ns:
-                m.last_t = t
-                verdict = ops.judge(rule, m, t, v)
-                if verdict is not None:
-                    self._apply(ri, m, t, verdict, late=False)
+            live = t >= m.last_t and self.now - t < rule.late_after_ns
+            if m.clock is not None:
+                self.clock.reading(ri, m, t, v, live)
             else:
+                self._series(ri, m, t, v, live)
+            if not live:
                 late_seen = True
                 if rule.late_report:
                     self._late(ri, key, own_tags or dict(tags), t, v)
         if late_seen:
             self.counts["late"] += 1
+
+    def _series(self, ri: int, m: Member, t: int, v: float, live: bool) -> None:
+        """A reading for a rule on rolling statistics: absorbed, and judged when live."""
+        rule = self.rules.rules[ri]
+        ops = KINDS[rule.kind]
+        ops.absorb(rule, m, t, v)
+        if rule.pooled:
+            self._due(m.last_seen + rule.after_ns)
+        if live:
+            m.last_t = t
+            verdict = ops.judge(rule, m, t, v)
+            if verdict is not None:
+                self._apply(ri, m, t, verdict, late=False)
 
     def _route(self, measurement: str, tags: Mapping[str, str]) -> tuple[int, ...]:
         """Indexes of the rules a reading of this measurement and tag set goes to (cached)."""
@@ -296,12 +287,27 @@ class Engine:
         return self.silences.pop(silence_id, None) is not None
 
     # -- the member -> group -> lifecycle path -------------------------------
+    def _clock_move(self, ri: int, m: Member, change: Change) -> None:
+        """A clock-mean rule judged a period: the member's new status (late when backfilled)."""
+        m.raised = change.status != OK
+        self._backfill = change.late
+        try:
+            self._move(ri, m, change.time_ns, change.status, value=change.value, level=0,
+                       late=False)
+        finally:
+            self._backfill = False
+
     def _apply(self, ri: int, m: Member, t: int, verdict: Verdict, *, late: bool) -> None:
         assert verdict is not None
         raised, value, level = verdict
+        new_status = hold(self.rules.rules[ri], m, t, raised)
+        self._move(ri, m, t, new_status, value=value, level=level, late=late)
+
+    def _move(self, ri: int, m: Member, t: int, new_status: int, *, value: float, level: int,
+              late: bool) -> None:
+        """The member's status is new_status: update its group and step the lifecycle."""
         rule = self.rules.rules[ri]
         old_status, old_level = m.status, m.level
-        new_status = hold(rule, m, t, raised)
         m.value = value
         if new_status == old_status and (new_status != HELD or level == old_level):
             return
@@ -384,7 +390,8 @@ class Engine:
         self._out.append(AlertEvent(
             alert_id=g.alert_id, seq=g.seq, rule=rule.name, state=new.value,
             previous=previous.value, severity=severity, time_ns=t, started_ns=g.started,
-            value=value, message=message, scope=dict(g.scope), notify=notify, late=g.late,
+            value=value, message=message, scope=dict(g.scope), notify=notify,
+            late=g.late or self._backfill,
             repeat=repeat, silenced=silenced, members=members,
             display=rule.display.format_map(values) if rule.display else ""))
 

@@ -14,18 +14,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from collector.alerts.clock import HELD, OK, PENDING, ClockHours
 from collector.alerts.rules import Level, Rule
 from collector.alerts.windows import Hits, MeanWindow
 
-OK, PENDING, HELD = 0, 1, 2
+__all__ = ["HELD", "KINDS", "OK", "PENDING", "Member", "Verdict", "clock_step", "hold",
+           "round_half_up"]
 Verdict = tuple[bool, float, int] | None
 
 
 class Member:
     """The state of one series (a sensor, or a whole group for silence/offline) under one rule."""
 
-    __slots__ = ("down_since", "hits", "key", "last_seen", "last_t", "level", "prev_t", "prev_v",
-                 "raised", "run_n", "run_t0", "run_v", "since", "status", "tags", "value", "win")
+    __slots__ = ("clock", "down_since", "hits", "key", "last_seen", "last_t", "level", "prev_t",
+                 "prev_v", "raised", "run_n", "run_t0", "run_v", "since", "status", "tags", "value",
+                 "win")
 
     def __init__(self, rule: Rule, key: tuple[str, ...], tags: dict[str, str]) -> None:
         self.key = key
@@ -37,6 +40,7 @@ class Member:
         self.level = 0
         self.value = 0.0
         self.win = MeanWindow(rule.mean_step, rule.mean_n) if rule.mean_step else None
+        self.clock = ClockHours() if rule.clock is not None else None
         self.hits = Hits(rule.window_ns) if rule.kind == "count" else None
         self.prev_t: int | None = None
         self.prev_v = 0.0
@@ -48,8 +52,12 @@ class Member:
 
 
 def _hysteresis(rule: Rule, m: Member, t: int, x: float) -> bool:
-    """Raised at the raise level or beyond; once raised, cleared only strictly past clear."""
-    level: Level | None = rule.clear_level if m.raised else rule.raise_level
+    """Raised at the raise level or beyond; once firing, cleared only strictly past clear.
+
+    The clear level applies only to a member that has held (its alert fires):
+    a pending condition must keep meeting the raise level for the whole hold.
+    """
+    level: Level | None = rule.clear_level if m.status == HELD else rule.raise_level
     assert level is not None
     limit = level.at(t)
     if limit is None:  # outside every schedule the rule names: the rule does not apply
@@ -61,11 +69,11 @@ def _hysteresis(rule: Rule, m: Member, t: int, x: float) -> bool:
 def _signal(rule: Rule, m: Member, v: float) -> float | None:
     x: float | None = m.win.mean(rule.min_coverage) if m.win is not None else v
     if x is not None and rule.round is not None:
-        x = _round_half_up(x, rule.round)
+        x = round_half_up(x, rule.round)
     return x
 
 
-def _round_half_up(x: float, digits: int) -> float:
+def round_half_up(x: float, digits: int) -> float:
     """Round as published tables do (30.5 -> 31), not banker's rounding (round(30.5) == 30)."""
     scale: int = 10**digits
     return float(int(x * scale + (0.5 if x >= 0 else -0.5))) / scale
@@ -174,3 +182,33 @@ def hold(rule: Rule, m: Member, t: int, raised: bool) -> int:
     if m.since is None:
         m.since = t
     return HELD if t - m.since >= rule.hold_ns else PENDING
+
+
+def clock_step(rule: Rule) -> Callable[[int, int, float | None, int], tuple[int, int]]:
+    """How one completed clock period moves a member: (status, run, mean, start) -> (status, run).
+
+    ``run`` counts consecutive covered periods at or past the raise level;
+    ``consecutive`` of them hold. Once held, a period strictly past the clear
+    level lifts; an uncovered period (mean None) withdraws a pending run and
+    leaves a held one as it is.
+    """
+    need = rule.consecutive
+    raise_level, clear_level = rule.raise_level, rule.clear_level
+    assert raise_level is not None and clear_level is not None
+
+    def reached(limit: float | None, x: float) -> bool:
+        if limit is None:  # outside every schedule the rule names
+            return False
+        return x >= limit if rule.direction > 0 else x <= limit
+
+    def step(status: int, run: int, mean: float | None, start: int) -> tuple[int, int]:
+        if mean is None:
+            return (status, run) if status == HELD else (OK, 0)
+        x = mean if rule.round is None else round_half_up(mean, rule.round)
+        if status == HELD:
+            return (HELD, run) if reached(clear_level.at(start), x) else (OK, 0)
+        if not reached(raise_level.at(start), x):
+            return OK, 0
+        return (HELD, run + 1) if run + 1 >= need else (PENDING, run + 1)
+
+    return step

@@ -32,10 +32,17 @@ RESERVED_TAGS = frozenset({"rule", "severity", "state", "alert_id"})
 GROUP_ALIASES = ("sensor", "gateway", "site", "district")
 # A window of more buckets than this costs more memory per series than it is worth.
 MAX_BUCKETS = 1440
+# A clock period's coverage slots are one bit each in one int per kept period.
+MAX_CLOCK_SLOTS = 1440
+# How far back late readings re-judge clock periods (also how many periods are kept).
+MAX_BACKFILL = "2d"
+MAX_BACKFILL_NS = parse_duration(MAX_BACKFILL)
+DAY_NS = parse_duration("1d")
 
 # Which keys each kind reads (besides the common ones); docs/alerts.md has one example each.
 KIND_KEYS: dict[str, frozenset[str]] = {
-    "threshold": frozenset({"field", "mean", "round", "above", "below", "clear", "hold"}),
+    "threshold": frozenset({"field", "mean", "round", "above", "below", "clear", "hold",
+                            "consecutive"}),
     "band": frozenset({"field", "mean", "round", "bands", "fire_from", "hold"}),
     "range": frozenset({"field", "mean", "round", "low", "high", "hold"}),
     "rate": frozenset({"field", "per", "above", "below", "clear", "hold"}),
@@ -77,10 +84,16 @@ class MeanSpec:
     window: str
     step: str | None = None
     min_coverage: float = dfield(default=0.0, metadata={"min": 0.0, "max": 1.0})
+    # clock: means over completed local clock periods of `window` (e.g. hours)
+    # instead of a rolling window; `step` is then the coverage slot.
+    clock: bool = False
+    min_count: int | None = dfield(default=None, metadata={"min": 1})
+    backfill: str | None = None
 
     def __post_init__(self) -> None:
         _duration("window", self.window, positive=True)
         _duration("step", self.step, positive=True)
+        _duration("backfill", self.backfill)
         window = parse_duration(self.window)
         step = parse_duration(self.step) if self.step else None
         if step is not None:
@@ -88,6 +101,19 @@ class MeanSpec:
                 raise ValueError(f"step: {self.step} does not divide the window {self.window}")
             if window // step > MAX_BUCKETS:
                 raise ValueError(f"step: {window // step} buckets; at most {MAX_BUCKETS}")
+        if self.clock:
+            if step is None:
+                raise ValueError("step: a clock mean needs step, the coverage slot (e.g. 5m)")
+            if DAY_NS % window:
+                raise ValueError(f"window: a clock period must divide a day, got {self.window}")
+            if window // step > MAX_CLOCK_SLOTS:
+                raise ValueError(f"step: {window // step} slots; at most {MAX_CLOCK_SLOTS}")
+            if self.backfill is not None and parse_duration(self.backfill) > MAX_BACKFILL_NS:
+                raise ValueError(f"backfill: at most {MAX_BACKFILL}")
+        else:
+            for key in ("min_count", "backfill"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: only for a clock mean (clock: true)")
 
 
 @dataclass(frozen=True)
@@ -138,6 +164,7 @@ class RuleSpec:
     # so that yamlconfig reports a mistake inside them at its own key.
     flap: FlapSpec = None  # type: ignore[assignment]
     hold: str | None = None
+    consecutive: int | None = dfield(default=None, metadata={"min": 1})
     mean: MeanSpec = None  # type: ignore[assignment]
     round: int | None = dfield(default=None, metadata={"min": 0, "max": 6})
     above: Limit | None = None
@@ -194,6 +221,20 @@ class RuleSpec:
             raise ValueError(f"after: kind {k!r} needs after (how long without data)")
         if k == "rate" and self.per is None:
             raise ValueError("per: kind 'rate' needs per (the unit of time, e.g. 1m)")
+        self._check_clock()
+
+    def _check_clock(self) -> None:
+        clock = self.mean is not None and self.mean.clock
+        if self.consecutive is not None and not clock:
+            raise ValueError("consecutive: counts clock periods; it needs mean.clock: true")
+        if not clock:
+            return
+        if self.kind != "threshold":
+            raise ValueError("mean: a clock mean is for kind 'threshold'")
+        if self.hold is not None:
+            raise ValueError("hold: a clock mean holds for `consecutive` periods, not a time")
+        if self.late == "report":
+            raise ValueError("late: a clock mean re-judges late readings itself (backfill)")
 
     def _check_groups(self) -> None:
         groups = [self.group_by] if isinstance(self.group_by, str) else self.group_by

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from collector.alerts.clock import ClockSpec
 from collector.alerts.errors import RuleError
 from collector.alerts.rulefile import (
     GROUP_ALIASES,
@@ -34,6 +35,8 @@ GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "district": (("district",), ("district",)),
 }
 assert tuple(GROUPS) == GROUP_ALIASES
+# How far back late readings re-judge a clock mean's periods unless the rule says.
+DEFAULT_BACKFILL = "6h"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,7 @@ class Rule:
         self.pooled = spec.kind in ("silence", "offline")
         self._limits(spec, schedules)
         self._kind_options(spec)
+        self._clock(spec, schedules)
         d = file.defaults
         self.late_report = spec.late == "report"
         self.late_after_ns = parse_duration(spec.late_after or d.late_after)
@@ -135,6 +139,19 @@ class Rule:
         self.times = spec.times or 0
         self.after_ns = parse_duration(spec.after) if spec.after else 0
         self.hold_ns = parse_duration(spec.hold) if spec.hold else 0
+
+    def _clock(self, spec: RuleSpec, schedules: Schedules) -> None:
+        self.clock: ClockSpec | None = None
+        self.consecutive = spec.consecutive or 1
+        if spec.mean is None or not spec.mean.clock:
+            return
+        period = parse_duration(spec.mean.window)
+        slot = parse_duration(spec.mean.step or spec.mean.window)
+        backfill = parse_duration(spec.mean.backfill or DEFAULT_BACKFILL)
+        keep = max(-(-backfill // period), 1) + 1
+        self.clock = ClockSpec(schedules.zone, period, slot, min_coverage=spec.mean.min_coverage,
+                               min_count=spec.mean.min_count or 1, keep=keep)
+        self.mean_step = self.mean_n = 0  # no rolling window
 
     def matches(self, measurement: str, tags: Mapping[str, str]) -> bool:
         if self.measurements is not None and measurement not in self.measurements:

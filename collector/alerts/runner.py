@@ -222,8 +222,9 @@ class AlertRunner:
 
     def health_fields(self) -> dict[str, int]:
         """Counters for the collector's health point (cityedge_collector)."""
-        return health_fields(self.stats, len(self.engine.open), self.leader, self.deliveries,
-                             self.lease)
+        fields = health_fields(self.stats, len(self.engine.open), self.leader, self.deliveries,
+                               self.lease)
+        return fields | {"alert_readings_too_old": self.engine.clock.too_old}
 
     def describe(self) -> str:
         return json.dumps({"rules": len(self.loaded.rules), "notifiers":

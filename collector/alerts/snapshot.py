@@ -16,9 +16,10 @@ from collections import deque
 from collections.abc import Generator
 from typing import Any
 
-from collector.alerts.engine import Engine, Group
+from collector.alerts.engine import Engine
 from collector.alerts.evaluate import HELD, OK, PENDING, Member
 from collector.alerts.events import Silence
+from collector.alerts.group import Group
 from collector.alerts.lifecycle import QUIET, Input, State
 
 VERSION = 1
@@ -100,7 +101,8 @@ def dump_stats_text(engine: Engine, chunk: int = 5000) -> Generator[None, None, 
                     tag_sets.append(m.tags)
                 rows.append(encode([m.key, ti, *(getattr(m, a) for a in _MEMBER_ROW),
                                     m.win.dump() if m.win is not None else None,
-                                    m.hits.times if m.hits is not None else None]))
+                                    m.hits.times if m.hits is not None else None,
+                                    m.clock.dump() if m.clock is not None else None]))
             parts.append(f'{{"rule":{encode(rule.name)},"fp":{encode(rule.fingerprint)},'
                          f'"late":{encode(late)},"rows":[{",".join(rows)}]}}')
     head = encode({"version": VERSION, "columns": list(STAT_COLUMNS), "tags": tag_sets,
@@ -109,7 +111,9 @@ def dump_stats_text(engine: Engine, chunk: int = 5000) -> Generator[None, None, 
 
 
 _MEMBER_ROW = _MEMBER_LIFE + _MEMBER_STATS
-STAT_COLUMNS = ("key", "tags", *_MEMBER_LIFE, *_MEMBER_STATS, "win", "hits")
+STAT_COLUMNS = ("key", "tags", *_MEMBER_LIFE, *_MEMBER_STATS, "win", "hits", "clock")
+# Files saved before clock means existed have every column but the last: still read.
+_OLD_COLUMNS = STAT_COLUMNS[:-1]
 
 
 def restore(engine: Engine, alerts: dict[str, Any] | None,
@@ -130,7 +134,8 @@ def restore(engine: Engine, alerts: dict[str, Any] | None,
             raise ValueError(f"state version {part.get('version')!r}, expected {VERSION}")
     if stats:
         engine.dedupe.load(stats.get("dedupe", []))
-        if stats.get("columns") != list(STAT_COLUMNS):
+        columns = stats.get("columns")
+        if columns not in (list(STAT_COLUMNS), list(_OLD_COLUMNS)):
             raise ValueError("stats columns differ from this version's")
         tag_sets = stats["tags"]
         for part in stats["rules"]:
@@ -138,7 +143,7 @@ def restore(engine: Engine, alerts: dict[str, Any] | None,
             if ri is None:
                 continue
             for row in part["rows"]:
-                d = dict(zip(STAT_COLUMNS, row, strict=True))
+                d = dict(zip(columns, row, strict=True))
                 d.update(late=part["late"], tags=tag_sets[d["tags"]])
                 _load_member(engine, d, ri, full=True)
     if alerts:
@@ -174,6 +179,11 @@ def _load_member(engine: Engine, d: dict[str, Any], ri: int | None, full: bool) 
         m.win.load(d["win"])
     if full and m.hits is not None and "hits" in d:
         m.hits.times = list(d["hits"])
+    if m.clock is not None:
+        if full and d.get("clock"):
+            m.clock.load(d["clock"])
+        elif m.clock.done is None:  # no statistics: the periods restart empty, the status stays
+            m.clock.status = m.status
 
 
 def _load_group(engine: Engine, ri: int, d: dict[str, Any]) -> None:

@@ -188,8 +188,8 @@ async def run_episode(ep: Episode) -> None:
         for i in range(int(3.5 * 12) + 1):  # 08:00 .. 11:30 of event time, every 5 min
             ep.now = ep.start + i * 5 * M
             await ep.collect(("gw-dust-1", "gw-bus-1", "gw-bus-2"), 100 if i < 12 else 220)
-        # The hourly mean reached 150 at 09:20 ((5 x 220 + 7 x 100) / 12 = 150) and
-        # held until 11:20: the advisory is issued.
+        # Hourly means 220 for 09-10 and 10-11 (clock hours): the advisory is issued
+        # when 10-11 completes, on the 11:00 reading.
         await until(lambda: any(e["rule"] == "pm10_advisory" and e["state"] == "firing"
                                 for e in receiver.events), "the advisory on the webhook")
         await until(lambda: ("gw-bus-1", "show", "강남구 미세먼지 주의보 - 외출을 자제하세요")
@@ -202,7 +202,9 @@ async def run_episode(ep: Episode) -> None:
         await until(lambda: any(e["rule"] == "gateway_offline" for e in receiver.events),
                     "the offline alert on the webhook")
 
-        for _ in range(12):  # clean air from 11:35: the advisory is lifted below 100
+        # Clean air from 11:37: 11-12 is still 141 ((7 x 220 + 5 x 30) / 12); 12-13 is
+        # 30, below 100: the advisory is lifted when it completes, on the 13:02 reading.
+        for _ in range(18):
             ep.now += 5 * M
             await ep.collect(("gw-dust-1",), 30)
         await until(lambda: any(e["rule"] == "pm10_advisory" and e["state"] == "resolved"
@@ -214,7 +216,8 @@ async def run_episode(ep: Episode) -> None:
     advisory = [e for e in receiver.events if e["rule"] == "pm10_advisory"]
     assert [e["state"] for e in advisory] == ["firing", "resolved"]
     assert advisory[0]["scope"] == {"district": "강남구"}
-    assert advisory[0]["time_ns"] == ep.start + (12 + 4) * 5 * M + 2 * H  # 09:20 + 2 h
+    assert advisory[0]["time_ns"] == ep.start + 3 * H  # 11:00, the end of 10-11
+    assert advisory[1]["time_ns"] == ep.start + 5 * H  # 13:00, the end of 12-13
     assert receiver.bad_signatures == 0
     assert {gw for gw, _, _ in shown} == {"gw-bus-1"}  # not 서초구's terminal
     assert [a for _, a, _ in shown] == ["show", "clear"]
@@ -228,8 +231,9 @@ def check_influxdb(ep: Episode) -> None:
         ("resolved", "강남구", "advisory")]
     assert len({r["alert_id"] for r in got}) == 1
     assert got[1]["value"] == 220.0
-    assert got[1]["time"] == ep.start + (12 + 4) * 5 * M + 2 * H
+    assert got[0]["time"] == ep.start + 2 * H  # 10:00: the first hour at 220
+    assert got[1]["time"] == ep.start + 3 * H
     offline = rows(ep.influxdb, ep.name, "SELECT * FROM alerts WHERE rule='gateway_offline'")
     assert [(r["state"], r["gateway"]) for r in offline] == [("firing", "gw-dust-1")]
     readings = rows(ep.influxdb, ep.name, "SELECT count(pm10_ugm3) FROM particulate")
-    assert readings[0]["count"] == 2 * 43 + 2 * 12
+    assert readings[0]["count"] == 2 * 43 + 2 * 18

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from collector.alerts.cli import main
+from collector.cli import main as edge_collector
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES = """schedules:
@@ -89,7 +90,8 @@ def test_shipped_rules_replay_a_dust_episode_csv(tmp_path: Path,
         args += ["--rules", str(path)]
     assert main(args) == 0
     got = [(e["time"], e["rule"], e["state"]) for e in lines(capsys.readouterr().out)]
-    assert ("2024-03-04T02:25:00Z", "pm10_advisory", "firing") in got  # 11:25 Seoul
+    # Hourly means 200 for 09-10 and 10-11: issued when 10-11 completes, 11:00 Seoul.
+    assert ("2024-03-04T02:00:00Z", "pm10_advisory", "firing") in got
 
 
 @pytest.mark.parametrize("case", [
@@ -128,3 +130,32 @@ def test_alerts_commands_validate_their_arguments(tmp_path: Path,
     assert "--match expects TAG=VALUE" in capsys.readouterr().err
     assert main(["alerts", "list", "--state-dir", state]) == 0
     assert capsys.readouterr().out == "no open alerts, no silences\n"
+
+
+def test_the_pm2_5_advisory_from_the_command_line(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # A user's episode.csv: hourly means 80 (10-11) and 90 (11-12), a reading every
+    # 5 minutes; 11:40-11:55 arrive only at 12:20, behind the live 12:00-12:15.
+    rows = ["time,measurement,district,site,site_kind,gateway,sensor,pm2_5_ugm3,arrival"]
+
+    def row(hh: int, mm: int, value: int, arrival: str = "") -> str:
+        return (f"2024-03-04T{hh:02d}:{mm:02d}:00+09:00,particulate,강남구,역삼초등학교,"
+                f"dust_zone,gw-1,pm-1,{value},{arrival}")
+
+    rows += [row(10, mm, 80) for mm in range(0, 60, 5)]
+    rows += [row(11, mm, 90) for mm in range(0, 40, 5)]
+    rows += [row(12, mm, 60) for mm in range(0, 20, 5)]
+    rows += [row(11, mm, 90, "2024-03-04T12:20:00+09:00") for mm in range(40, 60, 5)]
+    readings = write(tmp_path, "episode.csv", "\n".join(rows) + "\n")
+    code = edge_collector(["rules", "test", "--rules", str(ROOT / "configs/rules/dust.yaml"),
+                           "--readings", readings])
+    assert code == 0
+    got = [(e["time"], e["rule"], e["state"], e["value"], e["late"])
+           for e in lines(capsys.readouterr().out)]
+    assert got == [
+        ("2024-03-04T02:00:00Z", "pm2_5_advisory", "pending", 80.0, False),  # 11:00 Seoul
+        # 11-12 holds 8 of 12 slots at 12:00: it does not count, the run is broken...
+        ("2024-03-04T03:00:00Z", "pm2_5_advisory", "inactive", 90.0, False),
+        # ...until the backlog completes it: the advisory of 12:00, reported late.
+        ("2024-03-04T03:00:00Z", "pm2_5_advisory", "firing", 90.0, True),
+    ]

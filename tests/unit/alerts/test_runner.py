@@ -134,6 +134,7 @@ def test_events_are_routed_notified_and_written(tmp_path: Path) -> None:
         assert alerts[1].time_ns == at("03-04 10:02")
         assert runner.health_fields()["notify_capture_delivered"] == 2
         assert runner.health_fields()["notify_capture_sent"] == 2  # the plugin's own stats()
+        assert runner.health_fields()["alert_readings_too_old"] == 0  # no clock-hour rule
 
     run(scenario())
 

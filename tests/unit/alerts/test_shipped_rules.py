@@ -27,7 +27,8 @@ def run(steps: Iterable[Step], *rules: str) -> list[tuple[str, str, str, float]]
 
 def test_every_shipped_rule_is_exercised_here() -> None:
     names = {r.name for r in load_rules(RULE_FILES)}
-    source = Path(__file__).read_text(encoding="utf-8")
+    here = Path(__file__).parent
+    source = "".join(p.read_text(encoding="utf-8") for p in here.glob("test_shipped_*.py"))
     assert {n for n in names if f'"{n}"' not in source} == set()
 
 
@@ -67,79 +68,10 @@ def test_pm10_band_over_a_day_and_a_half() -> None:
                                        ("03-05 05:30", "pm10_band", "resolved", 80.0)]
 
 
-# -- advisories and warnings: hourly mean (5 min buckets), held 2 h, per district ---
+# -- advisories and warnings: on completed clock hours, in test_shipped_dust.py ----------
 
 def five_min(start: str, end: str, field: str, value: float, **kw: object) -> list[Step]:
     return list(every(at(start), at(end), 5 * M, {field: value}, **kw))
-
-
-def test_pm10_advisory_issued_after_two_hours_and_lifted_below_100() -> None:
-    steps = (five_min("03-04 08:00", "03-04 09:00", "pm10_ugm3", 100)
-             + five_min("03-04 09:00", "03-04 12:00", "pm10_ugm3", 200)
-             + five_min("03-04 12:00", "03-04 13:00", "pm10_ugm3", 50))
-    # 09:20 mean (5 x 200 + 7 x 100) / 12 = 141.7; 09:25 exactly 150: pending.
-    # 11:20 is 1 h 55 min held: pending; 11:25 two hours: issued.
-    # 12:35 (8 x 50 + 4 x 200) / 12 = 100: not lifted; 12:40 87.5 (88): lifted.
-    assert run(steps, "pm10_advisory", "pm10_warning") == [
-        ("03-04 09:25", "pm10_advisory", "pending", 150.0),
-        ("03-04 11:25", "pm10_advisory", "firing", 200.0),
-        ("03-04 12:40", "pm10_advisory", "resolved", 88.0),
-    ]
-
-
-def test_pm10_warning_goes_back_to_advisory_below_150() -> None:
-    steps = (five_min("03-04 08:00", "03-04 09:00", "pm10_ugm3", 100)
-             + five_min("03-04 09:00", "03-04 12:00", "pm10_ugm3", 400)
-             + five_min("03-04 12:00", "03-04 14:00", "pm10_ugm3", 120)
-             + five_min("03-04 14:00", "03-04 15:00", "pm10_ugm3", 60))
-    # Advisory: (300 k + 1200) / 12 >= 150 at k = 2 (09:05). Warning: >= 300 at
-    # k = 8 (09:35). Warning lifted when (120 k + 400 (12 - k)) / 12 < 150: k = 11,
-    # 12:50 (143.3; 12:45 is 166.7). Advisory lifted when (60 k + 120 (12 - k)) / 12
-    # < 100: k = 5, 14:20 (95; 14:15 is exactly 100, not below).
-    assert run(steps, "pm10_advisory", "pm10_warning") == [
-        ("03-04 09:05", "pm10_advisory", "pending", 150.0),
-        ("03-04 09:35", "pm10_warning", "pending", 300.0),
-        ("03-04 11:05", "pm10_advisory", "firing", 400.0),
-        ("03-04 11:35", "pm10_warning", "firing", 400.0),
-        ("03-04 12:50", "pm10_warning", "resolved", 143.0),  # back to the advisory alone
-        ("03-04 14:20", "pm10_advisory", "resolved", 95.0),
-    ]
-
-
-def test_pm2_5_advisory_and_warning_with_their_lifting_levels() -> None:
-    steps = (five_min("03-04 08:00", "03-04 09:00", "pm2_5_ugm3", 50)
-             + five_min("03-04 09:00", "03-04 12:00", "pm2_5_ugm3", 200)
-             + five_min("03-04 12:00", "03-04 13:00", "pm2_5_ugm3", 60)
-             + five_min("03-04 13:00", "03-04 14:00", "pm2_5_ugm3", 20))
-    # Advisory at k = 2 ((400 + 500) / 12 = 75.0); warning at k = 8 (150.0).
-    # Warning lifted below 75: 12:45 is (600 + 400) / 12 = 83.3, 12:50 is 71.7 (72).
-    # Advisory lifted below 35: 13:30 is 36.7 (37), 13:35 is 33.3 (33).
-    assert run(steps, "pm2_5_advisory", "pm2_5_warning") == [
-        ("03-04 09:05", "pm2_5_advisory", "pending", 75.0),
-        ("03-04 09:35", "pm2_5_warning", "pending", 150.0),
-        ("03-04 11:05", "pm2_5_advisory", "firing", 200.0),
-        ("03-04 11:35", "pm2_5_warning", "firing", 200.0),
-        ("03-04 12:50", "pm2_5_warning", "resolved", 72.0),
-        ("03-04 13:35", "pm2_5_advisory", "resolved", 33.0),
-    ]
-
-
-def test_advisory_is_one_alert_per_district_with_every_station_counted() -> None:
-    steps: list[Step] = []
-    for start, end, v in (("03-04 08:00", "03-04 09:00", 100), ("03-04 09:00", "03-04 11:30", 200)):
-        steps += five_min(start, end, "pm10_ugm3", v, sensor="a")
-        steps += five_min(start, end, "pm10_ugm3", v, sensor="b", gateway="gw-2")
-        steps += five_min(start, end, "pm10_ugm3", v, sensor="c", district="서초구")
-    steps.sort(key=lambda s: s.t)
-    engine = Engine(load_rules(RULE_FILES))
-    events = [e for e in feed(engine, steps)
-              if e.rule == "pm10_advisory" and e.state == "firing"]
-    assert sorted(e.scope["district"] for e in events) == ["강남구", "서초구"]
-    held = {g.scope["district"]: g.n_held for g in engine.open_alerts()
-            if g.rule.name == "pm10_advisory"}
-    assert held == {"강남구": 2, "서초구": 1}  # both 강남구 stations hold the one alert
-    assert {e.display for e in events} == {"강남구 미세먼지 주의보 - 외출을 자제하세요",
-                                           "서초구 미세먼지 주의보 - 외출을 자제하세요"}
 
 
 def test_pm_sensor_saturated_and_stuck() -> None:
