@@ -110,7 +110,7 @@ def _text(frame: FrameSpec, head: int, tail: int) -> Callable[[bytes], Outcome]:
         if not _NUMBER.fullmatch(number):
             return None, f"{spec.name}: {label} = {text!r} is not a number"
         result = float(number)
-        return (result if spec.plain and spec.scale == 1 else spec.from_raw(result)), None
+        return (result if spec.scale == 1 and not spec.add else spec.from_raw(result)), None
 
     def decode(data: bytes) -> Outcome:
         body = data[head : len(data) - tail].decode("latin-1")

@@ -279,18 +279,9 @@ class FrameDecoder(StreamDecoder):
         self._position = position + raw_length
         if not plan.reading:
             return Reply(offset, plan.name, fields, raw)
-        if plan.single is not None:
-            if absent or flagged:
-                return Decoded(plan.single, fields, offset, raw, plan.name, (), absent, flagged)
+        if plan.single is not None and not absent and not flagged:  # the common case
             return Decoded(plan.single, fields, offset, raw, plan.name)
-        split = [
-            (m, {name: fields[name] for name in names if name in fields})
-            for m, names in plan.groups
-        ]
-        split = [(m, values) for m, values in split if values]
-        return Decoded(
-            split[0][0], split[0][1], offset, raw, plan.name, tuple(split[1:]), absent, flagged
-        )
+        return _decoded(plan, fields, offset, raw, absent=absent, flagged=flagged)
 
     def _take(self, position: int, count: int, cut: _Cut) -> tuple[bytes, int] | None:
         """The first ``count`` unstuffed bytes of the frame at ``position``, and their raw size.
@@ -310,6 +301,21 @@ class FrameDecoder(StreamDecoder):
         if len(frame) < count:
             return None
         return bytes(frame), index - position
+
+
+def _decoded(
+    plan: Plan, fields: dict[str, int | float], offset: int, raw: bytes,
+    *, absent: tuple[str, ...], flagged: tuple[str, ...],
+) -> Decoded:
+    """A reading split by measurement; a measurement whose every field is absent is left out."""
+    if not absent:
+        split = tuple((m, {name: fields[name] for name in names}) for m, names in plan.groups)
+    else:
+        split = tuple(
+            (m, values) for m, names in plan.groups
+            if (values := {name: fields[name] for name in names if name in fields})
+        )
+    return Decoded(split[0][0], split[0][1], offset, raw, plan.name, split[1:], absent, flagged)
 
 
 def _sums(cut: _Cut, computed: int, stored: int) -> str:
