@@ -55,14 +55,14 @@ class Reason(enum.StrEnum):
     """The bytes where the end marker belongs are something else."""
     BAD_CHECKSUM = "bad_checksum"
     """The checksum computed over the frame differs from the one stored in it."""
-    OUT_OF_RANGE = "out_of_range"
-    """The frame is intact but a field lies outside the profile's ``valid`` range."""
     TRUNCATED = "truncated"
     """The stream ended in the middle of the frame."""
     UNKNOWN_FRAME = "unknown_frame"
     """The frame is intact but matches none of the profile's frame kinds."""
     BAD_VALUE = "bad_value"
-    """A text frame lacks a field, or a field's text is not a number in the expected unit."""
+    """A text frame lacks a field or a field's text is not a number in the expected unit, or a
+    float field holds NaN or infinity. (A value outside ``valid`` is no reason: it is kept and
+    flagged, ``Decoded.flagged``.)"""
     MODBUS_EXCEPTION = "modbus_exception"
     """A Modbus slave answered with an exception response (illegal address, busy, ...)."""
     UNEXPECTED_REPLY = "unexpected_reply"

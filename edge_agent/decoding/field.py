@@ -20,7 +20,7 @@ __all__ = ["FieldSpec"]
 
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
-    """One value in a frame: value = raw * ``scale`` + ``add``, valid if within ``valid``.
+    """One value in a frame: value = raw * ``scale`` + ``add``, flagged if outside ``valid``.
 
     Binary frames place a field at ``offset`` with a ``type``; text frames find
     it by ``key`` (key=value lines) or ``column`` (CSV lines), with an optional
@@ -144,9 +144,20 @@ class FieldSpec:
         return 0 if self.mask is not None else self.type.min
 
     def check(self, value: int | float) -> str | None:
-        """Why ``value`` is not acceptable, or ``None`` when it is."""
+        """Why ``value`` is not an ordinary reading, or ``None`` when it is.
+
+        Two answers: not a finite number (``impossible``: never stored), or
+        outside ``valid``, the datasheet's range: kept, and flagged (the
+        readings a saturated sensor gives in smoke are the ones that matter).
+        """
         if isinstance(value, float) and not math.isfinite(value):
             return f"{self.name} is {value}, not a finite number"
         if self.valid is not None and not self.valid[0] <= value <= self.valid[1]:
             return f"{self.name} = {value} outside valid [{self.valid[0]}, {self.valid[1]}]"
+        return None
+
+    def impossible(self, value: int | float) -> str | None:
+        """Why ``value`` cannot be a reading at all (NaN, infinity), or ``None``."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{self.name} is {value}, not a finite number"
         return None

@@ -31,6 +31,8 @@ class DecoderStats:
         bytes_skipped: bytes reported in ``Skipped`` events.
         fields_not_available: fields left out of readings because the device
             sent their ``not_available`` value.
+        readings_out_of_range: ``Decoded`` events with a field outside its
+            ``valid`` (datasheet) range, kept and flagged.
     """
 
     bytes_received: int = 0
@@ -39,6 +41,7 @@ class DecoderStats:
     rejected: Counter[str] = field(default_factory=Counter)
     bytes_skipped: int = 0
     fields_not_available: int = 0
+    readings_out_of_range: int = 0
 
     @property
     def frames_rejected(self) -> int:
@@ -50,6 +53,8 @@ class DecoderStats:
             self.frames_ok += 1
             if event.absent:
                 self.fields_not_available += len(event.absent)
+            if event.flagged:
+                self.readings_out_of_range += 1
         elif isinstance(event, Skipped):
             self.bytes_skipped += event.count
         elif isinstance(event, FrameRejected):

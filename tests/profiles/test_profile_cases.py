@@ -12,6 +12,8 @@ each with its absolute offset ``at``):
 
     - {skipped: 3, at: 0}
     - {decoded: {field: value, ...every field, every measurement...}, at: 3}
+    - {decoded: {...}, flagged: [pm1_0_ugm3], at: 3}   (outside valid: kept, flagged)
+    - {decoded: {...}, absent: [temperature_c], at: 3} (its not_available value)
     - {reply: reply, fields: {command: 225, data: 0}, at: 35}
     - {rejected: bad_checksum, at: 43}
 
@@ -70,12 +72,15 @@ def _load_case(path: Path) -> tuple[Profile, list[bytes], list[dict[str, Any]]]:
     profile = load_profile(PROFILES / f"{path.parent.name}.yaml")
     for index, item in enumerate(case["expect"]):
         kinds = set(item) - {"at"}
-        kinds -= {"fields"}
+        kinds -= {"fields", "flagged", "absent"}
         known = {"decoded", "rejected", "skipped", "reply"}
         assert len(kinds) == 1 and kinds <= known and "at" in item, (
             f"{path}: expect[{index}] needs one of decoded/reply/rejected/skipped, and at"
         )
         assert ("fields" in item) == ("reply" in item), f"{path}: expect[{index}]: reply and fields"
+        assert "decoded" in item or not {"flagged", "absent"} & set(item), (
+            f"{path}: expect[{index}]: flagged and absent belong to a decoded reading"
+        )
         if "rejected" in item:
             Reason(item["rejected"])  # a typo in a reason code fails here, not as a mismatch
     return profile, reads, case["expect"]
@@ -100,7 +105,12 @@ def _normalize(events: list[Event]) -> list[dict[str, Any]]:
                 continue
             out.append({"skipped": event.count, "at": event.offset})
         elif isinstance(event, Decoded):
-            out.append({"decoded": event.all_fields, "at": event.offset})
+            decoded: dict[str, Any] = {"decoded": event.all_fields, "at": event.offset}
+            if event.flagged:
+                decoded["flagged"] = list(event.flagged)
+            if event.absent:
+                decoded["absent"] = list(event.absent)
+            out.append(decoded)
         elif isinstance(event, Reply):
             out.append({"reply": event.frame, "fields": event.fields, "at": event.offset})
         elif isinstance(event, FrameRejected):
