@@ -25,7 +25,13 @@ from edge_agent.decoding.events import (
     Signal,
     Skipped,
 )
-from edge_agent.decoding.loader import load_profile, load_profiles, parse_profile
+from edge_agent.decoding.loader import (
+    ProfileScan,
+    load_profile,
+    load_profiles,
+    parse_profile,
+    scan_profiles,
+)
 from edge_agent.decoding.profile import (
     MAX_FRAME_BYTES,
     ChecksumSpec,
@@ -78,6 +84,7 @@ __all__ = [
     "Polling",
     "Profile",
     "ProfileError",
+    "ProfileScan",
     "Reason",
     "Reply",
     "SerialSettings",
@@ -88,6 +95,7 @@ __all__ = [
     "load_profile",
     "load_profiles",
     "parse_profile",
+    "scan_profiles",
     "seal",
     "unseal",
 ]
