@@ -47,7 +47,7 @@ _TOP_KEYS = {
     "model": "the model name, equal to the file name without .yaml",
     "vendor": "the manufacturer's name",
     "datasheet": "the datasheet title and version",
-    "measurement": "the InfluxDB measurement name",
+    "measurement": "the InfluxDB measurement: any lower_snake_case name, e.g. particulate",
     "protocol": f"one of {', '.join(PROTOCOLS)} (default frames)",
     "serial": "a mapping: baudrate, bytesize, parity, stopbits",
     "framing": "a mapping: start, length or length_field, ...",
@@ -57,7 +57,7 @@ _TOP_KEYS = {
     "frames": "a list of frame kinds, each with name, match and fields",
     "commands": "a mapping of command role to {send, reply}",
     "polling": "a mapping: modes, default, reply_timeout, warmup",
-    "modbus": "a mapping: slave, reads, identity",
+    "modbus": "a mapping: slave, reads, identity (optional)",
 }
 _REQUIRED = ("model", "vendor", "datasheet", "measurement", "serial")
 _SERIAL_KEYS = {
