@@ -15,6 +15,7 @@ from pathlib import Path
 
 from collector.ingest import Accepted, ingest
 from collector.lineprotocol import format_point
+from edge_agent.decode_cmd import decode_bytes
 from edge_agent.decoding import Decoded, FrameDecoder, FrameRejected, Reason, load_profile
 from edge_agent.serial_port import decoder_counters, flag_out_of_range
 
@@ -85,3 +86,9 @@ def test_the_collector_tags_a_flagged_reading() -> None:
     assert point.fields["out_of_range"] == "pm1_0_ugm3"
     assert "quality" not in other.tags
     assert ",quality=out_of_range," in format_point(point)
+
+
+def test_decode_shows_the_flag() -> None:
+    [reading] = decode_bytes(PMS5003T, WET)
+    assert reading["out_of_range"] == ["humidity_pct"]
+    assert "not_available" not in reading
