@@ -35,6 +35,7 @@ import serial
 
 from cityedge.backoff import Backoff
 from cityedge.uplink import OUT_OF_RANGE_FIELD, FieldValue, Reading
+from cityedge.uplink.payload import MAX_STRING_CHARS
 from edge_agent.clock import Clock
 from edge_agent.codec import StreamDecoder, make_decoder
 from edge_agent.config import SensorConfig
@@ -73,7 +74,10 @@ def flag_out_of_range(
     names = [name for name in flagged if name in fields] if flagged else None
     if not names:
         return fields
-    return {**fields, OUT_OF_RANGE_FIELD: ",".join(names)}
+    text = ",".join(names)
+    if len(text) > MAX_STRING_CHARS:  # never past what the collector takes in a string field
+        text = text[: text.rfind(",", 0, MAX_STRING_CHARS - 3)] + ",..."
+    return {**fields, OUT_OF_RANGE_FIELD: text}
 
 
 _PARITY = {"none": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cityedge.uplink.payload import MAX_STRING_CHARS
 from collector.ingest import Accepted, ingest
 from collector.lineprotocol import format_point
 from edge_agent.decode_cmd import decode_bytes
@@ -92,3 +93,10 @@ def test_decode_shows_the_flag() -> None:
     [reading] = decode_bytes(PMS5003T, WET)
     assert reading["out_of_range"] == ["humidity_pct"]
     assert "not_available" not in reading
+
+
+def test_a_long_list_of_names_stays_within_a_string_field() -> None:
+    names = tuple(f"field_number_{i:03d}_with_a_long_name_ugm3" for i in range(64))
+    text = flag_out_of_range(dict.fromkeys(names, 1.0), names)["out_of_range"]
+    assert isinstance(text, str) and len(text) <= MAX_STRING_CHARS and text.endswith(",...")
+    assert text.split(",")[:-1] == list(names[: len(text.split(",")) - 1])
