@@ -54,6 +54,7 @@ class FieldSpec:
     _divisor: int = field(init=False, repr=False, compare=False)
     _add: Decimal = field(init=False, repr=False, compare=False)
     _shift: int = field(init=False, repr=False, compare=False)
+    plain: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Decimal keeps "1236 * 0.1" at 123.6 instead of 123.60000000000001, so
@@ -70,15 +71,13 @@ class FieldSpec:
         object.__setattr__(self, "_add", Decimal(repr(self.add)))
         shift = (self.mask & -self.mask).bit_length() - 1 if self.mask else 0
         object.__setattr__(self, "_shift", shift)
+        # No mask, no not-available value, nothing added: ``decode`` gives the value.
+        plain = self.mask is None and not self.not_available and not self.add
+        object.__setattr__(self, "plain", plain)
 
     @property
     def is_text(self) -> bool:
         return self.key is not None or self.column is not None
-
-    @property
-    def plain(self) -> bool:
-        """No mask, no not-available value, nothing added: ``decode`` gives the value."""
-        return self.mask is None and not self.not_available and not self.add
 
     def scaled(self, raw: int | float) -> int | float:
         if isinstance(raw, float):

@@ -51,10 +51,10 @@ class DecoderStats:
         """The one place an event is counted (``next_event`` and ``events`` both call it)."""
         if isinstance(event, Decoded):
             self.frames_ok += 1
-            if event.absent:
-                self.fields_not_available += len(event.absent)
-            if event.flagged:
-                self.readings_out_of_range += 1
+            notes = event.notes
+            if notes is not None:
+                self.fields_not_available += len(notes.absent)
+                self.readings_out_of_range += bool(notes.flagged)
         elif isinstance(event, Skipped):
             self.bytes_skipped += event.count
         elif isinstance(event, FrameRejected):

@@ -30,6 +30,7 @@ from edge_agent.decoding import (
     NEED_DATA,
     Decoded,
     Event,
+    FieldNotes,
     FieldSpec,
     FrameRejected,
     LocalProtocolError,
@@ -237,8 +238,8 @@ class ModbusDecoder(StreamDecoder):
                 )
         (measurement, main), *more = groups.items()
         return self._consume(Decoded(
-            measurement, main, self.offset, frame, "data", tuple(more), tuple(absent),
-            tuple(flagged),
+            measurement, main, self.offset, frame, "data", tuple(more),
+            FieldNotes(tuple(absent), tuple(flagged)) if absent or flagged else None,
         ))
 
     def _consume(self, event: Decoded | Reply) -> Event:
