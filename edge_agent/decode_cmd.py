@@ -89,9 +89,11 @@ def run(
     file: str | None = None,
     slave: int | None = None,
     skipped: bool = False,
-    out: IO[str] = sys.stdout,
-    err: IO[str] = sys.stderr,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
 ) -> int:
+    out = out or sys.stdout  # looked up now: a default bound at import outlives a redirect
+    err = err or sys.stderr
     try:
         if hex_text is not None:
             data = parse_hex(hex_text)
