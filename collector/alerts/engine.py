@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from cityedge.uplink import OUT_OF_RANGE_FIELD
 from collector.alerts.clock import Change
 from collector.alerts.clockrules import ClockRules
 from collector.alerts.errors import UsageError
@@ -44,6 +45,12 @@ class PointLike(Protocol):
     def time_ns(self) -> int: ...
     @property
     def identity(self) -> Identity | None: ...
+
+
+def _flagged(fields: Mapping[str, Any], name: str) -> bool:
+    """The reading says ``name`` is outside its sensor's datasheet range (kept, flagged)."""
+    flagged = fields.get(OUT_OF_RANGE_FIELD)
+    return isinstance(flagged, str) and name in flagged.split(",")
 
 
 def _number(raw: Any) -> float | None:
@@ -183,7 +190,7 @@ class Engine:
             rule = self.rules.rules[ri]
             ops = KINDS[rule.kind]
             v = _number(fields.get(rule.field)) if ops.needs_field else 0.0
-            if v is None:
+            if v is None or (rule.skip_out_of_range and _flagged(fields, rule.field)):
                 continue
             key = rule.group_key(tags) if rule.pooled else series
             if rule.pooled and "" in key:

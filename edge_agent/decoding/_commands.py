@@ -83,11 +83,11 @@ def commands(at: At, device: Profile, decode: Decode) -> Commands:
     host: Profile | None = None
     if "framing" in keys:
         framing = _frames.framing(keys["framing"])
-        checksum = _frames.checksum(keys["checksum"]) if "checksum" in keys else None
+        checksum = _frames.checksum_or_none(keys["checksum"]) if "checksum" in keys else None
         whole = FrameSpec("command", "reply", None, None, "binary", ())
         framing = _layout.settle_lengths(keys["framing"], framing, (whole,), [keys["framing"]])
         framing = _layout.check_layout(
-            keys["framing"], framing, checksum, keys.get("checksum"),
+            keys["framing"], framing, checksum, keys.get("checksum") if checksum else None,
             frames=(whole,), frame_ats=[keys["framing"]], fields_path="frames",
         )
         host = Profile(
