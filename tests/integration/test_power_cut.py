@@ -38,7 +38,7 @@ from simulators.frames import encode_frame
 from simulators.pty_device import PtyDevice
 from simulators.services import InfluxDB
 from tests.helpers import Proc, rows, wait_for, write_yaml
-from tests.powercut.mount import PowerCutMount, fuse_available
+from tests.powercut.mount import PowerCutMount, need_fuse
 from tests.secure_fleet import SecureFleet
 from tests.tcp_proxy import CuttableProxy
 
@@ -262,11 +262,7 @@ def test_power_cuts_lose_at_most_one_window_and_duplicate_nothing(
     tmp_path: Path, secure: SecureFleet, influxdb: InfluxDB, unique_name: str,
     request: pytest.FixtureRequest,
 ) -> None:
-    why = fuse_available()
-    if why is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
+    need_fuse()
     cuts = request.config.getoption("--power-cuts")
     seed = request.config.getoption("--power-cut-seed") or random.randrange(1 << 30)
     print(f"power-cut seed {seed}, {cuts} cuts per gateway")

@@ -7,17 +7,14 @@ The collector's dead letters are not files (they go to InfluxDB)."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from collector.alerts.store import AtomicJSONStorage
 from edge_agent.display_file import read_display_file
-from tests.powercut.mount import PowerCutMount, fuse_available
+from tests.powercut.mount import PowerCutMount, need_fuse
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,41 +23,25 @@ CUT_ON = {"write": 200, "fsync": 20, "unlink": 10, "any": 300}
 
 
 def test_whole_file_writes_hold_the_old_or_the_new_version(tmp_path: Path) -> None:
-    why = fuse_available()
-    if why is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
+    need_fuse()
     rng = random.Random()
     disk = PowerCutMount(tmp_path / "durable", tmp_path / "mnt", tmp_path / "cuts.jsonl")
     journal = tmp_path / "journal.jsonl"
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     ended = {"display": 0, "alerts": 0}
     begun = dict(ended)
     seen, first = 0, 1
     try:
         for i in range(CUTS):
-            kind = rng.choice(list(CUT_ON))
-            torn = rng.randrange(1 << 30) if rng.random() < 1 / 3 else None
-            disk.mount(cut_at=rng.randint(1, CUT_ON[kind]), cut_on=kind, torn_seed=torn)
-            driver = subprocess.Popen(
-                [sys.executable, "-m", "tests.powercut.files_driver", str(disk.mountpoint),
-                 str(journal), "--first", str(first), "--seed", str(rng.randrange(1 << 30))],
-                cwd=ROOT, env=env, stderr=subprocess.PIPE)
-            try:
-                _, err = driver.communicate(timeout=rng.uniform(0.5, 2.0))
-            except subprocess.TimeoutExpired:
-                driver.kill()
-                _, err = driver.communicate()
-            assert driver.returncode == -9, err.decode()[-2000:]
-            record = disk.cut()
+            record = disk.boot_and_cut(
+                rng, CUT_ON, "tests.powercut.files_driver", str(disk.mountpoint), str(journal),
+                "--first", str(first), "--seed", str(rng.randrange(1 << 30)), run_s=(0.5, 2.0))
             for line in journal.read_text().splitlines()[seen:]:
                 e = json.loads(line)
                 seen += 1
                 (begun if e["event"] == "begin" else ended)[e["file"]] = e["k"]
                 first = max(first, e["k"] + 1)
             disk.mount()
-            why_cut = f"cut {i} during {record.get('during')} (torn={torn})"
+            why_cut = f"cut {i} during {record.get('during')} (torn={record['torn']})"
             try:
                 display = read_display_file(disk.mountpoint / "display.json")
                 state = AtomicJSONStorage(disk.mountpoint / "alerts.json").read()

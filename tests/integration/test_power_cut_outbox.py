@@ -19,11 +19,8 @@ checkpoint per window) and commit_window 0 (synchronous=FULL).
 from __future__ import annotations
 
 import json
-import os
 import random
 import sqlite3
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +29,7 @@ import pytest
 
 from edge_agent.outbox import Outbox
 from edge_agent.outbox.bookkeeping import Gap
-from tests.powercut.mount import PowerCutMount, fuse_available
+from tests.powercut.mount import PowerCutMount, need_fuse
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,46 +114,26 @@ def run_cuts(tmp: Path, mode: str, cuts: int, rng: random.Random, *,
     journal = tmp / "journal.jsonl"
     path = disk.mountpoint / "outbox.sqlite"
     ledger = Ledger()
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     seen = 0
     try:
         for i in range(cuts):
-            kind = rng.choice(list(CUT_ON))
-            torn = rng.randrange(1 << 30) if rng.random() < 1 / 3 else None
-            disk.mount(cut_at=rng.randint(1, CUT_ON[kind]), cut_on=kind, torn_seed=torn)
-            driver = subprocess.Popen(
-                [sys.executable, "-m", "tests.powercut.outbox_driver", str(path), str(journal),
-                 "--mode", mode, "--first-n", str(ledger.next_n), "--after", str(ledger.after),
-                 "--seed", str(rng.randrange(1 << 30)), "--focus", STEPS[i % len(STEPS)],
-                 *(["--early-mark"] if early_mark else [])],
-                cwd=ROOT, env=env, stderr=subprocess.PIPE)
-            try:
-                _, err = driver.communicate(timeout=rng.uniform(1.0, 3.0))
-            except subprocess.TimeoutExpired:
-                driver.kill()
-                _, err = driver.communicate()
-            assert driver.returncode == -9, err.decode()[-2000:]  # only a cut stops it
-            record = disk.cut()
+            record = disk.boot_and_cut(
+                rng, CUT_ON, "tests.powercut.outbox_driver", str(path), str(journal),
+                "--mode", mode, "--first-n", str(ledger.next_n), "--after", str(ledger.after),
+                "--seed", str(rng.randrange(1 << 30)), "--focus", STEPS[i % len(STEPS)],
+                *(["--early-mark"] if early_mark else []))
             lines = [json.loads(x) for x in journal.read_text().splitlines()[seen:]]
             seen += len(lines)
             cut_ns = ledger.read(lines)
             disk.mount()
             try:
                 check_after_cut(path, ledger, cut_ns,
-                                f"cut {i} during {record.get('during')} (torn={torn})")
+                                f"cut {i} during {record.get('during')} (torn={record['torn']})")
             finally:
                 disk.unmount()
     finally:
         disk.unmount()
     return ledger
-
-
-def need_fuse() -> None:
-    why = fuse_available()
-    if why is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
 
 
 @pytest.mark.parametrize("mode", ["normal", "full"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,17 @@ def fuse_available() -> str | None:
     except (ImportError, OSError) as exc:
         return f"mfusepy cannot load libfuse: {exc}"
     return None
+
+
+def need_fuse() -> None:
+    """Skip a power-cut test where FUSE is missing; under CI=true, fail instead."""
+    import pytest  # noqa: PLC0415  (only the tests need it; the filesystem does not)
+
+    why = fuse_available()
+    if why is not None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true: {why}", pytrace=False)
+        pytest.skip(why)
 
 
 class PowerCutMount:
@@ -61,6 +73,28 @@ class PowerCutMount:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the power-cut filesystem did not mount at {self.mountpoint}")
             time.sleep(0.02)
+
+    def boot_and_cut(self, rng: random.Random, cut_on: dict[str, int], module: str,
+                     *args: str, run_s: tuple[float, float] = (1.0, 3.0)) -> dict[str, Any]:
+        """Mount with a cut at a random call (a third of them torn), run ``python -m
+        module args`` on it until the cut kills it (or the test cuts after ``run_s``
+        seconds), and return the cut's record (``torn`` added)."""
+        kind = rng.choice(list(cut_on))
+        torn = rng.randrange(1 << 30) if rng.random() < 1 / 3 else None
+        self.mount(cut_at=rng.randint(1, cut_on[kind]), cut_on=kind, torn_seed=torn)
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH",
+                                                                                  ""))
+        driver = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                                  stderr=subprocess.PIPE)
+        try:
+            _, err = driver.communicate(timeout=rng.uniform(*run_s))
+        except subprocess.TimeoutExpired:
+            driver.kill()
+            _, err = driver.communicate()
+        if driver.returncode != -signal.SIGKILL:  # only a cut may stop it
+            self.cut()
+            raise AssertionError(f"{module} exited {driver.returncode}: {err.decode()[-2000:]}")
+        return {**self.cut(), "torn": torn}
 
     def cut_by_itself(self) -> bool:
         """The filesystem cut the power at its chosen call (and exited)."""
