@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from cityedge import shipped
 from cityedge.lifecycle import ExitSignals
 from cityedge.logthrottle import LogThrottle
 from cityedge.uplink import Batch, Reading, SeqRanges, encode_batch
@@ -42,7 +43,7 @@ from edge_agent.transports.http import HttpTransport
 
 log = logging.getLogger(__name__)
 
-SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "firmware_profiles"
+SHIPPED_PROFILES = shipped.profiles_dir()
 
 
 class Agent:

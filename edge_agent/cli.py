@@ -29,6 +29,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cityedge import shipped, version_text
 from cityedge.redact import configure_logging
 from cityedge.yamlconfig import ConfigError
 from edge_agent.config import AgentConfig, load_config, resolve
@@ -63,7 +64,10 @@ def _flag(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup, fl
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-agent", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=version_text("edge-agent"))
     sub = p.add_subparsers(dest="command", required=True)
+    sample = sub.add_parser("sample-config", help="print the commented sample config (every key)")
+    sample.set_defaults(handler=lambda _: _print_sample("agent"))
     for name, text in (("run", "read sensors and deliver readings"),
                        ("check", "validate the config and the profiles it names"),
                        ("status", "show the outbox: readings waiting, oldest, epoch")):
@@ -75,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
             _flag(sp, "--json", "one JSON object instead of a table", action="store_true")
     _add_technician_commands(sub)
     return p
+
+
+def _print_sample(name: str) -> int:
+    sys.stdout.write(shipped.sample_config(name).read_text(encoding="utf-8"))
+    return 0
 
 
 def _load(path: str) -> AgentConfig:
@@ -136,7 +145,7 @@ def _displays(path: Path) -> list[str] | str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("probe", "decode"):
+    if args.command in ("probe", "decode", "sample-config"):
         return int(args.handler(args))
     config = _load(args.config)
     base = Path(args.config).resolve().parent

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cityedge import shipped, version_text
 from simulators.fleet import DEMO_FLEET
 
 if TYPE_CHECKING:
     from simulators.demo_secure import OperatorBroker
 
-ROOT = Path(__file__).resolve().parent.parent
 COLLECTOR = "collector-1"  # the collector account's default name (simulators/secure.py)
 
 
@@ -52,6 +52,7 @@ def _operator(parser: argparse.ArgumentParser,
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-sim", description=__doc__)
+    p.add_argument("--version", action="version", version=version_text("edge-sim"))
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser(
         "demo", help="services, simulated devices, agents and a collector, live",
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_agent.decoding import load_profiles
     from simulators.device import Faults, SimulatedDevice
 
-    profiles = load_profiles(ROOT / "firmware_profiles")
+    profiles = load_profiles(shipped.profiles_dir())
     if args.profile not in profiles:
         print(f"unknown profile {args.profile!r}; known: {', '.join(sorted(profiles))}",
               file=sys.stderr)
