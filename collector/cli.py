@@ -7,8 +7,9 @@ import asyncio
 import os
 import sys
 
-from cityedge import shipped, version_text
+from cityedge import shipped
 from cityedge.redact import configure_logging
+from cityedge.version import version_text
 from cityedge.yamlconfig import ConfigError
 from collector.config import LoadedConfig, load_config
 

@@ -29,8 +29,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cityedge import shipped, version_text
+from cityedge import shipped
 from cityedge.redact import configure_logging
+from cityedge.version import version_text
 from cityedge.yamlconfig import ConfigError
 from edge_agent.config import AgentConfig, load_config, resolve
 from edge_agent.display_file import read_display_file
@@ -86,12 +87,45 @@ def _print_sample(name: str) -> int:
     return 0
 
 
-def _load(path: str) -> AgentConfig:
+def _config_errors(errors: list[ConfigError]) -> None:
+    """Every error, one line each (file:line: key: what is wrong), then how many."""
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    flat = ConfigError.combine(errors).errors
+    for error in flat:
+        err.print(f"[bold red]config error[/]: {error}")
+    if len(flat) > 1:
+        err.print(f"{len(flat)} errors")
+
+
+def _load(path: str, ports: bool = False) -> AgentConfig:
+    """The config, checked whole: its keys and values, the profiles it names (in its
+    profiles_dir or the shipped ones) and, with ``ports``, that its ports exist here.
+    Every error is printed at once; exits 2 if there is any."""
+    from edge_agent import site_check
+    from edge_agent.agent import SHIPPED_PROFILES
+    from edge_agent.decoding import ProfileError, load_profiles
+
+    errors: list[ConfigError] = []
+    config: AgentConfig | None = None
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
-        Console(stderr=True).print(f"[bold red]config error[/]: {exc}", highlight=False)
-        raise SystemExit(2) from None
+        errors.append(exc)
+    doc = site_check.locate(path)
+    if doc is not None:
+        raw = doc.data.get("profiles_dir") if isinstance(doc.data, dict) else None
+        where = (resolve(Path(path).resolve().parent, raw) if isinstance(raw, str)
+                 else SHIPPED_PROFILES)
+        try:
+            errors += site_check.unknown_profiles(doc, load_profiles(where), where)
+        except (ProfileError, OSError) as exc:
+            errors.append(doc.error(("profiles_dir",), f"cannot load the profiles: {exc}"))
+        if ports:
+            errors += site_check.missing_ports(doc)
+    if errors or config is None:
+        _config_errors(errors)
+        raise SystemExit(2)
+    return config
 
 
 def _status(config: AgentConfig, base: Path, as_json: bool) -> int:
@@ -147,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("probe", "decode", "sample-config"):
         return int(args.handler(args))
-    config = _load(args.config)
+    config = _load(args.config, ports=args.command == "check")
     base = Path(args.config).resolve().parent
     if args.command == "status":
         return _status(config, base, args.json)

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cityedge import shipped, version_text
+from cityedge import shipped
+from cityedge.version import version_text
 from simulators.fleet import DEMO_FLEET
 
 if TYPE_CHECKING:
