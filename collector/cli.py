@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 
@@ -88,14 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return _check(args.config, loaded)
     configure_logging(args.log_level.upper(), "%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from collector.service import CollectorService
+    from collector.service import CollectorService, StartupError
 
     async def _run() -> None:
         service = CollectorService(loaded)
         service.install_signal_handlers()
         await service.serve()
 
-    asyncio.run(_run())
+    try:
+        asyncio.run(_run())
+    except StartupError as exc:
+        logging.getLogger("collector").error("collector cannot start: %s", exc)
+        return 1
     return 0
 
 

@@ -40,6 +40,7 @@ from edge_agent.outbox.store import DropPolicy
 from edge_agent.serial_port import SensorPort
 from edge_agent.transports import MqttTransport, Transport
 from edge_agent.transports.http import HttpTransport
+from edge_agent.watch import Watch
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class Agent:
         self.acked = 0
         self.refused_sends = 0
         self.store_failures: Counter[str] = Counter()
-        self._failing_run = 0  # readings not stored since storing last worked
+        self.failing_run = 0  # readings not stored since storing last worked (watch.py)
         self._sync_failing = False
         self.acks_other_outbox = 0  # acks naming another gateway or epoch
         self._log = LogThrottle(log, level=logging.ERROR)  # failures that repeat
@@ -132,10 +133,10 @@ class Agent:
             exc = f.exception()
             if exc is None:
                 self.stored += len(readings)
-                if self._failing_run:
+                if self.failing_run:
                     log.warning("outbox: storing again after %d readings not stored",
-                                self._failing_run)
-                    self._failing_run = 0
+                                self.failing_run)
+                    self.failing_run = 0
                 if self.outbox is not None and self.outbox.fsync_every_append:
                     self._wake_sender.set()
                 return
@@ -145,9 +146,9 @@ class Agent:
             # when it starts and one when it ends, never one per reading.
             for r in readings:
                 self.store_failures[r.sensor] += 1
-            if not self._failing_run:
+            if not self.failing_run:
                 self._log_store_failure(exc)
-            self._failing_run += len(readings)
+            self.failing_run += len(readings)
 
         fut.add_done_callback(done)
 
@@ -341,6 +342,7 @@ class Agent:
                 ("send", self._send_loop()),
                 ("ack", self._ack_loop()),
                 ("health", self._health_loop()),
+                ("watch", Watch(self).run()),
             )
         ]
         try:
@@ -358,7 +360,7 @@ class Agent:
             port.close()
         # No new readings from here on (health included), so the outbox can drain.
         for t in tasks:
-            if t.get_name() in ("health", "sync"):
+            if t.get_name() in ("health", "sync", "watch"):
                 t.cancel()
         if self._store_tasks:
             await asyncio.gather(*self._store_tasks, return_exceptions=True)
