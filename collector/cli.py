@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("pki", help="a small CA: init|issue certificates (edge-collector pki --help)")
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("--config", required=True)
-    sub.add_parser("sample-config", help="print the commented sample config (every key)")
+    sub.add_parser("sample-config", help="print the commented sample config (every key);"
+                   " --systemd: the systemd unit")
     return p
 
 
@@ -69,8 +70,10 @@ def _subcommand(argv: list[str]) -> int | None:
         from collector import pki
 
         return pki.main(argv[1:])
-    if argv[:1] == ["sample-config"]:
-        sys.stdout.write(shipped.sample_config("collector").read_text(encoding="utf-8"))
+    if argv in (["sample-config"], ["sample-config", "--systemd"]):
+        path = (shipped.systemd_unit("collector") if "--systemd" in argv
+                else shipped.sample_config("collector"))
+        sys.stdout.write(path.read_text(encoding="utf-8"))
         return 0
     return None
 

@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=version_text("edge-agent"))
     sub = p.add_subparsers(dest="command", required=True)
     sample = sub.add_parser("sample-config", help="print the commented sample config (every key)")
-    sample.set_defaults(handler=lambda _: _print_sample("agent"))
+    _flag(sample, "--systemd", "print the systemd unit instead (docs/install.md)",
+          action="store_true")
+    sample.set_defaults(handler=lambda args: _print_sample("agent", args.systemd))
     for name, text in (("run", "read sensors and deliver readings"),
                        ("check", "validate the config and the profiles it names"),
                        ("status", "show the outbox: readings waiting, oldest, epoch")):
@@ -82,8 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_sample(name: str) -> int:
-    sys.stdout.write(shipped.sample_config(name).read_text(encoding="utf-8"))
+def _print_sample(name: str, unit: bool) -> int:
+    path = shipped.systemd_unit(name) if unit else shipped.sample_config(name)
+    sys.stdout.write(path.read_text(encoding="utf-8"))
     return 0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["SAMPLES", "profiles_dir", "rule_files", "rules_dir", "sample_config"]
+__all__ = ["SAMPLES", "profiles_dir", "rule_files", "rules_dir", "sample_config", "systemd_unit"]
 
 # Sample configs by the command they are for (configs/<name>.sample.yaml).
 SAMPLES = ("agent", "collector")
@@ -40,6 +40,13 @@ def rules_dir() -> Path:
 def rule_files() -> list[Path]:
     """Every shipped rule set, by name."""
     return sorted(rules_dir().glob("*.yaml"))
+
+
+def systemd_unit(name: str) -> Path:
+    """The systemd unit for ``name`` (one of SAMPLES): configs/systemd/cityedge-<name>.service."""
+    if name not in SAMPLES:
+        raise ValueError(f"no systemd unit {name!r}; expected one of {', '.join(SAMPLES)}")
+    return _folder("configs", "systemd", f"cityedge-{name}.service")
 
 
 def sample_config(name: str) -> Path:
