@@ -105,6 +105,8 @@ class Agent:
         self._store_tasks: set[asyncio.Future[Any]] = set()
         self.stored = 0
         self.acked = 0
+        self.last_readings: dict[str, Reading] = {}  # per sensor (edge-agent status)
+        self.last_ack_at: float | None = None
         self.refused_sends = 0
         self.store_failures: Counter[str] = Counter()
         self.failing_run = 0  # readings not stored since storing last worked (watch.py)
@@ -133,6 +135,7 @@ class Agent:
             exc = f.exception()
             if exc is None:
                 self.stored += len(readings)
+                self.last_readings.update((r.sensor, r) for r in readings)
                 if self.failing_run:
                     log.warning("outbox: storing again after %d readings not stored",
                                 self.failing_run)
@@ -272,6 +275,7 @@ class Agent:
         assert self.outbox is not None
         while True:
             ack = await self.transport.next_ack()
+            self.last_ack_at = time.time()
             if ack.epoch != self.outbox.epoch or ack.gateway != self.config.gateway.id:
                 self.acks_other_outbox += 1
                 log.info("ack for another outbox (%s/%s) ignored", ack.gateway, ack.epoch)

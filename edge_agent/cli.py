@@ -1,7 +1,8 @@
 """``edge-agent``: the field technician's tool on a gateway.
 
-``run`` starts the agent; ``check`` validates a config; ``status`` shows the
-outbox (what is waiting, since when) without disturbing a running agent;
+``run`` starts the agent; ``check`` validates a config and what it names on
+this machine; ``status`` asks the running agent (sensors, outbox, uplink,
+clock; exit 0 healthy, 1 degraded, 2 not running or no outbox);
 ``probe`` tells which sensor model is on a port; ``decode`` decodes captured
 bytes offline.
 Every flag can also be set by an environment variable, named in its help:
@@ -20,10 +21,8 @@ import asyncio
 import json
 import logging
 import os
-import sqlite3
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -34,8 +33,8 @@ from cityedge.redact import configure_logging
 from cityedge.version import version_text
 from cityedge.yamlconfig import ConfigError
 from edge_agent.config import AgentConfig, load_config, resolve
-from edge_agent.display_file import read_display_file
 from edge_agent.outbox.space import OutboxUnusable, free_bytes
+from edge_agent.status_cmd import WATCH_S
 
 ENV_PREFIX = "CITYEDGE_AGENT_"
 # Flags whose variable is shared with the collector's CLI or predates the prefix.
@@ -73,13 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     sample.set_defaults(handler=lambda args: _print_sample("agent", args.systemd))
     for name, text in (("run", "read sensors and deliver readings"),
                        ("check", "validate the config and the profiles it names"),
-                       ("status", "show the outbox: readings waiting, oldest, epoch")):
+                       ("status", "ask the running agent: sensors, outbox, uplink, clock")):
         sp = sub.add_parser(name, help=text)
         _flag(sp, "--config", "agent YAML config", required=True)
         if name == "run":
             _flag(sp, "--log-level", "DEBUG, INFO, WARNING (default INFO)", default="INFO")
         if name == "status":
-            _flag(sp, "--json", "one JSON object instead of a table", action="store_true")
+            _flag(sp, "--json", "one JSON object instead of tables", action="store_true")
+            _flag(sp, "--watch", f"refresh every {WATCH_S:g} s until Ctrl-C",
+                  action="store_true")
     _add_technician_commands(sub)
     return p
 
@@ -131,55 +132,6 @@ def _load(path: str, ports: bool = False) -> AgentConfig:
     return config
 
 
-def _status(config: AgentConfig, base: Path, as_json: bool) -> int:
-    path = resolve(base, config.outbox.path)
-    if not path.exists():
-        info: dict[str, object] = {"outbox": str(path), "exists": False}
-    else:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        epoch = db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
-        count, oldest, lo, hi = db.execute(
-            "SELECT count(*), min(time_ns), min(seq), max(seq) FROM readings").fetchone()
-        per_sensor = dict(db.execute(
-            "SELECT sensor, count(*) FROM readings GROUP BY sensor ORDER BY sensor").fetchall())
-        last = db.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
-        db.close()
-        info = {
-            "outbox": str(path), "exists": True, "epoch": epoch[0] if epoch else None,
-            "waiting": count,
-            "oldest_age_s": round(time.time() - oldest / 1e9, 1) if oldest else None,
-            "seq_range": [lo, hi], "last_seq": last[0] if last else 0, "per_sensor": per_sensor,
-        }
-    if config.display.output == "file":
-        info["displays"] = _displays(resolve(base, config.display.path))
-    if as_json:
-        print(json.dumps(info, ensure_ascii=False))
-        return 0
-    table = Table(title=f"gateway {config.gateway.id} outbox", show_header=False)
-    for key, value in info.items():
-        shown = "\n".join(value) or "(nothing)" if key == "displays" and isinstance(value, list) \
-            else str(value)
-        table.add_row(key, shown)
-    Console().print(table)
-    return 0
-
-
-def _displays(path: Path) -> list[str] | str:
-    """What the terminal is told to show, one line per alert."""
-    try:
-        board = read_display_file(path)
-    except (OSError, ValueError) as exc:
-        return f"unreadable: {exc}"
-    if board is None:
-        return []
-    lines = []
-    for d in board["showing"]:
-        until = (time.strftime("%Y-%m-%d %H:%M", time.localtime(d["expires_ns"] / 1e9))
-                 if d.get("expires_ns") else "cleared by the collector")
-        lines.append(f"[{d.get('severity', '')}] {d.get('text', '')} (until {until})")
-    return lines
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("probe", "decode", "sample-config"):
@@ -187,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     config = _load(args.config, ports=args.command == "check")
     base = Path(args.config).resolve().parent
     if args.command == "status":
-        return _status(config, base, args.json)
+        from edge_agent import status_cmd
+
+        return status_cmd.run(config, base, args.json, args.watch)
     from edge_agent.agent import Agent
 
     try:

@@ -4,7 +4,8 @@ Every ``WATCH_S`` it looks at the uplink (uplink_watch.py: one line when it goes
 down, a reminder while it stays down, one when it is back, each with the outbox's
 depth) and at readings not stored (a full disk: the first failure is logged where
 it happens, agent.py; here a reminder with the running count, free space and the
-outbox's limit every ``REMIND_S``).
+outbox's limit every ``REMIND_S``). It also answers ``edge-agent status``
+(status.py) for as long as the agent runs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from edge_agent.outbox.space import free_bytes
+from edge_agent.status import StatusServer
 from edge_agent.uplink_watch import REMIND_S, UplinkWatch
 
 if TYPE_CHECKING:
@@ -42,9 +44,14 @@ class Watch:
         self._reminded_at = 0.0
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(WATCH_S)
-            await self.tick()
+        server = StatusServer(self.agent, self)
+        await server.start()
+        try:
+            while True:
+                await asyncio.sleep(WATCH_S)
+                await self.tick()
+        finally:
+            await server.close()
 
     async def tick(self) -> None:
         a = self.agent

@@ -51,7 +51,7 @@ def test_every_flag_is_covered() -> None:
     names = {a.option_strings[0] for _, a in flags()}
     assert {"--config", "--log-level", "--json", "--baud", "--listen", "--reply-timeout",
             "--slave", "--profiles-dir", "--profile", "--hex", "--file",
-            "--skipped", "--systemd"} == names
+            "--skipped", "--systemd", "--watch"} == names
 
 
 @pytest.mark.parametrize(("command", "action"), flags(),
