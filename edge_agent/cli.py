@@ -3,8 +3,9 @@
 ``run`` starts the agent; ``check`` validates a config and what it names on
 this machine; ``status`` asks the running agent (sensors, outbox, uplink,
 clock; exit 0 healthy, 1 degraded, 2 not running or no outbox);
-``probe`` tells which sensor model is on a port; ``decode`` decodes captured
-bytes offline.
+``doctor`` checks config, ports, uplink, disk, clock and outbox and says the
+fix; ``probe`` tells which sensor model is on a port; ``decode`` decodes
+captured bytes offline.
 Every flag can also be set by an environment variable, named in its help:
 CITYEDGE_AGENT_<FLAG> (--reply-timeout: CITYEDGE_AGENT_REPLY_TIMEOUT; a
 switch such as --json: 1, true or yes), except --log-level and
@@ -81,8 +82,20 @@ def _parser() -> argparse.ArgumentParser:
             _flag(sp, "--json", "one JSON object instead of tables", action="store_true")
             _flag(sp, "--watch", f"refresh every {WATCH_S:g} s until Ctrl-C",
                   action="store_true")
+    doctor = sub.add_parser(
+        "doctor", help="check config, ports, uplink, disk, clock and outbox; say the fix",
+        description="What is wrong with this gateway, in plain words, with the command that"
+        " fixes it. Exit code 0: nothing failed; 1: something did.")
+    _flag(doctor, "--config", "agent YAML config", required=True)
+    doctor.set_defaults(handler=_doctor_command)
     _add_technician_commands(sub)
     return p
+
+
+def _doctor_command(args: argparse.Namespace) -> int:
+    from edge_agent import doctor
+
+    return doctor.run(args.config)
 
 
 def _print_sample(name: str, unit: bool) -> int:
@@ -134,7 +147,7 @@ def _load(path: str, ports: bool = False) -> AgentConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("probe", "decode", "sample-config"):
+    if args.command in ("probe", "decode", "sample-config", "doctor"):
         return int(args.handler(args))
     config = _load(args.config, ports=args.command == "check")
     base = Path(args.config).resolve().parent

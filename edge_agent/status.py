@@ -95,7 +95,7 @@ def problems(status: dict[str, Any]) -> list[str]:
     up, box, clock = status["uplink"], status["outbox"], status["clock"]
     if not up["connected"] and (up["down_for_s"] or 0) >= GRACE_S:
         out.append(f"uplink down for {up['down_for_s']:.0f} s: {up['problem'] or 'no answer'}"
-                   f" ({up['target']})")
+                   f" ({up['target']}; edge-agent doctor)")
     for s in status["sensors"]:
         if not s["open"]:
             out.append(f"sensor {s['id']}: port {s['port']} not open (unplugged?)")

@@ -125,7 +125,7 @@ def test_an_unreachable_broker_and_an_unplugged_sensor_are_degraded(
         assert info["uplink"]["connected"] is False and info["uplink"]["outages"] == 1
         down, *others = info["problems"]
         assert down.startswith("uplink down for ") and "Connection refused" in down
-        assert down.endswith("(MQTT broker 127.0.0.1:9)")
+        assert down.endswith("(MQTT broker 127.0.0.1:9; edge-agent doctor)")
         # The link may be back already (the agent reopens it), silent: not open, or not yet.
         assert others in ([], [f"sensor pm-1: port {device.path} not open (unplugged?)"])
         code, text = status(config)

@@ -14,6 +14,7 @@ MINIMAL = {
     "run": ["--config", "agent.yaml"], "check": ["--config", "agent.yaml"],
     "status": ["--config", "agent.yaml"], "probe": ["/dev/ttyUSB0"],
     "decode": ["--profile", "pms5003", "--hex", "42 4d"], "sample-config": [],
+    "doctor": ["--config", "agent.yaml"],
 }
 
 
