@@ -188,6 +188,10 @@ def test_installed_collector_checks_its_shipped_rule_sets(venv: Path, elsewhere:
     assert all(str(venv) in line for line in checked.stdout.splitlines()), checked.stdout
     sample = _run([str(venv / "bin" / "edge-collector"), "sample-config"], elsewhere)
     assert sample.returncode == 0 and "writer:" in sample.stdout, sample.stderr
+    listed = _run([str(venv / "bin" / "python"), "-c", "from cityedge import shipped; print("
+                   "' '.join(sorted(p.name for p in shipped.schemas_dir().glob('*.json'))))"],
+                  elsewhere)
+    assert listed.stdout.split() == ["agent.schema.json", "collector.schema.json"], listed
 
 
 def test_installed_demo_delivers_every_reading(venv: Path, elsewhere: Path) -> None:
