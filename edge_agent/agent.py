@@ -38,6 +38,7 @@ from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
 from edge_agent.outbox.space import OutboxError, StoreFailed
 from edge_agent.outbox.store import DropPolicy
 from edge_agent.serial_port import SensorPort
+from edge_agent.status import Tails
 from edge_agent.transports import MqttTransport, Transport
 from edge_agent.transports.http import HttpTransport
 from edge_agent.watch import Watch
@@ -105,7 +106,7 @@ class Agent:
         self._store_tasks: set[asyncio.Future[Any]] = set()
         self.stored = 0
         self.acked = 0
-        self.last_readings: dict[str, Reading] = {}  # per sensor (edge-agent status)
+        self.tails = Tails()  # the last reading per sensor, and edge-agent tail's readers
         self.last_ack_at: float | None = None
         self.refused_sends = 0
         self.store_failures: Counter[str] = Counter()
@@ -135,7 +136,7 @@ class Agent:
             exc = f.exception()
             if exc is None:
                 self.stored += len(readings)
-                self.last_readings.update((r.sensor, r) for r in readings)
+                self.tails.stored(readings)
                 if self.failing_run:
                     log.warning("outbox: storing again after %d readings not stored",
                                 self.failing_run)

@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
             _flag(sp, "--json", "one JSON object instead of tables", action="store_true")
             _flag(sp, "--watch", f"refresh every {WATCH_S:g} s until Ctrl-C",
                   action="store_true")
+    tail = sub.add_parser("tail", help="print each reading the running agent stores, live",
+                          description="One line per reading as the agent stores it, until"
+                          " Ctrl-C. Exit code 2: no agent answers.")
+    _flag(tail, "--config", "agent YAML config", required=True)
+    _flag(tail, "--sensor", "only this sensor's readings (its id)")
+    _flag(tail, "--json", "one JSON object per line", action="store_true")
     doctor = sub.add_parser(
         "doctor", help="check config, ports, uplink, disk, clock and outbox; say the fix",
         description="What is wrong with this gateway, in plain words, with the command that"
@@ -151,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args))
     config = _load(args.config, ports=args.command == "check")
     base = Path(args.config).resolve().parent
-    if args.command == "status":
+    if args.command in ("status", "tail"):
         from edge_agent import status_cmd
 
-        return status_cmd.run(config, base, args.json, args.watch)
+        return (status_cmd.run(config, base, args.json, args.watch) if args.command == "status"
+                else status_cmd.tail(config, base, args.sensor, args.json))
     from edge_agent.agent import Agent
 
     try:

@@ -1,8 +1,11 @@
 """The running agent's live status, asked over a local unix socket (no network port).
 
 ``edge-agent status`` connects to the socket beside the outbox (``agent.sock``
-in the outbox's folder; mode 0660, so the agent's group may ask too); the agent
-writes one JSON document and closes. ``snapshot`` builds it from the agent's own
+in the outbox's folder; mode 0660, so the agent's group may ask too), sends
+``status``, and the agent writes one JSON document and closes. ``edge-agent
+tail`` sends ``tail``: the agent then writes each reading it stores, one JSON
+line each, until the asker hangs up (``Tails``: a slow reader loses lines,
+counted, never slows the agent). ``snapshot`` builds it from the agent's own
 parts, and ``problems`` says in words what makes the gateway degraded: the
 status command exits 1 when there is any.
 """
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cityedge.uplink import Reading
 from edge_agent.uplink_watch import GRACE_S
 
 if TYPE_CHECKING:
@@ -33,6 +37,39 @@ SOCKET_MODE = 0o660
 SILENT_S = 120.0
 # Outbox fill, in percent of max_size_mb, from which the gateway is degraded.
 FULL_PCT = 80.0
+# The agent's own readings about itself and its ports (health.py), not a sensor's.
+HEALTH_MEASUREMENTS = ("sensor_health", "gateway_health")
+# Readings queued for one tail reader; past it the oldest are dropped, and counted.
+TAIL_QUEUE = 1000
+# Tail readers at once.
+MAX_TAILS = 8
+# Seconds to wait for the asker's request line.
+REQUEST_TIMEOUT_S = 2.0
+
+
+def reading_line(r: Reading) -> dict[str, Any]:
+    return {"sensor": r.sensor, "measurement": r.measurement, "time_ns": r.time_ns,
+            "fields": dict(r.fields)}
+
+
+class Tails:
+    """The sensors' readings the agent stores (not its own health readings): the last one
+    per sensor, and each to every tail reader's bounded queue."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, Reading] = {}  # one per configured sensor
+        self.queues: set[asyncio.Queue[Reading]] = set()
+        self.dropped = 0  # readings a slow tail reader did not get
+
+    def stored(self, readings: list[Reading]) -> None:
+        decoded = [r for r in readings if r.measurement not in HEALTH_MEASUREMENTS]
+        self.last.update((r.sensor, r) for r in decoded)
+        for queue in self.queues:
+            for r in decoded:
+                if queue.full():
+                    queue.get_nowait()
+                    self.dropped += 1
+                queue.put_nowait(r)
 
 
 def socket_path(outbox: Path) -> Path:
@@ -53,7 +90,7 @@ async def snapshot(agent: Agent, watch: Watch) -> dict[str, Any]:
     rate = a.outbox.appended_bytes / uptime if uptime > 0 else 0.0
     sensors = []
     for port in a.ports:
-        last = a.last_readings.get(port.config.id)
+        last = a.tails.last.get(port.config.id)
         sensors.append({
             "id": port.config.id, "port": port.config.port, "profile": port.profile.model,
             "open": port.is_open,
@@ -120,6 +157,7 @@ class StatusServer:
         self.agent, self.watch = agent, watch
         self.path = socket_path(agent.outbox_path)
         self._server: asyncio.AbstractServer | None = None
+        self._tailing: set[asyncio.StreamWriter] = set()  # closed when the agent stops
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -131,13 +169,22 @@ class StatusServer:
         except OSError as exc:  # the agent runs on without it; status says not running
             log.warning("status socket %s not available: %s", self.path, exc)
 
-    async def _answer(self, _reader: asyncio.StreamReader,
+    async def _answer(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
         try:
+            try:
+                request = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT_S)
+            except TimeoutError:
+                request = b"status\n"
+            if request.strip() == b"tail":
+                await self._tail(writer)
+                return
             body = await snapshot(self.agent, self.watch)
             body["problems"] = problems(body)
             writer.write(json.dumps(body, ensure_ascii=False).encode())
             await writer.drain()
+        except (ConnectionError, OSError):
+            pass  # the asker hung up
         except Exception as exc:  # one asker's trouble must not reach the agent
             log.warning("status request failed: %s", exc)
         finally:
@@ -145,9 +192,28 @@ class StatusServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    async def _tail(self, writer: asyncio.StreamWriter) -> None:
+        tails = self.agent.tails
+        if len(tails.queues) >= MAX_TAILS:
+            writer.write(json.dumps({"error": f"{MAX_TAILS} tails already"}).encode() + b"\n")
+            return
+        queue: asyncio.Queue[Reading] = asyncio.Queue(TAIL_QUEUE)
+        tails.queues.add(queue)
+        self._tailing.add(writer)
+        try:
+            while True:
+                r = await queue.get()
+                writer.write(json.dumps(reading_line(r), ensure_ascii=False).encode() + b"\n")
+                await writer.drain()
+        finally:
+            tails.queues.discard(queue)
+            self._tailing.discard(writer)
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+            for writer in list(self._tailing):
+                writer.close()
             await self._server.wait_closed()
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()

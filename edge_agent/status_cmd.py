@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ def ask(path: Path, timeout: float = ASK_TIMEOUT_S) -> dict[str, Any]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(str(path))
+        s.sendall(b"status\n")
         chunks, size = [], 0
         while chunk := s.recv(65536):
             chunks.append(chunk)
@@ -168,6 +170,37 @@ def _live(console: Console, info: dict[str, Any]) -> None:
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
+
+
+def tail(config: AgentConfig, base: Path, sensor: str | None, as_json: bool) -> int:
+    """Each reading the running agent stores, as it stores it, until Ctrl-C."""
+    sock = socket_path(resolve(base, config.outbox.path))
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(sock))
+            s.sendall(b"tail\n")
+            for raw in s.makefile("rb"):
+                line = json.loads(raw)
+                if "error" in line:
+                    print(f"tail: {line['error']}", file=sys.stderr)
+                    return DOWN
+                if sensor is None or line["sensor"] == sensor:
+                    print(raw.decode().rstrip("\n") if as_json else _reading_text(line),
+                          flush=True)
+    except KeyboardInterrupt:
+        return HEALTHY
+    except OSError as exc:
+        print(f"tail: agent not running: no answer on {sock} ({exc.strerror or exc})",
+              file=sys.stderr)
+        return DOWN
+    print("tail: the agent stopped", file=sys.stderr)
+    return DOWN
+
+
+def _reading_text(line: dict[str, Any]) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(line["time_ns"] / 1e9))
+    values = " ".join(f"{k}={v}" for k, v in line["fields"].items())
+    return f"{when} {line['sensor']} {line['measurement']} {values}"
 
 
 def run(config: AgentConfig, base: Path, as_json: bool, watch: bool) -> int:

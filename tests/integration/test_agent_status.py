@@ -132,3 +132,33 @@ def test_an_unreachable_broker_and_an_unplugged_sensor_are_degraded(
         assert code == 1 and "degraded" in text and "DOWN" in text
     finally:
         assert agent.stop() == 0
+
+
+def test_tail_streams_the_readings_the_agent_stores(tmp_path: Path, mosquitto: Mosquitto,
+                                                    device: SimulatedDevice) -> None:
+    config = agent_yaml(tmp_path, device.path, mosquitto.port)
+    agent = Proc(["edge_agent.cli", "run", "--config", str(config)],
+                 tmp_path / "agent.log").start()
+    try:
+        wait_for(lambda: "opened" in agent.output(), 15, "the agent to open the port")
+        wait_for(lambda: socket_path(tmp_path / "state" / "outbox.sqlite").exists(), 15,
+                 "the status socket")
+        tail = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "tail", "--config",
+                                 str(config), "--sensor", "pm-1", "--json"], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            device.start()
+            assert tail.stdout is not None
+            lines = [json.loads(tail.stdout.readline()) for _ in range(3)]
+        finally:
+            tail.terminate()
+            tail.wait(10)
+        assert [(r["sensor"], r["measurement"]) for r in lines] == [("pm-1", "particulate")] * 3
+        assert all("pm2_5_ugm3" in r["fields"] for r in lines)
+        assert lines[0]["time_ns"] < lines[1]["time_ns"] < lines[2]["time_ns"]
+    finally:
+        assert agent.stop() == 0
+    done = subprocess.run([sys.executable, "-m", "edge_agent.cli", "tail", "--config",
+                           str(config)], capture_output=True, text=True, cwd=ROOT, timeout=30,
+                          check=False)
+    assert done.returncode == 2 and "tail: agent not running: no answer on" in done.stderr
