@@ -2,10 +2,10 @@
 
 ``run`` starts the agent; ``check`` validates a config and what it names on
 this machine; ``status`` asks the running agent (sensors, outbox, uplink,
-clock; exit 0 healthy, 1 degraded, 2 not running or no outbox);
-``doctor`` checks config, ports, uplink, disk, clock and outbox and says the
-fix; ``probe`` tells which sensor model is on a port; ``decode`` decodes
-captured bytes offline.
+clock; exit 0 healthy, 1 degraded, 2 not running or no outbox); ``tail``
+prints each reading the running agent stores; ``doctor`` checks config,
+ports, uplink, disk, clock and outbox and says the fix; ``probe`` tells which
+sensor model is on a port; ``decode`` decodes captured bytes offline.
 Every flag can also be set by an environment variable, named in its help:
 CITYEDGE_AGENT_<FLAG> (--reply-timeout: CITYEDGE_AGENT_REPLY_TIMEOUT; a
 switch such as --json: 1, true or yes), except --log-level and
@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
           action="store_true")
     sample.set_defaults(handler=lambda args: _print_sample("agent", args.systemd))
     for name, text in (("run", "read sensors and deliver readings"),
-                       ("check", "validate the config and the profiles it names"),
+                       ("check", "validate the config, the profiles and ports it names"),
                        ("status", "ask the running agent: sensors, outbox, uplink, clock")):
         sp = sub.add_parser(name, help=text)
         _flag(sp, "--config", "agent YAML config", required=True)
