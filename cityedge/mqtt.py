@@ -231,7 +231,10 @@ class MqttClient:
             self.on_connect()
 
     def _disconnected(self, reason: str) -> None:
-        self.stats.last_error = f"disconnected: {reason}"
+        # A refused login is followed by a disconnect: the refusal says more ("Bad user
+        # name or password") than the disconnect's reason does.
+        if self.connected.is_set() or not self.stats.last_error.startswith("connect refused"):
+            self.stats.last_error = f"disconnected: {reason}"
         self.connected.clear()
 
     def _deliver(self, message: Message) -> None:

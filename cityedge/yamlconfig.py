@@ -24,7 +24,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -35,12 +35,30 @@ KeyPath = tuple[str | int, ...]
 
 
 class ConfigError(ValueError):
-    """A config file is wrong; the message names file:line, key path and what was expected."""
+    """A config file is wrong; the message names file:line, key path and what was expected.
+
+    One error may stand for several (``errors``, in file order, one line each in the
+    message): a file is checked whole, so an installer fixes every mistake in one go.
+    ``file``, ``line``, ``path`` and ``message`` are the first one's."""
 
     def __init__(self, file: str, line: int | None, path: KeyPath, message: str) -> None:
         self.file, self.line, self.path, self.message = file, line, path, message
+        self.errors: tuple[ConfigError, ...] = (self,)
         where = f"{file}:{line}" if line else file
         super().__init__(f"{where}: {format_path(path) or '<top>'}: {message}")
+
+    @staticmethod
+    def combine(errors: list[ConfigError]) -> ConfigError:
+        """One error for all of ``errors`` (itself when there is one)."""
+        flat = sorted((e for error in errors for e in error.errors),
+                      key=lambda e: (e.file, e.line or 0))
+        if len(flat) == 1:
+            return flat[0]
+        first = flat[0]
+        combined = ConfigError(first.file, first.line, first.path, first.message)
+        combined.errors = tuple(flat)
+        combined.args = ("\n".join(str(e) for e in flat),)
+        return combined
 
 
 def format_path(path: KeyPath) -> str:
@@ -142,13 +160,25 @@ def _scalar(node: yaml.Node) -> Any:
     return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
 
 
+def _syntax_error(exc: yaml.YAMLError, file: str) -> ConfigError:
+    """file:line, the column, and what the parser expected (and where it began)."""
+    mark = getattr(exc, "problem_mark", None)
+    if not isinstance(exc, yaml.MarkedYAMLError) or mark is None:
+        return ConfigError(file, None, (), f"not valid YAML: {exc}")
+    text = f"not valid YAML: {exc.problem} (column {mark.column + 1})"
+    start = exc.context_mark
+    if exc.context and start is not None and start.line != mark.line:
+        text += f", {exc.context} at line {start.line + 1}, column {start.column + 1}"
+    elif exc.context:
+        text += f", {exc.context}"
+    return ConfigError(file, mark.line + 1, (), text)
+
+
 def parse(text: str, file: str = "<string>") -> Located:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(file, mark.line + 1 if mark else None, (),
-                          f"not valid YAML: {exc}") from None
+        raise _syntax_error(exc, file) from None
     lines: dict[KeyPath, int] = {}
     data = {} if node is None else _walk(node, (), lines, file)
     return Located(file, data, lines)
@@ -210,16 +240,16 @@ def bind(tp: Any, value: Any, doc: Located, path: KeyPath = ()) -> Any:  # noqa:
     if origin in (list, tuple):
         if not isinstance(value, list):
             raise doc.error(path, f"expected {_type_name(tp)}, got {_shown(value, path)}")
-        items = [bind(get_args(tp)[0], v, doc, (*path, i)) for i, v in enumerate(value)]
+        items = _each(enumerate(value),
+                      lambda i, v: bind(get_args(tp)[0], v, doc, (*path, i)))
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping):
         if not isinstance(value, dict):
             raise doc.error(path, f"expected {_type_name(tp)}, got {_shown(value, path)}")
         key_tp, val_tp = get_args(tp)
-        return {
-            bind(key_tp, k, doc, (*path, k)): bind(val_tp, v, doc, (*path, k))
-            for k, v in value.items()
-        }
+        pairs = _each(value.items(), lambda k, v: (bind(key_tp, k, doc, (*path, k)),
+                                                    bind(val_tp, v, doc, (*path, k))))
+        return dict(pairs)
     if tp is Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -243,6 +273,20 @@ def _shown(value: Any, path: KeyPath) -> str:
     return f"{value!r:.60}"
 
 
+def _each(items: Iterable[tuple[Any, Any]], step: Callable[[Any, Any], T]) -> list[T]:
+    """``step`` of every item; every item is tried, and all their errors are raised as one."""
+    results: list[T] = []
+    errors: list[ConfigError] = []
+    for key, value in items:
+        try:
+            results.append(step(key, value))
+        except ConfigError as exc:
+            errors.append(exc)
+    if errors:
+        raise ConfigError.combine(errors)
+    return results
+
+
 def _same_shape(tp: Any, value: Any) -> bool:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp) or origin in (dict, Mapping):
@@ -259,25 +303,29 @@ def _bind_dataclass(cls: Any, value: Any, doc: Located, path: KeyPath) -> Any:
         raise doc.error(path, f"expected a mapping, got {_shown(value, path)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     value = _from_files(fields, value, doc, path)
-    for key in value:
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            raise doc.error((*path, key), f"unknown key {key!r}; expected one of: {known}")
+    errors = [doc.error((*path, key), f"unknown key {key!r}; expected one of:"
+                        f" {', '.join(sorted(fields))}") for key in value if key not in fields]
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, f in fields.items():
         if name not in value:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise doc.error(path,
-                                f"missing required key {name!r} ({_type_name(hints[name])})")
+                errors.append(doc.error(
+                    path, f"missing required key {name!r} ({_type_name(hints[name])})"))
             continue
-        bound = bind(hints[name], value[name], doc, (*path, name))
+        try:
+            bound = bind(hints[name], value[name], doc, (*path, name))
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
         low, high = f.metadata.get("min"), f.metadata.get("max")
         if low is not None and bound < low:
-            raise doc.error((*path, name), f"expected >= {low}, got {bound!r}")
-        if high is not None and bound > high:
-            raise doc.error((*path, name), f"expected <= {high}, got {bound!r}")
+            errors.append(doc.error((*path, name), f"expected >= {low}, got {bound!r}"))
+        elif high is not None and bound > high:
+            errors.append(doc.error((*path, name), f"expected <= {high}, got {bound!r}"))
         kwargs[name] = bound
+    if errors:
+        raise ConfigError.combine(errors)
     try:
         return cls(**kwargs)
     except ValueError as exc:

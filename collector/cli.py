@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 
+from cityedge import shipped
 from cityedge.redact import configure_logging
+from cityedge.version import version_text
 from cityedge.yamlconfig import ConfigError
 from collector.config import LoadedConfig, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-collector", description=__doc__)
+    p.add_argument("--version", action="version", version=version_text("edge-collector"))
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="validate, write to InfluxDB, ack to gateways")
     run.add_argument("--config", default=os.environ.get("CITYEDGE_COLLECTOR_CONFIG"), required=
@@ -28,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("pki", help="a small CA: init|issue certificates (edge-collector pki --help)")
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("--config", required=True)
+    sub.add_parser("sample-config", help="print the commented sample config (every key);"
+                   " --systemd: the systemd unit")
     return p
 
 
@@ -50,8 +56,8 @@ def _check(path: str, loaded: LoadedConfig) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def _subcommand(argv: list[str]) -> int | None:
+    """Commands with parsers of their own; None for run and check."""
     if argv[:1] in (["rules"], ["alerts"]):
         from collector.alerts import cli as alerts_cli
 
@@ -64,6 +70,19 @@ def main(argv: list[str] | None = None) -> int:
         from collector import pki
 
         return pki.main(argv[1:])
+    if argv in (["sample-config"], ["sample-config", "--systemd"]):
+        path = (shipped.systemd_unit("collector") if "--systemd" in argv
+                else shipped.sample_config("collector"))
+        sys.stdout.write(path.read_text(encoding="utf-8"))
+        return 0
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    done = _subcommand(argv)
+    if done is not None:
+        return done
     args = _parser().parse_args(argv)
     try:
         loaded = load_config(args.config)
@@ -73,14 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return _check(args.config, loaded)
     configure_logging(args.log_level.upper(), "%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from collector.service import CollectorService
+    from collector.service import CollectorService, StartupError
 
     async def _run() -> None:
         service = CollectorService(loaded)
         service.install_signal_handlers()
         await service.serve()
 
-    asyncio.run(_run())
+    try:
+        asyncio.run(_run())
+    except StartupError as exc:
+        logging.getLogger("collector").error("collector cannot start: %s", exc)
+        return 1
     return 0
 
 

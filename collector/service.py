@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import resource
 import time
 from collections import Counter
@@ -24,6 +25,13 @@ from collector.sources.http import HttpSource
 from collector.sources.mqtt import MqttSource
 
 log = logging.getLogger(__name__)
+
+# Seconds between looks at a database that was unreachable, until it answers.
+DATABASE_RETRY_S = 5.0
+
+
+class StartupError(Exception):
+    """The collector cannot start; the message is the one line to show (no traceback)."""
 
 HEALTH_MEASUREMENT = "cityedge_collector"
 # Open files the collector asks for at start (the soft limit is often 1024; the
@@ -116,27 +124,67 @@ class CollectorService:
         asyncio.get_running_loop().set_exception_handler(self._loop_exception)
         log.info("open files limit: %d", raise_open_files_limit())
         await self.writer.start()
-        if self.alerts is not None:
-            await self.alerts.start()
+        problem = await self.writer.problem()
+        if problem is not None:
+            log.warning("%s unreachable at start-up (%s): batches stay unacked, and their"
+                        " gateways keep them, until it answers", self.writer.target, problem)
         tasks = [asyncio.create_task(self.pipeline.run(), name="pipeline")]
-        if self.mqtt is not None:
-            await self.mqtt.start()
-            tasks.append(asyncio.create_task(self.mqtt.run(), name="mqtt-source"))
-        if self.http is not None:
-            await self.http.start()
+        try:
+            await self._start_sources(tasks)
+        except BaseException:
+            await self._abandon(tasks)
+            raise
         tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         if self.admission is not None:
             tasks.append(asyncio.create_task(self._registry_loop(), name="registry"))
-        log.info("collector running")
+        if problem is not None:
+            tasks.append(asyncio.create_task(self._until_database(), name="database"))
+        log.info("collector running%s", f" ({self.writer.target} unreachable)"
+                 if problem is not None else "")
         self.started.set()
         try:
             await self._until_exit(tasks)
         finally:
             await self.shutdown(tasks)
 
+    async def _start_sources(self, tasks: list[asyncio.Task[None]]) -> None:
+        if self.alerts is not None:
+            await self.alerts.start()
+        if self.mqtt is not None:
+            await self.mqtt.start()
+            tasks.append(asyncio.create_task(self.mqtt.run(), name="mqtt-source"))
+        if self.http is not None:
+            c = self.http.config
+            try:
+                await self.http.start()
+            except OSError as exc:
+                why = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise StartupError(f"cannot listen on {c.host}:{c.port} (http.port in the config):"
+                                   f" {why}") from None
+
+    async def _abandon(self, tasks: list[asyncio.Task[None]]) -> None:
+        """A start that failed half way: close what was opened, quietly."""
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for part in (self.http, self.mqtt, self.alerts, self.writer):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await part.close()
+
+    async def _until_database(self) -> None:
+        """Looks at a database unreachable at start-up until it answers, and says so."""
+        while True:
+            await asyncio.sleep(DATABASE_RETRY_S)
+            if await self.writer.problem() is None:
+                log.warning("%s reachable again: writing and acking", self.writer.target)
+                return
+
     async def _until_exit(self, tasks: list[asyncio.Task[None]]) -> None:
         waiter = asyncio.create_task(self.should_exit.wait())
-        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        # The database watch ends when the database answers; the others end the service.
+        watched = [t for t in tasks if t.get_name() != "database"]
+        done, _ = await asyncio.wait([waiter, *watched], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         for t in done:
             if t is not waiter and t.exception() is not None:
@@ -145,7 +193,7 @@ class CollectorService:
     async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         # Stop taking new batches first; what the pipeline holds gets written and acked.
         for t in tasks:
-            if t.get_name() in ("mqtt-source", "health", "registry"):
+            if t.get_name() in ("mqtt-source", "health", "registry", "database"):
                 t.cancel()
         if self.http is not None:
             await self.http.close()  # answers the requests whose writes are still in flight

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from cityedge import shipped
 from cityedge.lifecycle import ExitSignals
 from cityedge.logthrottle import LogThrottle
 from cityedge.uplink import Batch, Reading, SeqRanges, encode_batch
@@ -37,12 +38,14 @@ from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
 from edge_agent.outbox.space import OutboxError, StoreFailed
 from edge_agent.outbox.store import DropPolicy
 from edge_agent.serial_port import SensorPort
+from edge_agent.status import Tails
 from edge_agent.transports import MqttTransport, Transport
 from edge_agent.transports.http import HttpTransport
+from edge_agent.watch import Watch
 
 log = logging.getLogger(__name__)
 
-SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "firmware_profiles"
+SHIPPED_PROFILES = shipped.profiles_dir()
 
 
 class Agent:
@@ -110,9 +113,11 @@ class Agent:
         self._store_tasks: set[asyncio.Future[Any]] = set()
         self.stored = 0
         self.acked = 0
+        self.tails = Tails()  # the last reading per sensor, and edge-agent tail's readers
+        self.last_ack_at: float | None = None
         self.refused_sends = 0
         self.store_failures: Counter[str] = Counter()
-        self._failing_run = 0  # readings not stored since storing last worked
+        self.failing_run = 0  # readings not stored since storing last worked (watch.py)
         self._sync_failing = False
         self.acks_other_outbox = 0  # acks naming another gateway or epoch
         self._log = LogThrottle(log, level=logging.ERROR)  # failures that repeat
@@ -138,10 +143,11 @@ class Agent:
             exc = f.exception()
             if exc is None:
                 self.stored += len(readings)
-                if self._failing_run:
+                self.tails.stored(readings)
+                if self.failing_run:
                     log.warning("outbox: storing again after %d readings not stored",
-                                self._failing_run)
-                    self._failing_run = 0
+                                self.failing_run)
+                    self.failing_run = 0
                 if self.outbox is not None and self.outbox.fsync_every_append:
                     self._wake_sender.set()
                 return
@@ -151,9 +157,9 @@ class Agent:
             # when it starts and one when it ends, never one per reading.
             for r in readings:
                 self.store_failures[r.sensor] += 1
-            if not self._failing_run:
+            if not self.failing_run:
                 self._log_store_failure(exc)
-            self._failing_run += len(readings)
+            self.failing_run += len(readings)
 
         fut.add_done_callback(done)
 
@@ -277,6 +283,7 @@ class Agent:
         assert self.outbox is not None
         while True:
             ack = await self.transport.next_ack()
+            self.last_ack_at = time.time()
             if ack.epoch != self.outbox.epoch or ack.gateway != self.config.gateway.id:
                 self.acks_other_outbox += 1
                 log.info("ack for another outbox (%s/%s) ignored", ack.gateway, ack.epoch)
@@ -347,6 +354,7 @@ class Agent:
                 ("send", self._send_loop()),
                 ("ack", self._ack_loop()),
                 ("health", self._health_loop()),
+                ("watch", Watch(self).run()),
             )
         ]
         try:
@@ -364,7 +372,7 @@ class Agent:
             port.close()
         # No new readings from here on (health included), so the outbox can drain.
         for t in tasks:
-            if t.get_name() in ("health", "sync"):
+            if t.get_name() in ("health", "sync", "watch"):
                 t.cancel()
         if self._store_tasks:
             await asyncio.gather(*self._store_tasks, return_exceptions=True)

@@ -1,9 +1,11 @@
 """``edge-agent``: the field technician's tool on a gateway.
 
-``run`` starts the agent; ``check`` validates a config; ``status`` shows the
-outbox (what is waiting, since when) without disturbing a running agent;
-``probe`` tells which sensor model is on a port; ``decode`` decodes captured
-bytes offline.
+``run`` starts the agent; ``check`` validates a config and what it names on
+this machine; ``status`` asks the running agent (sensors, outbox, uplink,
+clock; exit 0 healthy, 1 degraded, 2 not running or no outbox); ``tail``
+prints each reading the running agent stores; ``doctor`` checks config,
+ports, uplink, disk, clock and outbox and says the fix; ``probe`` tells which
+sensor model is on a port; ``decode`` decodes captured bytes offline.
 Every flag can also be set by an environment variable, named in its help:
 CITYEDGE_AGENT_<FLAG> (--reply-timeout: CITYEDGE_AGENT_REPLY_TIMEOUT; a
 switch such as --json: 1, true or yes), except --log-level and
@@ -20,20 +22,20 @@ import asyncio
 import json
 import logging
 import os
-import sqlite3
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from cityedge import shipped
 from cityedge.redact import configure_logging
+from cityedge.version import version_text
 from cityedge.yamlconfig import ConfigError
 from edge_agent.config import AgentConfig, load_config, resolve
-from edge_agent.display_file import read_display_file
 from edge_agent.outbox.space import OutboxUnusable, free_bytes
+from edge_agent.status_cmd import WATCH_S
 
 ENV_PREFIX = "CITYEDGE_AGENT_"
 # Flags whose variable is shared with the collector's CLI or predates the prefix.
@@ -63,86 +65,99 @@ def _flag(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup, fl
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-agent", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=version_text("edge-agent"))
     sub = p.add_subparsers(dest="command", required=True)
+    sample = sub.add_parser("sample-config", help="print the commented sample config (every key)")
+    _flag(sample, "--systemd", "print the systemd unit instead (docs/install.md)",
+          action="store_true")
+    sample.set_defaults(handler=lambda args: _print_sample("agent", args.systemd))
     for name, text in (("run", "read sensors and deliver readings"),
-                       ("check", "validate the config and the profiles it names"),
-                       ("status", "show the outbox: readings waiting, oldest, epoch")):
+                       ("check", "validate the config, the profiles and ports it names"),
+                       ("status", "ask the running agent: sensors, outbox, uplink, clock")):
         sp = sub.add_parser(name, help=text)
         _flag(sp, "--config", "agent YAML config", required=True)
         if name == "run":
             _flag(sp, "--log-level", "DEBUG, INFO, WARNING (default INFO)", default="INFO")
         if name == "status":
-            _flag(sp, "--json", "one JSON object instead of a table", action="store_true")
+            _flag(sp, "--json", "one JSON object instead of tables", action="store_true")
+            _flag(sp, "--watch", f"refresh every {WATCH_S:g} s until Ctrl-C",
+                  action="store_true")
+    tail = sub.add_parser("tail", help="print each reading the running agent stores, live",
+                          description="One line per reading as the agent stores it, until"
+                          " Ctrl-C. Exit code 2: no agent answers.")
+    _flag(tail, "--config", "agent YAML config", required=True)
+    _flag(tail, "--sensor", "only this sensor's readings (its id)")
+    _flag(tail, "--json", "one JSON object per line", action="store_true")
+    doctor = sub.add_parser(
+        "doctor", help="check config, ports, uplink, disk, clock and outbox; say the fix",
+        description="What is wrong with this gateway, in plain words, with the command that"
+        " fixes it. Exit code 0: nothing failed; 1: something did.")
+    _flag(doctor, "--config", "agent YAML config", required=True)
+    doctor.set_defaults(handler=_doctor_command)
     _add_technician_commands(sub)
     return p
 
 
-def _load(path: str) -> AgentConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]config error[/]: {exc}",
-                                                   highlight=False)
-        raise SystemExit(2) from None
+def _doctor_command(args: argparse.Namespace) -> int:
+    from edge_agent import doctor
+
+    return doctor.run(args.config)
 
 
-def _status(config: AgentConfig, base: Path, as_json: bool) -> int:
-    path = resolve(base, config.outbox.path)
-    if not path.exists():
-        info: dict[str, object] = {"outbox": str(path), "exists": False}
-    else:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        epoch = db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
-        count, oldest, lo, hi = db.execute(
-            "SELECT count(*), min(time_ns), min(seq), max(seq) FROM readings").fetchone()
-        per_sensor = dict(db.execute(
-            "SELECT sensor, count(*) FROM readings GROUP BY sensor ORDER BY sensor").fetchall())
-        last = db.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
-        db.close()
-        info = {
-            "outbox": str(path), "exists": True, "epoch": epoch[0] if epoch else None,
-            "waiting": count,
-            "oldest_age_s": round(time.time() - oldest / 1e9, 1) if oldest else None,
-            "seq_range": [lo, hi], "last_seq": last[0] if last else 0, "per_sensor": per_sensor,
-        }
-    if config.display.output == "file":
-        info["displays"] = _displays(resolve(base, config.display.path))
-    if as_json:
-        print(json.dumps(info, ensure_ascii=False))
-        return 0
-    table = Table(title=f"gateway {config.gateway.id} outbox", show_header=False)
-    for key, value in info.items():
-        shown = "\n".join(value) or "(nothing)" if key == "displays" and isinstance(value, list) \
-            else str(value)
-        table.add_row(key, shown)
-    Console().print(table)
+def _print_sample(name: str, unit: bool) -> int:
+    path = shipped.systemd_unit(name) if unit else shipped.sample_config(name)
+    sys.stdout.write(path.read_text(encoding="utf-8"))
     return 0
 
 
-def _displays(path: Path) -> list[str] | str:
-    """What the terminal is told to show, one line per alert."""
+def _config_errors(errors: list[ConfigError]) -> None:
+    """Every error, one line each (file:line: key: what is wrong), then how many."""
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    flat = ConfigError.combine(errors).errors
+    for error in flat:
+        err.print(f"[bold red]config error[/]: {error}")
+    if len(flat) > 1:
+        err.print(f"{len(flat)} errors")
+
+
+def _load(path: str, ports: bool = False) -> AgentConfig:
+    """The config, checked whole: its keys and values, the profiles it names (in its
+    profiles_dir or the shipped ones) and, with ``ports``, that its ports exist here.
+    Every error is printed at once; exits 2 if there is any."""
+    from edge_agent import site_check
+    from edge_agent.agent import SHIPPED_PROFILES
+
+    errors: list[ConfigError] = []
+    config: AgentConfig | None = None
     try:
-        board = read_display_file(path)
-    except (OSError, ValueError) as exc:
-        return f"unreadable: {exc}"
-    if board is None:
-        return []
-    lines = []
-    for d in board["showing"]:
-        until = (time.strftime("%Y-%m-%d %H:%M", time.localtime(d["expires_ns"] / 1e9))
-                 if d.get("expires_ns") else "cleared by the collector")
-        lines.append(f"[{d.get('severity', '')}] {d.get('text', '')} (until {until})")
-    return lines
+        config = load_config(path)
+    except ConfigError as exc:
+        errors.append(exc)
+    doc = site_check.locate(path)
+    if doc is not None:
+        raw = doc.data.get("profiles_dir") if isinstance(doc.data, dict) else None
+        where = (resolve(Path(path).resolve().parent, raw) if isinstance(raw, str)
+                 else SHIPPED_PROFILES)
+        errors += site_check.profile_errors(doc, where)
+        if ports:
+            errors += site_check.missing_ports(doc)
+    if errors or config is None:
+        _config_errors(errors)
+        raise SystemExit(2)
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("probe", "decode"):
+    if args.command in ("probe", "decode", "sample-config", "doctor"):
         return int(args.handler(args))
-    config = _load(args.config)
+    config = _load(args.config, ports=args.command == "check")
     base = Path(args.config).resolve().parent
-    if args.command == "status":
-        return _status(config, base, args.json)
+    if args.command in ("status", "tail"):
+        from edge_agent import status_cmd
+
+        return (status_cmd.run(config, base, args.json, args.watch) if args.command == "status"
+                else status_cmd.tail(config, base, args.sensor, args.json))
     from edge_agent.agent import Agent
 
     try:

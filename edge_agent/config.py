@@ -92,9 +92,14 @@ class SensorConfig:
                                  " or a trailing backslash")
 
 
+# Where a packaged gateway keeps its state: systemd's StateDirectory=cityedge
+# (configs/systemd/cityedge-agent.service), not the config's folder (/etc/cityedge).
+STATE_DIR = "/var/lib/cityedge"
+
+
 @dataclass(frozen=True)
 class OutboxConfig:
-    path: str = "var/outbox.sqlite"
+    path: str = f"{STATE_DIR}/outbox.sqlite"
     # Seconds between fsyncs; a power cut loses at most this window. 0 fsyncs every reading.
     commit_window: float = field(default=1.0, metadata={"min": 0.0, "max": 60.0})
     # Bound on the outbox; when full the drop policy makes room, counted per sensor.
@@ -156,7 +161,7 @@ class DisplayConfig:
     # refuses them (acked as rejected); "file" keeps what the terminal should
     # show in a JSON file its display software reads, rewritten atomically.
     output: Literal["none", "file"] = "none"
-    path: str = "var/display.json"
+    path: str = f"{STATE_DIR}/display.json"
 
 
 @dataclass(frozen=True)

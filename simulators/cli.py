@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cityedge import shipped
+from cityedge.version import version_text
 from simulators.fleet import DEMO_FLEET
 
 if TYPE_CHECKING:
     from simulators.demo_secure import OperatorBroker
 
-ROOT = Path(__file__).resolve().parent.parent
 COLLECTOR = "collector-1"  # the collector account's default name (simulators/secure.py)
 
 
@@ -52,6 +53,7 @@ def _operator(parser: argparse.ArgumentParser,
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-sim", description=__doc__)
+    p.add_argument("--version", action="version", version=version_text("edge-sim"))
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser(
         "demo", help="services, simulated devices, agents and a collector, live",
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_agent.decoding import scan_profiles
     from simulators.device import Faults, SimulatedDevice
 
-    scan = scan_profiles(ROOT / "firmware_profiles")  # a broken file stops only its own model
+    scan = scan_profiles(shipped.profiles_dir())  # a broken file stops only its own model
     for error in scan.errors:
         print(f"profile error: {error}", file=sys.stderr)
     profiles = scan.profiles

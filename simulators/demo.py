@@ -30,6 +30,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from cityedge import shipped
 from edge_agent.decoding import load_profiles
 from simulators.demo_alerts import RULES_FILE, WEBHOOK_SECRET, AlertWatch, Episode
 from simulators.demo_secure import (
@@ -150,7 +151,7 @@ class Demo:
                 alerts))
             self.procs["collector"] = self._python("collector.cli", "run", "--config", str(cfg),
                                                    log=root / "collector.log")
-            profiles = load_profiles(ROOT / "firmware_profiles")
+            profiles = load_profiles(shipped.profiles_dir())
             for gw in DEMO_FLEET:
                 # The episode is the bus stop's: its PM sensor reads it, its terminal shows it.
                 episode = self.episode.multiplier if gw.kind == "bus_stop" else (lambda: 1.0)

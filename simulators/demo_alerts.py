@@ -22,6 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ from collector.notifiers.mqtt_downlink.message import SHOW_STATES
 from collector.notifiers.webhook.payload import SIGNATURE_HEADER, verify
 from simulators.demo_secure import Link
 
-RULES_FILE = Path(__file__).resolve().parent / "demo_rules.yaml"
+# Package data (pyproject.toml), found the same way from a clone or an install.
+RULES_FILE = Path(str(resources.files("simulators").joinpath("demo_rules.yaml")))
 WEBHOOK_SECRET = "cityedge-demo"  # a demo secret: the receiver runs on loopback
 # How often the terminals' display files are looked at; each records when it was written.
 BOARD_POLL_S = 0.1

@@ -18,6 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
+from cityedge import shipped
 from collector.alerts.engine import Engine
 from collector.alerts.errors import RuleError, UsageError
 from collector.alerts.events import iso
@@ -54,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--notified", action="store_true",
                       help="print only events that notify (no pending, no withdrawn)")
     check = rsub.add_parser("check", help="validate rule files and list their rules")
-    check.add_argument("--rules", action="append", required=True, metavar="FILE")
+    check.add_argument("--rules", action="append", default=None, metavar="FILE",
+                       help="rule file (repeat for several; default: the shipped rule sets)")
 
     alerts = top.add_parser("alerts", help="list, acknowledge and silence alerts")
     asub = alerts.add_subparsers(dest="command", required=True)
@@ -121,7 +123,8 @@ def _rules_test(args: argparse.Namespace) -> int:
 
 
 def _rules_check(args: argparse.Namespace) -> int:
-    for rule in _load(args.rules):
+    paths = args.rules or [str(path) for path in shipped.rule_files()]
+    for rule in _load(paths):
         print(f"{rule.source}: {rule.name} ({rule.kind}, {rule.severity})")
     return 0
 

@@ -22,6 +22,15 @@ class Writer(Protocol):
 
     async def write(self, points: Sequence[Point]) -> None: ...
 
+    async def problem(self) -> str | None:
+        """Why the database cannot be reached now, in words for the log; None if it can."""
+        ...
+
+    @property
+    def target(self) -> str:
+        """The database as a technician names it (type and redacted URL)."""
+        ...
+
     async def close(self) -> None: ...
 
 

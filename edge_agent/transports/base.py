@@ -24,6 +24,10 @@ class Transport(Protocol):
         """True when a send now has a chance of reaching the collector."""
         ...
 
+    def problem(self) -> str:
+        """Why the uplink is not ready, in words for the log ("" if unknown)."""
+        ...
+
     def send(self, payload: bytes) -> bool:
         """Hand a batch over; False if it could not even be queued (it will be resent)."""
         ...

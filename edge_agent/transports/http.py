@@ -176,6 +176,9 @@ class HttpTransport:
         return (self._session is not None and not self._closed
                 and self._cooldown.ready(self._clock()))
 
+    def problem(self) -> str:
+        return self.stats.last_error
+
     @property
     def in_flight(self) -> int:
         return len(self._requests)

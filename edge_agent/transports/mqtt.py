@@ -83,6 +83,9 @@ class MqttTransport:
     def ready(self) -> bool:
         return self.client is not None and self.client.connected.is_set()
 
+    def problem(self) -> str:
+        return "" if self.client is None else self.client.stats.last_error
+
     def send(self, payload: bytes) -> bool:
         assert self.client is not None
         return self.client.publish(self.topics.up(self.gateway), payload, qos=1)

@@ -13,7 +13,8 @@ from edge_agent import cli
 MINIMAL = {
     "run": ["--config", "agent.yaml"], "check": ["--config", "agent.yaml"],
     "status": ["--config", "agent.yaml"], "probe": ["/dev/ttyUSB0"],
-    "decode": ["--profile", "pms5003", "--hex", "42 4d"],
+    "decode": ["--profile", "pms5003", "--hex", "42 4d"], "sample-config": [],
+    "doctor": ["--config", "agent.yaml"], "tail": ["--config", "agent.yaml"],
 }
 
 
@@ -51,7 +52,7 @@ def test_every_flag_is_covered() -> None:
     names = {a.option_strings[0] for _, a in flags()}
     assert {"--config", "--log-level", "--json", "--baud", "--listen", "--reply-timeout",
             "--slave", "--profiles-dir", "--profile", "--hex", "--file",
-            "--skipped"} == names
+            "--skipped", "--systemd", "--watch", "--sensor"} == names
 
 
 @pytest.mark.parametrize(("command", "action"), flags(),

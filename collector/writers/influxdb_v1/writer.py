@@ -22,6 +22,9 @@ from collector.lineprotocol import Point
 from collector.writers.errors import DeliveryRejected, PartialWrite, Retryable, classify
 from collector.writers.influxdb_v1.refusal import parse_refusal
 
+# Seconds a /ping may take before InfluxDB counts as unreachable (start-up check).
+PING_TIMEOUT_S = 3.0
+
 
 @dataclass(frozen=True)
 class InfluxV1Config:
@@ -74,6 +77,21 @@ class InfluxV1Writer:
             # CREATE DATABASE is idempotent in 1.x; a database down now is retried by write().
             with contextlib.suppress(Retryable):
                 await self.query(f'CREATE DATABASE "{self.config.database}"', post=True)
+
+    @property
+    def target(self) -> str:
+        return f"InfluxDB {redact_text(self.config.url)}"
+
+    async def problem(self) -> str | None:
+        """GET /ping (204 from a running InfluxDB 1.x), within PING_TIMEOUT_S."""
+        assert self._session is not None, "start() first"
+        try:
+            async with self._session.get(f"{self.config.url}/ping",
+                                         timeout=aiohttp.ClientTimeout(total=PING_TIMEOUT_S)
+                                         ) as resp:
+                return None if resp.status in (200, 204) else f"/ping answered {resp.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return redact_text(f"{type(exc).__name__}: {exc}".rstrip(": "))
 
     async def query(self, q: str, *, post: bool = False) -> dict[str, Any]:
         assert self._session is not None, "start() first"
