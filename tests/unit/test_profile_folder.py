@@ -8,6 +8,7 @@ sensor uses a broken profile. Every error is one greppable line, never wrapped.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -85,6 +86,9 @@ def test_decode_with_the_broken_profile_exits_2(
 
 
 def _agent_config(tmp_path: Path, folder: Path, profile: str) -> Path:
+    """A gateway config whose one port exists (a pty), so only the profile can fail."""
+    _master, slave = os.openpty()  # the master stays open for the test
+    (tmp_path / "tty").symlink_to(os.ttyname(slave))
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump({
         "gateway": {"id": "gw-1", "site": {"district": "중구", "site": "x", "kind": "dust_zone"}},
@@ -105,7 +109,10 @@ def test_check_passes_when_no_sensor_uses_the_broken_profile(
 def test_check_refuses_a_sensor_on_the_broken_profile(
     tmp_path: Path, folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["check", "--config", str(_agent_config(tmp_path, folder, "sds011"))]) == 2
+    with pytest.raises(SystemExit) as exited:  # check reports every config error, then exits
+        cli.main(["check", "--config", str(_agent_config(tmp_path, folder, "sds011"))])
+    assert exited.value.code == 2
     [line] = capsys.readouterr().err.splitlines()
-    assert line.startswith("config error: sensors[0].profile: 'sds011' is broken: ")
+    assert line.startswith(f"config error: {tmp_path / 'agent.yaml'}:")
+    assert "sensors[0].profile: profile 'sds011' is broken: " in line
     assert "fields[1].offset" in line
