@@ -69,9 +69,10 @@ class CuttableProxy:
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
         sel = selectors.DefaultSelector()
-        sel.register(a, selectors.EVENT_READ, b)
-        sel.register(b, selectors.EVENT_READ, a)
         try:
+            # A cut may close both sockets before this thread registers them (fd -1).
+            sel.register(a, selectors.EVENT_READ, b)
+            sel.register(b, selectors.EVENT_READ, a)
             while not self._stop.is_set():
                 if time.monotonic() < self._stall_until:
                     time.sleep(0.02)
@@ -81,7 +82,7 @@ class CuttableProxy:
                     if not data:
                         return
                     key.data.sendall(data)
-        except OSError:
+        except (OSError, ValueError):
             return
         finally:
             sel.close()
