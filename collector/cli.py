@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
 
 from cityedge.redact import configure_logging
 from cityedge.yamlconfig import ConfigError
 from collector.config import LoadedConfig, load_config
+
+# Subcommands that are a module's main(argv) of their own.
+TOOLS = {"pki": "collector.pki", "influx-setup": "collector.schema.setup"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("alerts", help="alerts list|ack|silence|unsilence")
     sub.add_parser("gateways", help="the gateway registry: add|list|rotate|revoke|add-collector"
                    "|mosquitto (edge-collector gateways --help)")
+    sub.add_parser("influx-setup", help="create the database, its retention policies and"
+                   " continuous queries, idempotently (edge-collector influx-setup --help)")
     sub.add_parser("pki", help="a small CA: init|issue certificates (edge-collector pki --help)")
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("--config", required=True)
@@ -60,10 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         from collector.registry import cli as registry_cli
 
         return registry_cli.main(argv[1:])
-    if argv[:1] == ["pki"]:
-        from collector import pki
-
-        return pki.main(argv[1:])
+    if argv[:1] and argv[0] in TOOLS:
+        tool: int = importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+        return tool
     args = _parser().parse_args(argv)
     try:
         loaded = load_config(args.config)
