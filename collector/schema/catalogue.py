@@ -13,6 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector.schema.measurements import (
+    CODE_MEASUREMENTS,
+    READING_FIELDS,
+    READING_TAGS,
+    FieldDoc,
+    MeasurementDoc,
+)
 from edge_agent.decoding.loader import load_profiles
 
 SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "firmware_profiles"
@@ -61,3 +68,21 @@ def sensor_measurements(profiles_dir: Path = SHIPPED_PROFILES) -> tuple[SensorMe
                 found[m][spec.name] = SensorField(spec.name, kind, spec.unit, models)
     return tuple(SensorMeasurement(m, tuple(sorted(fs.values(), key=lambda f: f.name)))
                  for m, fs in sorted(found.items()))
+
+
+def sensor_docs(measurements: tuple[SensorMeasurement, ...]) -> tuple[MeasurementDoc, ...]:
+    """The profiles' measurements in the same terms as the code's (docs/schema.md)."""
+    docs = []
+    for m in measurements:
+        fields = tuple(FieldDoc(f.name, f.type, f.unit, "from " + ", ".join(f.models))
+                       for f in m.fields)
+        docs.append(MeasurementDoc(
+            m.name, (*READING_TAGS, ("<sensor tags>", "any tags the sensor's config adds")),
+            (*READING_FIELDS, *fields), "the agent, one point per reading",
+            "sensor readings (firmware_profiles/)"))
+    return tuple(docs)
+
+
+def all_measurements(profiles_dir: Path = SHIPPED_PROFILES) -> tuple[MeasurementDoc, ...]:
+    """Every measurement cityedge writes: the profiles' first, then the code's."""
+    return (*sensor_docs(sensor_measurements(profiles_dir)), *CODE_MEASUREMENTS)
