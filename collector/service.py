@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from cityedge.atomic import DIR_MODE
 from cityedge.counters import by_reason
 from cityedge.lifecycle import ExitSignals
 from cityedge.logthrottle import LogThrottle
@@ -117,6 +118,9 @@ class CollectorService:
         log.info("open files limit: %d", raise_open_files_limit())
         await self.writer.start()
         if self.alerts is not None:
+            # There from the start, so `edge-collector alerts` can tell a running
+            # collector that has saved nothing yet from a wrong --state-dir.
+            self.alerts.store.dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             await self.alerts.start()
         tasks = [asyncio.create_task(self.pipeline.run(), name="pipeline")]
         if self.mqtt is not None:
