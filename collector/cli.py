@@ -13,7 +13,8 @@ from cityedge.yamlconfig import ConfigError
 from collector.config import LoadedConfig, load_config
 
 # Subcommands that are a module's main(argv) of their own.
-TOOLS = {"pki": "collector.pki", "influx-setup": "collector.schema.setup"}
+TOOLS = {"pki": "collector.pki", "influx-setup": "collector.schema.setup",
+         "fleet": "collector.fleet"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
                    "|mosquitto (edge-collector gateways --help)")
     sub.add_parser("influx-setup", help="create the database, its retention policies and"
                    " continuous queries, idempotently (edge-collector influx-setup --help)")
+    sub.add_parser("fleet", help="each gateway: last seen, link, outbox, drops, clock, firing"
+                   " alerts; stale marked (edge-collector fleet --help)")
     sub.add_parser("pki", help="a small CA: init|issue certificates (edge-collector pki --help)")
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("--config", required=True)

@@ -56,10 +56,13 @@ class InfluxQuery:
     def __init__(self, target: Target) -> None:
         self.target = target
 
-    def __call__(self, q: str, *, post: bool = False, db: str | None = None) -> dict[str, Any]:
+    def __call__(self, q: str, *, post: bool = False, db: str | None = None,
+                 epoch: bool = False) -> dict[str, Any]:
         params = {"q": q}
         if db:
             params["db"] = db
+        if epoch:
+            params["epoch"] = "ns"
         data = urllib.parse.urlencode(params)
         url = f"{self.target.url}/query"
         headers = {}
@@ -125,28 +128,29 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _from_config(path: str, database: str | None) -> tuple[Target, RetentionLayout]:
-    loaded = load_config(path)
-    options = {k: v for k, v in loaded.config.writer.items() if k != "type"}
-    if loaded.config.writer.get("type") != "influxdb_v1":
-        raise SetupError(f"{path}: writer.type is not influxdb_v1")
-    cfg = yamlconfig.bind(InfluxV1Config, options, loaded.doc, ("writer",))
-    target = Target(cfg.url, database or cfg.database, cfg.username, cfg.password)
-    return target, cfg.retention or RetentionLayout()
+def target_from(config: str | None, influx: str | None, database: str | None,
+                username: str | None, password: str | None
+                ) -> tuple[Target, RetentionLayout | None]:
+    """The database to talk to and the writer's retention layout (None: not set), from the
+    collector's config or from a URL; ValueError when given neither."""
+    if config:
+        loaded = load_config(config)
+        if loaded.config.writer.get("type") != "influxdb_v1":
+            raise ValueError(f"{config}: writer.type is not influxdb_v1")
+        options = {k: v for k, v in loaded.config.writer.items() if k != "type"}
+        cfg = yamlconfig.bind(InfluxV1Config, options, loaded.doc, ("writer",))
+        return Target(cfg.url, database or cfg.database, cfg.username, cfg.password), cfg.retention
+    if influx:
+        return Target(influx.rstrip("/"), database or "cityedge", username, password), None
+    raise ValueError("give --config or --influx URL")
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.config:
-            target, layout = _from_config(args.config, args.database)
-        elif args.influx:
-            target = Target(args.influx.rstrip("/"), args.database or "cityedge", args.username,
-                            os.environ.get(PASSWORD_ENV))
-            layout = RetentionLayout()
-        else:
-            print("influx-setup: give --config or --influx URL", file=sys.stderr)
-            return 2
+        target, configured = target_from(args.config, args.influx, args.database,
+                                          args.username, os.environ.get(PASSWORD_ENV))
+        layout = configured or RetentionLayout()
         if args.backfill is not None:
             RetentionLayout(raw=args.backfill)  # checks the duration's form
         changes, fills = apply(target, layout, profiles_dir=args.profiles_dir, dry_run=args.dry_run,
