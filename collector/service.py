@@ -60,7 +60,16 @@ class CollectorService:
         self.config = loaded.config
         self.writer = make_writer(loaded.config, loaded.doc)
         b = loaded.config.batching
-        self.pipeline = WritePipeline(self.writer, max_points=b.max_points, linger=b.linger)
+        self.metrics: Any = None
+        pipeline_writer = self.writer
+        if loaded.config.metrics is not None:
+            from collector.metrics import Metrics, TimedWriter  # noqa: PLC0415  prometheus-client, only when on
+
+            self.metrics = Metrics(loaded.config.metrics, lambda: self.health_point().fields,
+                                   lambda: [d.name for d in self.alerts.deliveries]
+                                   if self.alerts is not None else [])
+            pipeline_writer = TimedWriter(self.writer, self.metrics)
+        self.pipeline = WritePipeline(pipeline_writer, max_points=b.max_points, linger=b.linger)
         self.admission = _admission(loaded)
         # The registry seals what goes to each gateway unless a keyring is given.
         self.keyring: KeyRing | None = keyring or self.admission
@@ -129,6 +138,8 @@ class CollectorService:
         if self.http is not None:
             await self.http.start()
         tasks.append(asyncio.create_task(self._health_loop(), name="health"))
+        if self.metrics is not None:
+            await self.metrics.start()
         if self.admission is not None:
             tasks.append(asyncio.create_task(self._registry_loop(), name="registry"))
         log.info("collector running")
@@ -168,6 +179,8 @@ class CollectorService:
             await self.mqtt.close()
         if self.alerts is not None:
             await self.alerts.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         await self.writer.close()
 
     def health_point(self) -> Point:
