@@ -11,6 +11,8 @@ import pytest
 from rich.console import Console
 
 from collector.schema.catalogue import all_measurements
+from collector.schema.retention import RetentionLayout
+from collector.schema.setup import Target, apply
 from simulators.demo import Demo, DemoOptions
 from simulators.services import InfluxDB
 from tests.conftest import _need
@@ -28,6 +30,8 @@ def keys(influxdb: InfluxDB, db: str, q: str) -> dict[str, dict[str, str]]:
 def test_what_the_demo_writes_is_what_the_schema_says(
         tmp_path: Path, influxdb: InfluxDB, unique_name: str) -> None:
     _need("openssl", "openssl")
+    # Set up as influx-setup does: the readings land in raw, the default policy.
+    apply(Target(influxdb.url, unique_name), RetentionLayout())
     out = io.StringIO()
     demo = Demo(DemoOptions(duration=20, mqtt=None, influx=influxdb.url, database=unique_name,
                             workdir=tmp_path, episode_at=3, episode_length=6),
@@ -70,3 +74,13 @@ def test_what_the_demo_writes_is_what_the_schema_says(
     assert len(last) == 3
     for r in last:
         assert abs(r["offset_ms"]) < 1000 and 0 < r["rtt_ms"] < 5000, r
+
+    # Downsampled series appear on the demo's data: the minute means hold every raw
+    # reading once (the continuous queries' SELECT, run over the last hour).
+    apply(Target(influxdb.url, unique_name), RetentionLayout(), backfill_since="1h")
+    raw = rows(influxdb, unique_name, "SELECT count(seq) AS n FROM raw.particulate"
+               " GROUP BY gateway")
+    minute = rows(influxdb, unique_name, "SELECT sum(readings) AS n, max(pm2_5_ugm3_max)"
+                  " AS peak FROM mean_1m.particulate GROUP BY gateway")
+    assert raw and {r["gateway"]: r["n"] for r in minute} == {r["gateway"]: r["n"] for r in raw}
+    assert all(r["peak"] > 0 for r in minute)
