@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -13,6 +14,10 @@ from cityedge.redact import configure_logging
 from cityedge.version import version_text
 from cityedge.yamlconfig import ConfigError
 from collector.config import LoadedConfig, load_config
+
+# Subcommands that are a module's main(argv) of their own.
+TOOLS = {"pki": "collector.pki", "influx-setup": "collector.schema.setup",
+         "fleet": "collector.fleet"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("alerts", help="alerts list|ack|silence|unsilence")
     sub.add_parser("gateways", help="the gateway registry: add|list|rotate|revoke|add-collector"
                    "|mosquitto (edge-collector gateways --help)")
+    sub.add_parser("influx-setup", help="create the database, its retention policies and"
+                   " continuous queries, idempotently (edge-collector influx-setup --help)")
+    sub.add_parser("fleet", help="each gateway: last seen, link, outbox, drops, clock, firing"
+                   " alerts; stale marked (edge-collector fleet --help)")
     sub.add_parser("pki", help="a small CA: init|issue certificates (edge-collector pki --help)")
     check = sub.add_parser("check", help="validate a config file and exit")
     check.add_argument("--config", required=True)
@@ -66,10 +75,9 @@ def _subcommand(argv: list[str]) -> int | None:
         from collector.registry import cli as registry_cli
 
         return registry_cli.main(argv[1:])
-    if argv[:1] == ["pki"]:
-        from collector import pki
-
-        return pki.main(argv[1:])
+    if argv[:1] and argv[0] in TOOLS:
+        tool: int = importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+        return tool
     if argv in (["sample-config"], ["sample-config", "--systemd"]):
         path = (shipped.systemd_unit("collector") if "--systemd" in argv
                 else shipped.sample_config("collector"))

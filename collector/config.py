@@ -64,6 +64,19 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus' scrape endpoint (collector/metrics.py), on a listener of its own."""
+
+    host: str = "127.0.0.1"
+    port: int = field(default=9464, metadata={"min": 1, "max": 65535})
+    path: str = "/metrics"
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/"):
+            raise ValueError(f"path: expected a path starting with /, got {self.path!r}")
+
+
+@dataclass(frozen=True)
 class CollectorConfig:
     writer: dict[str, Any]
     # null turns a source off; at least one of mqtt and http must be on.
@@ -81,6 +94,8 @@ class CollectorConfig:
     # true runs without a registry: any gateway id is taken at its word. Explicit
     # opt-in only, for a closed test network.
     insecure: bool = False
+    # Prometheus metrics at http://host:port/metrics; off unless set.
+    metrics: MetricsConfig | None = None
 
     def __post_init__(self) -> None:
         if self.mqtt is None and self.http is None:

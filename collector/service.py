@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from cityedge.atomic import DIR_MODE
 from cityedge.counters import by_reason
 from cityedge.lifecycle import ExitSignals
 from cityedge.logthrottle import LogThrottle
@@ -67,7 +68,16 @@ class CollectorService:
         self.config = loaded.config
         self.writer = make_writer(loaded.config, loaded.doc)
         b = loaded.config.batching
-        self.pipeline = WritePipeline(self.writer, max_points=b.max_points, linger=b.linger)
+        self.metrics: Any = None
+        pipeline_writer = self.writer
+        if loaded.config.metrics is not None:
+            from collector.metrics import Metrics, TimedWriter  # noqa: PLC0415  prometheus-client, only when on
+
+            self.metrics = Metrics(loaded.config.metrics, lambda: self.health_point().fields,
+                                   lambda: [d.name for d in self.alerts.deliveries]
+                                   if self.alerts is not None else [])
+            pipeline_writer = TimedWriter(self.writer, self.metrics)
+        self.pipeline = WritePipeline(pipeline_writer, max_points=b.max_points, linger=b.linger)
         self.admission = _admission(loaded)
         # The registry seals what goes to each gateway unless a keyring is given.
         self.keyring: KeyRing | None = keyring or self.admission
@@ -135,6 +145,8 @@ class CollectorService:
             await self._abandon(tasks)
             raise
         tasks.append(asyncio.create_task(self._health_loop(), name="health"))
+        if self.metrics is not None:
+            await self.metrics.start()
         if self.admission is not None:
             tasks.append(asyncio.create_task(self._registry_loop(), name="registry"))
         if problem is not None:
@@ -149,6 +161,9 @@ class CollectorService:
 
     async def _start_sources(self, tasks: list[asyncio.Task[None]]) -> None:
         if self.alerts is not None:
+            # There from the start, so `edge-collector alerts` can tell a running
+            # collector that has saved nothing yet from a wrong --state-dir.
+            self.alerts.store.dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             await self.alerts.start()
         if self.mqtt is not None:
             await self.mqtt.start()
@@ -212,6 +227,8 @@ class CollectorService:
             await self.mqtt.close()
         if self.alerts is not None:
             await self.alerts.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         await self.writer.close()
 
     def health_point(self) -> Point:

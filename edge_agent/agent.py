@@ -33,7 +33,7 @@ from edge_agent.config import AGENT_SENSOR, AgentConfig, effective_uplink, resol
 from edge_agent.decoding import Profile, scan_profiles
 from edge_agent.display_file import DisplayOutput
 from edge_agent.displays import DisplayBoard
-from edge_agent.health import Health
+from edge_agent.health import Health, LinkTiming
 from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
 from edge_agent.outbox.space import OutboxError, StoreFailed
 from edge_agent.outbox.store import DropPolicy
@@ -125,6 +125,7 @@ class Agent:
         self.delete_failures = 0  # acked readings the outbox could not delete (resent)
         self.started_at = time.monotonic()
         self.health = Health(self)
+        self.link_timing = LinkTiming()
 
     async def io_call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
@@ -266,6 +267,7 @@ class Agent:
             if not self.transport.send(payload):
                 self.refused_sends += 1  # not even queued; the ack timeout brings it back
             self.window.sent(batch.batch_id, batch.all_seqs(), time.monotonic(), plan)
+            self.link_timing.sent(batch.batch_id, time.monotonic_ns())
 
     def _fitting_batch(self, rows: list[Reading]) -> tuple[Batch, bytes]:
         """The batch of the first rows whose payload the collector takes (MAX_PAYLOAD_BYTES):
@@ -288,6 +290,7 @@ class Agent:
                 self.acks_other_outbox += 1
                 log.info("ack for another outbox (%s/%s) ignored", ack.gateway, ack.epoch)
                 continue
+            self.link_timing.acked(ack.batch_id, time.monotonic_ns(), time.time_ns(), ack.time_ns)
             probe_sent = self.anchoring.probes.get(ack.batch_id)
             in_flight = probe_sent is not None
             if not in_flight:  # a probe hands out no seqs; any other ack goes to the window

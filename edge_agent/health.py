@@ -1,7 +1,7 @@
 """The gateway's own readings about itself: ``gateway_health`` and one ``sensor_health`` per port.
 
 Every counter the agent keeps reaches one of these (DESIGN, Trust: every
-refusal and every drop counted and visible); docs/health.md lists the fields.
+refusal and every drop counted and visible); docs/schema.md lists the fields.
 They are stored in the outbox like any reading and travel the same path.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cityedge.counters import by_reason
@@ -20,6 +21,55 @@ if TYPE_CHECKING:
     from edge_agent.agent import Agent
 
 Fields = dict[str, FieldValue]
+
+# The SoC's temperature in millidegrees Celsius (a Raspberry Pi's zone 0 is the CPU);
+# a machine without it gets no cpu_temp_c field.
+THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
+# Batches whose send time is kept for the round trip: more than are ever in flight.
+MAX_TIMED_BATCHES = 256
+
+
+def cpu_temp_c(path: Path = THERMAL_ZONE) -> float | None:
+    """The CPU's temperature in degC, or None where the kernel does not report one."""
+    try:
+        return round(int(path.read_text(encoding="ascii").strip()) / 1000, 1)
+    except (OSError, ValueError):
+        return None
+
+
+class LinkTiming:
+    """The last ack's round trip and the collector's clock against ours, sans-IO.
+
+    ``rtt_ms``: from a batch's send to its ack, which includes the collector's
+    InfluxDB write. ``offset_ms``: the collector's clock (stamped on the ack as
+    it is sent) minus ours when it arrives, so positive when ours is behind;
+    good to the ack's one-way delay. Both None until an ack has come.
+    """
+
+    def __init__(self) -> None:
+        self._sent: dict[int, int] = {}
+        self.rtt_ms: float | None = None
+        self.offset_ms: float | None = None
+
+    def sent(self, batch_id: int, mono_ns: int) -> None:
+        self._sent[batch_id] = mono_ns
+        while len(self._sent) > MAX_TIMED_BATCHES:
+            del self._sent[next(iter(self._sent))]
+
+    def acked(self, batch_id: int, mono_ns: int, wall_ns: int, collector_ns: int | None) -> None:
+        sent = self._sent.pop(batch_id, None)
+        if sent is not None:
+            self.rtt_ms = round((mono_ns - sent) / 1e6, 1)
+        if collector_ns is not None:
+            self.offset_ms = round((collector_ns - wall_ns) / 1e6, 1)
+
+    def fields(self) -> Fields:
+        out: Fields = {}
+        if self.rtt_ms is not None:
+            out["uplink_rtt_ms"] = self.rtt_ms
+        if self.offset_ms is not None:
+            out["clock_offset_ms"] = self.offset_ms
+        return out
 
 
 class Health:
@@ -79,7 +129,11 @@ class Health:
             "clock_synced": a.anchoring.synced_now,
             "clock_anchor": a.anchoring.anchor_source,
             "uptime_s": round(time.monotonic() - a.started_at, 1),
+            **a.link_timing.fields(),
         }
+        temp = cpu_temp_c()
+        if temp is not None:
+            fields["cpu_temp_c"] = temp
         return Reading(AGENT_SENSOR, "gateway_health", fields, wall, a.clock.boot, mono)
 
     def _trust_fields(self) -> Fields:

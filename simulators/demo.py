@@ -31,6 +31,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from cityedge import shipped
+from collector.schema.retention import RetentionLayout
+from collector.schema.setup import Target, apply
 from edge_agent.decoding import load_profiles
 from simulators.demo_alerts import RULES_FILE, WEBHOOK_SECRET, AlertWatch, Episode
 from simulators.demo_secure import (
@@ -55,12 +57,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # What the demo's devices produce (firmware_profiles/*.yaml measurements).
 READING_MEASUREMENTS = ("particulate", "noise", "bus_terminal", "climate")
 QUERIES = (
-    "SELECT mean(pm2_5_ugm3) FROM particulate WHERE time > now() - 10m "
+    "SELECT mean(pm2_5_ugm3) AS pm2_5_ugm3 FROM particulate WHERE time > now() - 10m "
     "GROUP BY time(1m), district",
-    "SELECT last(pm2_5_ugm3), last(pm10_ugm3) FROM particulate GROUP BY gateway, sensor",
-    "SELECT last(outbox_readings), last(link_up), last(clock_synced) FROM gateway_health "
-    "GROUP BY gateway",
+    "SELECT last(pm2_5_ugm3) AS pm2_5_ugm3, last(pm10_ugm3) AS pm10_ugm3 FROM particulate "
+    "GROUP BY gateway, sensor",
+    "SELECT last(outbox_readings) AS outbox_readings, last(link_up) AS link_up, "
+    "last(clock_synced) AS clock_synced FROM gateway_health GROUP BY gateway",
     "SELECT rule, state, value, message FROM alerts ORDER BY time DESC LIMIT 10",
+    # Filled by influx-setup's continuous queries once a minute is over.
+    "SELECT pm2_5_ugm3, pm2_5_ugm3_max, readings FROM mean_1m.particulate "
+    "WHERE time > now() - 10m GROUP BY district, sensor",
 )
 
 
@@ -114,6 +120,9 @@ class Demo:
         (root / "services" / "influxdb").mkdir(parents=True, exist_ok=True)
         self.influxdb = InfluxDB(root / "services" / "influxdb")
         self.influxdb.start()
+        # Its own InfluxDB gets the retention policies and continuous queries of
+        # `edge-collector influx-setup` (an operator's --influx is left as it is).
+        apply(Target(self.influxdb.url, o.database), RetentionLayout())
         return trust, self.influxdb.url
 
     def _python(self, module: str, *args: str, log: Path) -> Any:

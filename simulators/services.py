@@ -259,6 +259,9 @@ class InfluxDB(Service):
             f'[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n  query-log-enabled = false\n'
             f"{series}"
             '[monitor]\n  store-enabled = false\n'
+            # Continuous queries are looked at every second (default 1 s too, said here
+            # because the retention tests rely on it).
+            '[continuous_queries]\n  run-interval = "1s"\n'
             f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
             f'  auth-enabled = {"true" if self.auth else "false"}\n'
             '[logging]\n  level = "warn"\n'

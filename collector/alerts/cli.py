@@ -3,9 +3,11 @@
 ``rules test`` replays a readings file through rule files with no broker and
 no database (Kapacitor's replay is the model) and prints each alert event as
 a JSON line. ``rules check`` validates rule files. ``alerts list`` reads the
-collector's state file; ``alerts ack`` and ``alerts silence`` drop a command
-into the state folder's spool, which the running collector applies within a
-tick (or when it next starts).
+collector's state file; ``alerts ack``, ``silence`` and ``unsilence`` check
+what they name against the saved state (an unknown alert, rule or silence is
+an error), drop a command into the state folder's spool, and wait (``--wait``)
+for the leading collector to apply or refuse it, and say which: exit 0
+applied, 1 refused, 3 not taken in time (it stays queued).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from cityedge import shipped
+from collector.alerts.commands import result_path
 from collector.alerts.engine import Engine
 from collector.alerts.errors import RuleError, UsageError
 from collector.alerts.events import iso
@@ -29,6 +33,13 @@ from collector.alerts.store import StateStore
 from collector.alerts.units import parse_duration
 
 ENV_STATE_DIR = "CITYEDGE_ALERTS_STATE_DIR"
+# Seconds a command waits for the leading collector's outcome by default (it takes
+# the spool every tick, about a second).
+DEFAULT_WAIT_S = 10.0
+POLL_S = 0.1
+EXIT_REFUSED, EXIT_NOT_TAKEN = 1, 3
+
+
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,13 +72,17 @@ def _parser() -> argparse.ArgumentParser:
     alerts = top.add_parser("alerts", help="list, acknowledge and silence alerts")
     asub = alerts.add_subparsers(dest="command", required=True)
 
-    def state_dir(sp: argparse.ArgumentParser) -> None:
+    def state_dir(sp: argparse.ArgumentParser, *, wait: bool = True) -> None:
         sp.add_argument("--state-dir", default=os.environ.get(ENV_STATE_DIR),
                         required=ENV_STATE_DIR not in os.environ,
                         help=f"the collector's alerts.state_dir (env {ENV_STATE_DIR})")
+        if wait:
+            sp.add_argument("--wait", type=float, default=DEFAULT_WAIT_S, metavar="SECONDS",
+                            help="how long to wait for the leading collector to apply it"
+                                 f" (default {DEFAULT_WAIT_S:g}; 0: queue and return)")
 
     lst = asub.add_parser("list", help="open alerts and silences, from the state file")
-    state_dir(lst)
+    state_dir(lst, wait=False)
     lst.add_argument("--json", action="store_true")
     ack = asub.add_parser("ack", help="acknowledge a firing alert: no more repeats")
     state_dir(ack)
@@ -129,11 +144,64 @@ def _rules_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unknown(store: StateStore, cmd: dict[str, Any]) -> str | None:
+    """Why the saved state shows that what ``cmd`` names does not exist or cannot take it;
+    None when it does not show that (or nothing is saved yet). Rules are not in the saved
+    state: only the collector can refuse an unknown one."""
+    saved = store.load_alerts() if store.alerts_path.exists() else None
+    if saved is None:
+        return None
+    if cmd["cmd"] == "ack":
+        found = {g["alert_id"]: g for g in saved["groups"]}.get(cmd["alert_id"])
+        if found is None:
+            return f"no alert {cmd['alert_id']} (edge-collector alerts list shows them)"
+        if found["state"] != "firing":
+            return f"alert {cmd['alert_id']} is {found['state']}, not firing"
+    if cmd["cmd"] == "unsilence" and cmd["id"] not in {s["id"] for s in saved["silences"]}:
+        return f"no silence {cmd['id']} (edge-collector alerts list shows them)"
+    return None
+
+
+def _outcome(store: StateStore, spooled: Path, cmd: dict[str, Any],
+             wait_s: float) -> tuple[int, str]:
+    """The leading collector's outcome of the command spooled at ``spooled``; if none comes
+    within ``wait_s``, what the saved state says of it."""
+    done = result_path(spooled)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            outcome = json.loads(done.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            outcome = None
+        if isinstance(outcome, dict):
+            done.unlink(missing_ok=True)
+            if outcome.get("applied"):
+                return 0, "applied by the collector"
+            return EXIT_REFUSED, f"refused by the collector: {outcome.get('detail', '?')}"
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_S)
+    if not spooled.exists():
+        return 0, "taken by the collector (it reported no outcome)"
+    unknown = _unknown(store, cmd)
+    if unknown is not None:
+        spooled.unlink(missing_ok=True)  # withdrawn: it names nothing that exists
+        return EXIT_REFUSED, f"{unknown}; no collector answered within {wait_s:g} s"
+    return EXIT_NOT_TAKEN, (f"queued, but no collector took it within {wait_s:g} s (is a"
+                            " collector with this state_dir running and leading?); it stays"
+                            " queued and is applied when one does")
+
+
 def _alerts(args: argparse.Namespace) -> int:
+    if not Path(args.state_dir).is_dir():
+        raise UsageError(f"--state-dir {args.state_dir}: no such directory (the collector's"
+                         " alerts.state_dir)")
     store = StateStore(args.state_dir)
     now = time.time_ns()
     if args.command == "list":
         return _list(store, args.json)
+    if args.wait < 0:
+        raise UsageError("--wait: expected 0 or more seconds")
     if args.command == "ack":
         cmd = {"cmd": "ack", "alert_id": args.alert_id, "time_ns": now, "by": args.by,
                "comment": args.comment}
@@ -152,10 +220,18 @@ def _alerts(args: argparse.Namespace) -> int:
                "until_ns": until, "created_ns": now, "by": args.by, "comment": args.comment}
     else:
         cmd = {"cmd": "unsilence", "id": args.silence_id}
-    store.put_command(cmd)
     what = cmd.get("id") or cmd.get("alert_id")
-    print(f"{args.command} {what}: queued for the collector (applied within a tick)")
-    return 0
+    if args.wait == 0:
+        unknown = _unknown(store, cmd)
+        if unknown is not None:
+            print(f"error: {args.command} {what}: {unknown}", file=sys.stderr)
+            return EXIT_REFUSED
+        store.put_command(cmd)
+        print(f"{args.command} {what}: queued for the collector (applied within a tick)")
+        return 0
+    code, says = _outcome(store, store.put_command(cmd), cmd, args.wait)
+    print(f"{args.command} {what}: {says}", file=sys.stderr if code else sys.stdout)
+    return code
 
 
 def _list(store: StateStore, as_json: bool) -> int:

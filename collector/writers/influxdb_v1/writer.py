@@ -19,7 +19,16 @@ from cityedge import yamlconfig
 from cityedge.redact import redact_text
 from collector import lineprotocol
 from collector.lineprotocol import Point
-from collector.writers.errors import DeliveryRejected, PartialWrite, Retryable, classify
+from collector.schema.groups import group_of
+from collector.schema.retention import RetentionLayout
+from collector.writers.errors import (
+    UNNAMED,
+    DeliveryRejected,
+    PartialWrite,
+    RefusalKind,
+    Retryable,
+    classify,
+)
 from collector.writers.influxdb_v1.refusal import parse_refusal
 
 # Seconds a /ping may take before InfluxDB counts as unreachable (start-up check).
@@ -33,12 +42,19 @@ class InfluxV1Config:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     retention_policy: str | None = None
+    # The policies of ``edge-collector influx-setup`` (collector/schema/retention.py):
+    # readings to raw, health and events to their own; set, each write names its
+    # policy. null: everything to ``retention_policy`` (or the database's default).
+    retention: RetentionLayout | None = None
     timeout: float = field(default=10.0, metadata={"min": 0.1})
     create_database: bool = True
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
             raise ValueError(f"url: expected http:// or https://, got {self.url!r}")
+        if self.retention is not None and self.retention_policy is not None:
+            raise ValueError("retention_policy: one policy for everything, or retention:"
+                             " one per kind of point; drop one of the two")
 
 
 class InfluxV1Writer:
@@ -56,11 +72,21 @@ class InfluxV1Writer:
     ) -> InfluxV1Writer:
         return cls(yamlconfig.bind(InfluxV1Config, options, doc, path))
 
-    def _params(self) -> dict[str, str]:
+    def _params(self, rp: str | None) -> dict[str, str]:
         p = {"db": self.config.database, "precision": "ns"}
-        if self.config.retention_policy:
-            p["rp"] = self.config.retention_policy
+        if rp:
+            p["rp"] = rp
         return p
+
+    def _by_policy(self, points: Sequence[Point]) -> list[tuple[str | None, list[Point]]]:
+        """The points grouped by the policy they are written to, in order of first use."""
+        layout = self.config.retention
+        if layout is None:
+            return [(self.config.retention_policy, list(points))]
+        groups: dict[str | None, list[Point]] = {}
+        for p in points:
+            groups.setdefault(layout.policy_for(group_of(p.measurement)), []).append(p)
+        return list(groups.items())
 
     def _headers(self) -> dict[str, str]:
         c = self.config
@@ -110,12 +136,26 @@ class InfluxV1Writer:
             raise Retryable(f"query: {type(exc).__name__}: {redact_text(str(exc))}") from None
 
     async def write(self, points: Sequence[Point]) -> None:
+        """One request per retention policy; a refusal raises at the first that fails (the
+        ones before are written, and a retry writes them again as the same points)."""
+        groups = self._by_policy(points)
+        for rp, group in groups:
+            try:
+                await self._write(rp, group)
+            except PartialWrite as exc:
+                if len(groups) > 1 and exc.refusal.kind is RefusalKind.RETENTION:
+                    # "The N oldest" of one policy's points are not the batch's N oldest:
+                    # say nothing, and the pipeline finds them by halving.
+                    raise PartialWrite(str(exc), UNNAMED) from None
+                raise
+
+    async def _write(self, rp: str | None, points: list[Point]) -> None:
         assert self._session is not None, "start() first"
-        body = lineprotocol.encode(list(points))
+        body = lineprotocol.encode(points)
         self.requests += 1
         try:
             async with self._session.post(
-                f"{self.config.url}/write", params=self._params(), data=body
+                f"{self.config.url}/write", params=self._params(rp), data=body
             ) as resp:
                 if resp.status == 204:
                     return

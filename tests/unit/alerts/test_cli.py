@@ -124,6 +124,7 @@ def test_rules_check_lists_the_rules(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_alerts_commands_validate_their_arguments(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     state = str(tmp_path / "state")
+    (tmp_path / "state").mkdir()  # a state directory that does not exist is an error now
     assert main(["alerts", "silence", "--state-dir", state, "--for", "2 hours"]) == 2
     assert "--for: expected a duration" in capsys.readouterr().err
     assert main(["alerts", "silence", "--state-dir", state, "--for", "1h", "--match", "x"]) == 2

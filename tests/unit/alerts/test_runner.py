@@ -212,12 +212,16 @@ def test_cli_ack_and_silence_reach_the_running_collector(
         written = Written()
         runner = AlertRunner(setup(tmp_path, "  - {type: capture}\n"), write_points=written)
         await runner.start()
+        (tmp_path / "state").mkdir(exist_ok=True)  # as the collector's service does at start
         heat(runner, "03-04 10:00", [11, 11, 11])
         await until(lambda: len(capture(runner).sent) == 1, "the firing notification")
         alert_id = capture(runner).sent[0].alert_id
         state = str(tmp_path / "state")
-        assert cli(["alerts", "ack", alert_id, "--state-dir", state, "--by", "kim"]) == 0
-        assert cli(["alerts", "silence", "--state-dir", state, "--rule", "hot",
+        # --wait 0: this test runs the collector on this thread, so nothing could
+        # answer while the command waited (test_cli_truth.py waits for the answer).
+        assert cli(["alerts", "ack", alert_id, "--state-dir", state, "--by", "kim",
+                    "--wait", "0"]) == 0
+        assert cli(["alerts", "silence", "--state-dir", state, "--rule", "hot", "--wait", "0",
                     "--match", "district=강남구", "--for", "2h", "--comment", "cleaning"]) == 0
         runner.tick(at("03-04 10:03"))
         await until(lambda: len(capture(runner).sent) == 2, "the acknowledged notification")
