@@ -53,13 +53,15 @@ REOPEN_MAX_S = 30.0
 COUNTERS = (
     "bytes", "frames_ok", "replies", "bytes_skipped", "commands_sent", "reply_timeouts",
     "write_errors", "warmup_discarded", "recoveries", "port_errors", "port_reopens",
+    "fields_not_available",
 )  # plus rejected_<reason> for each Reason
 
 
 def decoder_counters(stats: DecoderStats) -> Counter[str]:
     """A decoder's counts under their sensor_health names; zero counts left out."""
     named = Counter({"bytes": stats.bytes_received, "frames_ok": stats.frames_ok,
-                     "replies": stats.replies, "bytes_skipped": stats.bytes_skipped})
+                     "replies": stats.replies, "bytes_skipped": stats.bytes_skipped,
+                     "fields_not_available": stats.fields_not_available})
     named.update({f"rejected_{reason}": n for reason, n in stats.rejected.items()})
     return +named
 

@@ -187,12 +187,12 @@ class FrameEmulator:
     def _answer(self, command: Command, value: int | None) -> bytes:
         reply = command.reply
         assert reply is not None
-        param, framing = command.param, self.profile.framing
-        if param is None or value is None or param.reply_offset is None or framing is None:
+        param, layout = command.param, self.profile.layout_starting(reply)
+        if param is None or value is None or param.reply_offset is None or layout is None:
             return reply
-        frame = bytearray(unseal(framing, reply))
+        frame = bytearray(unseal(layout.framing, reply))
         frame[param.reply_offset : param.reply_offset + param.type.size] = param.type.pack(value)
-        return seal(framing, self.profile.checksum, bytes(frame))
+        return seal(layout.framing, layout.checksum, bytes(frame))
 
     # -- on its own schedule ----------------------------------------------------------
 

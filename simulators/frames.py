@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from decimal import Decimal
 
 from edge_agent.decoding import FieldSpec, FrameSpec, LocalProtocolError, Profile, seal
 
@@ -47,20 +46,22 @@ def quantize(spec: FieldSpec, value: float) -> int | float | bool:
     raw = spec.to_raw(value)
     if spec.type.is_float:
         single: float = struct.unpack(">f", struct.pack(">f", raw))[0]
-        return single * spec.scale
-    if isinstance(spec.scale, int):
-        return int(raw) * spec.scale
-    return float(Decimal(int(raw)) * Decimal(repr(spec.scale)))
+        return spec.from_raw(single)
+    if spec.add or not isinstance(spec.scale, int):
+        return float(spec.from_raw(int(raw)))
+    return int(raw) * spec.scale
 
 
-def _format(spec: FieldSpec, value: float) -> str:
+def _format(spec: FieldSpec, value: float | None) -> str:
+    if value is None:
+        raise LocalProtocolError(f"{spec.name}: text fields have no not_available value")
     text = f"{value:.{spec.decimals}f}" if spec.decimals is not None else repr(float(value))
     return text + spec.suffix
 
 
 def encode_frame(
     profile: Profile,
-    values: Mapping[str, float],
+    values: Mapping[str, float | None],
     *,
     length: int | None = None,
     frame: str | None = None,
@@ -69,7 +70,8 @@ def encode_frame(
 
     Args:
         profile: the sensor model's profile.
-        values: field name to value in the field's unit; missing fields are 0.
+        values: field name to value in the field's unit; missing fields are 0;
+            ``None`` sends the field's (first) ``not_available`` raw value.
         length: total (unstuffed) frame length, for kinds without a fixed one;
             defaults to the kind's length (or template's, or the profile's
             ``min_length``).
@@ -80,9 +82,10 @@ def encode_frame(
             allow, or a value the field's type cannot hold after scaling.
     """
     kind = frame_spec(profile, frame)
-    framing = profile.framing
-    if framing is None:
+    if profile.framing is None:
         raise LocalProtocolError(f"{profile.model} is {profile.protocol}: see simulators.modbus")
+    layout = profile.layout_of(kind)
+    framing = layout.framing
     unknown = set(values) - {spec.name for spec in kind.fields}
     if unknown:
         raise LocalProtocolError(f"{profile.model} has no field(s) {', '.join(sorted(unknown))}")
@@ -108,22 +111,36 @@ def encode_frame(
         offset, match = kind.match
         data[offset : offset + len(match)] = match
     for spec in kind.fields:
-        try:
-            raw = spec.to_raw(values.get(spec.name, 0))
-        except (TypeError, ValueError, ArithmeticError) as exc:
-            raise LocalProtocolError(f"{spec.name} = {values.get(spec.name)!r}: {exc}") from None
-        if not spec.type.min <= raw <= spec.type.max:
-            raise LocalProtocolError(
-                f"{spec.name} = {values.get(spec.name)} is {raw} raw, outside"
-                f" {spec.type.name} ({spec.type.min}..{spec.type.max})"
-            )
-        data[spec.offset : spec.offset + spec.type.size] = spec.type.pack(raw)
+        _put(data, spec, values.get(spec.name, 0))
     if framing.end:
         data[total - len(framing.end) :] = framing.end
-    return seal(framing, profile.checksum, bytes(data))
+    return seal(framing, layout.checksum, bytes(data))
 
 
-def _encode_text(profile: Profile, kind: FrameSpec, values: Mapping[str, float]) -> bytes:
+def _put(data: bytearray, spec: FieldSpec, value: float | None) -> None:
+    """Store one field's raw number; ``None`` stores its (first) ``not_available`` value."""
+    if value is None:
+        if not spec.not_available:
+            raise LocalProtocolError(f"{spec.name} has no not_available value to send")
+        raw: int | float = min(spec.not_available)
+    else:
+        try:
+            raw = spec.to_raw(value)
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise LocalProtocolError(f"{spec.name} = {value!r}: {exc}") from None
+        if not spec.raw_min <= raw <= spec.raw_max:
+            raise LocalProtocolError(
+                f"{spec.name} = {value} is {raw} raw, outside"
+                f" {spec.type.name} ({spec.raw_min}..{spec.raw_max})"
+            )
+    if spec.mask is not None:  # masked fields share their word: set only their bits
+        raw = spec.place(int(spec.type.unpack(bytes(data), spec.offset)), int(raw))
+    data[spec.offset : spec.offset + spec.type.size] = spec.type.pack(raw)
+
+
+def _encode_text(
+    profile: Profile, kind: FrameSpec, values: Mapping[str, float | None]
+) -> bytes:
     assert profile.framing is not None
     head = profile.framing.start
     if kind.match is not None and kind.match[0] >= len(head):

@@ -15,7 +15,7 @@ last one is answered. Same interface as ``FrameEmulator`` (``receive``/``due``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pymodbus.exceptions import ModbusException
@@ -32,7 +32,7 @@ from simulators.frames import quantize
 
 __all__ = ["ModbusSlave", "encode_replies"]
 
-Values = dict[str, float]
+Values = Mapping[str, float | None]  # None: the field's not_available value is sent
 _TABLES = ("coil", "discrete", "holding", "input")
 _WRITE_FUNCTION = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
@@ -85,7 +85,7 @@ class ModbusSlave:
             blocks.append([SimData(low, values=values, datatype=kind)])
         return blocks[0], blocks[1], blocks[2], blocks[3]
 
-    def _store(self, values: dict[str, int | float | bool]) -> None:
+    def _store(self, values: Mapping[str, int | float | bool | None]) -> None:
         registers: dict[str, list[Any]] = {}
         for table, (low, high) in self._spans.items():
             registers[table] = [False] * (high - low) if table in BIT_TABLES else [0] * (
@@ -98,7 +98,13 @@ class ModbusSlave:
             if table in BIT_TABLES:
                 cells[at] = bool(values.get(spec.name, False))
                 continue
-            self._put(cells, at, spec.type.pack(spec.to_raw(values.get(spec.name, 0))))
+            value = values.get(spec.name, 0)
+            raw = min(spec.not_available) if value is None else spec.to_raw(value)
+            if spec.mask is not None:  # masked fields share their register: set only their bits
+                current = bytes(b for cell in cells[at : at + spec.type.size // 2]
+                                for b in int(cell).to_bytes(2, "big"))
+                raw = spec.place(int(spec.type.unpack(current, 0)), int(raw))
+            self._put(cells, at, spec.type.pack(raw))
         for table, address, kind, equals in self.map.identity:
             self._put(registers[table], address - self._spans[table][0], kind.pack(equals))
         for table, cells in registers.items():
@@ -138,13 +144,13 @@ class ModbusSlave:
     def _answer(self, request: ModbusPDU) -> Emission:
         index = self._index(request)
         if index == 0:
-            reading = {
-                spec.name: quantize(spec, value)
+            reading: dict[str, int | float | bool | None] = {
+                spec.name: None if value is None else quantize(spec, value)
                 for spec in self.profile.frames[0].fields
                 for value in [self.values().get(spec.name, 0)]
             }
             self._store(reading)
-            self._pending = reading
+            self._pending = {k: v for k, v in reading.items() if v is not None}  # as decoded
         # pymodbus's own server hands its SimCore to datastore_update the same way
         update = request.datastore_update(self._core, self.slave)  # type: ignore[arg-type]
         response = self._loop.run_until_complete(update)

@@ -120,7 +120,10 @@ def _fit(spec: FieldSpec, value: float) -> int | float | bool:
     if spec.type.is_bool:
         return bool(value)
     low, high = spec.valid if spec.valid else (spec.type.min, spec.type.max)
-    if not spec.is_text:  # the raw type may be narrower than valid
+    if not spec.is_text and not spec.type.is_float:  # the raw type (or mask) may be narrower
+        ends = (spec.from_raw(spec.raw_min), spec.from_raw(spec.raw_max))
+        low, high = max(low, min(ends)), min(high, max(ends))
+    elif not spec.is_text:
         low = max(low, spec.type.min * spec.scale if spec.scale > 0 else low)
         high = min(high, spec.type.max * spec.scale if spec.scale > 0 else high)
     for candidate in (quantize(spec, min(high, max(low, value))),):

@@ -83,7 +83,7 @@ def commands(at: At, device: Profile, decode: Decode) -> Commands:
     host: Profile | None = None
     if "framing" in keys:
         framing = _frames.framing(keys["framing"])
-        checksum = _frames.checksum(keys["checksum"]) if "checksum" in keys else None
+        checksum = _frames.checksum_or_none(keys["checksum"]) if "checksum" in keys else None
         whole = FrameSpec("command", "reply", None, None, "binary", ())
         framing = _layout.settle_lengths(keys["framing"], framing, (whole,), [keys["framing"]])
         framing = _layout.check_layout(

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import re
 
+import yaml
+
 from edge_agent.decoding._nodes import At
 from edge_agent.decoding.checksums import CHECKSUMS
 from edge_agent.decoding.profile import (
+    DEFAULT_LAYOUT,
     MAX_FRAME_BYTES,
     ChecksumSpec,
     Escape,
@@ -20,7 +23,7 @@ from edge_agent.decoding.profile import (
     Framing,
     LengthField,
 )
-from edge_agent.decoding.vocabulary import UNITS, VALUE_TYPES
+from edge_agent.decoding.vocabulary import UNITS, VALUE_TYPES, ValueType
 
 NAME = re.compile(r"[a-z][a-z0-9_]*")
 INTEGER_TYPES = {name: t for name, t in VALUE_TYPES.items() if not t.is_float and not t.is_bool}
@@ -56,12 +59,16 @@ CHECKSUM_KEYS = {
     "offset": "where the checksum is stored (negative counts from the end)",
     "type": "an unsigned integer type as wide as the algorithm's result",
 }
+CHECKSUM_NONE = "none"  # the frame carries no checksum: said, never assumed
 _UNIT = f"one of {', '.join(UNITS)}"
 FIELD_KEYS = {
     "name": "a lower_snake_case name ending in its unit's suffix",
     "offset": "the byte offset in the (unstuffed) frame",
     "type": f"one of {', '.join(VALUE_TYPES)}",
     "scale": "a non-zero multiplier from raw value to unit (default 1)",
+    "add": "a number added after scaling, e.g. -40 (default 0)",
+    "mask": "the bits of the value to keep, adjacent, e.g. 0x0F00 (shifted down to bit 0)",
+    "not_available": "a raw value, or a list of them, meaning the device has no value",
     "unit": _UNIT,
     "valid": "[min, max], inclusive, in the field's unit",
     "measurement": "the InfluxDB measurement for this field (default: the frame's)",
@@ -73,6 +80,7 @@ TEXT_FIELD_KEYS = {
     "suffix": "the unit text the device prints right after the number, e.g. C",
     "decimals": "the digits the device prints after the decimal point",
     "scale": FIELD_KEYS["scale"],
+    "add": FIELD_KEYS["add"],
     "unit": _UNIT,
     "valid": FIELD_KEYS["valid"],
     "measurement": FIELD_KEYS["measurement"],
@@ -88,6 +96,11 @@ FRAME_KEYS = {
     "separator": "text formats: what separates items, e.g. ','",
     "assign": "key_value format: what separates key and value, e.g. '='",
     "fields": "a list of fields",
+    "layout": "the name of the layout (under layouts) its frames are cut by (default: framing)",
+}
+LAYOUT_KEYS = {
+    "framing": "a mapping: start, length or length_field, ... (as the top-level framing)",
+    "checksum": f"a mapping: algorithm, start, end, offset, type; or {CHECKSUM_NONE}",
 }
 _MATCH_KEYS = {
     "offset": "the byte offset of the identifying bytes",
@@ -164,6 +177,15 @@ def _escape(at: At, start: bytes, end: bytes) -> Escape:
     return Escape(byte[0], xor[0], escaped)
 
 
+def checksum_or_none(at: At) -> ChecksumSpec | None:
+    """A checksum mapping, or ``none``: a frame without one (explicit, never the default)."""
+    if at.value() == CHECKSUM_NONE:
+        return None
+    if not isinstance(at.node, yaml.MappingNode):
+        raise at.expected(f"a mapping with keys {', '.join(CHECKSUM_KEYS)}, or {CHECKSUM_NONE}")
+    return checksum(at)
+
+
 def checksum(at: At) -> ChecksumSpec:
     keys = at.keys(CHECKSUM_KEYS, required=CHECKSUM_KEYS)
     algorithm = keys["algorithm"].choice(CHECKSUMS)
@@ -200,17 +222,56 @@ def _common_field(keys: dict[str, At]) -> tuple[str, str, int | float, tuple[flo
     return name, unit, scale, valid
 
 
+def added(keys: dict[str, At]) -> int | float:
+    return keys["add"].number("a number added after scaling, e.g. -40") if "add" in keys else 0
+
+
+def raw_rules(keys: dict[str, At], value_type: ValueType) -> tuple[int | None, frozenset[int]]:
+    """A field's ``mask`` and ``not_available`` raw values, checked against its type."""
+    mask = None
+    if "mask" in keys:
+        if value_type.is_float or value_type.is_bool or value_type.min < 0:
+            raise keys["mask"].error(
+                f"a mask needs an unsigned integer type ({', '.join(UNSIGNED_TYPES)}),"
+                f" not {value_type.name}"
+            )
+        top = int(value_type.max)
+        mask = keys["mask"].integer(f"a mask within {value_type.name} (1..0x{top:X})", 1, top)
+        bits = mask >> ((mask & -mask).bit_length() - 1)
+        if bits & (bits + 1):
+            raise keys["mask"].expected("a mask of adjacent bits, e.g. 0x0F00 (split fields)")
+    missing: frozenset[int] = frozenset()
+    if "not_available" in keys:
+        at = keys["not_available"]
+        if value_type.is_float or value_type.is_bool:
+            raise at.error(
+                f"not_available needs an integer type (the raw value sent), not {value_type.name}"
+            )
+        low, high = (0, mask >> ((mask & -mask).bit_length() - 1)) if mask else (
+            int(value_type.min), int(value_type.max))
+        what = f"raw values {low}..{high} ({'the mask' if mask else value_type.name})"
+        items = at.items(f"a raw value or a list of {what}") if isinstance(
+            at.node, yaml.SequenceNode) else [at]
+        missing = frozenset(item.integer(what, low, high) for item in items)
+    return mask, missing
+
+
 def binary_field(at: At, measurement: str) -> FieldSpec:
     keys = at.keys(FIELD_KEYS, required=("name", "offset", "type", "unit"))
     name, unit, scale, valid = _common_field(keys)
+    value_type = keys["type"].choice(VALUE_TYPES, FIELD_KEYS["type"])
+    mask, missing = raw_rules(keys, value_type)
     return FieldSpec(
         name=name,
         offset=keys["offset"].integer("a byte offset >= 0", 0),
-        type=keys["type"].choice(VALUE_TYPES, FIELD_KEYS["type"]),
+        type=value_type,
         scale=scale,
         unit=unit,
         valid=valid,
         measurement=_measurement(keys, measurement),
+        add=added(keys),
+        mask=mask,
+        not_available=missing,
     )
 
 
@@ -236,6 +297,7 @@ def text_field(at: At, measurement: str, frame_format: str) -> FieldSpec:
         column=keys["column"].integer("a column >= 0", 0) if "column" in keys else None,
         suffix=keys["suffix"].text("the unit text") if "suffix" in keys else "",
         decimals=decimals,
+        add=added(keys),
     )
 
 
@@ -249,9 +311,7 @@ def check_names(items: list[At], names: list[str], what: str) -> None:
     seen: set[str] = set()
     for item, name in zip(items, names, strict=True):
         if name in seen:
-            raise item.keys(FRAME_KEYS | FIELD_KEYS | TEXT_FIELD_KEYS, ())["name"].expected(
-                f"a name not used by another {what}"
-            )
+            raise item.child("name").expected(f"a name not used by another {what}")
         seen.add(name)
 
 
@@ -265,10 +325,13 @@ def fields_list(at: At, measurement: str, frame_format: str) -> tuple[FieldSpec,
     return specs
 
 
-def frame_kinds(at: At, measurement: str) -> tuple[FrameSpec, ...]:
+def frame_kinds(
+    at: At, measurement: str, layouts: tuple[str, ...] = (DEFAULT_LAYOUT,)
+) -> tuple[FrameSpec, ...]:
+    """The frame kinds; ``layouts`` are the layout names a kind may give."""
     items = at.items("a non-empty list of frame kinds")
     frames = []
-    for index, item in enumerate(items):
+    for item in items:
         keys = item.keys(FRAME_KEYS, required=("name",))
         name = keys["name"].text("a lower_snake_case name", NAME)
         kind = keys["kind"].choice({k: k for k in KINDS}) if "kind" in keys else "reading"
@@ -276,6 +339,14 @@ def frame_kinds(at: At, measurement: str) -> tuple[FrameSpec, ...]:
             keys["format"].choice({f: f for f in FORMATS}) if "format" in keys else "binary"
         )
         own = _measurement(keys, measurement)
+        layout = DEFAULT_LAYOUT
+        if "layout" in keys:
+            named = [name for name in layouts if name != DEFAULT_LAYOUT]
+            if not named:
+                raise keys["layout"].error("there are no layouts; declare them under layouts")
+            layout = keys["layout"].choice(
+                {name: name for name in named}, f"one of {', '.join(named)} (under layouts)"
+            )
         fields: tuple[FieldSpec, ...] = ()
         if "fields" in keys:
             fields = fields_list(keys["fields"], own, frame_format)
@@ -292,10 +363,6 @@ def frame_kinds(at: At, measurement: str) -> tuple[FrameSpec, ...]:
                 else m["text"].text("the identifying text").encode("latin-1")
             )
             match = (m["offset"].integer("a byte offset >= 0", 0), data)
-        elif index < len(items) - 1 and "length" not in keys:
-            raise keys["name"].error(
-                "a frame kind without match or length takes every frame, so it must be the last"
-            )
         frames.append(
             FrameSpec(
                 name=name,
@@ -311,7 +378,15 @@ def frame_kinds(at: At, measurement: str) -> tuple[FrameSpec, ...]:
                 template=keys["template"].hex_bytes("the template") if "template" in keys else None,
                 separator=keys["separator"].text("a separator") if "separator" in keys else ",",
                 assign=keys["assign"].text("an assign sign") if "assign" in keys else "=",
+                layout=layout,
             )
         )
     check_names(items, [frame.name for frame in frames], "frame kind")
+    for index, frame in enumerate(frames):
+        later = [f for f in frames[index + 1 :] if f.layout == frame.layout]
+        if frame.match is None and frame.length is None and later:
+            raise items[index].child("name").error(
+                "a frame kind without match or length takes every frame, so it must be the last"
+                + (f" of layout {frame.layout}" if frame.layout != DEFAULT_LAYOUT else "")
+            )
     return tuple(frames)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from edge_agent.decoding._frames import CHECKSUM_KEYS, FIELD_KEYS, FRAME_KEYS, FRAMING_KEYS
 from edge_agent.decoding._nodes import At
-from edge_agent.decoding.profile import ChecksumSpec, FrameSpec, Framing
+from edge_agent.decoding.profile import ChecksumSpec, FieldSpec, FrameSpec, Framing
 
 __all__ = ["check_layout", "settle_lengths"]
 
@@ -140,6 +140,7 @@ def _layout_problem(
         )
     if framing.end:
         regions.append(("end marker", length - len(framing.end), length, ats["framing.end"]))
+    fields = {f"field {spec.name}": spec for spec in frame.fields}
     for index, spec in enumerate(frame.fields):
         end = spec.offset + spec.type.size
         regions.append((f"field {spec.name}", spec.offset, end, ats[f"fields[{index}]"]))
@@ -147,11 +148,13 @@ def _layout_problem(
         if first < 0 or stop > length:
             return at, f"expected {what} (bytes {first}..{stop - 1}) inside a {length}-byte frame"
         for other, other_first, other_stop, _ in regions[:number]:
-            both_fields = what.startswith("field") and other.startswith("field")
-            if first < other_stop and other_first < stop and not both_fields:
+            if first < other_stop and other_first < stop and not _share(
+                fields.get(what), fields.get(other)
+            ):
                 return at, (
                     f"expected {what} (bytes {first}..{stop - 1}) not to overlap {other}"
                     f" (bytes {other_first}..{other_stop - 1}) in a {length}-byte frame"
+                    + _mask_hint(fields.get(what), fields.get(other))
                 )
     if frame.match is not None and frame.match[0] + len(frame.match[1]) > length:
         return ats["match"], f"expected the match bytes inside a {length}-byte frame"
@@ -164,3 +167,21 @@ def _layout_problem(
                 f" stored checksum (bytes {stored}..{stored + size - 1}), got [{first}, {stop})"
             )
     return None
+
+
+def _share(one: FieldSpec | None, other: FieldSpec | None) -> bool:
+    """Two fields may share bytes only as disjoint masks of one word (same offset and type)."""
+    return (
+        one is not None and other is not None
+        and one.mask is not None and other.mask is not None
+        and one.offset == other.offset and one.type == other.type
+        and not one.mask & other.mask
+    )
+
+
+def _mask_hint(one: FieldSpec | None, other: FieldSpec | None) -> str:
+    if one is None or other is None or one.mask is None or other.mask is None:
+        return ""
+    if one.offset != other.offset or one.type != other.type:
+        return " (masked fields share a word only at the same offset and type)"
+    return f" (masks 0x{one.mask:X} and 0x{other.mask:X} share bits)"

@@ -71,6 +71,14 @@ class At:
                 raise self.missing(name, spec[name])
         return found
 
+    def child(self, key: str) -> At:
+        """The value under ``key`` of this mapping (keys already checked), else this node."""
+        if isinstance(self.node, yaml.MappingNode):
+            for key_node, value_node in self.node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+                    return At(self.source, value_node, self._key(key))
+        return self
+
     def missing(self, key: str, expected: str) -> ProfileError:
         """A required ``key`` is absent from this mapping (blamed on the mapping's line)."""
         return ProfileError(

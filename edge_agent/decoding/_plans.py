@@ -18,12 +18,13 @@ import re
 from collections.abc import Callable
 
 from edge_agent.decoding.events import Reason
-from edge_agent.decoding.profile import FieldSpec, FrameSpec, Profile
+from edge_agent.decoding.profile import FieldSpec, FrameSpec, Framing, Profile
 
 __all__ = ["Outcome", "Plan"]
 
 Fields = dict[str, int | float]
-Outcome = tuple[Fields | None, Reason | None, str]  # fields, or why not and the detail
+# fields (or None), why not and the detail, the fields not available, the flagged fields
+Outcome = tuple[Fields | None, Reason | None, str, tuple[str, ...], tuple[str, ...]]
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
 
 
@@ -32,16 +33,17 @@ class Plan:
 
     __slots__ = ("decode", "frame", "groups", "length", "match", "name", "reading", "single")
 
-    def __init__(self, frame: FrameSpec, profile: Profile) -> None:
+    def __init__(self, frame: FrameSpec, profile: Profile, framing: Framing) -> None:
         self.frame = frame
         self.name = frame.name
         self.reading = frame.is_reading
         self.length = frame.length
         self.match = frame.match
-        head = len(profile.framing.start) if profile.framing else 0
-        tail = len(profile.framing.end) if profile.framing else 0
+        head, tail = len(framing.start), len(framing.end)
         if frame.format == "binary":
-            self.decode: Callable[[bytes], Outcome] = _binary(frame.fields, frame.is_reading)
+            plain = all(spec.plain for spec in frame.fields)
+            make = _binary if plain else _binary_with_rules
+            self.decode: Callable[[bytes], Outcome] = make(frame.fields, frame.is_reading)
         else:
             self.decode = _text(frame, head, tail)
         # measurement -> field names, in profile order; the first group is the main one
@@ -63,9 +65,31 @@ def _binary(specs: tuple[FieldSpec, ...], as_float: bool) -> Callable[[bytes], O
                 value = float(value)
             problem = spec.check(value)
             if problem is not None:
-                return None, Reason.OUT_OF_RANGE, problem
+                return None, Reason.OUT_OF_RANGE, problem, (), ()
             fields[spec.name] = value
-        return fields, None, ""
+        return fields, None, "", (), ()
+
+    return decode
+
+
+def _binary_with_rules(specs: tuple[FieldSpec, ...], as_float: bool) -> Callable[[bytes], Outcome]:
+    """As ``_binary``, for fields with a mask, a not-available value or an added offset."""
+
+    def decode(frame: bytes) -> Outcome:
+        fields: Fields = {}
+        absent: list[str] = []
+        for spec in specs:
+            value = spec.read(frame)
+            if value is None:
+                absent.append(spec.name)
+                continue
+            if as_float and not isinstance(value, bool):
+                value = float(value)
+            problem = spec.check(value)
+            if problem is not None:
+                return None, Reason.OUT_OF_RANGE, problem, (), ()
+            fields[spec.name] = value
+        return fields, None, "", tuple(absent), ()
 
     return decode
 
@@ -86,7 +110,7 @@ def _text(frame: FrameSpec, head: int, tail: int) -> Callable[[bytes], Outcome]:
         if not _NUMBER.fullmatch(number):
             return None, f"{spec.name}: {label} = {text!r} is not a number"
         result = float(number)
-        return (result if spec.scale == 1 else spec.scaled(result)), None
+        return (result if spec.scale == 1 and not spec.add else spec.from_raw(result)), None
 
     def decode(data: bytes) -> Outcome:
         body = data[head : len(data) - tail].decode("latin-1")
@@ -107,11 +131,11 @@ def _text(frame: FrameSpec, head: int, tail: int) -> Callable[[bytes], Outcome]:
         for spec, found_text in zip(specs, texts, strict=True):
             number, problem = value(spec, found_text)
             if problem is not None or number is None:
-                return None, Reason.BAD_VALUE, problem or ""
+                return None, Reason.BAD_VALUE, problem or "", (), ()
             problem = spec.check(number)
             if problem is not None:
-                return None, Reason.OUT_OF_RANGE, problem
+                return None, Reason.OUT_OF_RANGE, problem, (), ()
             fields[spec.name] = number
-        return fields, None, ""
+        return fields, None, "", (), ()
 
     return decode

@@ -46,6 +46,17 @@ def shdlc(data: bytes) -> int:
     return (sum(data) & 0xFF) ^ 0xFF
 
 
+def neg_sum8(data: bytes) -> int:
+    """Sum of all bytes, negated, low 8 bits: ``(256 - sum % 256) % 256``.
+
+    Winsen (ZH03B question-and-answer mode, MH-Z19B: bytes 1..7, stored in
+    byte 8) and Honeywell HPMA115 passive mode ("(65536 - sum) mod 256" over
+    head, length, command and data, which is the same number): the covered bytes
+    plus the check byte sum to 0 mod 256.
+    """
+    return -sum(data) & 0xFF
+
+
 def _crc16_modbus_table() -> tuple[int, ...]:
     table = []
     for byte in range(256):
@@ -78,6 +89,10 @@ CHECKSUMS: Mapping[str, ChecksumAlgorithm] = MappingProxyType(
             ChecksumAlgorithm("sum16", 2, sum16, "16-bit sum of the covered bytes"),
             ChecksumAlgorithm("sum8", 1, sum8, "8-bit sum of the covered bytes"),
             ChecksumAlgorithm("shdlc", 1, shdlc, "inverted 8-bit sum (Sensirion SHDLC)"),
+            ChecksumAlgorithm(
+                "neg_sum8", 1, neg_sum8, "negated 8-bit sum, (256 - sum % 256) % 256 (Winsen,"
+                " Honeywell)"
+            ),
             ChecksumAlgorithm("crc16_modbus", 2, crc16_modbus, "CRC-16/MODBUS (poly 0xA001)"),
         )
     }

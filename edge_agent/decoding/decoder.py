@@ -6,16 +6,21 @@ threads; the serial reader owns the port and feeds whatever it read.
 
 How a stream is cut into frames (the whole algorithm, in order):
 
-1. Hunt: find the profile's start marker from the current position. Bytes before
-   it are reported as one ``Skipped``. Trailing bytes that could be the first
-   part of a marker are kept until more data (or the end) decides.
+1. Hunt: find the first start marker of any of the profile's layouts from the
+   current position (most profiles have one layout; no layout's marker begins
+   another's, the loader checks). Bytes before it are reported as one
+   ``Skipped``. Trailing bytes that could be the first part of a marker are
+   kept until more data (or the end) decides. The rest follows the layout whose
+   marker was found: its length rule, its checksum, its frame kinds.
 2. Length: a fixed ``length``, the length field's value plus ``add``, or (text
    lines) up to the first end marker. A total the profile does not allow is
    rejected as soon as it is known, so a corrupted length never makes the
    decoder wait for a frame that will not come.
 3. Wait until the whole frame is buffered (``NEED_DATA``), then check, in order:
    end marker, checksum, which frame kind it is (length and ``match`` bytes),
-   and each field (text that is a number in its unit, the ``valid`` range).
+   and each field (text that is a number in its unit, the ``valid`` range). A
+   field whose raw value says "not available" is left out of the reading
+   (``Decoded.absent``); a reading left with no field at all is rejected.
 4. A frame that passes is ``Decoded`` (a reading) or a ``Reply`` (an answer to a
    command) and is consumed. A frame that fails is ``FrameRejected`` and only its
    first byte is consumed: hunting restarts at the next byte, so a good frame
@@ -46,12 +51,55 @@ from edge_agent.decoding.events import (
     Signal,
     Skipped,
 )
-from edge_agent.decoding.profile import Profile
+from edge_agent.decoding.profile import Layout, Profile
 from edge_agent.decoding.stream import StreamDecoder
 from edge_agent.decoding.wire import BadEscapeError, unstuff
 
 __all__ = ["FrameDecoder"]
 
+
+
+_Shape = tuple[int, int, int, Any, Any, tuple[Plan, ...]]
+
+
+class _Cut:
+    """One layout made ready: its start marker, length rule, checksum and frame kinds."""
+
+    __slots__ = (
+        "allowed", "checksum", "delimited", "end", "framing", "length_at", "plans", "shapes",
+        "start", "stuffed",
+    )
+
+    def __init__(self, layout: Layout, profile: Profile) -> None:
+        self.framing = framing = layout.framing
+        self.checksum = layout.checksum
+        self.start = framing.start
+        self.plans = tuple(
+            Plan(frame, profile, framing) for frame in profile.frames if frame.layout == layout.name
+        )
+        lf = framing.length_field
+        self.length_at = (
+            None if lf is None or lf.type.order is not None
+            else (struct.Struct(lf.type.format).unpack_from, lf.offset, lf.offset + lf.type.size,
+                  lf.add)
+        )
+        self.shapes: dict[int, _Shape] = {}
+        self.delimited = framing.delimited
+        self.stuffed = framing.escape is not None
+        self.allowed = framing.allowed
+        self.end = framing.end
+
+    def shape(self, size: int) -> _Shape:
+        """For ``size``-byte frames: the checksum's slice, place and functions, the kinds."""
+        checksum = self.checksum
+        plans = tuple(p for p in self.plans if p.length is None or p.length == size)
+        if checksum is None:
+            shape: _Shape = (0, 0, 0, None, None, plans)
+        else:
+            shape = (*checksum.span(size), checksum.algorithm.compute,
+                     struct.Struct(checksum.type.format).unpack_from, plans)
+        self.shapes[size] = shape
+        return shape
 
 
 class FrameDecoder(StreamDecoder):
@@ -66,48 +114,57 @@ class FrameDecoder(StreamDecoder):
             raise LocalProtocolError(
                 f"{profile.model} is a {profile.protocol} profile; use edge_agent.modbus for it"
             )
-        super().__init__(profile.framing.max_raw_length)
+        layouts = profile.all_layouts
+        super().__init__(max(layout.framing.max_raw_length for layout in layouts))
         self.profile = profile
-        self._framing = framing = profile.framing
-        self._plans = tuple(Plan(frame, profile) for frame in profile.frames)
-        lf = framing.length_field
-        self._length_at = (
-            None if lf is None or lf.type.order is not None
-            else (struct.Struct(lf.type.format).unpack_from, lf.offset, lf.offset + lf.type.size,
-                  lf.add)
-        )
-        self._shapes: dict[int, tuple[int, int, int, Any, Any, tuple[Plan, ...]]] = {}
-        self._delimited = framing.delimited
-        self._stuffed = framing.escape is not None
-        self._allowed = framing.allowed
-        self._end = framing.end
+        self._cuts = tuple(_Cut(layout, profile) for layout in layouts)
+        self._cut = self._cuts[0] if len(self._cuts) == 1 else None  # the common case
 
     # -- the algorithm -------------------------------------------------------
 
     def _next(self) -> Event | Signal:
-        buffer, position, start = self._buffer, self._position, self._framing.start
+        buffer, position = self._buffer, self._position
         if position >= len(buffer):
             return END_OF_STREAM if self._ended else NEED_DATA
-        found = buffer.find(start, position)
+        cut = self._cut
+        if cut is not None:
+            found = buffer.find(cut.start, position)
+        else:
+            found, cut = self._hunt(position)
         if found < 0:
             count = len(buffer) - position - (0 if self._ended else self._marker_prefix())
             return self._skip(count) if count > 0 else NEED_DATA
         if found > position:
             return self._skip(found - position)
-        event = self._frame_at(found)
+        event = self._frame_at(found, cut)
         if event is not None:
             return event
         if not self._ended:
             return NEED_DATA
         return self._reject(Reason.TRUNCATED, len(buffer) - found, "the stream ended inside it")
 
+    def _hunt(self, position: int) -> tuple[int, _Cut]:
+        """The first start marker of any layout from ``position`` (-1 if none), and its layout."""
+        buffer = self._buffer
+        found, chosen = -1, self._cuts[0]
+        for cut in self._cuts:
+            stop = found + len(cut.start) - 1 if found >= 0 else len(buffer)
+            at = buffer.find(cut.start, position, stop)
+            if at >= 0:
+                found, chosen = at, cut
+        return found, chosen
+
     def _marker_prefix(self) -> int:
         """How many trailing bytes could be the beginning of a start marker."""
-        start, tail = self._framing.start, self._buffer[self._position :]
-        for size in range(min(len(start) - 1, len(tail)), 0, -1):
-            if tail.endswith(start[:size]):
-                return size
-        return 0
+        tail = self._buffer[self._position :]
+        most = 0
+        for cut in self._cuts:
+            start = cut.start
+            for size in range(min(len(start) - 1, len(tail)), most, -1):
+                if tail.endswith(start[:size]):
+                    most = size
+                    break
+        return most
 
     def _skip(self, count: int) -> Skipped:
         event = Skipped(self.offset, count)
@@ -120,15 +177,15 @@ class FrameDecoder(StreamDecoder):
         self._position += 1  # resync from the byte after this false or broken start
         return event
 
-    def _frame_at(self, position: int) -> Event | None:  # noqa: PLR0911  (one per verdict)
+    def _frame_at(self, position: int, cut: _Cut) -> Event | None:  # noqa: PLR0911
         """Decide the frame starting at ``position``; ``None`` if more bytes are needed."""
-        if self._delimited:
-            return self._line_at(position)
-        if not self._stuffed:  # the common case, without copies: read the buffer in place
-            framing = self._framing
+        if cut.delimited:
+            return self._line_at(position, cut)
+        if not cut.stuffed:  # the common case, without copies: read the buffer in place
+            framing = cut.framing
             buffer = self._buffer
             available = len(buffer) - position
-            length_at = self._length_at
+            length_at = cut.length_at
             if length_at is None and framing.length_field is None:
                 total = framing.max_length
             elif length_at is not None:
@@ -136,17 +193,17 @@ class FrameDecoder(StreamDecoder):
                 if available < header:
                     return None
                 total = unpack(buffer, position + offset)[0] + add
-                if total not in self._allowed:
-                    return self._bad_length(total, header)
+                if total not in cut.allowed:
+                    return self._bad_length(total, header, cut)
             else:
-                return self._frame_at_slow(position)
+                return self._frame_at_slow(position, cut)
             if available < total:
                 return None
-            return self._check(bytes(buffer[position : position + total]), total)
-        return self._frame_at_slow(position)
+            return self._check(bytes(buffer[position : position + total]), total, cut)
+        return self._frame_at_slow(position, cut)
 
-    def _bad_length(self, total: int, raw_length: int) -> FrameRejected:
-        allowed = self._allowed
+    def _bad_length(self, total: int, raw_length: int, cut: _Cut) -> FrameRejected:
+        allowed = cut.allowed
         expected = (
             f"{allowed.start}..{allowed.stop - 1}"
             if isinstance(allowed, range)
@@ -156,28 +213,28 @@ class FrameDecoder(StreamDecoder):
             Reason.BAD_LENGTH, raw_length, f"length field gives {total} bytes, expected {expected}"
         )
 
-    def _frame_at_slow(self, position: int) -> Event | None:
-        framing = self._framing
+    def _frame_at_slow(self, position: int, cut: _Cut) -> Event | None:
+        framing = cut.framing
         try:
             if framing.length_field is None:
                 total = framing.max_length
             else:
                 lf = framing.length_field
-                header = self._take(position, lf.offset + lf.type.size)
+                header = self._take(position, lf.offset + lf.type.size, cut)
                 if header is None:
                     return None
                 total = int(lf.type.unpack(header[0], lf.offset)) + lf.add
-                if total not in self._allowed:
-                    return self._bad_length(total, header[1])
-            taken = self._take(position, total)
+                if total not in cut.allowed:
+                    return self._bad_length(total, header[1], cut)
+            taken = self._take(position, total, cut)
         except BadEscapeError as exc:  # the raw size read: through the bad pair
             return self._reject(Reason.BAD_ESCAPE, exc.at + 2 - position, "invalid escape sequence")
         if taken is None:
             return None
-        return self._check(*taken)
+        return self._check(*taken, cut)
 
-    def _line_at(self, position: int) -> Event | None:
-        framing, buffer = self._framing, self._buffer
+    def _line_at(self, position: int, cut: _Cut) -> Event | None:
+        framing, buffer = cut.framing, self._buffer
         end = buffer.find(framing.end, position + len(framing.start))
         limit = framing.max_length
         if end < 0:
@@ -189,67 +246,50 @@ class FrameDecoder(StreamDecoder):
         total = end + len(framing.end) - position
         if total > limit:
             return self._reject(Reason.BAD_LENGTH, total, f"{total} bytes, longer than {limit}")
-        return self._check(bytes(buffer[position : position + total]), total)
+        return self._check(bytes(buffer[position : position + total]), total, cut)
 
-    def _shape(self, size: int) -> tuple[int, int, int, Any, Any, tuple[Plan, ...]]:
-        """For ``size``-byte frames: the checksum's slice, place and functions, the kinds."""
-        checksum = self.profile.checksum
-        plans = tuple(p for p in self._plans if p.length is None or p.length == size)
-        if checksum is None:
-            shape: tuple[int, int, int, Any, Any, tuple[Plan, ...]] = (0, 0, 0, None, None, plans)
-        else:
-            shape = (*checksum.span(size), checksum.algorithm.compute,
-                     struct.Struct(checksum.type.format).unpack_from, plans)
-        self._shapes[size] = shape
-        return shape
-
-    def _check(self, frame: bytes, raw_length: int) -> Event:  # noqa: PLR0911  (one per verdict)
-        shape = self._shapes.get(len(frame)) or self._shape(len(frame))
+    def _check(self, frame: bytes, raw_length: int, cut: _Cut) -> Event:  # noqa: PLR0911
+        shape = cut.shapes.get(len(frame)) or cut.shape(len(frame))
         first, stop, stored_at, compute, unpack, plans = shape
-        end = self._end
+        end = cut.end
         if end and not frame.endswith(end):
             detail = f"expected {end.hex(' ')}, got {frame[-len(end) :].hex(' ')}"
             return self._reject(Reason.MISSING_END, raw_length, detail)
         if compute is not None:
             computed, stored = compute(frame[first:stop]), unpack(frame, stored_at)[0]
             if computed != stored:
-                return self._reject(Reason.BAD_CHECKSUM, raw_length, self._sums(computed, stored))
+                return self._reject(
+                    Reason.BAD_CHECKSUM, raw_length, _sums(cut, computed, stored)
+                )
         for plan in plans:
             match = plan.match
             if match is None or frame[match[0] : match[0] + len(match[1])] == match[1]:
                 break
         else:
             return self._reject(Reason.UNKNOWN_FRAME, raw_length, "no frame kind matches it")
-        fields, reason, detail = plan.decode(frame)
+        fields, reason, detail, absent, flagged = plan.decode(frame)
         if fields is None:
             return self._reject(reason or Reason.BAD_VALUE, raw_length, detail)
+        if absent and plan.reading and not fields:
+            detail = f"every field is not available: {', '.join(absent)}"
+            return self._reject(Reason.NOT_AVAILABLE, raw_length, detail)
         position = self._position
-        raw = bytes(self._buffer[position : position + raw_length]) if self._stuffed else frame
+        raw = bytes(self._buffer[position : position + raw_length]) if cut.stuffed else frame
         offset = self._base + position
         self._position = position + raw_length
         if not plan.reading:
             return Reply(offset, plan.name, fields, raw)
-        if plan.single is not None:
+        if plan.single is not None and not absent and not flagged:  # the common case
             return Decoded(plan.single, fields, offset, raw, plan.name)
-        split = tuple((m, {name: fields[name] for name in names}) for m, names in plan.groups)
-        return Decoded(split[0][0], split[0][1], offset, raw, plan.name, split[1:])
+        return _decoded(plan, fields, offset, raw, absent=absent, flagged=flagged)
 
-    def _sums(self, computed: int, stored: int) -> str:
-        checksum = self.profile.checksum
-        assert checksum is not None
-        digits = 2 * checksum.type.size
-        return (
-            f"{checksum.algorithm.name} computed 0x{computed:0{digits}X},"
-            f" frame says 0x{stored:0{digits}X}"
-        )
-
-    def _take(self, position: int, count: int) -> tuple[bytes, int] | None:
+    def _take(self, position: int, count: int, cut: _Cut) -> tuple[bytes, int] | None:
         """The first ``count`` unstuffed bytes of the frame at ``position``, and their raw size.
 
         ``None`` when the buffer does not hold them yet. Raises ``BadEscapeError``
         on an invalid escape sequence.
         """
-        buffer, framing = self._buffer, self._framing
+        buffer, framing = self._buffer, cut.framing
         escape = framing.escape
         if escape is None:
             if len(buffer) - position < count:
@@ -261,3 +301,28 @@ class FrameDecoder(StreamDecoder):
         if len(frame) < count:
             return None
         return bytes(frame), index - position
+
+
+def _decoded(
+    plan: Plan, fields: dict[str, int | float], offset: int, raw: bytes,
+    *, absent: tuple[str, ...], flagged: tuple[str, ...],
+) -> Decoded:
+    """A reading split by measurement; a measurement whose every field is absent is left out."""
+    if not absent:
+        split = tuple((m, {name: fields[name] for name in names}) for m, names in plan.groups)
+    else:
+        split = tuple(
+            (m, values) for m, names in plan.groups
+            if (values := {name: fields[name] for name in names if name in fields})
+        )
+    return Decoded(split[0][0], split[0][1], offset, raw, plan.name, split[1:], absent, flagged)
+
+
+def _sums(cut: _Cut, computed: int, stored: int) -> str:
+    checksum = cut.checksum
+    assert checksum is not None
+    digits = 2 * checksum.type.size
+    return (
+        f"{checksum.algorithm.name} computed 0x{computed:0{digits}X},"
+        f" frame says 0x{stored:0{digits}X}"
+    )

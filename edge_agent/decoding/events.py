@@ -69,6 +69,8 @@ class Reason(enum.StrEnum):
     """An intact reply that answers no request we made (other slave, function or size)."""
     WRONG_DEVICE = "wrong_device"
     """An identity register (model code) says the device is not this profile's model."""
+    NOT_AVAILABLE = "not_available"
+    """The frame is intact but every field in it holds its ``not_available`` value."""
 
 
 class Event:
@@ -90,6 +92,10 @@ class Decoded(Event):
         frame: the profile's name for this kind of frame (``data`` by default).
         more: (measurement, fields) for values the profile sends to other
             measurements (a PM sensor that also reports temperature).
+        absent: fields the frame said it has no value for (their
+            ``not_available`` raw value): left out of ``fields`` and ``more``.
+        flagged: fields whose value lies outside the profile's ``valid``
+            (datasheet) range: kept, and marked so the data can be filtered.
     """
 
     measurement: str
@@ -98,6 +104,8 @@ class Decoded(Event):
     raw: bytes
     frame: str = "data"
     more: tuple[tuple[str, dict[str, int | float]], ...] = ()
+    absent: tuple[str, ...] = ()
+    flagged: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.offset < 0:

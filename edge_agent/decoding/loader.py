@@ -25,8 +25,11 @@ from edge_agent.decoding.decoder import FrameDecoder
 from edge_agent.decoding.errors import ProfileError
 from edge_agent.decoding.events import Decoded, FrameRejected, Reply, Skipped
 from edge_agent.decoding.profile import (
+    DEFAULT_LAYOUT,
     STREAMING,
     FrameSpec,
+    Framing,
+    Layout,
     Profile,
     SerialSettings,
 )
@@ -47,7 +50,8 @@ _TOP_KEYS = {
     "protocol": f"one of {', '.join(PROTOCOLS)} (default frames)",
     "serial": "a mapping: baudrate, bytesize, parity, stopbits",
     "framing": "a mapping: start, length or length_field, ...",
-    "checksum": "a mapping: algorithm, start, end, offset, type",
+    "checksum": "a mapping: algorithm, start, end, offset, type; or none",
+    "layouts": "a mapping of layout name to {framing, checksum}: frames shaped otherwise",
     "fields": "a list of fields",
     "frames": "a list of frame kinds, each with name, match and fields",
     "commands": "a mapping of command role to {send, reply}",
@@ -123,21 +127,28 @@ def _serial(at: At) -> SerialSettings:
 
 
 def _frame_kinds(
-    root: At, top: dict[str, At], base: Profile, binary: bool
+    root: At, top: dict[str, At], base: Profile, binary: dict[str, bool]
 ) -> tuple[tuple[FrameSpec, ...], list[At], str]:
-    """The frame kinds, where each is declared, and which key declares them."""
+    """The frame kinds, where each is declared, and which key declares them.
+
+    ``binary`` says, per layout name, whether that layout cuts binary frames.
+    """
     if ("fields" in top) == ("frames" in top):
         if "fields" not in top:
             raise root.missing("fields", _TOP_KEYS["fields"])
         raise top["frames"].error("expected either fields (one kind of frame) or frames, not both")
     if "fields" in top:
-        kind = "binary" if binary else "key_value"
+        if len(binary) > 1:
+            raise top["fields"].error(
+                "with layouts, give frames: a list of frame kinds, each naming its layout"
+            )
+        kind = "binary" if binary[DEFAULT_LAYOUT] else "key_value"
         fields = _frames.fields_list(top["fields"], base.measurement, kind)
         return (FrameSpec("data", "reading", None, None, kind, fields),), [top["fields"]], "fields"
-    frames = _frames.frame_kinds(top["frames"], base.measurement)
+    frames = _frames.frame_kinds(top["frames"], base.measurement, tuple(binary))
     frame_ats = top["frames"].items("frame kinds")
     for frame, at in zip(frames, frame_ats, strict=True):
-        if (frame.format == "binary") != binary:
+        if (frame.format == "binary") != binary[frame.layout]:
             raise at.keys(_frames.FRAME_KEYS, ()).get("format", at).error(
                 "binary frames need a length or a length_field; text frames (key_value, csv)"
                 " end at their end marker"
@@ -145,30 +156,96 @@ def _frame_kinds(
     return frames, frame_ats, "frames"
 
 
+_Declared = tuple[str, Framing, At, At | None]  # name, framing, where framing and checksum are
+
+
+def _declared_layouts(root: At, top: dict[str, At]) -> list[_Declared]:
+    """The default layout (top-level framing and checksum), then each under ``layouts``."""
+    if "framing" not in top:
+        raise root.missing("framing", _TOP_KEYS["framing"])
+    declared: list[_Declared] = [
+        (DEFAULT_LAYOUT, _frames.framing(top["framing"]), top["framing"], top.get("checksum"))
+    ]
+    if "layouts" in top:
+        at = top["layouts"]
+        if not isinstance(at.node, yaml.MappingNode) or not at.node.value:
+            raise at.expected("a mapping of layout name to {framing, checksum}")
+        names = {str(k.value): "a layout" for k, _ in at.node.value}
+        for name, layout_at in at.keys(names, ()).items():
+            if not _frames.NAME.fullmatch(name) or name == DEFAULT_LAYOUT:
+                key = next(k for k, v in at.node.value if v is layout_at.node)
+                raise At(at.source, key, layout_at.path).expected(
+                    f"a lower_snake_case layout name other than {DEFAULT_LAYOUT!r}"
+                    " (the top-level framing's)"
+                )
+            keys = layout_at.keys(_frames.LAYOUT_KEYS, required=_frames.LAYOUT_KEYS)
+            framing = _frames.framing(keys["framing"])
+            if framing.delimited:
+                raise keys["framing"].error(
+                    "expected a binary layout (length or length_field); text lines use the"
+                    " top-level framing"
+                )
+            declared.append((name, framing, keys["framing"], keys["checksum"]))
+    return declared
+
+
+def _checked_layout(
+    root: At, item: _Declared, frames: tuple[FrameSpec, ...], frame_ats: list[At],
+    fields_path: str,
+) -> Layout:
+    """One layout, its checksum read and its lengths and byte layout checked for its kinds."""
+    name, framing, framing_at, checksum_at = item
+    binary = not framing.delimited
+    checksum = None
+    if checksum_at is not None:
+        checksum = _frames.checksum_or_none(checksum_at)
+        if checksum is not None and not binary:
+            raise checksum_at.error("not supported on text frames that end at an end marker")
+    elif binary:  # a layout under layouts has its checksum key checked by keys()
+        raise root.missing("checksum", _TOP_KEYS["checksum"])
+    mine = [(f, at) for f, at in zip(frames, frame_ats, strict=True) if f.layout == name]
+    if not mine:
+        raise framing_at.error(
+            f"no frame kind uses layout {name!r}; give a frame kind layout: {name}"
+            if name != DEFAULT_LAYOUT
+            else "no frame kind uses the top-level framing; a kind without layout: uses it"
+        )
+    kinds, ats = tuple(f for f, _ in mine), [at for _, at in mine]
+    framing = _layout.settle_lengths(framing_at, framing, kinds, ats)
+    framing = _layout.check_layout(
+        framing_at, framing, checksum, checksum_at if checksum is not None else None,
+        frames=kinds, frame_ats=ats, fields_path=fields_path,
+    )
+    return Layout(name, framing, checksum)
+
+
+def _distinct_starts(layouts: list[Layout], declared: list[_Declared]) -> None:
+    """No layout's start marker may begin another's: the decoder could not tell them apart."""
+    for index, layout in enumerate(layouts):
+        for other in layouts[:index]:
+            a, b = layout.framing.start, other.framing.start
+            if a.startswith(b) or b.startswith(a):
+                at = declared[index][2].keys(_frames.FRAMING_KEYS, ())
+                raise (at.get("start") or at["start_text"]).expected(
+                    f"a start marker that neither begins nor is begun by layout {other.name}'s"
+                    f" ({b.hex(' ').upper()}), so the decoder can tell their frames apart;"
+                    f" got {a.hex(' ').upper()}"
+                )
+
+
 def _frames_profile(root: At, top: dict[str, At], base: Profile) -> Profile:
     if "modbus" in top:
         raise top["modbus"].error("only for protocol: modbus_rtu")
-    if "framing" not in top:
-        raise root.missing("framing", _TOP_KEYS["framing"])
-    framing = _frames.framing(top["framing"])
-    binary = framing.length is not None or framing.length_field is not None
+    declared = _declared_layouts(root, top)
+    binary = {name: not framing.delimited for name, framing, *_ in declared}
     frames, frame_ats, fields_path = _frame_kinds(root, top, base, binary)
-    checksum = None
-    if "checksum" in top:
-        if not binary:
-            raise top["checksum"].error("not supported on text frames that end at an end marker")
-        checksum = _frames.checksum(top["checksum"])
-    elif binary:
-        raise root.missing("checksum", _TOP_KEYS["checksum"])
-    framing = _layout.settle_lengths(top["framing"], framing, frames, frame_ats)
-    framing = _layout.check_layout(
-        top["framing"], framing, checksum, top.get("checksum"),
-        frames=frames, frame_ats=frame_ats, fields_path=fields_path,
-    )
+    layouts = [_checked_layout(root, item, frames, frame_ats, fields_path) for item in declared]
+    _distinct_starts(layouts, declared)
+    framing, checksum = layouts[0].framing, layouts[0].checksum
     profile = Profile(
         model=base.model, vendor=base.vendor, datasheet=base.datasheet,
         measurement=base.measurement, serial=base.serial, framing=framing, checksum=checksum,
-        frames=frames, source=base.source,
+        frames=frames, source=base.source, layouts=tuple(layouts),
     )
     commands = None
     if "commands" in top:
@@ -182,12 +259,12 @@ def _frames_profile(root: At, top: dict[str, At], base: Profile) -> Profile:
         model=profile.model, vendor=profile.vendor, datasheet=profile.datasheet,
         measurement=profile.measurement, serial=profile.serial, framing=framing,
         checksum=checksum, frames=frames, source=profile.source, commands=commands,
-        polling=polling,
+        polling=polling, layouts=profile.layouts,
     )
 
 
 def _modbus_profile(root: At, top: dict[str, At], base: Profile) -> Profile:
-    for key in ("framing", "checksum", "frames", "commands"):
+    for key in ("framing", "checksum", "layouts", "frames", "commands"):
         if key in top:
             raise top[key].error(
                 "not used with protocol: modbus_rtu (pymodbus frames the requests and replies)"

@@ -14,17 +14,17 @@ offsets resolve are in vocabulary.py.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from edge_agent.decoding.checksums import ChecksumAlgorithm
+from edge_agent.decoding.field import FieldSpec
 from edge_agent.decoding.vocabulary import ValueType, resolve
 from edge_agent.modbus.regmap import ModbusMap
 
 __all__ = [
+    "DEFAULT_LAYOUT",
     "MAX_FRAME_BYTES",
     "ChecksumSpec",
     "Command",
@@ -34,6 +34,7 @@ __all__ = [
     "FieldSpec",
     "FrameSpec",
     "Framing",
+    "Layout",
     "LengthField",
     "Mode",
     "Polling",
@@ -153,77 +154,24 @@ class ChecksumSpec:
         return self.algorithm.compute(frame[first:stop])
 
 
-@dataclass(frozen=True, slots=True)
-class FieldSpec:
-    """One value in a frame: value = raw * ``scale``, valid if within ``valid`` (inclusive).
+# The name of the layout a profile's top-level framing and checksum make.
+DEFAULT_LAYOUT = "default"
 
-    Binary frames place a field at ``offset`` with a ``type``; text frames find
-    it by ``key`` (key=value lines) or ``column`` (CSV lines), with an optional
-    unit ``suffix`` after the number and ``decimals`` the device prints. Modbus
-    fields sit at ``address`` in a register ``table``. ``measurement`` is where
-    the value is stored (the frame's or the profile's unless the field says).
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """One way a device frames what it sends: its framing and its checksum (or none).
+
+    Most devices have one, ``default`` (the profile's top-level ``framing`` and
+    ``checksum``). Some answer a query in another shape than they stream in
+    (Winsen ZH03B: 24-byte ``42 4D`` frames, 9-byte ``FF 86`` answers), or
+    acknowledge with bare bytes (Honeywell HPMA115: ``A5 A5``): each shape is a
+    layout with its own start marker, and frame kinds name the one they use.
     """
 
     name: str
-    offset: int
-    type: ValueType
-    scale: int | float
-    unit: str
-    valid: tuple[float, float] | None
-    measurement: str = ""
-    key: str | None = None
-    column: int | None = None
-    suffix: str = ""
-    decimals: int | None = None
-    table: str | None = None
-    address: int | None = None
-    _scale: Decimal = field(init=False, repr=False, compare=False)
-    _divisor: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # Decimal keeps "1236 * 0.1" at 123.6 instead of 123.60000000000001, so
-        # the value stored is the one a person reads off the datasheet. When the
-        # scale is 1/n for a whole n, raw / n is the same correctly rounded
-        # number and much faster, so the decoder uses that.
-        object.__setattr__(self, "_scale", Decimal(repr(self.scale)))
-        divisor = 0
-        if isinstance(self.scale, float) and 0 < abs(self.scale) < 1:
-            inverse = Decimal(1) / self._scale
-            if inverse == inverse.to_integral_value():
-                divisor = int(inverse)
-        object.__setattr__(self, "_divisor", divisor)
-
-    @property
-    def is_text(self) -> bool:
-        return self.key is not None or self.column is not None
-
-    def scaled(self, raw: int | float) -> int | float:
-        if isinstance(raw, float):
-            return raw * self.scale
-        if isinstance(raw, bool) or isinstance(self.scale, int):
-            return raw if self.scale == 1 else raw * self.scale
-        if self._divisor:
-            return raw / self._divisor
-        return float(raw * self._scale)
-
-    def decode(self, frame: bytes) -> int | float:
-        return self.scaled(self.type.unpack(frame, self.offset))
-
-    def to_raw(self, value: float) -> int | float:
-        """The number to store so that ``decode`` gives back ``value`` (rounded for integers)."""
-        if self.type.is_float:
-            return value / self.scale
-        if self.type.is_bool:
-            return bool(value)
-        return round(Decimal(repr(value)) / self._scale)
-
-    def check(self, value: int | float) -> str | None:
-        """Why ``value`` is not acceptable, or ``None`` when it is."""
-        if isinstance(value, float) and not math.isfinite(value):
-            return f"{self.name} is {value}, not a finite number"
-        if self.valid is not None and not self.valid[0] <= value <= self.valid[1]:
-            return f"{self.name} = {value} outside valid [{self.valid[0]}, {self.valid[1]}]"
-        return None
+    framing: Framing
+    checksum: ChecksumSpec | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +189,8 @@ class FrameSpec:
         fields: the values it carries.
         template: bytes the encoder starts from (reserved words, device ids).
         separator / assign: text formats: between items, and between key and value.
+        layout: the ``Layout`` its frames are cut and checked by (``default``:
+            the profile's top-level framing and checksum).
     """
 
     name: str
@@ -252,6 +202,7 @@ class FrameSpec:
     template: bytes | None = None
     separator: str = ","
     assign: str = "="
+    layout: str = "default"
 
     @property
     def is_reading(self) -> bool:
@@ -362,6 +313,30 @@ class Profile:
     commands: Commands | None = None
     polling: Polling = STREAMING
     modbus: ModbusMap | None = None
+    layouts: tuple[Layout, ...] = ()
+
+    @property
+    def all_layouts(self) -> tuple[Layout, ...]:
+        """Every layout, the default (top-level framing and checksum) first."""
+        if self.layouts:
+            return self.layouts
+        if self.framing is None:
+            return ()
+        return (Layout(DEFAULT_LAYOUT, self.framing, self.checksum),)
+
+    def layout_of(self, frame: FrameSpec) -> Layout:
+        """The layout ``frame``'s kind is cut and checked by."""
+        for layout in self.all_layouts:
+            if layout.name == frame.layout:
+                return layout
+        raise KeyError(frame.layout)
+
+    def layout_starting(self, data: bytes) -> Layout | None:
+        """The layout whose start marker ``data`` begins with (markers are prefix-free)."""
+        for layout in self.all_layouts:
+            if data.startswith(layout.framing.start):
+                return layout
+        return None
 
     @property
     def reading_frames(self) -> tuple[FrameSpec, ...]:

@@ -29,6 +29,8 @@ class DecoderStats:
         replies: ``Reply`` events.
         rejected: ``FrameRejected`` events by reason code.
         bytes_skipped: bytes reported in ``Skipped`` events.
+        fields_not_available: fields left out of readings because the device
+            sent their ``not_available`` value.
     """
 
     bytes_received: int = 0
@@ -36,6 +38,7 @@ class DecoderStats:
     replies: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     bytes_skipped: int = 0
+    fields_not_available: int = 0
 
     @property
     def frames_rejected(self) -> int:
@@ -45,6 +48,8 @@ class DecoderStats:
         """The one place an event is counted (``next_event`` and ``events`` both call it)."""
         if isinstance(event, Decoded):
             self.frames_ok += 1
+            if event.absent:
+                self.fields_not_available += len(event.absent)
         elif isinstance(event, Skipped):
             self.bytes_skipped += event.count
         elif isinstance(event, FrameRejected):

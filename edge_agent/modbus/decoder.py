@@ -207,19 +207,31 @@ class ModbusDecoder(StreamDecoder):
         if problem is not None:
             return self._reject(Reason.WRONG_DEVICE, len(frame), problem)
         fields: dict[str, int | float] = {}
+        absent: list[str] = []
         for spec in self._fields:
             value = self._value(blocks, spec.table or "", spec.address or 0, spec)
+            if value is None:
+                absent.append(spec.name)
+                continue
             why = spec.check(value)
             if why is not None:
                 return self._reject(Reason.OUT_OF_RANGE, len(frame), why)
             fields[spec.name] = value
+        if not fields:
+            return self._reject(
+                Reason.NOT_AVAILABLE, len(frame),
+                f"every field is not available: {', '.join(absent)}",
+            )
         groups: dict[str, dict[str, int | float]] = {}
         for spec in self._fields:
-            groups.setdefault(spec.measurement or self.profile.measurement, {})[spec.name] = (
-                fields[spec.name]
-            )
+            if spec.name in fields:
+                groups.setdefault(spec.measurement or self.profile.measurement, {})[spec.name] = (
+                    fields[spec.name]
+                )
         (measurement, main), *more = groups.items()
-        return self._consume(Decoded(measurement, main, self.offset, frame, "data", tuple(more)))
+        return self._consume(Decoded(
+            measurement, main, self.offset, frame, "data", tuple(more), tuple(absent)
+        ))
 
     def _consume(self, event: Decoded | Reply) -> Event:
         self._position += len(event.raw)
@@ -233,12 +245,15 @@ class ModbusDecoder(StreamDecoder):
 
     def _value(
         self, blocks: dict[int, bytes | list[bool]], table: str, address: int, spec: FieldSpec
-    ) -> int | float:
+    ) -> int | float | None:
         index, at = self._locate(table, address, span(table, spec.type))
         block = blocks[index]
         if isinstance(block, list):
             return block[at]
-        return float(spec.scaled(spec.type.unpack(block, 2 * at)))  # one type per field
+        if spec.plain:
+            return float(spec.scaled(spec.type.unpack(block, 2 * at)))  # one type per field
+        value = spec.value(spec.type.unpack(block, 2 * at))
+        return None if value is None else float(value)
 
     def _identity(self, blocks: dict[int, bytes | list[bool]]) -> str | None:
         for table, address, kind, equals in self.map.identity:

@@ -36,6 +36,9 @@ FIELD_KEYS = {
     "address": "the register (or bit) address, 0-based as on the wire",
     "type": f"one of {', '.join(VALUE_TYPES)} (bool for coil and discrete tables)",
     "scale": _frames.FIELD_KEYS["scale"],
+    "add": _frames.FIELD_KEYS["add"],
+    "mask": _frames.FIELD_KEYS["mask"],
+    "not_available": _frames.FIELD_KEYS["not_available"],
     "unit": _frames.FIELD_KEYS["unit"],
     "valid": _frames.FIELD_KEYS["valid"],
     "measurement": _frames.FIELD_KEYS["measurement"],
@@ -109,6 +112,7 @@ def modbus_fields(
             )
         address = keys["address"].integer("an address 0..65535", 0, 65535)
         _covered(keys["address"], list(reads), table, address, kind)
+        mask, missing = _frames.raw_rules(keys, kind)
         specs.append(
             FieldSpec(
                 name=name, offset=0, type=kind, scale=scale, unit=unit, valid=valid,
@@ -117,8 +121,31 @@ def modbus_fields(
                     if "measurement" in keys
                     else measurement
                 ),
-                table=table, address=address,
+                table=table, address=address, add=_frames.added(keys), mask=mask,
+                not_available=missing,
             )
         )
     _frames.check_names(items, [spec.name for spec in specs], "field")
+    _no_overlap(items, specs)
     return tuple(specs)
+
+
+def _no_overlap(items: list[At], specs: list[FieldSpec]) -> None:
+    """No two fields read the same register (or bit), unless as disjoint masks of one value."""
+    for index, spec in enumerate(specs):
+        first = spec.address or 0
+        stop = first + span(spec.table or "", spec.type)
+        for other in specs[:index]:
+            other_first = other.address or 0
+            other_stop = other_first + span(other.table or "", other.type)
+            if spec.table != other.table or not (first < other_stop and other_first < stop):
+                continue
+            shared = (spec.mask is not None and other.mask is not None
+                      and first == other_first and spec.type == other.type
+                      and not spec.mask & other.mask)
+            if not shared:
+                raise items[index].child("address").expected(
+                    f"an address not read by field {other.name} ({other.table}"
+                    f" {other_first}..{other_stop - 1}); fields may share a register only as"
+                    f" disjoint masks of the same type, got {first}"
+                )

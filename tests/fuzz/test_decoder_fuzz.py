@@ -98,15 +98,18 @@ def values_for(profile: Profile) -> st.SearchStrategy[dict[str, float]]:
 @st.composite
 def noisy_bytes(draw: st.DrawFn, profile: Profile) -> bytes:
     """Random bytes laced with what makes a decoder work: markers, frames, pieces of frames."""
-    framing = profile.framing
     frame = st.builds(encode_frame, st.just(profile), values_for(profile))
     piece = st.one_of(
         st.binary(max_size=40),
         st.sampled_from(
             [
-                framing.start,
-                framing.end or b"",
-                bytes([framing.escape.byte]) if framing.escape else b"",
+                part
+                for layout in profile.all_layouts
+                for part in (
+                    layout.framing.start,
+                    layout.framing.end or b"",
+                    bytes([layout.framing.escape.byte]) if layout.framing.escape else b"",
+                )
             ]
         ),
         frame,

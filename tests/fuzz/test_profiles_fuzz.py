@@ -49,9 +49,11 @@ def _value(spec: FieldSpec) -> st.SearchStrategy[float]:
         return st.booleans().map(float)
     low, high = spec.valid if spec.valid else (spec.type.min, spec.type.max)
     if not spec.is_text and not spec.type.is_float:
-        low = max(low, spec.type.min * spec.scale)
-        high = min(high, spec.type.max * spec.scale)
+        ends = (spec.from_raw(spec.raw_min), spec.from_raw(spec.raw_max))
+        low, high = max(low, min(ends)), min(high, max(ends))
     exact = st.floats(low, high, allow_nan=False).map(lambda v, s=spec: float(quantize(s, v)))
+    if spec.not_available:  # a value whose raw number says "no value" is not sent as one
+        exact = exact.filter(lambda v, s=spec: s.to_raw(v) not in s.not_available)
     return exact.filter(lambda v, lo=low, hi=high: lo <= v <= hi)
 
 
@@ -81,7 +83,8 @@ def good_frame(draw: st.DrawFn, profile: Profile) -> tuple[bytes, dict[str, floa
 
 def markers(profile: Profile) -> set[int]:
     if profile.framing is not None:
-        return set(profile.framing.start) | set(profile.framing.end)
+        return {b for layout in profile.all_layouts
+                for b in layout.framing.start + layout.framing.end}
     assert profile.modbus is not None
     return {profile.modbus.slave}
 

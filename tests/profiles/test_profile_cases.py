@@ -131,7 +131,8 @@ def _check_accounting(events: list[Event], decoder: StreamDecoder, total: int) -
 
 def _garbage(profile: Profile) -> bytes:
     if profile.framing is not None:
-        markers = set(profile.framing.start) | set(profile.framing.end)
+        markers = {b for layout in profile.all_layouts
+                   for b in layout.framing.start + layout.framing.end}
     else:
         assert profile.modbus is not None
         markers = {profile.modbus.slave}

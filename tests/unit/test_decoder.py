@@ -146,6 +146,16 @@ def feed(profile: Profile, *reads: bytes, end: bool = True) -> list[object]:
         ("shdlc", "00 00 02 01 03", 0xF9),  # SPS30 datasheet: start measurement, MOSI
         ("crc16_modbus", "31 32 33 34 35 36 37 38 39", 0x4B37),  # CRC catalogue check
         ("crc16_modbus", "11 03 00 6B 00 03", 0x8776),  # simplymodbus.ca request
+        # Winsen MH-Z19B / ZH03B read command FF 01 86 00 00 00 00 00 79, bytes 1..7
+        ("neg_sum8", "01 86 00 00 00 00 00", 0x79),
+        # MH-Z19B datasheet answer FF 86 02 60 47 00 00 00 D1, bytes 1..7
+        ("neg_sum8", "86 02 60 47 00 00 00", 0xD1),
+        # ZH03B: switch to question-and-answer mode, FF 01 78 41 00 00 00 00 46
+        ("neg_sum8", "01 78 41 00 00 00 00", 0x46),
+        # Honeywell HPMA115S0 "read particle measuring results" 68 01 04 93: (65536 - sum) % 256
+        ("neg_sum8", "68 01 04", 0x93),
+        ("neg_sum8", "68 01 40", 0x57),  # HPMA115S0 enable auto send, 68 01 40 57
+        ("neg_sum8", "", 0x00),  # nothing covered: (256 - 0) % 256
     ],
 )
 def test_checksum_vectors(name: str, data: str, expected: int) -> None:
@@ -153,7 +163,7 @@ def test_checksum_vectors(name: str, data: str, expected: int) -> None:
 
 
 def test_checksum_registry_is_a_table() -> None:
-    assert sorted(CHECKSUMS) == ["crc16_modbus", "shdlc", "sum16", "sum8"]
+    assert sorted(CHECKSUMS) == ["crc16_modbus", "neg_sum8", "shdlc", "sum16", "sum8"]
     assert {a.size for a in CHECKSUMS.values()} == {1, 2}
     with pytest.raises(TypeError):
         CHECKSUMS["xor"] = CHECKSUMS["sum8"]  # type: ignore[index]

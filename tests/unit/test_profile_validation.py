@@ -146,7 +146,7 @@ _CASES = [
         "algorithm: crc32",
         "algorithm: crc32",
         "checksum.algorithm",
-        "expected one of sum16, sum8, shdlc, crc16_modbus, got 'crc32'",
+        "expected one of sum16, sum8, shdlc, neg_sum8, crc16_modbus, got 'crc32'",
     ),
     (
         "checksum_type_narrower_than_algorithm",
