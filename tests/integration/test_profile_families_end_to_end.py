@@ -34,11 +34,16 @@ FAMILIES: dict[str, list[Case]] = {
         Case("pm-5003st", "pms5003st", {}),
     ],
     "winsen": [
+        Case("zh03b-upload", "zh03b", {}),
+        Case("zh03b-qa", "zh03b", {"mode": "passive", "poll_interval": 0.1}),
         Case("zh06", "zh06_i", {}),
+        Case("co2", "mhz19b", {"poll_interval": 0.1}),
     ],
     "honeywell": [
         Case("hpm-s0", "hpma115s0", {}),
+        Case("hpm-s0-passive", "hpma115s0", {"mode": "passive", "poll_interval": 0.1}),
         Case("hpm-c0", "hpma115c0", {}),
+        Case("hpm-c0-passive", "hpma115c0", {"mode": "passive", "poll_interval": 0.1}),
     ],
     "modbus_xy_md02": [
         Case("xy-md02", "xy_md02", {"poll_interval": 0.1, "modbus_slave": 3}, slave=3),
