@@ -63,7 +63,7 @@ def families(tmp_path_factory: pytest.TempPathFactory, secure_broker: SecureFlee
              influxdb: InfluxDB) -> Iterator[Run]:
     cases = [case for family in FAMILIES.values() for case in family]
     with secure_broker.scope():
-        yield from run_fleet(tmp_path_factory, secure_broker, influxdb, cases)
+        yield from run_fleet(tmp_path_factory, secure_broker, influxdb, cases, "gw-families")
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

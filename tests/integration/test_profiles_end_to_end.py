@@ -75,9 +75,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, secure_broker: SecureFleet,
 
 
 def run_fleet(tmp_path_factory: pytest.TempPathFactory, secure: SecureFleet,
-              influxdb: InfluxDB, cases: list[Case]) -> Iterator[Run]:
+              influxdb: InfluxDB, cases: list[Case], gateway: str = "gw-profiles",
+              ) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp("profiles")
-    name = f"t_profiles_{os.getpid()}"
+    name = f"t_{gateway.replace('-', '_')}_{os.getpid()}"
     devices = {
         case.sensor: SimulatedDevice(
             PROFILES[case.profile], link=tmp / "dev" / case.sensor, interval=0.05,
@@ -87,7 +88,7 @@ def run_fleet(tmp_path_factory: pytest.TempPathFactory, secure: SecureFleet,
         for case in cases
     }
     site = {"district": "마포구", "site": "상암 시험대", "kind": "dust_zone"}
-    secret = secure.add_gateway("gw-profiles", **site)
+    secret = secure.add_gateway(gateway, **site)
     collector_cfg = write_yaml(tmp / "collector.yaml", {
         "registry": str(secure.registry_path),
         "mqtt": secure.collector_mqtt(f"c-{name}"),
@@ -95,14 +96,14 @@ def run_fleet(tmp_path_factory: pytest.TempPathFactory, secure: SecureFleet,
         "batching": {"linger": 0.02},
     })
     agent_cfg = write_yaml(tmp / "agent.yaml", {
-        "gateway": {"id": "gw-profiles", "secret": secret, "site": site},
+        "gateway": {"id": gateway, "secret": secret, "site": site},
         "sensors": [
             {"id": case.sensor, "port": devices[case.sensor].path, "profile": case.profile,
              **case.config}
             for case in cases
         ],
         "outbox": {"path": str(tmp / "outbox.sqlite"), "commit_window": 0.2},
-        "uplink": {"mqtt": secure.agent_mqtt("gw-profiles"), "batch_size": 50,
+        "uplink": {"mqtt": secure.agent_mqtt(gateway), "batch_size": 50,
                    "ack_timeout": 5},
         "health_interval": 1,
     })
