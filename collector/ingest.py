@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cityedge.uplink import (
+    OUT_OF_RANGE_FIELD,
+    QUALITY_TAG,
     Ack,
     Batch,
     PayloadError,
@@ -83,13 +85,15 @@ def reading_point(batch: Batch, reading: Reading,
     if not storable_time(time_ns):
         raise BadTime(f"time {time_ns} ({how}) is outside what InfluxDB can store")
     fields = dict(reading.fields)
+    tags = reading_tags(batch, reading.sensor, site)
+    if isinstance(fields.get(OUT_OF_RANGE_FIELD), str):  # outside the datasheet range: kept
+        tags[QUALITY_TAG] = OUT_OF_RANGE_FIELD
     if how != "own":
         # Taken under an unsynchronised clock: corrected from the boot's anchor,
         # or kept as stamped and flagged (docs/delivery.md, "Time").
         fields[f"time_{how}"] = True
     # Identity beside the fields, written as fields, never tags (lineprotocol.Identity).
-    return Point(reading.measurement, reading_tags(batch, reading.sensor, site), fields, time_ns,
-                 Identity(reading.seq, batch.epoch))
+    return Point(reading.measurement, tags, fields, time_ns, Identity(reading.seq, batch.epoch))
 
 
 def dead_letter_point(batch: Batch, rejected: RejectedReading) -> Point:

@@ -29,7 +29,7 @@ from cityedge.uplink.seal import derive_key
 from edge_agent.anchoring import TimeAnchoring
 from edge_agent.clock import Clock
 from edge_agent.config import AGENT_SENSOR, AgentConfig, effective_uplink, resolve
-from edge_agent.decoding import Profile, load_profiles
+from edge_agent.decoding import Profile, scan_profiles
 from edge_agent.display_file import DisplayOutput
 from edge_agent.displays import DisplayBoard
 from edge_agent.health import Health
@@ -51,8 +51,15 @@ class Agent:
         self.clock = Clock(config.clock_synced)
         profiles_dir = (resolve(base_dir, config.profiles_dir) if config.profiles_dir
                         else SHIPPED_PROFILES)
-        self.profiles: dict[str, Profile] = load_profiles(profiles_dir)
+        scan = scan_profiles(profiles_dir)
+        self.profiles: dict[str, Profile] = scan.profiles
+        self.profile_errors = scan.errors  # refused only if a sensor of this gateway uses one
+        for error in scan.errors:
+            log.warning("profile error: %s", error)
         for i, sensor in enumerate(config.sensors):
+            broken = scan.error_for(sensor.profile)
+            if broken is not None:
+                raise ValueError(f"sensors[{i}].profile: {sensor.profile!r} is broken: {broken}")
             if sensor.profile not in self.profiles:
                 known = ", ".join(sorted(self.profiles))
                 raise ValueError(

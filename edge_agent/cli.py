@@ -81,7 +81,8 @@ def _load(path: str) -> AgentConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        Console(stderr=True).print(f"[bold red]config error[/]: {exc}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]config error[/]: {exc}",
+                                                   highlight=False)
         raise SystemExit(2) from None
 
 
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_check(agent_factory))
             return _check_outbox(args.config, config, resolve(base, config.outbox.path))
     except (ValueError, ConfigError) as exc:
-        Console(stderr=True).print(f"[bold red]config error[/]: {exc}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]config error[/]: {exc}",
+                                                   highlight=False)
         return 2
     configure_logging(args.log_level.upper(), "%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -160,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             agent = agent_factory()
         except (ValueError, ConfigError) as exc:
-            Console(stderr=True).print(f"[bold red]config error[/]: {exc}", highlight=False)
+            Console(stderr=True, soft_wrap=True).print(f"[bold red]config error[/]: {exc}",
+                                                   highlight=False)
             raise SystemExit(2) from None
         agent.install_signal_handlers()
         await agent.serve()
@@ -253,15 +256,25 @@ def _add_technician_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
     de.set_defaults(handler=_decode_command)
 
 
-def _profiles(directory: str | None) -> dict[str, object]:
+def _profiles(directory: str | None, wanted: str | None = None) -> dict[str, object]:
+    """Every profile that loads; each broken one is one line on stderr (exit 2 only if
+    ``wanted`` is that one, or the folder cannot be read)."""
     from edge_agent.agent import SHIPPED_PROFILES
-    from edge_agent.decoding import ProfileError, load_profiles
+    from edge_agent.decoding import scan_profiles
 
+    err = Console(stderr=True, soft_wrap=True)  # one line per error, never wrapped
     try:
-        return dict(load_profiles(directory or SHIPPED_PROFILES))
-    except (ProfileError, OSError) as exc:
-        Console(stderr=True).print(f"[bold red]profile error[/]: {exc}", highlight=False)
+        scan = scan_profiles(directory or SHIPPED_PROFILES)
+    except OSError as exc:
+        err.print(f"[bold red]profile error[/]: {exc}", highlight=False)
         raise SystemExit(2) from None
+    for error in scan.errors:
+        err.print(f"[bold red]profile error[/]: {error}", highlight=False)
+    if wanted is not None and scan.error_for(wanted) is not None:
+        err.print(f"[bold red]profile error[/]: {wanted} cannot be used until its file is"
+                  " fixed", highlight=False)
+        raise SystemExit(2)
+    return dict(scan.profiles)
 
 
 def _decode_command(args: argparse.Namespace) -> int:
@@ -271,7 +284,7 @@ def _decode_command(args: argparse.Namespace) -> int:
         print(f"decode: one of --hex and --file ({env_name('--hex')}, {env_name('--file')})",
               file=sys.stderr)
         return 2
-    profiles = _profiles(args.profiles_dir)
+    profiles = _profiles(args.profiles_dir, args.profile)
     if args.profile not in profiles:
         print(f"decode: unknown profile {args.profile!r}; known: {', '.join(sorted(profiles))}",
               file=sys.stderr)

@@ -19,7 +19,7 @@ from cityedge.uplink.payload import (
 from cityedge.uplink.topics import DEFAULT_PREFIX
 
 SITE_KINDS = ("dust_zone", "bus_stop", "apartment")
-RESERVED_TAGS = ("model", "sensor", "gateway", "district", "site", "site_kind")
+RESERVED_TAGS = ("model", "sensor", "gateway", "district", "site", "site_kind", "quality")
 # The gateway's own health readings travel as this pseudo-sensor.
 AGENT_SENSOR = "agent"
 

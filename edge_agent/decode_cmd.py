@@ -56,7 +56,7 @@ def decode_bytes(
         decoder.receive_data(chunk)
         for event in decoder.events():
             if isinstance(event, Decoded):
-                out.append({
+                reading: dict[str, Any] = {
                     "type": "reading", "offset": event.offset, "frame": event.frame,
                     "readings": [
                         {"measurement": measurement,
@@ -64,7 +64,12 @@ def decode_bytes(
                                     for k, v in fields.items()}}
                         for measurement, fields in event.readings
                     ],
-                })
+                }
+                if event.flagged:  # outside the datasheet range: kept, flagged
+                    reading["out_of_range"] = list(event.flagged)
+                if event.absent:  # the device said it has no value
+                    reading["not_available"] = list(event.absent)
+                out.append(reading)
             elif isinstance(event, Reply):
                 out.append({"type": "reply", "offset": event.offset, "frame": event.frame,
                             "fields": event.fields, "bytes": event.raw.hex(" ")})
@@ -84,9 +89,11 @@ def run(
     file: str | None = None,
     slave: int | None = None,
     skipped: bool = False,
-    out: IO[str] = sys.stdout,
-    err: IO[str] = sys.stderr,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
 ) -> int:
+    out = out or sys.stdout  # looked up now: a default bound at import outlives a redirect
+    err = err or sys.stderr
     try:
         if hex_text is not None:
             data = parse_hex(hex_text)

@@ -52,7 +52,7 @@ from edge_agent.polling import Poller, Step
 
 __all__ = ["Evidence", "ProbeResult", "probe"]
 
-INTACT = ("out_of_range", "unknown_frame", "bad_value", "wrong_device", "modbus_exception",
+INTACT = ("not_available", "unknown_frame", "bad_value", "wrong_device", "modbus_exception",
           "unexpected_reply")  # rejected, but the checksum (or CRC) passed
 _PARITY = {"none": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD,
            "mark": serial.PARITY_MARK, "space": serial.PARITY_SPACE}

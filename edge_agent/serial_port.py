@@ -29,12 +29,13 @@ import logging
 import os
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import serial
 
 from cityedge.backoff import Backoff
-from cityedge.uplink import Reading
+from cityedge.uplink import OUT_OF_RANGE_FIELD, FieldValue, Reading
+from cityedge.uplink.payload import MAX_STRING_CHARS
 from edge_agent.clock import Clock
 from edge_agent.codec import StreamDecoder, make_decoder
 from edge_agent.config import SensorConfig
@@ -53,7 +54,7 @@ REOPEN_MAX_S = 30.0
 COUNTERS = (
     "bytes", "frames_ok", "replies", "bytes_skipped", "commands_sent", "reply_timeouts",
     "write_errors", "warmup_discarded", "recoveries", "port_errors", "port_reopens",
-    "fields_not_available",
+    "fields_not_available", "readings_out_of_range",
 )  # plus rejected_<reason> for each Reason
 
 
@@ -61,9 +62,23 @@ def decoder_counters(stats: DecoderStats) -> Counter[str]:
     """A decoder's counts under their sensor_health names; zero counts left out."""
     named = Counter({"bytes": stats.bytes_received, "frames_ok": stats.frames_ok,
                      "replies": stats.replies, "bytes_skipped": stats.bytes_skipped,
-                     "fields_not_available": stats.fields_not_available})
+                     "fields_not_available": stats.fields_not_available,
+                     "readings_out_of_range": stats.readings_out_of_range})
     named.update({f"rejected_{reason}": n for reason, n in stats.rejected.items()})
     return +named
+
+def flag_out_of_range(
+    fields: dict[str, int | float], flagged: tuple[str, ...]
+) -> Mapping[str, FieldValue]:
+    """``fields``, plus the field naming those of them outside their valid range, if any."""
+    names = [name for name in flagged if name in fields] if flagged else None
+    if not names:
+        return fields
+    text = ",".join(names)
+    if len(text) > MAX_STRING_CHARS:  # never past what the collector takes in a string field
+        text = text[: text.rfind(",", 0, MAX_STRING_CHARS - 3)] + ",..."
+    return {**fields, OUT_OF_RANGE_FIELD: text}
+
 
 _PARITY = {"none": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD,
            "mark": serial.PARITY_MARK, "space": serial.PARITY_SPACE}
@@ -196,7 +211,8 @@ class SensorPort:
     def _readings(self, event: Decoded) -> list[Reading]:
         wall, mono = self.clock.stamp(self.config.id)
         return [
-            Reading(self.config.id, measurement, fields, wall, self.clock.boot, mono)
+            Reading(self.config.id, measurement, flag_out_of_range(fields, event.flagged), wall,
+                    self.clock.boot, mono)
             for measurement, fields in event.readings
         ]
 

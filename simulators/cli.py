@@ -145,10 +145,13 @@ def main(argv: list[str] | None = None) -> int:
                                     None if args.episode_at < 0 else args.episode_at,
                                     args.episode_length, args.insecure,
                                     _operator(args.parser, args)))
-    from edge_agent.decoding import load_profiles
+    from edge_agent.decoding import scan_profiles
     from simulators.device import Faults, SimulatedDevice
 
-    profiles = load_profiles(ROOT / "firmware_profiles")
+    scan = scan_profiles(ROOT / "firmware_profiles")  # a broken file stops only its own model
+    for error in scan.errors:
+        print(f"profile error: {error}", file=sys.stderr)
+    profiles = scan.profiles
     if args.profile not in profiles:
         print(f"unknown profile {args.profile!r}; known: {', '.join(sorted(profiles))}",
               file=sys.stderr)

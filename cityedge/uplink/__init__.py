@@ -18,13 +18,22 @@ from cityedge.uplink.payload import (
     encode_ack,
     encode_batch,
 )
-from cityedge.uplink.reading import UNASSIGNED, FieldValue, Reading, dump_fields
+from cityedge.uplink.reading import (
+    OUT_OF_RANGE_FIELD,
+    QUALITY_TAG,
+    UNASSIGNED,
+    FieldValue,
+    Reading,
+    dump_fields,
+)
 from cityedge.uplink.seal import KeyRing, StaticKeyRing, derive_key
 from cityedge.uplink.seqranges import SeqRanges
 from cityedge.uplink.topics import Topics
 
 __all__ = [
     "FORMAT_VERSION",
+    "OUT_OF_RANGE_FIELD",
+    "QUALITY_TAG",
     "SUPPORTED_VERSIONS",
     "UNASSIGNED",
     "Ack",

@@ -20,6 +20,14 @@ from typing import Final
 
 FieldValue = int | float | bool | str
 
+# A reading holding a value outside its sensor's datasheet range (the profile's
+# ``valid``) is kept, with this string field naming those fields ("pm1_0_ugm3,
+# pm10_ugm3"); the collector then writes the point with the tag
+# QUALITY_TAG=OUT_OF_RANGE_FIELD, so queries can keep (quality = '') or pick
+# (quality = 'out_of_range') them (README, "InfluxDB schema").
+OUT_OF_RANGE_FIELD: Final = "out_of_range"
+QUALITY_TAG: Final = "quality"
+
 # The seq of a reading not stored yet (SQLite rowids start at 1; a batch never
 # carries 0: decode_batch refuses it).
 UNASSIGNED: Final = 0

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from cityedge.uplink import OUT_OF_RANGE_FIELD
 from collector.alerts.errors import UsageError
 from collector.alerts.evaluate import HELD, KINDS, PENDING, Member, Verdict, hold
 from collector.alerts.events import Ack, AlertEvent, Silence, Status, alert_id, iso
@@ -42,6 +43,12 @@ class PointLike(Protocol):
     def time_ns(self) -> int: ...
     @property
     def identity(self) -> Identity | None: ...
+
+
+def _flagged(fields: Mapping[str, Any], name: str) -> bool:
+    """The reading says ``name`` is outside its sensor's datasheet range (kept, flagged)."""
+    flagged = fields.get(OUT_OF_RANGE_FIELD)
+    return isinstance(flagged, str) and name in flagged.split(",")
 
 
 def _number(raw: Any) -> float | None:
@@ -202,7 +209,7 @@ class Engine:
             rule = self.rules.rules[ri]
             ops = KINDS[rule.kind]
             v = _number(fields.get(rule.field)) if ops.needs_field else 0.0
-            if v is None:
+            if v is None or (rule.skip_out_of_range and _flagged(fields, rule.field)):
                 continue
             key = rule.group_key(tags) if rule.pooled else series
             if rule.pooled and "" in key:

@@ -132,6 +132,10 @@ class RuleSpec:
     exclude: TagMatch = dfield(default_factory=dict)
     group_by: str | list[str] = "sensor"
     late: Literal["ignore", "report"] = "ignore"
+    # A value outside its sensor's datasheet range (the reading's out_of_range
+    # field names it) is evaluated like any other, or skipped. Left out of the
+    # repr so that rules which keep the default keep their fingerprint (rules.py).
+    out_of_range: Literal["evaluate", "skip"] = dfield(default="evaluate", repr=False)
     late_after: str | None = None
     repeat: str | None = None
     # Mapping-valued keys are typed without "| None" (None is only the default)

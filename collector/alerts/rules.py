@@ -93,6 +93,7 @@ class Rule:
         self._kind_options(spec)
         d = file.defaults
         self.late_report = spec.late == "report"
+        self.skip_out_of_range = spec.out_of_range == "skip"
         self.late_after_ns = parse_duration(spec.late_after or d.late_after)
         repeat = spec.repeat or d.repeat
         self.repeat_ns = None if repeat == "off" else parse_duration(repeat)
@@ -100,6 +101,8 @@ class Rule:
         self.flap = (Flap(flap.count, parse_duration(flap.window), parse_duration(flap.quiet))
                      if flap.enabled else None)
         text = repr((spec, file.timezone, sorted(file.schedules.items()), d))
+        if self.skip_out_of_range:  # only then: saved state of every other rule stays valid
+            text += " out_of_range=skip"
         self.fingerprint = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
     def _limits(self, spec: RuleSpec, schedules: Schedules) -> None:

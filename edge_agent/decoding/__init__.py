@@ -19,13 +19,20 @@ from edge_agent.decoding.events import (
     NEED_DATA,
     Decoded,
     Event,
+    FieldNotes,
     FrameRejected,
     Reason,
     Reply,
     Signal,
     Skipped,
 )
-from edge_agent.decoding.loader import load_profile, load_profiles, parse_profile
+from edge_agent.decoding.loader import (
+    ProfileScan,
+    load_profile,
+    load_profiles,
+    parse_profile,
+    scan_profiles,
+)
 from edge_agent.decoding.profile import (
     MAX_FRAME_BYTES,
     ChecksumSpec,
@@ -65,6 +72,7 @@ __all__ = [
     "DecodingError",
     "Escape",
     "Event",
+    "FieldNotes",
     "FieldSpec",
     "FrameDecoder",
     "FrameRejected",
@@ -78,6 +86,7 @@ __all__ = [
     "Polling",
     "Profile",
     "ProfileError",
+    "ProfileScan",
     "Reason",
     "Reply",
     "SerialSettings",
@@ -88,6 +97,7 @@ __all__ = [
     "load_profile",
     "load_profiles",
     "parse_profile",
+    "scan_profiles",
     "seal",
     "unseal",
 ]

@@ -87,7 +87,7 @@ def commands(at: At, device: Profile, decode: Decode) -> Commands:
         whole = FrameSpec("command", "reply", None, None, "binary", ())
         framing = _layout.settle_lengths(keys["framing"], framing, (whole,), [keys["framing"]])
         framing = _layout.check_layout(
-            keys["framing"], framing, checksum, keys.get("checksum"),
+            keys["framing"], framing, checksum, keys.get("checksum") if checksum else None,
             frames=(whole,), frame_ats=[keys["framing"]], fields_path="frames",
         )
         host = Profile(

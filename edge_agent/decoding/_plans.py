@@ -59,15 +59,18 @@ def _binary(specs: tuple[FieldSpec, ...], as_float: bool) -> Callable[[bytes], O
 
     def decode(frame: bytes) -> Outcome:
         fields: Fields = {}
+        flagged: tuple[str, ...] = ()
         for spec in specs:
             value = spec.decode(frame)
             if as_float and not isinstance(value, bool):
                 value = float(value)
-            problem = spec.check(value)
-            if problem is not None:
-                return None, Reason.OUT_OF_RANGE, problem, (), ()
+            if spec.check(value) is not None:
+                why = spec.impossible(value)
+                if why is not None:
+                    return None, Reason.BAD_VALUE, why, (), ()
+                flagged += (spec.name,)
             fields[spec.name] = value
-        return fields, None, "", (), ()
+        return fields, None, "", (), flagged
 
     return decode
 
@@ -78,6 +81,7 @@ def _binary_with_rules(specs: tuple[FieldSpec, ...], as_float: bool) -> Callable
     def decode(frame: bytes) -> Outcome:
         fields: Fields = {}
         absent: list[str] = []
+        flagged: tuple[str, ...] = ()
         for spec in specs:
             value = spec.read(frame)
             if value is None:
@@ -85,11 +89,13 @@ def _binary_with_rules(specs: tuple[FieldSpec, ...], as_float: bool) -> Callable
                 continue
             if as_float and not isinstance(value, bool):
                 value = float(value)
-            problem = spec.check(value)
-            if problem is not None:
-                return None, Reason.OUT_OF_RANGE, problem, (), ()
+            if spec.check(value) is not None:
+                why = spec.impossible(value)
+                if why is not None:
+                    return None, Reason.BAD_VALUE, why, (), ()
+                flagged += (spec.name,)
             fields[spec.name] = value
-        return fields, None, "", tuple(absent), ()
+        return fields, None, "", tuple(absent), flagged
 
     return decode
 
@@ -128,14 +134,14 @@ def _text(frame: FrameSpec, head: int, tail: int) -> Callable[[bytes], Outcome]:
                 for spec in specs
             ]
         fields: Fields = {}
+        flagged: tuple[str, ...] = ()
         for spec, found_text in zip(specs, texts, strict=True):
             number, problem = value(spec, found_text)
             if problem is not None or number is None:
                 return None, Reason.BAD_VALUE, problem or "", (), ()
-            problem = spec.check(number)
-            if problem is not None:
-                return None, Reason.OUT_OF_RANGE, problem, (), ()
+            if spec.check(number) is not None:  # text never parses to NaN (_NUMBER)
+                flagged += (spec.name,)
             fields[spec.name] = number
-        return fields, None, "", (), ()
+        return fields, None, "", (), flagged
 
     return decode

@@ -45,6 +45,7 @@ from edge_agent.decoding.events import (
     NEED_DATA,
     Decoded,
     Event,
+    FieldNotes,
     FrameRejected,
     Reason,
     Reply,
@@ -315,7 +316,8 @@ def _decoded(
             (m, values) for m, names in plan.groups
             if (values := {name: fields[name] for name in names if name in fields})
         )
-    return Decoded(split[0][0], split[0][1], offset, raw, plan.name, split[1:], absent, flagged)
+    notes = FieldNotes(absent, flagged) if absent or flagged else None
+    return Decoded(split[0][0], split[0][1], offset, raw, plan.name, split[1:], notes)
 
 
 def _sums(cut: _Cut, computed: int, stored: int) -> str:

@@ -29,6 +29,8 @@ class ProfileError(DecodingError):
     """
 
     def __init__(self, file: str, line: int | None, path: str, message: str) -> None:
+        # One line each, whatever went into it: a log line or grep finds it whole.
+        message = " ".join(message.split())
         self.file = file
         self.line = line
         self.path = path

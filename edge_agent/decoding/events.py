@@ -20,6 +20,7 @@ __all__ = [
     "NEED_DATA",
     "Decoded",
     "Event",
+    "FieldNotes",
     "FrameRejected",
     "Reason",
     "Reply",
@@ -55,14 +56,14 @@ class Reason(enum.StrEnum):
     """The bytes where the end marker belongs are something else."""
     BAD_CHECKSUM = "bad_checksum"
     """The checksum computed over the frame differs from the one stored in it."""
-    OUT_OF_RANGE = "out_of_range"
-    """The frame is intact but a field lies outside the profile's ``valid`` range."""
     TRUNCATED = "truncated"
     """The stream ended in the middle of the frame."""
     UNKNOWN_FRAME = "unknown_frame"
     """The frame is intact but matches none of the profile's frame kinds."""
     BAD_VALUE = "bad_value"
-    """A text frame lacks a field, or a field's text is not a number in the expected unit."""
+    """A text frame lacks a field or a field's text is not a number in the expected unit, or a
+    float field holds NaN or infinity. (A value outside ``valid`` is no reason: it is kept and
+    flagged, ``Decoded.flagged``.)"""
     MODBUS_EXCEPTION = "modbus_exception"
     """A Modbus slave answered with an exception response (illegal address, busy, ...)."""
     UNEXPECTED_REPLY = "unexpected_reply"
@@ -81,6 +82,19 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class FieldNotes:
+    """What a reading says about some of its fields (one value, so a plain reading pays nothing).
+
+    Attributes:
+        absent: fields the device sent as "not available" (``not_available``).
+        flagged: fields outside their ``valid`` (datasheet) range, kept.
+    """
+
+    absent: tuple[str, ...] = ()
+    flagged: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Decoded(Event):
     """A frame that passed every check.
 
@@ -92,10 +106,8 @@ class Decoded(Event):
         frame: the profile's name for this kind of frame (``data`` by default).
         more: (measurement, fields) for values the profile sends to other
             measurements (a PM sensor that also reports temperature).
-        absent: fields the frame said it has no value for (their
-            ``not_available`` raw value): left out of ``fields`` and ``more``.
-        flagged: fields whose value lies outside the profile's ``valid``
-            (datasheet) range: kept, and marked so the data can be filtered.
+        notes: which fields are absent or flagged (``absent``, ``flagged``);
+            ``None``, the common case, when none is.
     """
 
     measurement: str
@@ -104,8 +116,17 @@ class Decoded(Event):
     raw: bytes
     frame: str = "data"
     more: tuple[tuple[str, dict[str, int | float]], ...] = ()
-    absent: tuple[str, ...] = ()
-    flagged: tuple[str, ...] = ()
+    notes: FieldNotes | None = None
+
+    @property
+    def absent(self) -> tuple[str, ...]:
+        """Fields the frame said it has no value for: left out of ``fields`` and ``more``."""
+        return self.notes.absent if self.notes is not None else ()
+
+    @property
+    def flagged(self) -> tuple[str, ...]:
+        """Fields outside the profile's ``valid`` (datasheet) range: kept, marked for filtering."""
+        return self.notes.flagged if self.notes is not None else ()
 
     def __post_init__(self) -> None:
         if self.offset < 0:

@@ -20,7 +20,7 @@ __all__ = ["FieldSpec"]
 
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
-    """One value in a frame: value = raw * ``scale`` + ``add``, valid if within ``valid``.
+    """One value in a frame: value = raw * ``scale`` + ``add``, flagged if outside ``valid``.
 
     Binary frames place a field at ``offset`` with a ``type``; text frames find
     it by ``key`` (key=value lines) or ``column`` (CSV lines), with an optional
@@ -54,6 +54,7 @@ class FieldSpec:
     _divisor: int = field(init=False, repr=False, compare=False)
     _add: Decimal = field(init=False, repr=False, compare=False)
     _shift: int = field(init=False, repr=False, compare=False)
+    plain: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Decimal keeps "1236 * 0.1" at 123.6 instead of 123.60000000000001, so
@@ -70,15 +71,13 @@ class FieldSpec:
         object.__setattr__(self, "_add", Decimal(repr(self.add)))
         shift = (self.mask & -self.mask).bit_length() - 1 if self.mask else 0
         object.__setattr__(self, "_shift", shift)
+        # No mask, no not-available value, nothing added: ``decode`` gives the value.
+        plain = self.mask is None and not self.not_available and not self.add
+        object.__setattr__(self, "plain", plain)
 
     @property
     def is_text(self) -> bool:
         return self.key is not None or self.column is not None
-
-    @property
-    def plain(self) -> bool:
-        """No mask, no not-available value, nothing added: ``decode`` gives the value."""
-        return self.mask is None and not self.not_available and not self.add
 
     def scaled(self, raw: int | float) -> int | float:
         if isinstance(raw, float):
@@ -144,9 +143,20 @@ class FieldSpec:
         return 0 if self.mask is not None else self.type.min
 
     def check(self, value: int | float) -> str | None:
-        """Why ``value`` is not acceptable, or ``None`` when it is."""
+        """Why ``value`` is not an ordinary reading, or ``None`` when it is.
+
+        Two answers: not a finite number (``impossible``: never stored), or
+        outside ``valid``, the datasheet's range: kept, and flagged (the
+        readings a saturated sensor gives in smoke are the ones that matter).
+        """
         if isinstance(value, float) and not math.isfinite(value):
             return f"{self.name} is {value}, not a finite number"
         if self.valid is not None and not self.valid[0] <= value <= self.valid[1]:
             return f"{self.name} = {value} outside valid [{self.valid[0]}, {self.valid[1]}]"
+        return None
+
+    def impossible(self, value: int | float) -> str | None:
+        """Why ``value`` cannot be a reading at all (NaN, infinity), or ``None``."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{self.name} is {value}, not a finite number"
         return None

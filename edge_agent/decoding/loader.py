@@ -15,6 +15,7 @@ Modbus slave's register map).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -35,7 +36,7 @@ from edge_agent.decoding.profile import (
 )
 from edge_agent.modbus import loader as modbus_loader
 
-__all__ = ["load_profile", "load_profiles", "parse_profile"]
+__all__ = ["ProfileScan", "load_profile", "load_profiles", "parse_profile", "scan_profiles"]
 
 _MODEL = re.compile(r"[a-z0-9][a-z0-9_]*")
 _PARITIES = ("none", "even", "odd", "mark", "space")
@@ -46,7 +47,7 @@ _TOP_KEYS = {
     "model": "the model name, equal to the file name without .yaml",
     "vendor": "the manufacturer's name",
     "datasheet": "the datasheet title and version",
-    "measurement": "the InfluxDB measurement name",
+    "measurement": "the InfluxDB measurement: any lower_snake_case name, e.g. particulate",
     "protocol": f"one of {', '.join(PROTOCOLS)} (default frames)",
     "serial": "a mapping: baudrate, bytesize, parity, stopbits",
     "framing": "a mapping: start, length or length_field, ...",
@@ -56,7 +57,7 @@ _TOP_KEYS = {
     "frames": "a list of frame kinds, each with name, match and fields",
     "commands": "a mapping of command role to {send, reply}",
     "polling": "a mapping: modes, default, reply_timeout, warmup",
-    "modbus": "a mapping: slave, reads, identity",
+    "modbus": "a mapping: slave, reads, identity (optional)",
 }
 _REQUIRED = ("model", "vendor", "datasheet", "measurement", "serial")
 _SERIAL_KEYS = {
@@ -74,8 +75,46 @@ def load_profile(path: str | Path) -> Profile:
 
 
 def load_profiles(directory: str | Path) -> dict[str, Profile]:
-    """Every ``*.yaml`` profile in ``directory``, keyed by model."""
+    """Every ``*.yaml`` profile in ``directory``, keyed by model; the first error raises."""
     return {p.model: p for p in map(load_profile, sorted(Path(directory).glob("*.yaml")))}
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileScan:
+    """A folder of profiles: those that loaded, by model, and one error per file that did not."""
+
+    profiles: dict[str, Profile]
+    errors: tuple[ProfileError, ...]
+
+    def error_for(self, model: str) -> ProfileError | None:
+        """The error of ``<model>.yaml``, if that file is in the folder and broken."""
+        return next((e for e in self.errors if Path(e.file).stem == model), None)
+
+
+def scan_profiles(directory: str | Path) -> ProfileScan:
+    """Every ``*.yaml`` profile in ``directory``: a broken one is reported, the others load.
+
+    One mistyped file must not stop every other model from decoding; the caller
+    reports ``errors`` (each a one-line ``file:line: key: message``) and refuses
+    only what needs a broken profile. A folder that cannot be listed raises
+    ``OSError``.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise NotADirectoryError(f"{directory}: not a folder of profiles")
+    profiles: dict[str, Profile] = {}
+    errors: list[ProfileError] = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            profile = load_profile(path)
+        except ProfileError as exc:
+            errors.append(exc)
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append(ProfileError(str(path), None, "", f"cannot be read: {exc}"))
+            continue
+        profiles[profile.model] = profile
+    return ProfileScan(profiles, tuple(errors))
 
 
 def parse_profile(text: str, source: str = "<string>", model: str | None = None) -> Profile:

@@ -31,6 +31,8 @@ class DecoderStats:
         bytes_skipped: bytes reported in ``Skipped`` events.
         fields_not_available: fields left out of readings because the device
             sent their ``not_available`` value.
+        readings_out_of_range: ``Decoded`` events with a field outside its
+            ``valid`` (datasheet) range, kept and flagged.
     """
 
     bytes_received: int = 0
@@ -39,6 +41,7 @@ class DecoderStats:
     rejected: Counter[str] = field(default_factory=Counter)
     bytes_skipped: int = 0
     fields_not_available: int = 0
+    readings_out_of_range: int = 0
 
     @property
     def frames_rejected(self) -> int:
@@ -48,8 +51,10 @@ class DecoderStats:
         """The one place an event is counted (``next_event`` and ``events`` both call it)."""
         if isinstance(event, Decoded):
             self.frames_ok += 1
-            if event.absent:
-                self.fields_not_available += len(event.absent)
+            notes = event.notes
+            if notes is not None:
+                self.fields_not_available += len(notes.absent)
+                self.readings_out_of_range += bool(notes.flagged)
         elif isinstance(event, Skipped):
             self.bytes_skipped += event.count
         elif isinstance(event, FrameRejected):

@@ -30,6 +30,7 @@ from edge_agent.decoding import (
     NEED_DATA,
     Decoded,
     Event,
+    FieldNotes,
     FieldSpec,
     FrameRejected,
     LocalProtocolError,
@@ -206,16 +207,23 @@ class ModbusDecoder(StreamDecoder):
         problem = self._identity(blocks)
         if problem is not None:
             return self._reject(Reason.WRONG_DEVICE, len(frame), problem)
+        return self._reading(blocks, frame)
+
+    def _reading(self, blocks: dict[int, bytes | list[bool]], frame: bytes) -> Event:
+        """The poll's reading from every read's reply; ``frame`` is the last reply."""
         fields: dict[str, int | float] = {}
         absent: list[str] = []
+        flagged: list[str] = []
         for spec in self._fields:
             value = self._value(blocks, spec.table or "", spec.address or 0, spec)
             if value is None:
                 absent.append(spec.name)
                 continue
-            why = spec.check(value)
-            if why is not None:
-                return self._reject(Reason.OUT_OF_RANGE, len(frame), why)
+            if spec.check(value) is not None:
+                why = spec.impossible(value)
+                if why is not None:
+                    return self._reject(Reason.BAD_VALUE, len(frame), why)
+                flagged.append(spec.name)
             fields[spec.name] = value
         if not fields:
             return self._reject(
@@ -230,7 +238,8 @@ class ModbusDecoder(StreamDecoder):
                 )
         (measurement, main), *more = groups.items()
         return self._consume(Decoded(
-            measurement, main, self.offset, frame, "data", tuple(more), tuple(absent)
+            measurement, main, self.offset, frame, "data", tuple(more),
+            FieldNotes(tuple(absent), tuple(flagged)) if absent or flagged else None,
         ))
 
     def _consume(self, event: Decoded | Reply) -> Event:

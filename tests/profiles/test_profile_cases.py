@@ -12,8 +12,13 @@ each with its absolute offset ``at``):
 
     - {skipped: 3, at: 0}
     - {decoded: {field: value, ...every field, every measurement...}, at: 3}
+    - {decoded: {...}, flagged: [pm1_0_ugm3], at: 3}   (outside valid: kept, flagged)
+    - {decoded: {...}, absent: [temperature_c], at: 3} (its not_available value)
     - {reply: reply, fields: {command: 225, data: 0}, at: 35}
     - {rejected: bad_checksum, at: 43}
+
+Format features get cases before any shipped profile uses them: a case in
+``tests/profiles/_format/`` also holds ``profile``, the small profile it runs.
 
 Each case runs as recorded (one receive_data per read), whole (one read), one
 byte at a time, and wrapped in garbage. Adjacent ``Skipped`` events are merged
@@ -38,12 +43,16 @@ from edge_agent.decoding import (
     Reply,
     Skipped,
     load_profile,
+    parse_profile,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ROOT / "firmware_profiles"
 CASES = Path(__file__).resolve().parent
 WAYS = ("as_read", "whole", "byte_by_byte", "garbage_around")
+# Cases for a format feature before a shipped profile uses it: each holds its
+# own small profile under the key ``profile`` (tests/profiles/_format/).
+FORMAT_CASES = "_format"
 GARBAGE_CANDIDATES = bytes.fromhex("00 FF 13 37 A5 5A 99 01 EE 20")
 
 
@@ -63,19 +72,27 @@ def _hex(value: Any, where: str) -> bytes:
 
 def _load_case(path: Path) -> tuple[Profile, list[bytes], list[dict[str, Any]]]:
     case = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert isinstance(case, dict) and set(case) == {"reads", "expect"}, (
-        f"{path}: a case has exactly the keys reads and expect"
+    inline = path.parent.name == FORMAT_CASES  # the profile is in the case itself
+    keys = {"profile", "reads", "expect"} if inline else {"reads", "expect"}
+    assert isinstance(case, dict) and set(case) == keys, (
+        f"{path}: a case has exactly the keys {', '.join(sorted(keys))}"
     )
     reads = [_hex(item, f"{path}: reads[{i}]") for i, item in enumerate(case["reads"])]
-    profile = load_profile(PROFILES / f"{path.parent.name}.yaml")
+    if inline:
+        profile = parse_profile(yaml.safe_dump(case["profile"]), f"{path}: profile")
+    else:
+        profile = load_profile(PROFILES / f"{path.parent.name}.yaml")
     for index, item in enumerate(case["expect"]):
         kinds = set(item) - {"at"}
-        kinds -= {"fields"}
+        kinds -= {"fields", "flagged", "absent"}
         known = {"decoded", "rejected", "skipped", "reply"}
         assert len(kinds) == 1 and kinds <= known and "at" in item, (
             f"{path}: expect[{index}] needs one of decoded/reply/rejected/skipped, and at"
         )
         assert ("fields" in item) == ("reply" in item), f"{path}: expect[{index}]: reply and fields"
+        assert "decoded" in item or not {"flagged", "absent"} & set(item), (
+            f"{path}: expect[{index}]: flagged and absent belong to a decoded reading"
+        )
         if "rejected" in item:
             Reason(item["rejected"])  # a typo in a reason code fails here, not as a mismatch
     return profile, reads, case["expect"]
@@ -100,7 +117,12 @@ def _normalize(events: list[Event]) -> list[dict[str, Any]]:
                 continue
             out.append({"skipped": event.count, "at": event.offset})
         elif isinstance(event, Decoded):
-            out.append({"decoded": event.all_fields, "at": event.offset})
+            decoded: dict[str, Any] = {"decoded": event.all_fields, "at": event.offset}
+            if event.flagged:
+                decoded["flagged"] = list(event.flagged)
+            if event.absent:
+                decoded["absent"] = list(event.absent)
+            out.append(decoded)
         elif isinstance(event, Reply):
             out.append({"reply": event.frame, "fields": event.fields, "at": event.offset})
         elif isinstance(event, FrameRejected):
@@ -177,7 +199,7 @@ def test_every_profile_has_cases() -> None:
 
 
 def test_every_case_folder_names_a_profile() -> None:
-    folders = {p.parent.name for p in _case_files()}
+    folders = {p.parent.name for p in _case_files()} - {FORMAT_CASES}
     assert sorted(m for m in folders if not (PROFILES / f"{m}.yaml").exists()) == []
 
 

@@ -227,15 +227,17 @@ def test_nan_is_never_decoded() -> None:
     body = b"\xfa" + bytes.fromhex("7F C0 00 00") + b"\x00\x00"
     events = feed(FLOATS, body + bytes([sum(body) & 0xFF]))
     assert isinstance(events[0], FrameRejected)
-    assert events[0].reason == Reason.OUT_OF_RANGE
+    assert events[0].reason == Reason.BAD_VALUE  # was out_of_range: outside valid is now kept
     assert "not a finite number" in events[0].detail
 
 
-def test_out_of_range_names_the_field() -> None:
+def test_out_of_range_is_kept_and_names_the_field() -> None:
+    # Until extreme readings became data this frame was rejected as out_of_range.
     frame = encode_frame(FLOATS, {"offset_c": 85.1})
-    [rejected, *_] = feed(FLOATS, frame)
-    assert isinstance(rejected, FrameRejected)
-    assert rejected.detail == "offset_c = 85.1 outside valid [-40, 85]"
+    [decoded] = feed(FLOATS, frame)
+    assert isinstance(decoded, Decoded)
+    assert decoded.fields["offset_c"] == 85.1
+    assert decoded.flagged == ("offset_c",)
 
 
 # -- the encoder against frames it did not make ----------------------------------

@@ -383,3 +383,27 @@ def test_modbus_fields_reading_one_register_twice_is_an_error() -> None:
     text = MODBUS.replace("mask: 0x000F", "mask: 0xC000")
     with pytest.raises(ProfileError, match=r"fields\[3\].address: .*disjoint masks"):
         parse_profile(text, "demo.yaml")
+
+
+COMMANDS = """\
+commands:
+  framing: {start: "68", length_field: {offset: 1, type: u8, add: 3}, max_length: 16}
+  checksum: {algorithm: neg_sum8, start: 0, end: -1, offset: -1, type: u8}
+  query: {send: "68 01 04 93", reply_frame: measuring_results}
+  stop: {send: "68 01 02 95", reply: "A5 A5"}
+polling:
+  default: passive
+  modes:
+    passive: {start: [stop], poll: [query], interval: 1.0}
+"""
+
+
+def test_commands_with_a_negated_sum_answered_by_another_layout() -> None:
+    profile = parse_profile(HPMA + COMMANDS, "demo.yaml")
+    assert profile.commands is not None
+    assert profile.commands.by_role["stop"].reply == bytes.fromhex("A5 A5")
+    unchecked = COMMANDS.replace(
+        "{algorithm: neg_sum8, start: 0, end: -1, offset: -1, type: u8}", "none")
+    assert parse_profile(HPMA + unchecked, "demo.yaml").commands is not None
+    with pytest.raises(ProfileError, match=r"commands\.stop\.send: expected one command frame"):
+        parse_profile(HPMA + COMMANDS.replace("68 01 02 95", "68 01 02 96"), "demo.yaml")

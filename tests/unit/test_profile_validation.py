@@ -122,7 +122,7 @@ _CASES = [
         "",
         "model: demo",
         "measurement",
-        "required key is missing; expected the InfluxDB measurement name",
+        "required key is missing; expected the InfluxDB measurement: any lower_snake_case name",
     ),
     (
         "unquoted_hex_marker",
