@@ -23,7 +23,8 @@ sensors), the probe opens the port and:
    not this device's.
 
 Evidence per profile: questions unanswered, whether identity registers named
-the model (Modbus), readings and replies decoded, frames with a good checksum,
+the model (Modbus), readings in range (a ZH03B profile reads an MH-Z19B answer,
+but out of its range), readings and replies decoded, frames with a good checksum,
 damaged frames, and the first reading. A profile matches when it decoded at
 least one reading or reply. Profiles with the same evidence are wire-identical
 for this device (a PMS5003, PMS7003 and PMSA003 send the same bytes and answer
@@ -70,6 +71,7 @@ class Evidence:
     first_reading: dict[str, dict[str, Any]] | None = None
     asked: list[str] = field(default_factory=list)
     unanswered: int = 0  # questions in the profile's protocol that got no answer
+    flagged: int = 0  # readings with a value outside its datasheet range
     identified: bool = False  # a reading whose identity registers named the model
     kinds: set[str] = field(default_factory=set)  # frame kinds decoded or replied so far
     window: set[str] = field(default_factory=set)  # the same, since the last question
@@ -86,17 +88,17 @@ class Evidence:
     def matched(self) -> bool:
         return self.readings > 0 or self.replies > 0
 
-    def key(self) -> tuple[int, bool, int, int, int, int]:
-        """Better evidence sorts higher."""
-        return (-self.unanswered, self.identified, self.readings, self.replies,
-                self.checksums_passed, -self.damaged)
+    def key(self) -> tuple[int, bool, int, int, int, int, int]:
+        """Better evidence sorts higher: a reading in range counts before one flagged."""
+        return (-self.unanswered, self.identified, self.readings - self.flagged, self.readings,
+                self.replies, self.checksums_passed, -self.damaged)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "readings": self.readings, "replies": self.replies,
             "checksums_passed": self.checksums_passed, "damaged": self.damaged,
             "rejected": dict(self.rejected), "bytes": self.bytes_seen,
-            "asked": self.asked, "unanswered": self.unanswered,
+            "asked": self.asked, "unanswered": self.unanswered, "flagged": self.flagged,
             "identified": self.identified, "reading": self.first_reading,
         }
 
@@ -172,6 +174,7 @@ class _Listener:
             evidence.window.add(event.frame)
         if isinstance(event, Decoded):
             evidence.readings += 1
+            evidence.flagged += bool(event.flagged)
             modbus = profile.modbus
             evidence.identified = evidence.identified or bool(modbus and modbus.identity)
             if evidence.first_reading is None:

@@ -97,3 +97,10 @@ def test_an_unanswered_question_outweighs_more_readings() -> None:
     asked = Evidence("a", readings=9, unanswered=1)
     quiet = Evidence("b", readings=3)
     assert quiet.key() > asked.key()
+
+
+def test_a_co2_answer_is_not_taken_for_a_dust_answer() -> None:
+    """ZH03B and ZH06-I profiles read an MH-Z19B's answer, flagged out of their range."""
+    matched, evidence, _ = run("mhz19b")
+    assert matched == ["mhz19b"]
+    assert evidence["zh03b"].readings == evidence["zh03b"].flagged >= 1
