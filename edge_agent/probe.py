@@ -13,12 +13,23 @@ sensors), the probe opens the port and:
    Plantower family shares its commands) are not sent twice. Every answer is
    fed to every decoder again.
 
-Evidence per profile: readings and replies decoded, frames with a good
-checksum, damaged frames, and the first reading. A profile matches when it
-decoded at least one reading or reply. Profiles with the same evidence are
-wire-identical for this device (a PMS5003, PMS7003 and PMSA003 send the same
-bytes) and are reported together: the probe cannot, and does not pretend to,
-tell them apart.
+3. if what was heard fits several profiles equally well (a 42 4D frame with a
+   16-bit sum is a Plantower's, a Winsen ZH06-I's or a Honeywell HPMA115's),
+   asks each of those in its own protocol, as in 2., and notes per profile
+   which of its questions that expect an answer got none. An answer is a frame
+   of a kind the question awaits and the listening did not already bring (a
+   streamed reading answers nothing). A device answers its own protocol: a
+   profile whose questions went unanswered while another's were answered is
+   not this device's.
+
+Evidence per profile: questions unanswered, whether identity registers named
+the model (Modbus), readings in range (a ZH03B profile reads an MH-Z19B answer,
+but out of its range), readings and replies decoded, frames with a good checksum,
+damaged frames, and the first reading. A profile matches when it decoded at
+least one reading or reply. Profiles with the same evidence are wire-identical
+for this device (a PMS5003, PMS7003 and PMSA003 send the same bytes and answer
+the same commands) and are reported together: the probe cannot, and does not
+pretend to, tell them apart.
 
 The probe may leave a sensor in a different mode (e.g. passive after a
 query); the agent sets its own mode whenever it opens the port.
@@ -59,6 +70,11 @@ class Evidence:
     bytes_seen: int = 0
     first_reading: dict[str, dict[str, Any]] | None = None
     asked: list[str] = field(default_factory=list)
+    unanswered: int = 0  # questions in the profile's protocol that got no answer
+    flagged: int = 0  # readings with a value outside its datasheet range
+    identified: bool = False  # a reading whose identity registers named the model
+    kinds: set[str] = field(default_factory=set)  # frame kinds decoded or replied so far
+    window: set[str] = field(default_factory=set)  # the same, since the last question
 
     @property
     def checksums_passed(self) -> int:
@@ -72,16 +88,18 @@ class Evidence:
     def matched(self) -> bool:
         return self.readings > 0 or self.replies > 0
 
-    def key(self) -> tuple[int, int, int, int]:
-        """Better evidence sorts higher."""
-        return (self.readings, self.replies, self.checksums_passed, -self.damaged)
+    def key(self) -> tuple[int, bool, int, int, int, int, int]:
+        """Better evidence sorts higher: a reading in range counts before one flagged."""
+        return (-self.unanswered, self.identified, self.readings - self.flagged, self.readings,
+                self.replies, self.checksums_passed, -self.damaged)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "readings": self.readings, "replies": self.replies,
             "checksums_passed": self.checksums_passed, "damaged": self.damaged,
             "rejected": dict(self.rejected), "bytes": self.bytes_seen,
-            "asked": self.asked, "reading": self.first_reading,
+            "asked": self.asked, "unanswered": self.unanswered, "flagged": self.flagged,
+            "identified": self.identified, "reading": self.first_reading,
         }
 
 
@@ -131,6 +149,11 @@ class _Listener:
             )
             self.evidence[profile.model] = Evidence(profile.model)
 
+    def mark(self) -> None:
+        """A question is about to go out: answers are counted from here."""
+        for evidence in self.evidence.values():
+            evidence.window = set()
+
     def heard(self) -> int:
         """Readings and replies decoded so far, by all decoders together."""
         return sum(e.readings + e.replies for e in self.evidence.values())
@@ -146,8 +169,14 @@ class _Listener:
 
     @staticmethod
     def _note(evidence: Evidence, profile: Profile, event: object) -> None:
+        if isinstance(event, Decoded | Reply):
+            evidence.kinds.add(event.frame)
+            evidence.window.add(event.frame)
         if isinstance(event, Decoded):
             evidence.readings += 1
+            evidence.flagged += bool(event.flagged)
+            modbus = profile.modbus
+            evidence.identified = evidence.identified or bool(modbus and modbus.identity)
             if evidence.first_reading is None:
                 units = {s.name: s.unit for f in profile.frames for s in f.fields}
                 evidence.first_reading = {
@@ -229,6 +258,8 @@ def probe(
                         ser.write(data)
                         wait = min(step.timeout, reply_timeout) if step.awaits else 0.1
                         _read_for(ser, wait, listener, clock, answered=True)
+            _settle(ser, members, listener, slave=slave, reply_timeout=reply_timeout,
+                    clock=clock, progress=progress, setting=setting)
         for model, found in listener.evidence.items():
             evidence[model] = found
             settings[model] = _label(setting)
@@ -238,17 +269,65 @@ def probe(
 
 
 def _read_for(
-    ser: Any, seconds: float, listener: _Listener, clock: Callable[[], float],
-    answered: bool = False,
+    ser: Any, seconds: float, listener: _Listener, clock: Callable[[], float], *,
+    answered: bool = False, until: Callable[[], bool] | None = None,
 ) -> None:
-    """Feed what the port says for ``seconds``; with ``answered``, stop soon after an answer."""
+    """Feed what the port says for ``seconds``; stop soon after an answer.
+
+    ``answered``: after any decoder heard something new; ``until``: once it is true.
+    """
     deadline, before = clock() + seconds, listener.heard()
     while clock() < deadline:
         data = ser.read(4096)
         if data:
             listener.feed(bytes(data))
-            if answered and listener.heard() > before:
+            done = until() if until is not None else answered and listener.heard() > before
+            if done:
                 deadline = min(deadline, clock() + 0.05)  # the rest of a split answer
+
+
+def _contenders(listener: _Listener) -> list[str]:
+    """The matched profiles whose evidence ties for best (several: the bytes did not decide)."""
+    matched = [e for e in listener.evidence.values() if e.matched]
+    if not matched:
+        return []
+    best = max(e.key() for e in matched)
+    return [e.model for e in matched if e.key() == best]
+
+
+def _answer_to(step: Step, evidence: Evidence) -> Callable[[], bool]:
+    """True once ``evidence``'s decoder has heard a frame kind ``step`` awaits."""
+    return lambda: bool(step.awaits & evidence.window)
+
+
+def _settle(
+    ser: Any, members: list[Profile], listener: _Listener, *, slave: int | None,
+    reply_timeout: float, clock: Callable[[], float], progress: Callable[[str], None],
+    setting: tuple[int, int, str, float],
+) -> None:
+    """Step 3: ask tied profiles in their own protocols; count questions left unanswered."""
+    tied = set(_contenders(listener))
+    if len(tied) < 2:
+        return
+    heard = {model: set(e.kinds) for model, e in listener.evidence.items()}
+    windows: dict[bytes, dict[str, set[str]]] = {}
+    for profile in (p for p in members if p.model in tied):
+        decoder = make_decoder(profile, slave=slave if profile.protocol == "modbus_rtu" else None)
+        evidence = listener.evidence[profile.model]
+        for step, data in _probe_steps(profile, decoder):
+            if data not in windows:
+                progress(f"{_label(setting)}: {profile.model}: {step.name} (to tell apart)")
+                listener.mark()
+                ser.write(data)
+                wait = min(step.timeout, reply_timeout) if step.awaits else 0.1
+                _read_for(ser, wait, listener, clock, until=_answer_to(step, evidence))
+                windows[data] = {m: set(e.window) for m, e in listener.evidence.items()}
+            new = step.awaits - heard[profile.model]  # a streamed kind answers nothing
+            if not new:
+                continue
+            evidence.asked.append(step.name)
+            if not new & windows[data][profile.model]:
+                evidence.unanswered += 1
 
 
 def _verdict(port: str, evidence: dict[str, Evidence], settings: dict[str, str]) -> ProbeResult:

@@ -3,7 +3,8 @@
 Values drift as a bounded random walk from a seeded generator, so a run can be
 replayed. Particulate values keep the physical ordering PM1 <= PM2.5 <= PM4 <=
 PM10 and counts that fall with particle size, as real sensors report; a sound
-level's Lmax is never below its LAeq; a bus terminal's door is mostly shut.
+level's Lmax is never below its LAeq; a bus terminal's door is mostly shut;
+indoor CO2 and formaldehyde wander around what an occupied flat shows.
 Every value is clamped to its field's ``valid`` range and quantized to what
 the field can carry (``simulators.frames.quantize``), so a value logged by a
 simulator is exactly the value the decoder reads back.
@@ -78,6 +79,16 @@ def _noise(rng: random.Random) -> Callable[[], Values]:
     return next_values
 
 
+def _gas(rng: random.Random) -> Callable[[], Values]:
+    co2 = Drift(rng, 400, 2500, centre=750, step=15)
+    formaldehyde = Drift(rng, 5, 120, centre=30, step=1.0)
+
+    def next_values() -> Values:
+        return {"co2_ppm": co2.next(), "formaldehyde_ugm3": formaldehyde.next()}
+
+    return next_values
+
+
 def _bus_terminal(rng: random.Random) -> Callable[[], Values]:
     temperature = Drift(rng, -5, 60, centre=24, step=0.2)
     voltage = Drift(rng, 22.0, 26.0, centre=24.1, step=0.05)
@@ -128,7 +139,8 @@ def generator_for(
     rng = random.Random(seed)
     specs = frame_spec(profile).fields
     known: list[Callable[[], Values]] = [
-        _particulate(rng, episode), _climate(rng), _noise(rng), _bus_terminal(rng)
+        _particulate(rng, episode), _climate(rng), _noise(rng), _bus_terminal(rng),
+        _gas(random.Random(seed ^ 0x6A5)),  # its own stream: the others' values stay as they were
     ]
     fallback = _generic(rng, specs)
 

@@ -28,8 +28,9 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = load_profiles(ROOT / "firmware_profiles")
-# The Plantower models whose 32-byte frames are the same bytes (pms5003.yaml, quirks).
-PLANTOWER_32 = {"pms5003", "pms7003", "pmsa003", "pms5003t"}
+# The Plantower models whose 32-byte frames and commands are the same bytes (pms5003.yaml,
+# pms5003s.yaml, quirks).
+PLANTOWER_32 = {"pms5003", "pms7003", "pmsa003", "pms5003t", "pms5003s"}
 
 
 def run_probe(port: str, *extra: str, listen: float = 0.6) -> tuple[int, dict[str, Any], str]:
