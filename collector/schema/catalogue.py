@@ -31,6 +31,7 @@ EXTREMES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "noise": {"lmax_dba": ("max",), "laeq_1min_dba": ("max",)},
     "particulate": {"pm2_5_ugm3": ("max",), "pm10_ugm3": ("max",)},
     "climate": {"temperature_c": ("min", "max")},
+    "gas": {"co2_ppm": ("max",)},  # indoor air: the worst minute matters, not only the mean
 }
 
 

@@ -21,7 +21,7 @@ def test_the_committed_schema_doc_is_the_generated_one() -> None:
 def test_every_measurement_is_documented_once_with_a_policy() -> None:
     names = [m.name for m in all_measurements()]
     assert len(names) == len(set(names))
-    assert {"particulate", "noise", "climate", "bus_terminal", "gateway_health",
+    assert {"particulate", "noise", "climate", "bus_terminal", "gas", "gateway_health",
             "sensor_health", "outbox_drops", "cityedge_collector", "cityedge_deadletter",
             "alerts"} == set(names)
     assert {group_of(n) for n in names} == {"raw", "health", "events"}
