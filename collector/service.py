@@ -182,6 +182,8 @@ class CollectorService:
         if self.http is not None:
             refused += self.http.refused
             fields.update(by_reason("http_connections_refused", self.http.guard.counts))
+            if self.http.airrohr is not None:
+                fields.update(self.http.airrohr.health())
         fields["refused_batches"] = sum(refused.values())
         fields.update(by_reason("refused", refused))
         fields.update(by_reason("dead_letters", s.dead_letter_reasons))
