@@ -59,6 +59,7 @@ from collector.ingest import Accepted, Refused
 from collector.ratelimit import RateLimiter
 from collector.sources.airrohr_http import AirrohrConfig, AirrohrRoute
 from collector.sources.http_guard import BACKLOG, ConnectionGuard, connection_cap
+from collector.sources.influx_http import InfluxWriteConfig, InfluxWriteRoute
 from collector.sources.intake import Intake
 
 log = logging.getLogger(__name__)
@@ -110,9 +111,10 @@ class HttpSourceConfig:
     idle_timeout: float = field(default=30.0, metadata={"min": 0.1, "max": 3600.0})
     # Open connections at once (lowered to fit the descriptor limit, ulimit -n).
     max_connections: int = field(default=1000, metadata={"min": 1, "max": 1_000_000})
-    # sensor.community (airrohr) devices' own pushes (collector/sources/airrohr_http.py);
-    # null: the route is off.
+    # Routes for what is already in the field, null: off (docs/integrations.md):
+    # airrohr devices' pushes, InfluxDB's /write and /api/v2/write.
     airrohr: AirrohrConfig | None = None
+    influx_write: InfluxWriteConfig | None = None
 
     def __post_init__(self) -> None:
         p = self.path_prefix
@@ -173,6 +175,11 @@ class HttpSource:
         if config.airrohr is not None:
             self.airrohr = AirrohrRoute(self, config.airrohr)
             self.app.router.add_post(f"{prefix}{config.airrohr.path}", self.airrohr.handle)
+        self.influx_write: InfluxWriteRoute | None = None
+        if config.influx_write is not None:
+            iw = self.influx_write = InfluxWriteRoute(self, config.influx_write)
+            self.app.router.add_post(f"{prefix}{config.influx_write.v1_path}", iw.v1)
+            self.app.router.add_post(f"{prefix}{config.influx_write.v2_path}", iw.v2)
 
     @property
     def port(self) -> int:
@@ -383,6 +390,7 @@ class HttpSource:
             "connections_refused": dict(self.guard.counts),
             "pending_batches": len(self._writing),
             **(self.airrohr.health() if self.airrohr is not None else {}),
+            **(self.influx_write.health() if self.influx_write is not None else {}),
             "pipeline": {
                 **self.pipeline.health_fields(),
                 "not_written": dict(p.not_written),
