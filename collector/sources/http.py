@@ -311,6 +311,8 @@ class HttpSource:
                 body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._refuse(gateway, "too_large", f"body over {limit} bytes")
+        except web.RequestPayloadError as exc:  # e.g. a Content-Encoding it is not in
+            return self._refuse(gateway, "bad_body", str(exc).replace("\n", " ")[:200])
         except TimeoutError:
             return self._refuse(gateway, "body_timeout",
                                 f"body not received within {self.config.body_timeout:g} s")
