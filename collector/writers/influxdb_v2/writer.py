@@ -78,7 +78,9 @@ class InfluxV2Writer:
                 bucket=self.config.bucket, org=self.config.org, record=body,
                 write_precision=WritePrecision.NS)  # type: ignore[arg-type]
         except ApiException as exc:
-            text = exc.body if isinstance(exc.body, str) else str(exc.body or "")
+            body_ = exc.body  # bytes from the async client, str from the sync one
+            text = (body_.decode("utf-8", "replace") if isinstance(body_, bytes)
+                    else str(body_ or ""))
             error = classify(int(exc.status or 0), text, exc.headers or {})
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise Retryable(f"write: {type(exc).__name__}: {redact_text(str(exc))}") from None
