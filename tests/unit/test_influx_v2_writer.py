@@ -150,7 +150,7 @@ def test_pipeline_dead_letters_a_type_conflict_and_writes_the_rest() -> None:
             assert sorted(line.split(" ")[1].split(",")[0] for line in readings) == [
                 "pm10_ugm3=1.5", "pm10_ugm3=2.5"]
             assert len(dead) == 2 and all("reason=database_refused" in line for line in dead)
-            assert pipeline.stats.dead_letter_reasons["database_refused"] == 2
+            assert pipeline.stats.rejected_points == 2
 
     asyncio.run(asyncio.wait_for(main(), 20))
 
