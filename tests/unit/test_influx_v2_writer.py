@@ -22,10 +22,13 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from cityedge.yamlconfig import ConfigError
+from collector.config import load_config, make_writer
 from collector.delivery import WritePipeline
 from collector.ingest import Accepted, ingest
 from collector.writers.errors import PartialWrite, RefusalKind, Retryable, Throttled, TooLarge
@@ -159,3 +162,26 @@ def test_messages_that_are_not_json_name_nothing() -> None:
     assert parse_refusal("<html>bad gateway</html>").kind is RefusalKind.UNNAMED
     assert parse_refusal('{"code":"invalid"}').kind is RefusalKind.UNNAMED
     assert parse_refusal(CONFLICT).kind is RefusalKind.FIELD_TYPE
+
+
+def test_configured_by_writer_type(tmp_path: Path) -> None:
+    text = """writer:
+  type: influxdb_v2
+  url: https://eu-central-1-1.aws.cloud2.influxdata.com
+  org: city
+  bucket: readings
+  token: t0ken
+  gzip: true
+insecure: true
+"""
+    (tmp_path / "c.yaml").write_text(text, encoding="utf-8")
+    loaded = load_config(tmp_path / "c.yaml")
+    writer = make_writer(loaded.config, loaded.doc)
+    assert isinstance(writer, InfluxV2Writer)
+    assert writer.config == InfluxV2Config(url="https://eu-central-1-1.aws.cloud2.influxdata.com",
+                                           org="city", bucket="readings", token="t0ken",
+                                           gzip=True)
+    assert "t0ken" not in repr(writer.config)
+    (tmp_path / "c.yaml").write_text(text.replace("https://", "ftp://"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"writer\.url"):
+        load_config(tmp_path / "c.yaml")  # checked at load, before any connection
