@@ -247,6 +247,9 @@ class CollectorService:
         if self.http is not None:
             refused += self.http.refused
             fields.update(by_reason("http_connections_refused", self.http.guard.counts))
+            for route in (self.http.airrohr, self.http.influx_write):
+                if route is not None:
+                    fields.update(route.health())
         fields["refused_batches"] = sum(refused.values())
         fields.update(by_reason("refused", refused))
         fields.update(by_reason("dead_letters", s.dead_letter_reasons))

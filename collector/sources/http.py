@@ -57,7 +57,9 @@ from collector.admission import Admission
 from collector.delivery import WritePipeline
 from collector.ingest import Accepted, Refused
 from collector.ratelimit import RateLimiter
+from collector.sources.airrohr_http import AirrohrConfig, AirrohrRoute
 from collector.sources.http_guard import BACKLOG, ConnectionGuard, connection_cap
+from collector.sources.influx_http import InfluxWriteConfig, InfluxWriteRoute
 from collector.sources.intake import Intake
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,10 @@ class HttpSourceConfig:
     idle_timeout: float = field(default=30.0, metadata={"min": 0.1, "max": 3600.0})
     # Open connections at once (lowered to fit the descriptor limit, ulimit -n).
     max_connections: int = field(default=1000, metadata={"min": 1, "max": 1_000_000})
+    # Routes for what is already in the field, null: off (docs/integrations.md):
+    # airrohr devices' pushes, InfluxDB's /write and /api/v2/write.
+    airrohr: AirrohrConfig | None = None
+    influx_write: InfluxWriteConfig | None = None
 
     def __post_init__(self) -> None:
         p = self.path_prefix
@@ -165,6 +171,15 @@ class HttpSource:
         self.app.router.add_post(f"{prefix}/{API_VERSION}/gateways/{{gateway}}/batches",
                                  self._batches)
         self.app.router.add_get(f"{prefix}/{API_VERSION}/health", self._health)
+        self.airrohr: AirrohrRoute | None = None
+        if config.airrohr is not None:
+            self.airrohr = AirrohrRoute(self, config.airrohr)
+            self.app.router.add_post(f"{prefix}{config.airrohr.path}", self.airrohr.handle)
+        self.influx_write: InfluxWriteRoute | None = None
+        if config.influx_write is not None:
+            iw = self.influx_write = InfluxWriteRoute(self, config.influx_write)
+            self.app.router.add_post(f"{prefix}{config.influx_write.v1_path}", iw.v1)
+            self.app.router.add_post(f"{prefix}{config.influx_write.v2_path}", iw.v2)
 
     @property
     def port(self) -> int:
@@ -278,6 +293,16 @@ class HttpSource:
         return await self._write_then_ack(result)
 
     async def _accept(self, request: web.Request, gateway: str) -> Accepted | web.Response:
+        body = await self._read_body(request, gateway)
+        if isinstance(body, web.Response):
+            return body
+        result = self.intake.ingest(body, gateway)
+        if isinstance(result, Refused):
+            return self._refuse(gateway, result.reason, result.detail)
+        return result
+
+    async def _read_body(self, request: web.Request, gateway: str) -> bytes | web.Response:
+        """The body, within max_body_bytes and body_timeout, paid for at the rate limit."""
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return self._refuse(gateway, "too_large", f"{request.content_length} bytes > {limit}")
@@ -286,16 +311,15 @@ class HttpSource:
                 body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._refuse(gateway, "too_large", f"body over {limit} bytes")
+        except web.RequestPayloadError as exc:  # e.g. a Content-Encoding it is not in
+            return self._refuse(gateway, "bad_body", str(exc).replace("\n", " ")[:200])
         except TimeoutError:
             return self._refuse(gateway, "body_timeout",
                                 f"body not received within {self.config.body_timeout:g} s")
         paid = self._declared(request)
         if len(body) > paid and (early := self._over_limit(gateway, len(body), paid)):
             return early  # a body longer than announced (chunked) pays the rest
-        result = self.intake.ingest(body, gateway)
-        if isinstance(result, Refused):
-            return self._refuse(gateway, result.reason, result.detail)
-        return result
+        return body
 
     async def _write_then_ack(self, accepted: Accepted) -> web.Response:
         key = (accepted.gateway, accepted.ack.epoch, accepted.ack.seqs)
@@ -367,6 +391,8 @@ class HttpSource:
             "refused": dict(self.refused),
             "connections_refused": dict(self.guard.counts),
             "pending_batches": len(self._writing),
+            **(self.airrohr.health() if self.airrohr is not None else {}),
+            **(self.influx_write.health() if self.influx_write is not None else {}),
             "pipeline": {
                 **self.pipeline.health_fields(),
                 "not_written": dict(p.not_written),

@@ -1,6 +1,6 @@
 """Where points go: one folder per database API, each registering a factory by name."""
 
-from collector.writers import influxdb_v1  # noqa: F401  (registers itself)
+from collector.writers import influxdb_v1, influxdb_v2  # noqa: F401  (register themselves)
 from collector.writers.base import REGISTRY, Writer, register
 from collector.writers.errors import DeliveryRejected, Retryable, Throttled, TooLarge, WriteError
 

@@ -458,9 +458,11 @@ def test_shipped_collector_sample_loads() -> None:
     [
         (
             "writer: {type: influxdb_v9}\n",
-            "collector.yaml:1: writer.type: expected one of influxdb_v1, got 'influxdb_v9'",
+            "collector.yaml:1: writer.type: expected one of influxdb_v1, influxdb_v2,"
+            " got 'influxdb_v9'",
         ),
-        ("writer: {}\n", "collector.yaml:1: writer.type: expected one of influxdb_v1, got None"),
+        ("writer: {}\n", "collector.yaml:1: writer.type: expected one of influxdb_v1,"
+                          " influxdb_v2, got None"),
         ("batching: {}\n", "collector.yaml:1: <top>: missing required key 'writer'"),
         (
             COLLECTOR.replace("http://", "ftp://"),

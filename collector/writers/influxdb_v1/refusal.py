@@ -50,7 +50,11 @@ def error_text(body: str) -> str:
 
 def parse_refusal(body: str) -> Refusal:
     """What a 400 answer from /write says was refused; ``UNNAMED`` when it names nothing."""
-    text = error_text(body)
+    return refusal_of(error_text(body))
+
+
+def refusal_of(text: str) -> Refusal:
+    """A refusal from InfluxDB's error text (2.x says the same words in its ``message``)."""
     if not text.startswith("partial write: "):
         return UNNAMED
     found = _DROPPED.search(text)
