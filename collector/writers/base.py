@@ -14,6 +14,9 @@ from typing import Any, Protocol
 from cityedge.yamlconfig import KeyPath, Located
 from collector.lineprotocol import Point
 
+# How long problem() waits for the database to answer its health request.
+PING_TIMEOUT_S = 3.0
+
 
 class Writer(Protocol):
     name: str

@@ -16,8 +16,10 @@ responses in tests/unit/test_influx_v2_writer.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -174,3 +176,30 @@ def test_v2_down_database_is_retried_and_nothing_resolves_before(
             await asyncio.wait_for(_stop(writer, pipeline, task), 20)
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_problem_says_whether_the_database_answers(backend: Backend) -> None:
+    """What the collector logs at start-up: nothing when the database answers, a reason
+    when nothing listens at the configured address."""
+    async def main() -> None:
+        writer = backend.writer()
+        await writer.start()
+        try:
+            assert await writer.problem() is None
+            assert writer.target.startswith("InfluxDB")
+            assert writer.config.url in writer.target  # type: ignore[attr-defined]
+        finally:
+            await writer.close()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]  # closed again: nothing listens there
+        dead = dataclasses.replace(writer.config, url=f"http://127.0.0.1:{port}")  # type: ignore[attr-defined]
+        down = type(writer)(dead)  # type: ignore[call-arg]
+        await down.start()
+        try:
+            why = await down.problem()
+            assert why is not None and why.strip()
+        finally:
+            await down.close()
+
+    asyncio.run(main())

@@ -21,6 +21,7 @@ from collector import lineprotocol
 from collector.lineprotocol import Point
 from collector.schema.groups import group_of
 from collector.schema.retention import RetentionLayout
+from collector.writers.base import PING_TIMEOUT_S
 from collector.writers.errors import (
     UNNAMED,
     DeliveryRejected,
@@ -32,7 +33,6 @@ from collector.writers.errors import (
 from collector.writers.influxdb_v1.refusal import parse_refusal
 
 # Seconds a /ping may take before InfluxDB counts as unreachable (start-up check).
-PING_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)

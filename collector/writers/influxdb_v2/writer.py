@@ -14,6 +14,7 @@ points go (3.x and Cloud Serverless take the database as the bucket).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from cityedge import yamlconfig
 from cityedge.redact import redact_text
 from collector import lineprotocol
 from collector.lineprotocol import Point
+from collector.writers.base import PING_TIMEOUT_S
 from collector.writers.errors import DeliveryRejected, PartialWrite, Retryable, classify
 from collector.writers.influxdb_v2.refusal import parse_refusal
 
@@ -67,6 +69,22 @@ class InfluxV2Writer:
         c = self.config
         self._client = InfluxDBClientAsync(url=c.url, token=c.token or "", org=c.org,
                                            timeout=int(c.timeout * 1000), enable_gzip=c.gzip)
+
+    @property
+    def target(self) -> str:
+        return f"InfluxDB 2.x {redact_text(self.config.url)} bucket {self.config.bucket}"
+
+    async def problem(self) -> str | None:
+        """GET /ping (204 from InfluxDB 2.x and servers that speak its write API)."""
+        assert self._client is not None, "start() first"
+        try:
+            async with asyncio.timeout(PING_TIMEOUT_S):
+                await self._client.ping()
+        except ApiException as exc:
+            return f"/ping answered {exc.status}"
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return redact_text(f"{type(exc).__name__}: {exc}".rstrip(": "))
+        return None
 
     async def write(self, points: Sequence[Point]) -> None:
         assert self._client is not None, "start() first"
