@@ -66,8 +66,9 @@ def test_setup_twice_the_second_run_changes_nothing(influxdb: InfluxDB, unique_n
     got = policies(influxdb, unique_name)
     assert {k: got[k] for k in want} == want
     cqs = queries(influxdb, unique_name)
-    assert {f"cq_{m}_{i}" for m in ("particulate", "noise", "climate", "bus_terminal")
+    assert {f"cq_{m}_{i}" for m in ("particulate", "noise", "climate", "bus_terminal", "gas")
             for i in ("1m", "1h")} == set(cqs)
+    assert "max(co2_ppm) AS co2_ppm_max" in cqs["cq_gas_1m"]
     assert "GROUP BY time(1h), *" in cqs["cq_noise_1h"]
     assert "max(lmax_dba) AS lmax_dba_max" in cqs["cq_noise_1m"]
 
