@@ -207,7 +207,19 @@ COLLECTOR_HEALTH_DOC = MeasurementDoc(COLLECTOR_HEALTH, (
         ("alert_commands", "ack/silence commands applied"),
         ("alert_saves", "alert state saves"),
         ("alert_points_dropped", "alert points not written (queue full)"),
+        ("alert_readings_too_old", "readings older than a clock-hour rule's backfill,"
+                                   " stored but not judged"),
         ("alert_point_write_errors", "alert point writes that failed"))),
+    *(_f(f"airrohr_{name}", INT, COUNT, meaning, "with http.airrohr") for name, meaning in (
+        ("pushes", "sensor.community pushes written and answered"),
+        ("readings", "readings in those pushes (one per sensor)"),
+        ("metadata_values", "metadata values (samples, signal, ...) not stored"),
+        ("auto_admitted", "pushes from devices the registry does not list"))),
+    *(_f(f"influx_write_{name}", INT, COUNT, meaning, "with http.influx_write")
+      for name, meaning in (
+        ("writes", "line-protocol writes answered 204"),
+        ("partial_writes", "writes answered 400 after the good lines were written"),
+        ("lines", "lines written"))),
     _f("lease_<counter>", INT, COUNT, "the MQTT lease's counters (bad_messages, probes, lapses,"
        " ...)", "with alerts, lease: mqtt"),
     _f("notify_<notifier>_<counter>", INT, COUNT, "delivered, retries, dropped, queued and the"
