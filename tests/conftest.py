@@ -39,7 +39,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="rounds of faults in the chaos test (about a minute each)")
     parser.addoption("--chaos-seed", type=int, default=None,
                      help="seed for the chaos schedule (default: random, printed)")
-    parser.addoption("--power-cuts", type=int, default=30,
+    parser.addoption("--power-cuts", type=int, default=25,
                      help="power cuts per gateway (one per commit_window setting) in the"
                           " agent's power-cut test (about 2 s each)")
     parser.addoption("--outbox-power-cuts", type=int, default=50,
