@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from cityedge.uplink.payload import PayloadError
 from cityedge.uplink.text import brief
 
 # The X-Sensor header: SENSOR_BASENAME ("esp8266-" or "esp32-") and the chip id.
@@ -84,13 +85,8 @@ MAPPED: dict[str, tuple[str, float]] = {
 BOOT = "collector"
 
 
-class AirrohrError(ValueError):
+class AirrohrError(PayloadError):
     """The push as a whole cannot be used; ``reason`` is a short stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)

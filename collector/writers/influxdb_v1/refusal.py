@@ -37,15 +37,16 @@ _CONFLICT = re.compile(
 _SERIES_LIMITS = ("max-series-per-database limit exceeded", "max-values-per-tag limit exceeded")
 
 
-def error_text(body: str) -> str:
-    """The ``error`` of InfluxDB's JSON answer, or the body itself when it is not that."""
+def error_text(body: str, key: str = "error") -> str:
+    """The ``key`` of InfluxDB's JSON answer (1.x says "error", 2.x "message"), or the
+    body itself when it is not that."""
     body = body.strip()[:MAX_ANSWER_CHARS]
     try:
         doc = json.loads(body)
     except ValueError:
         return body
-    error = doc.get("error") if isinstance(doc, dict) else None
-    return error if isinstance(error, str) else body
+    text = doc.get(key) if isinstance(doc, dict) else None
+    return text if isinstance(text, str) else body
 
 
 def parse_refusal(body: str) -> Refusal:

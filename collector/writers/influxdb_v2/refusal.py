@@ -9,21 +9,13 @@ Anything else names nothing (``UNNAMED``).
 
 from __future__ import annotations
 
-import json
-
 from collector.writers.errors import UNNAMED, Refusal
-from collector.writers.influxdb_v1.refusal import MAX_ANSWER_CHARS, refusal_of
+from collector.writers.influxdb_v1.refusal import error_text, refusal_of
 
 
 def message_text(body: str) -> str:
     """The ``message`` of 2.x's JSON answer, or the body itself when it is not that."""
-    body = body.strip()[:MAX_ANSWER_CHARS]
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return body
-    message = doc.get("message") if isinstance(doc, dict) else None
-    return message if isinstance(message, str) else body
+    return error_text(body, "message")
 
 
 def parse_refusal(body: str) -> Refusal:
