@@ -19,7 +19,9 @@ a sensor (its ``sensor`` tag names it when it has one; otherwise the id is
 collector's (from the registry), never the client's. A line without a
 timestamp gets ``now_ns``. Identity: epoch = a hash of the body, seq = the
 line's number, so a client that resends the same body writes the identical
-points. A line that cannot be parsed or carried is returned in ``rejected``
+points, as far as its lines carry timestamps: a line without one gets the
+arrival time, so its resend is a second point (as InfluxDB itself does it).
+A line that cannot be parsed or carried is returned in ``rejected``
 with its number and reason (the caller dead-letters it and answers 400 naming
 the first).
 """
