@@ -52,6 +52,29 @@ def sync_without_checkpoint(self: Outbox) -> int:
     return self.durable_seq
 
 
+def choose_step(rng: random.Random, focus: str | None, outbox: Outbox,
+                after: int) -> tuple[str, int]:
+    """The next step, weighted towards ``focus``, and the readings it appends."""
+    if focus == "drop":  # every append crosses the bound: the drop policy runs in it
+        step = rng.choices(["drop", "sync"], [8, 1])[0]
+    else:
+        weights = [5 * w if s == focus else w for s, w in zip(STEPS, (6, 1, 2, 2),
+                                                              strict=True)]
+        step = rng.choices(STEPS, weights)[0]
+    count = 1 if step == "append" else 300
+    crosses = outbox.bytes + count * ROW_BYTES > MAX_BYTES
+    if step == "drop" and not crosses:
+        step = "append_large"  # still filling
+    elif step == "append" and crosses and focus == "append":
+        # Small appends are the focus: acks make room, as on a gateway whose uplink
+        # keeps up, so that the outbox does not stay full (every small append would
+        # then be a drop).
+        step = "sync" if outbox.durable_seq <= after else "delete"
+    elif step == "append" and crosses:
+        step = "drop"
+    return step, count
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("outbox", type=Path)
@@ -75,19 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     journal.write(step="open", event="end", durable=outbox.durable_seq)
     n, after = a.first_n, a.after
     while True:
-        if a.focus == "drop":  # every append crosses the bound: the drop policy runs in it
-            step = rng.choices(["drop", "sync"], [8, 1])[0]
-        else:
-            weights = [5 * w if s == a.focus else w for s, w in zip(STEPS, (6, 1, 2, 2),
-                                                                    strict=True)]
-            step = rng.choices(STEPS, weights)[0]
+        step, count = choose_step(rng, a.focus, outbox, after)
         if step in ("append", "append_large", "drop"):
-            count = 1 if step == "append" else 300
-            crosses = outbox.bytes + count * ROW_BYTES > MAX_BYTES
-            if step == "drop" and not crosses:
-                step = "append_large"  # still filling
-            elif step == "append" and crosses:
-                step = "drop"
             ns = list(range(n, n + count))
             n += count
             journal.write(step=step, event="begin", ns=ns)
