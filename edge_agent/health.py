@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from cityedge.counters import by_reason
 from cityedge.uplink import FieldValue, Reading
+from cityedge.version import package_version
 from edge_agent.config import AGENT_SENSOR
 from edge_agent.outbox.space import free_bytes
 
@@ -129,6 +130,7 @@ class Health:
             "clock_synced": a.anchoring.synced_now,
             "clock_anchor": a.anchoring.anchor_source,
             "uptime_s": round(time.monotonic() - a.started_at, 1),
+            "agent_version": package_version(),
             **a.link_timing.fields(),
         }
         temp = cpu_temp_c()

@@ -125,6 +125,8 @@ GATEWAY_HEALTH_DOC = MeasurementDoc(GATEWAY_HEALTH, READING_TAGS, (
     _f("cpu_temp_c", FLT, "degC", "CPU temperature (/sys/class/thermal/thermal_zone0)",
        "where the kernel reports it"),
     _f("uptime_s", FLT, "s", "since the agent started"),
+    _f("agent_version", STR, "", "the cityedge version the agent runs (also in its status"
+       " message)"),
 ), "edge_agent/health.py, every health_interval", "the gateway's own state")
 
 SENSOR_HEALTH_DOC = MeasurementDoc(SENSOR_HEALTH, READING_TAGS, (

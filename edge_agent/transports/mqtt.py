@@ -26,6 +26,7 @@ from cityedge.logthrottle import LogThrottle
 from cityedge.mqtt import MqttClient, MqttOptions, Will
 from cityedge.uplink import Ack, PayloadError, Topics, decode_ack
 from cityedge.uplink.status import encode_status
+from cityedge.version import package_version
 from edge_agent.config import MqttConfig
 from edge_agent.transports.base import note_bad_ack
 
@@ -45,7 +46,7 @@ class MqttTransport:
         self.key = key
         self.topics = Topics(config.topic_prefix)
         self.bad_ack_reasons: Counter[str] = Counter()
-        offline = encode_status(gateway, "offline")
+        offline = encode_status(gateway, "offline", package_version())
         self._options = MqttOptions(
             host=config.host,
             port=config.port,
@@ -77,7 +78,7 @@ class MqttTransport:
 
     def _announce(self) -> None:
         assert self.client is not None
-        online = encode_status(self.gateway, "online")
+        online = encode_status(self.gateway, "online", package_version())
         self.client.publish(self.topics.status(self.gateway), online, qos=1, retain=True)
 
     def ready(self) -> bool:
@@ -147,6 +148,6 @@ class MqttTransport:
                 await self._display_task
         if self.client is not None:
             if self.client.connected.is_set():
-                offline = encode_status(self.gateway, "offline")
+                offline = encode_status(self.gateway, "offline", package_version())
                 self.client.publish(self.topics.status(self.gateway), offline, qos=1, retain=True)
             await self.client.close()
