@@ -77,6 +77,18 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class OpsPageConfig:
+    """The operations room's read-only page (collector/opspage/), on a listener of its own."""
+
+    host: str = "127.0.0.1"
+    port: int = field(default=9465, metadata={"min": 1, "max": 65535})
+    # Seconds between two looks at InfluxDB and two refreshes of the open page.
+    refresh: float = field(default=10.0, metadata={"min": 1.0, "max": 3600.0})
+    # A gateway silent this long is marked stale (its health comes every 10 s).
+    stale: float = field(default=120.0, metadata={"min": 1.0})
+
+
+@dataclass(frozen=True)
 class CollectorConfig:
     writer: dict[str, Any]
     # null turns a source off; at least one of mqtt and http must be on.
@@ -96,6 +108,9 @@ class CollectorConfig:
     insecure: bool = False
     # Prometheus metrics at http://host:port/metrics; off unless set.
     metrics: MetricsConfig | None = None
+    # The operations page at http://host:port/ (needs writer.type influxdb_v1: it reads
+    # InfluxDB with InfluxQL); off unless set.
+    ops_page: OpsPageConfig | None = None
 
     def __post_init__(self) -> None:
         if self.mqtt is None and self.http is None:
@@ -141,6 +156,9 @@ def load_config(path: Path | str) -> LoadedConfig:
     config = _resolve_tls(yamlconfig.bind(CollectorConfig, doc.data, doc), path.parent)
     make_writer(config, doc)  # validates the writer's options now, before any connection
     check_identity(config, doc)
+    if config.ops_page is not None and config.writer.get("type") != "influxdb_v1":
+        raise doc.error(("ops_page",), "needs writer.type influxdb_v1 (the page reads InfluxDB"
+                        " with InfluxQL)")
     alerts = None if config.alerts is None else load_alerts(config.alerts, doc, path.parent)
     return LoadedConfig(config, doc, alerts, path.parent)
 

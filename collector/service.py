@@ -104,12 +104,30 @@ class CollectorService:
             self.pipeline.on_written = lambda points: alerts.feed(points, time.time_ns())
             if self.alerts.feed_source is not None:
                 self.alerts.feed_source.admission = self.admission
+        self.ops_page: Any = None
+        self.status_watcher: Any = None
+        if c.ops_page is not None:
+            self._make_ops_page(loaded)
         self.signals = ExitSignals(
             stopping="finishing in-flight writes, then exiting",
             forced="unwritten batches are resent by their gateways",
             reload=self.reload_registry if self.admission is not None else None)
         self.should_exit = self.signals.should_exit
         self.started = asyncio.Event()
+
+    def _make_ops_page(self, loaded: LoadedConfig) -> None:
+        from collector.fleet_status import StatusWatcher  # noqa: PLC0415  only when on
+        from collector.opspage import OpsPage  # noqa: PLC0415
+        from collector.schema.setup import writer_target  # noqa: PLC0415
+
+        assert loaded.config.ops_page is not None
+        target, layout = writer_target(loaded)
+        if loaded.config.mqtt is not None:
+            self.status_watcher = StatusWatcher(loaded.config.mqtt, "ops")
+        watcher = self.status_watcher
+        self.ops_page = OpsPage(loaded.config.ops_page, target,
+                                "health" if layout else None, "events" if layout else None,
+                                lambda: watcher.book.statuses if watcher is not None else {})
 
     def install_signal_handlers(self) -> None:
         self.signals.install()
@@ -147,6 +165,11 @@ class CollectorService:
         tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         if self.metrics is not None:
             await self.metrics.start()
+        if self.status_watcher is not None:
+            self.status_watcher.start()
+            tasks.append(asyncio.create_task(self.status_watcher.run(), name="status-watch"))
+        if self.ops_page is not None:
+            await self.ops_page.start()
         if self.admission is not None:
             tasks.append(asyncio.create_task(self._registry_loop(), name="registry"))
         if problem is not None:
@@ -208,7 +231,7 @@ class CollectorService:
     async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         # Stop taking new batches first; what the pipeline holds gets written and acked.
         for t in tasks:
-            if t.get_name() in ("mqtt-source", "health", "registry", "database"):
+            if t.get_name() in ("mqtt-source", "health", "registry", "database", "status-watch"):
                 t.cancel()
         if self.http is not None:
             await self.http.close()  # answers the requests whose writes are still in flight
@@ -229,6 +252,10 @@ class CollectorService:
             await self.alerts.close()
         if self.metrics is not None:
             await self.metrics.close()
+        if self.ops_page is not None:
+            await self.ops_page.close()
+        if self.status_watcher is not None:
+            await self.status_watcher.close()
         await self.writer.close()
 
     def health_point(self) -> Point:
@@ -265,6 +292,10 @@ class CollectorService:
         if self.alerts is not None:
             fields.update(self.alerts.health_fields())
         fields.update(self._registry_fields())
+        if self.ops_page is not None:
+            fields.update(self.ops_page.health_fields())
+        if self.status_watcher is not None:
+            fields.update(by_reason("status_ignored", self.status_watcher.book.ignored))
         return Point(HEALTH_MEASUREMENT, tags, fields, time.time_ns())
 
     def _registry_fields(self) -> dict[str, int | float | str]:

@@ -222,6 +222,11 @@ COLLECTOR_HEALTH_DOC = MeasurementDoc(COLLECTOR_HEALTH, (
         ("writes", "line-protocol writes answered 204"),
         ("partial_writes", "writes answered 400 after the good lines were written"),
         ("lines", "lines written"))),
+    _f("ops_page_refreshes", INT, COUNT, "the operations page's looks at InfluxDB", "with"
+       " ops_page"),
+    _f("ops_page_refresh_errors", INT, COUNT, "those that failed", "with ops_page"),
+    _f("status_ignored_<reason>", INT, COUNT, "gateway status messages left out (bad_status,"
+       " bad_gateway_id, foreign_topic, forgotten)", "with ops_page, when counted"),
     _f("lease_<counter>", INT, COUNT, "the MQTT lease's counters (bad_messages, probes, lapses,"
        " ...)", "with alerts, lease: mqtt"),
     _f("notify_<notifier>_<counter>", INT, COUNT, "delivered, retries, dropped, queued and the"

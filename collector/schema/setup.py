@@ -16,13 +16,13 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cityedge import yamlconfig
 from cityedge.redact import redact_text
-from collector.config import load_config
+from collector.config import LoadedConfig, load_config
 from collector.schema.catalogue import SHIPPED_PROFILES, sensor_measurements
 from collector.schema.retention import (
     RetentionError,
@@ -128,6 +128,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def writer_target(loaded: LoadedConfig) -> tuple[Target, RetentionLayout | None]:
+    """The database an influxdb_v1 writer writes, and its retention layout (None: not set)."""
+    options = {k: v for k, v in loaded.config.writer.items() if k != "type"}
+    cfg = yamlconfig.bind(InfluxV1Config, options, loaded.doc, ("writer",))
+    return Target(cfg.url, cfg.database, cfg.username, cfg.password), cfg.retention
+
+
 def target_from(config: str | None, influx: str | None, database: str | None,
                 username: str | None, password: str | None
                 ) -> tuple[Target, RetentionLayout | None]:
@@ -137,9 +144,8 @@ def target_from(config: str | None, influx: str | None, database: str | None,
         loaded = load_config(config)
         if loaded.config.writer.get("type") != "influxdb_v1":
             raise ValueError(f"{config}: writer.type is not influxdb_v1")
-        options = {k: v for k, v in loaded.config.writer.items() if k != "type"}
-        cfg = yamlconfig.bind(InfluxV1Config, options, loaded.doc, ("writer",))
-        return Target(cfg.url, database or cfg.database, cfg.username, cfg.password), cfg.retention
+        target, layout = writer_target(loaded)
+        return replace(target, database=database or target.database), layout
     if influx:
         return Target(influx.rstrip("/"), database or "cityedge", username, password), None
     raise ValueError("give --config or --influx URL")
