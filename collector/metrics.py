@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter as CountOf
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
@@ -63,10 +64,12 @@ class HealthCollector(Collector):
 
     def __init__(self, fields: Callable[[], Mapping[str, int | float | str | bool]],
                  notifiers: Callable[[], Sequence[str]],
-                 last_seen: Mapping[str, float]) -> None:
+                 last_seen: Mapping[str, float],
+                 written: Mapping[str, Mapping[str, int]] | None = None) -> None:
         self.fields = fields
         self.notifiers = notifiers
         self.last_seen = last_seen
+        self.written = written if written is not None else {}
 
     def collect(self) -> Iterator[Metric]:
         fields = self.fields()
@@ -109,12 +112,22 @@ class HealthCollector(Collector):
         yield from reasons.values()
         yield notes
         yield queued
+        yield from self._gateways()
+
+    def _gateways(self) -> Iterator[Metric]:
         seen = GaugeMetricFamily(f"{PREFIX}_gateway_last_seen_timestamp_seconds", "when a"
                                  " gateway's points last landed in InfluxDB",
                                  labels=["gateway"])
         for gateway, t in sorted(self.last_seen.items()):
             seen.add_metric([gateway], t)
         yield seen
+        written = CounterMetricFamily(f"{PREFIX}_gateway_readings_written", "readings of a"
+                                      " gateway InfluxDB accepted, by measurement (a resent"
+                                      " reading counts again)", labels=["gateway", "measurement"])
+        for gateway, counts in sorted(self.written.items()):
+            for measurement, n in sorted(counts.items()):
+                written.add_metric([gateway, measurement], n)
+        yield written
 
 
 class TimedWriter:
@@ -153,12 +166,14 @@ class Metrics:
         self.config = config
         self.registry = CollectorRegistry()
         self.last_seen: OrderedDict[str, float] = OrderedDict()
+        # Per gateway (the same ones as last_seen), readings written per measurement.
+        self.written: dict[str, CountOf[str]] = {}
         self.write_seconds = Histogram(f"{PREFIX}_influxdb_write_duration_seconds",
                                        "InfluxDB write requests, send to answer",
                                        buckets=WRITE_BUCKETS, registry=self.registry)
         self.write_errors = Counter(f"{PREFIX}_influxdb_write_errors", "InfluxDB writes that"
                                     " failed, by kind", ["kind"], registry=self.registry)
-        self.registry.register(HealthCollector(fields, notifiers, self.last_seen))
+        self.registry.register(HealthCollector(fields, notifiers, self.last_seen, self.written))
         self._runner: web.AppRunner | None = None
 
     def landed(self, points: Sequence[Point]) -> None:
@@ -168,8 +183,10 @@ class Metrics:
             if gateway and p.identity is not None:  # a reading: its gateway was heard
                 self.last_seen[gateway] = now
                 self.last_seen.move_to_end(gateway)
+                self.written.setdefault(gateway, CountOf())[p.measurement] += 1
         while len(self.last_seen) > MAX_GATEWAYS:
-            self.last_seen.popitem(last=False)
+            gone, _ = self.last_seen.popitem(last=False)
+            self.written.pop(gone, None)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

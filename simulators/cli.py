@@ -71,7 +71,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="use this broker (its gateways' listener) instead of starting one;"
                         " needs --registry and --secrets, or --insecure")
     d.add_argument("--influx", default=None, metavar="URL",
-                   help="use this InfluxDB 1.x instead of starting one (e.g. http://127.0.0.1:8086)")
+                   help="use this InfluxDB instead of starting one (e.g. http://127.0.0.1:8086)")
+    d.add_argument("--influx-api", choices=("v1", "v2"), default="v1",
+                   help="the API --influx speaks: v1 (InfluxDB 1.x, the default) or v2"
+                        " (/api/v2/write: InfluxDB 2.x, 3.x, Cloud; the collector's influxdb_v2"
+                        " writer, --database as the bucket)")
+    d.add_argument("--org", default=os.environ.get("CITYEDGE_INFLUX_ORG", "cityedge"),
+                   help="with --influx-api v2: the organisation (env CITYEDGE_INFLUX_ORG)")
     d.add_argument("--database", default=os.environ.get("CITYEDGE_DATABASE", "cityedge"),
                    help="InfluxDB database (default cityedge; env CITYEDGE_DATABASE)")
     d.add_argument("--workdir", type=Path, default=None,
@@ -146,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                                     args.workdir,
                                     None if args.episode_at < 0 else args.episode_at,
                                     args.episode_length, args.insecure,
-                                    _operator(args.parser, args)))
+                                    _operator(args.parser, args), args.influx_api, args.org,
+                                    os.environ.get("CITYEDGE_INFLUX_TOKEN")))
     from edge_agent.decoding import scan_profiles
     from simulators.device import Faults, SimulatedDevice
 

@@ -35,6 +35,7 @@ from collector.schema.retention import RetentionLayout
 from collector.schema.setup import Target, apply
 from edge_agent.decoding import load_profiles
 from simulators.demo_alerts import RULES_FILE, WEBHOOK_SECRET, AlertWatch, Episode
+from simulators.demo_influx import READING_MEASUREMENTS, landed_by_metrics
 from simulators.demo_secure import (
     INSECURE_WARNING,
     OperatorBroker,
@@ -51,11 +52,9 @@ from simulators.fleet import (
     display_file,
     write_yaml,
 )
-from simulators.services import InfluxDB, Mosquitto, influx_query, spawn
+from simulators.services import InfluxDB, Mosquitto, free_port, influx_query, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
-# What the demo's devices produce (firmware_profiles/*.yaml measurements).
-READING_MEASUREMENTS = ("particulate", "noise", "bus_terminal", "climate")
 QUERIES = (
     "SELECT mean(pm2_5_ugm3) AS pm2_5_ugm3 FROM particulate WHERE time > now() - 10m "
     "GROUP BY time(1m), district",
@@ -85,6 +84,12 @@ class DemoOptions:
     insecure: bool = False
     # With ``mqtt``: the operator's registry, secrets and CA for that broker.
     operator: OperatorBroker | None = None
+    # The API ``influx`` speaks: v1 (InfluxQL, the live view queries it) or v2
+    # (/api/v2/write; ``database`` is the bucket, the live view counts from the
+    # collector's Prometheus metrics, since a v2 server need not answer InfluxQL).
+    influx_api: str = "v1"
+    org: str = "cityedge"
+    token: str | None = None
 
 
 class Demo:
@@ -108,6 +113,8 @@ class Demo:
         self.delivered = (0, 0)  # (in InfluxDB, emitted) once the devices have stopped
         self.refused: dict[str, int] = {}  # refusals.refusals() once the agents delivered
         self.terminal: tuple[str, Path] | None = None
+        # With influx_api v2: the collector's metrics listener (what landed is counted there).
+        self.metrics_port: int | None = None
 
     # -- setup ------------------------------------------------------------------
     def _start_services(self, root: Path) -> tuple[Trust, str]:
@@ -115,6 +122,9 @@ class Demo:
         if o.insecure:
             self.console.print(f"[bold red]WARNING[/] {INSECURE_WARNING}", highlight=False)
         trust, self.broker = start_broker(root, DEMO_FLEET, o.mqtt, o.insecure, o.operator)
+        if o.influx_api == "v2" and not o.influx:
+            raise SystemExit("--influx-api v2 needs --influx URL (an InfluxDB 2.x, 3.x or Cloud"
+                             " endpoint; the demo starts only an InfluxDB 1.x of its own)")
         if o.influx:
             return trust, o.influx
         (root / "services" / "influxdb").mkdir(parents=True, exist_ok=True)
@@ -155,9 +165,13 @@ class Demo:
             webhook = self.watch.start()
             alerts = alerts_config(RULES_FILE, root / "alerts", trust.collectors.yaml(), webhook,
                                    WEBHOOK_SECRET)
-            cfg = write_yaml(root / "collector.yaml", collector_config(
-                trust.collectors.yaml(), trust.collector_keys(), influx, self.options.database,
-                alerts))
+            doc = collector_config(trust.collectors.yaml(), trust.collector_keys(), influx,
+                                   self.options.database, alerts,
+                                   writer=self._writer(influx))
+            if self.options.influx_api == "v2":
+                self.metrics_port = free_port()
+                doc["metrics"] = {"port": self.metrics_port}
+            cfg = write_yaml(root / "collector.yaml", doc)
             self.procs["collector"] = self._python("collector.cli", "run", "--config", str(cfg),
                                                    log=root / "collector.log")
             profiles = load_profiles(shipped.profiles_dir())
@@ -185,6 +199,15 @@ class Demo:
         self._print_queries(influx, final=True)
         return 0
 
+    def _writer(self, influx: str) -> dict[str, Any] | None:
+        o = self.options
+        if o.influx_api != "v2":
+            return None
+        writer = {"type": "influxdb_v2", "url": influx, "org": o.org, "bucket": o.database}
+        if o.token:
+            writer["token"] = o.token
+        return writer
+
     def _wait_ports_open(self, root: Path, timeout: float = 20) -> None:
         """pyserial flushes a port's input when it opens it: start devices after the agents."""
         deadline = time.monotonic() + timeout
@@ -202,6 +225,8 @@ class Demo:
     # -- live view -----------------------------------------------------------------
     def landed(self) -> dict[str, tuple[int, float | None]]:
         """Per gateway: readings in InfluxDB (every reading measurement) and the last PM2.5."""
+        if self.metrics_port is not None:
+            return landed_by_metrics(self.metrics_port)
         try:
             counts = influx_query(
                 self.influx, f"SELECT count(seq) FROM {', '.join(READING_MEASUREMENTS)} "
@@ -287,6 +312,11 @@ class Demo:
     def _refusal_summary(self) -> None:
         """What the broker, the collector and the agents refused (all 0 when all is well)."""
         log = self.broker.log_path if self.broker is not None else None
+        if self.options.influx_api == "v2":
+            self.console.print("refusals: counted in the collector's metrics"
+                               f" (http://127.0.0.1:{self.metrics_port}/metrics); a v2 target is"
+                               " not asked with InfluxQL", highlight=False)
+            return
         try:
             self.refused = refusals(self.influx, self.options.database, self.since_ns, log)
         except OSError as exc:
@@ -345,6 +375,16 @@ class Demo:
                 service.stop()
 
     def _print_queries(self, influx: str, final: bool = False) -> None:
+        if self.options.influx_api == "v2":
+            self.console.print(
+                f"\n[bold]Readings go to {influx}/api/v2/write[/] (org {self.options.org!r},"
+                f" bucket {self.options.database!r}); query them with that server's own"
+                f" tools, e.g. Flux: from(bucket: \"{self.options.database}\")"
+                " |> range(start: -10m) |> filter(fn: (r) => r._measurement == \"particulate\")",
+                highlight=False, soft_wrap=True)
+            if not final and self.trust is not None:
+                self.console.print(self.trust.summary, highlight=False)
+            return
         host_port = influx.split("://", 1)[-1].rstrip("/")
         host, _, port = host_port.partition(":")
         note = " (the demo's own InfluxDB has stopped; run the demo again to query it live)" \

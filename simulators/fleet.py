@@ -54,13 +54,15 @@ DEMO_FLEET = (
 
 
 def collector_config(mqtt: dict[str, Any], trust: dict[str, Any], influx_url: str,
-                     database: str, alerts: dict[str, Any] | None = None) -> dict[str, Any]:
+                     database: str, alerts: dict[str, Any] | None = None, *,
+                     writer: dict[str, Any] | None = None) -> dict[str, Any]:
     """``mqtt``: the collector's broker keys (host, port, account, tls); ``trust``: its
-    ``registry``, or ``insecure: true``."""
+    ``registry``, or ``insecure: true``; ``writer``: another writer than InfluxDB 1.x at
+    ``influx_url``."""
     doc: dict[str, Any] = {
         **trust,
         "mqtt": {**mqtt, "client_id": "cityedge-demo-collector"},
-        "writer": {"type": "influxdb_v1", "url": influx_url, "database": database},
+        "writer": writer or {"type": "influxdb_v1", "url": influx_url, "database": database},
         "health_interval": 5,
     }
     if alerts is not None:

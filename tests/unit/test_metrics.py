@@ -31,6 +31,8 @@ def test_health_fields_become_conventional_metrics() -> None:
         'cityedge_collector_notifications_queued{notifier="mqtt_downlink"} 1.0',
         "cityedge_collector_alerts_leader 1.0",
         "cityedge_collector_insecure 1.0",
+        'cityedge_collector_gateway_readings_written_total{gateway="gw-1",'
+        'measurement="particulate"} 1.0',
     ):
         assert line in text.splitlines(), line
     assert "# TYPE cityedge_collector_pending_points gauge" in text
