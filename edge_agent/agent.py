@@ -34,6 +34,7 @@ from edge_agent.decoding import Profile, scan_profiles
 from edge_agent.display_file import DisplayOutput
 from edge_agent.displays import DisplayBoard
 from edge_agent.health import Health, LinkTiming
+from edge_agent.metrics import AgentMetrics
 from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
 from edge_agent.outbox.space import OutboxError, StoreFailed
 from edge_agent.outbox.store import DropPolicy
@@ -126,6 +127,8 @@ class Agent:
         self.started_at = time.monotonic()
         self.health = Health(self)
         self.link_timing = LinkTiming()
+        self.metrics = (None if config.metrics is None
+                        else AgentMetrics(config.metrics, config.gateway.id))
 
     async def io_call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
@@ -323,7 +326,10 @@ class Agent:
             await asyncio.sleep(self.config.health_interval)
             await self.io_call(self.outbox.flush_gaps) if self.outbox else None
             await self.display.tick()
-            self._store([await self.health.gateway_reading(), *self.health.sensor_readings()])
+            readings = [await self.health.gateway_reading(), *self.health.sensor_readings()]
+            self._store(readings)
+            if self.metrics is not None:
+                self.metrics.update(readings)
 
     # -- lifecycle -------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -348,6 +354,8 @@ class Agent:
         log.info("outbox %s epoch %s, %d readings waiting", self.outbox_path, self.outbox.epoch,
                  (await self.io_call(self.outbox.depth)).readings)
         await self.transport.start()
+        if self.metrics is not None:
+            await self.metrics.start()
         for port in self.ports:
             port.start()
         tasks = [
@@ -395,6 +403,8 @@ class Agent:
         await asyncio.gather(*tasks, return_exceptions=True)
         log.info("stopping: closing the uplink")
         await self.transport.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         if self.outbox is not None:
             await self.io_call(self.outbox.close)
         self._io.shutdown(wait=True)

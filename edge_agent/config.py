@@ -165,6 +165,26 @@ class DisplayConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The agent's counters for Prometheus (edge_agent/metrics.py): a listener on
+    ``host:port`` (loopback by default; null: none), and/or ``textfile``, a file
+    rewritten every health_interval for node-exporter's textfile collector."""
+
+    host: str = "127.0.0.1"
+    port: int | None = field(default=9466, metadata={"min": 1, "max": 65535})
+    path: str = "/metrics"
+    textfile: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/"):
+            raise ValueError(f"path: expected a path starting with /, got {self.path!r}")
+        if self.port is None and self.textfile is None:
+            raise ValueError("port: null needs a textfile (else there is nothing to expose)")
+        if self.textfile is not None and not self.textfile.endswith(".prom"):
+            raise ValueError(f"textfile: node-exporter reads *.prom files, got {self.textfile!r}")
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     gateway: GatewayConfig
     sensors: list[SensorConfig]
@@ -180,6 +200,8 @@ class AgentConfig:
     health_interval: float = field(default=10.0, metadata={"min": 1.0})
     # On SIGTERM, how long to wait for the collector to ack what is stored.
     shutdown_timeout: float = field(default=10.0, metadata={"min": 0.0})
+    # Prometheus metrics (a loopback listener, a textfile); off unless set.
+    metrics: MetricsConfig | None = None
 
     def __post_init__(self) -> None:
         ids = [s.id for s in self.sensors]

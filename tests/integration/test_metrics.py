@@ -4,62 +4,23 @@ and the gateway's last landing time arrive in Prometheus under their conventiona
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from paho.mqtt import publish
 
 from cityedge.uplink import Batch, Reading, encode_batch
 from cityedge.uplink.topics import Topics
-from simulators.services import InfluxDB, Mosquitto, Service, find_binary, free_port
+from simulators.services import InfluxDB, Mosquitto, free_port
 from tests.conftest import _need
 from tests.helpers import Proc, wait_for, write_yaml
+from tests.prometheus import Prometheus
 
 pytestmark = pytest.mark.integration
-
-SCRAPE_INTERVAL_S = 1
-
-
-class Prometheus(Service):
-    def __init__(self, workdir: Path, target: str) -> None:
-        super().__init__("prometheus", free_port(), workdir)
-        self.target = target
-
-    def start(self) -> Prometheus:
-        config = self.workdir / "prometheus.yml"
-        config.write_text(
-            f"global:\n  scrape_interval: {SCRAPE_INTERVAL_S}s\n"
-            "scrape_configs:\n  - job_name: cityedge_collector\n"
-            f"    static_configs:\n      - targets: ['{self.target}']\n")
-        binary = find_binary("prometheus")
-        assert binary is not None
-        self._spawn([binary, f"--config.file={config}",
-                     f"--storage.tsdb.path={self.workdir / 'data'}",
-                     f"--web.listen-address=127.0.0.1:{self.port}"])
-        self._wait_ready(self._ready, 30)
-        return self
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1) as r:
-                return int(r.status) == 200
-        except OSError:
-            return False
-
-    def query(self, q: str) -> list[dict[str, Any]]:
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
-        with urllib.request.urlopen(url, timeout=5) as r:
-            answer = json.loads(r.read())
-        assert answer["status"] == "success", answer
-        result: list[dict[str, Any]] = answer["data"]["result"]
-        return result
-
 
 @pytest.fixture
 def prometheus_dir(tmp_path: Path) -> Iterator[Path]:
