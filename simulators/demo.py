@@ -115,6 +115,7 @@ class Demo:
         self.terminal: tuple[str, Path] | None = None
         # With influx_api v2: the collector's metrics listener (what landed is counted there).
         self.metrics_port: int | None = None
+        self.ops_page: str | None = None  # the operations page's address (v1 targets)
 
     # -- setup ------------------------------------------------------------------
     def _start_services(self, root: Path) -> tuple[Trust, str]:
@@ -171,6 +172,10 @@ class Demo:
             if self.options.influx_api == "v2":
                 self.metrics_port = free_port()
                 doc["metrics"] = {"port": self.metrics_port}
+            else:  # the page reads InfluxDB with InfluxQL
+                page_port = free_port()
+                self.ops_page = f"http://127.0.0.1:{page_port}/"
+                doc["ops_page"] = {"port": page_port, "refresh": 2}
             cfg = write_yaml(root / "collector.yaml", doc)
             self.procs["collector"] = self._python("collector.cli", "run", "--config", str(cfg),
                                                    log=root / "collector.log")
@@ -398,6 +403,8 @@ class Demo:
         if not final and self.trust is not None:
             self.console.print(f"{self.trust.summary}\nInfluxDB {influx}\n", highlight=False,
                                style="bold red" if self.trust.insecure else None)
+        if not final and self.ops_page is not None:
+            self.console.print(f"[bold]Operations page[/]: {self.ops_page}\n", highlight=False)
 
 
 def run_demo(options: DemoOptions) -> int:

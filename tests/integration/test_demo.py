@@ -57,6 +57,7 @@ def test_the_secure_demo_delivers_everything_and_its_dust_episode_reaches_people
     # and nobody legitimate was refused by the broker, the collector or an agent.
     assert demo.trust is not None and not demo.trust.insecure
     assert "TLS broker on 127.0.0.1:" in flat and "registry with 3 gateways" in flat
+    assert re.search(r"Operations page: http://127\.0\.0\.1:\d+/", flat), flat[:3000]
     secure = tmp_path / "secure"
     acl = (secure / "mosquitto.acl").read_text()
     for gw in DEMO_FLEET:
