@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from importlib import metadata
 
@@ -9,6 +10,7 @@ from importlib import metadata
 SOURCE_VERSION = "source"
 
 
+@functools.cache
 def package_version() -> str:
     """The installed cityedge's version (what an agent reports in its status and health)."""
     try:

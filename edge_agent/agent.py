@@ -34,7 +34,6 @@ from edge_agent.decoding import Profile, scan_profiles
 from edge_agent.display_file import DisplayOutput
 from edge_agent.displays import DisplayBoard
 from edge_agent.health import Health, LinkTiming
-from edge_agent.metrics import AgentMetrics
 from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
 from edge_agent.outbox.space import OutboxError, StoreFailed
 from edge_agent.outbox.store import DropPolicy
@@ -47,6 +46,15 @@ from edge_agent.watch import Watch
 log = logging.getLogger(__name__)
 
 SHIPPED_PROFILES = shipped.profiles_dir()
+
+
+def _metrics(config: AgentConfig) -> Any:
+    """The Prometheus exposition, if ``metrics:`` is set (prometheus-client only then)."""
+    if config.metrics is None:
+        return None
+    from edge_agent.metrics import AgentMetrics  # noqa: PLC0415
+
+    return AgentMetrics(config.metrics, config.gateway.id)
 
 
 class Agent:
@@ -127,8 +135,7 @@ class Agent:
         self.started_at = time.monotonic()
         self.health = Health(self)
         self.link_timing = LinkTiming()
-        self.metrics = (None if config.metrics is None
-                        else AgentMetrics(config.metrics, config.gateway.id))
+        self.metrics = _metrics(config)
 
     async def io_call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)

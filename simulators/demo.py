@@ -175,7 +175,7 @@ class Demo:
             else:  # the page reads InfluxDB with InfluxQL
                 page_port = free_port()
                 self.ops_page = f"http://127.0.0.1:{page_port}/"
-                doc["ops_page"] = {"port": page_port, "refresh": 2}
+                doc["ops_page"] = {"port": page_port, "refresh": 5}
             cfg = write_yaml(root / "collector.yaml", doc)
             self.procs["collector"] = self._python("collector.cli", "run", "--config", str(cfg),
                                                    log=root / "collector.log")
