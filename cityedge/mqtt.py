@@ -9,7 +9,7 @@ writer callback sends it. We own reconnection (exponential backoff with full
 jitter, which paho lacks): the loop waits out the backoff and calls paho's
 ``reconnect()``. Only what would block the loop (name lookup, TCP connect, TLS
 handshake: seconds against a broker that does not answer, while the serial
-ports wait) runs in a worker thread, on a fresh socket that nothing else sees
+ports wait) runs in a thread, on a fresh socket that nothing else sees
 until paho takes it on the loop. Incoming messages land in a bounded queue;
 with ``manual_ack`` the broker's ReceiveMaximum keeps it from ever
 overflowing, and an overflow is counted, never silent.
@@ -23,6 +23,7 @@ import logging
 import random
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -263,7 +264,7 @@ class MqttClient:
             try:
                 self._client.ready = await self._open_socket()
                 self._client.reconnect()
-            except (OSError, ValueError) as exc:  # ValueError: a CertificateError, a bad host
+            except Exception as exc:  # OSError, TLS, a bad host name: all mean try again
                 self.stats.last_error = f"connect: {exc}"
                 if self._client.ready is not None:  # opened, but paho did not take it
                     self._client.ready.close()
@@ -273,9 +274,25 @@ class MqttClient:
             await asyncio.sleep(self._backoff.next(self._uniform))
 
     async def _open_socket(self) -> socket.socket:
+        """``open_socket`` in a daemon thread of its own, as paho's thread was: a name
+        lookup that hangs never holds up the process's exit (the loop's default
+        executor would be waited for)."""
         o = self.options
-        opening = self._loop.run_in_executor(None, open_socket, o.host, o.port, self._tls,
-                                             self._client.connect_timeout)
+        opening: asyncio.Future[socket.socket] = self._loop.create_future()
+
+        def work() -> None:
+            try:
+                sock = open_socket(o.host, o.port, self._tls, self._client.connect_timeout)
+            except Exception as exc:
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                    self._loop.call_soon_threadsafe(opening.set_exception, exc)
+                return
+            try:
+                self._loop.call_soon_threadsafe(opening.set_result, sock)
+            except RuntimeError:
+                sock.close()
+
+        threading.Thread(target=work, name="mqtt-connect", daemon=True).start()
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -374,6 +391,7 @@ class MqttClient:
             sock = self._client.socket()
             if sock is not None:
                 sock.close()
+        self.connected.clear()
 
 
 def _close_unused(opening: asyncio.Future[socket.socket]) -> None:
