@@ -323,6 +323,34 @@ def test_client_certificate_cn_is_the_gateway_id(secure: Secure, tmp_path: Path)
     assert bare.refused(), "a client without a certificate was accepted"
 
 
+def test_cityedge_mqtt_logs_in_by_client_certificate(secure: Secure) -> None:
+    """The client both sides use, driven from the event loop, over TLS with a client
+    certificate: it publishes as its gateway and hears what is sent to it."""
+    secure.gateway("gw-a7")
+    port = secure.broker.cert_port
+    assert port is not None
+    col = secure.collector()
+    col.subscribe(T.up_subscription(None))
+
+    async def as_gateway() -> tuple[str, bytes]:
+        client = MqttClient(MqttOptions("127.0.0.1", port, "gw-a7", clean_start=True,
+                                        session_expiry=0,
+                                        tls=secure.setup.client_cert("gw-a7"),
+                                        subscriptions=[(T.ack("gw-a7"), 1)]))
+        client.start()
+        try:
+            await client.wait_connected(WAIT_S)
+            assert client.publish(T.up("gw-a7"), b"by certificate, from the loop")
+            await asyncio.to_thread(col.expect, T.up("gw-a7"), b"by certificate, from the loop")
+            await asyncio.to_thread(col.publish, T.ack("gw-a7"), b"ack")
+            message = await asyncio.wait_for(client.get(), WAIT_S)
+            return message.topic, message.payload
+        finally:
+            await client.close()
+
+    assert asyncio.run(as_gateway()) == (T.ack("gw-a7"), b"ack")
+
+
 def test_a_revoked_gateway_is_locked_out_by_a_reload(secure: Secure) -> None:
     """Observed on Mosquitto 2.0.11: after revoke + SIGHUP the connected password client
     is disconnected at once (its password no longer checks) and cannot log in again;
