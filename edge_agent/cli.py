@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         def agent_factory() -> Agent:
-            return Agent(config, base)
+            return Agent(config, base, config_path=Path(args.config).resolve())
 
         if args.command == "check":
             asyncio.run(_check(agent_factory))

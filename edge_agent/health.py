@@ -130,6 +130,8 @@ class Health:
             "clock_anchor": a.anchoring.anchor_source,
             "uptime_s": round(time.monotonic() - a.started_at, 1),
             **a.link_timing.fields(),
+            **(a.reloader.health_fields() if a.reloader is not None else {}),
+            "notify_failures": a.notifier.failures,
         }
         temp = cpu_temp_c()
         if temp is not None:

@@ -123,6 +123,7 @@ async def snapshot(agent: Agent, watch: Watch) -> dict[str, Any]:
         },
         "clock": {"synced": a.anchoring.synced_now, "anchor": a.anchoring.anchor_source,
                   "boot": a.clock.boot},
+        "config": a.reloader.status() if a.reloader is not None else None,
     }
 
 
@@ -145,6 +146,10 @@ def problems(status: dict[str, Any]) -> list[str]:
     if box["full_pct"] >= FULL_PCT:
         out.append(f"outbox {box['full_pct']:.0f}% full: the oldest readings are dropped"
                    " at 100%")
+    reload = status.get("config") or {}
+    if reload.get("last_error"):
+        out.append(f"config: the last reload was refused, the previous config runs:"
+                   f" {reload['last_error']} (edge-agent check --config {reload['path']})")
     if not clock["synced"]:
         out.append(f"clock not NTP-synchronised (anchor: {clock['anchor']}; timedatectl)")
     return out

@@ -63,6 +63,7 @@ class Watch:
         if line is not None:
             log.log(line.level, line.text)
         self._not_stored(now)
+        a.notifier.status(a.status_line())  # systemctl status shows it
 
     def _not_stored(self, now: float) -> None:
         a = self.agent
