@@ -14,7 +14,8 @@ The protocol is sd_notify(3): one datagram of newline-separated
 ``KEY=value`` assignments. No library is needed for it. Without
 ``NOTIFY_SOCKET`` (not run by systemd, or ``Type=exec``) every call does
 nothing. A notification that cannot be sent never stops the service: it is
-counted (``failures``), and the first one is logged.
+counted (``failures``), and the first one is logged; nor does a slow reader stall
+the event loop (the socket does not block: a full queue is such a failure).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Never wait on systemd: a full queue (BlockingIOError) is a failure, counted.
+                self._sock.setblocking(False)
             self._sock.sendto(text.encode(), self.address)
         except OSError as exc:
             self.failures += 1

@@ -206,11 +206,11 @@ class Reloader:
         except OSError as exc:
             raise ReloadRefused("unreadable", f"{self.path}: {exc.strerror or exc}") from None
         doc = site_check.locate(self.path)
-        if doc is not None and new is not None:
+        if doc is not None:  # its profiles too, as edge-agent check does, even if it is broken
             from edge_agent.agent import SHIPPED_PROFILES  # noqa: PLC0415  (it imports this)
 
-            where = (resolve(a.base_dir, new.profiles_dir) if new.profiles_dir
-                     else SHIPPED_PROFILES)
+            raw = doc.data.get("profiles_dir") if isinstance(doc.data, dict) else None
+            where = resolve(a.base_dir, raw) if isinstance(raw, str) else SHIPPED_PROFILES
             errors += site_check.profile_errors(doc, where)
         if errors or new is None:
             raise ReloadRefused("invalid", str(ConfigError.combine(errors)).replace("\n", "; "))
@@ -236,6 +236,13 @@ class Reloader:
         diff = diff_sensors(old.sensors, new.sensors, a.profiles, profiles)
         reconnect = _transport_key(old, a.base_dir) != _transport_key(new, a.base_dir)
         meta = {s.id: {"model": profiles[s.profile].model, **s.tags} for s in new.sensors}
+        for sid, m in meta.items():
+            was = a.sensors_meta.get(sid, {}).get("model")
+            if was is not None and was != m["model"]:
+                # Readings carry their sensor's id; the model and tags travel per batch.
+                log.warning("SIGHUP: sensor %s is now a %s (was %s): its %s readings still in"
+                            " the outbox go out as %s; give a new sensor a new id to keep"
+                            " them apart", sid, m["model"], was, was, m["model"])
         assert a.outbox is not None
         await a.io_call(a.outbox.save_sensor_meta, meta)
         # Removed sensors keep their meta: their readings may still wait in the outbox.
