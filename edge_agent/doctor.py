@@ -38,7 +38,7 @@ from edge_agent.config import AgentConfig, MqttConfig, effective_uplink, load_co
 from edge_agent.decoding import scan_profiles
 from edge_agent.outbox.space import free_bytes
 from edge_agent.probe import probe
-from edge_agent.status import socket_path
+from edge_agent.status import status_socket
 
 # Seconds for one network step (DNS, TCP, TLS, the login).
 NET_TIMEOUT_S = 5.0
@@ -289,7 +289,7 @@ def diagnose(config_path: str) -> list[Finding]:
     outbox = resolve(base, config.outbox.path)
     live: dict[str, Any] | None = None
     try:
-        live = status_cmd.ask(socket_path(outbox))
+        live = status_cmd.ask(status_socket(config, base))
         found.append(ok("agent", f"running (pid {live.get('pid')}): its port and uplink"
                                  " state come from it"))
     except (OSError, ValueError):

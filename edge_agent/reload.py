@@ -3,7 +3,7 @@
 A reload is checked whole before anything changes: the file (every error at its
 file:line), the profiles its sensors name, each new sensor's polling settings,
 and that nothing changed which only a restart can apply (``RESTART_ONLY``: the
-gateway's identity, the outbox, the clock settings, the display). A refused
+gateway's identity, the outbox, the clock settings, the display, the status socket). A refused
 reload leaves the running config as it was, says why in one ERROR line and is
 counted by reason (``config_reloads_refused_<reason>`` in gateway_health).
 
@@ -49,8 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge_agent.agent")
 
 # Settings a reload refuses to change: the outbox stays open through a reload, the
-# gateway id names its readings, the clock and display objects are made once.
-RESTART_ONLY = ("gateway.id", "outbox", "clock_synced", "clock_hold_max", "display")
+# gateway id names its readings, the clock, display and status socket are made once.
+RESTART_ONLY = ("gateway.id", "outbox", "clock_synced", "clock_hold_max", "display", "status")
 
 
 class ReloadRefused(Exception):

@@ -76,6 +76,9 @@ def test_the_agent_reaches_serial_ports_and_reads_the_clock_state() -> None:
     assert one(service, "DevicePolicy") == "closed"
     assert set(service["DeviceAllow"]) >= {"char-ttyUSB rw", "char-ttyACM rw", "char-ttyAMA rw"}
     assert "PrivateDevices" not in service
+    # The status socket's folder: the technicians' group may reach it (status.group).
+    assert (one(service, "RuntimeDirectory"), one(service, "RuntimeDirectoryMode")) == (
+        "cityedge", "0750")
     # ProtectClock's filter refuses adjtimex(), which clock_synced: auto reads.
     assert "ProtectClock" not in service
 
