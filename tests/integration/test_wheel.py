@@ -169,6 +169,10 @@ def test_installed_agent_decodes_and_checks_with_its_shipped_profiles(
     assert sample.returncode == 0 and "gateway:" in sample.stdout, sample.stderr
     unit = _run([agent, "sample-config", "--systemd"], elsewhere)
     assert unit.returncode == 0 and "StateDirectory=cityedge" in unit.stdout, unit.stderr
+    for site_kind, kind in (("dust_pole", "dust_zone"), ("bus_stop", "bus_stop"),
+                            ("apartment", "apartment")):
+        sample = _run([agent, "sample-config", "--site", site_kind], elsewhere)
+        assert sample.returncode == 0 and f"kind: {kind}" in sample.stdout, sample.stderr
     config = elsewhere / "agent.yaml"
     config.write_text(
         "gateway: {id: gw-wheel-01, site: {district: 강남구, site: 옥상, kind: dust_zone}}\n"
