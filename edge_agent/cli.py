@@ -107,8 +107,12 @@ def _doctor_command(args: argparse.Namespace) -> int:
 
 
 def _print_sample(name: str, unit: bool, site: str | None = None) -> int:
-    path = (shipped.systemd_unit(name) if unit else shipped.site_sample(site) if site
-            else shipped.sample_config(name))
+    try:  # a --site from the environment is not checked by argparse
+        path = (shipped.systemd_unit(name) if unit else shipped.site_sample(site) if site
+                else shipped.sample_config(name))
+    except ValueError as exc:
+        print(f"sample-config: {exc}", file=sys.stderr)
+        return 2
     sys.stdout.write(path.read_text(encoding="utf-8"))
     return 0
 
