@@ -195,7 +195,8 @@ def test_installed_collector_checks_its_shipped_rule_sets(venv: Path, elsewhere:
     listed = _run([str(venv / "bin" / "python"), "-c", "from cityedge import shipped; print("
                    "' '.join(sorted(p.name for p in shipped.schemas_dir().glob('*.json'))))"],
                   elsewhere)
-    assert listed.stdout.split() == ["agent.schema.json", "collector.schema.json"], listed
+    assert listed.stdout.split() == ["agent.schema.json", "collector.schema.json",
+                                     "profile.schema.json", "rules.schema.json"], listed
 
 
 def test_installed_demo_delivers_every_reading(venv: Path, elsewhere: Path) -> None:
