@@ -1,4 +1,10 @@
-"""JSON Schemas for the config files, generated from the same dataclasses that load them.
+"""JSON Schemas for the files people write, generated from what loads them.
+
+Agent and collector configs and alert rule files are bound to dataclasses
+(``yamlconfig.bind``): their schemas come from those dataclasses, and a rule's
+per-kind keys from the table its validator uses (``KIND_KEYS``). Firmware
+profiles are checked by hand-written loaders that read key tables: their
+schema comes from those tables (``edge_agent.decoding.keyschema``).
 
 An editor with a YAML language server checks a config as it is typed (the
 samples name their schema on their first line). The schemas say what
@@ -73,14 +79,44 @@ def schema(cls: type, title: str) -> dict[str, Any]:
     return {"$schema": DRAFT, "title": title, **_object(cls)}
 
 
+def rules_schema() -> dict[str, Any]:
+    """Alert rule files: the RuleFile dataclasses, plus what each kind reads (KIND_KEYS, the
+    table RuleSpec checks against) and the rule name's pattern (NAME_RE, the same)."""
+    from collector.alerts.rulefile import (  # noqa: PLC0415
+        KIND_KEYS,
+        NAME_RE,
+        OPTIONAL_KEYS,
+        RuleFile,
+    )
+
+    doc = schema(RuleFile, "cityedge alert rules")
+    rule = doc["properties"]["rules"]["items"]
+    rule["properties"]["name"]["pattern"] = NAME_RE.pattern
+    by_kind = []
+    for kind, used in KIND_KEYS.items():
+        # A key another kind reads may only be left out (or null) here.
+        then: dict[str, Any] = {"properties": {key: {"type": "null"}
+                                               for key in sorted(OPTIONAL_KEYS - used)}}
+        if "field" in used:
+            then["required"] = ["field"]
+            then["properties"]["field"] = {"type": "string", "minLength": 1}
+        by_kind.append({"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+                        "then": then})
+    rule["allOf"] = [*rule.get("allOf", []), *by_kind]
+    return doc
+
+
 def schemas() -> dict[str, dict[str, Any]]:
-    """File name -> schema, for every config kind."""
+    """File name -> schema, for every kind of file an installer or engineer writes."""
     # The config types live above this shared package; imported only to generate.
     from collector.config import CollectorConfig  # noqa: PLC0415
     from edge_agent.config import AgentConfig  # noqa: PLC0415
+    from edge_agent.decoding.keyschema import profile_schema  # noqa: PLC0415
 
     return {"agent.schema.json": schema(AgentConfig, "cityedge edge agent config"),
-            "collector.schema.json": schema(CollectorConfig, "cityedge collector config")}
+            "collector.schema.json": schema(CollectorConfig, "cityedge collector config"),
+            "rules.schema.json": rules_schema(),
+            "profile.schema.json": profile_schema()}
 
 
 def render(doc: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from cityedge.atomic import DIR_MODE
 from cityedge.counters import by_reason
 from cityedge.lifecycle import ExitSignals
 from cityedge.logthrottle import LogThrottle
+from cityedge.sdnotify import Notifier
 from cityedge.uplink.seal import KeyRing
 from collector.admission import Admission
 from collector.alerts.runner import AlertRunner
@@ -114,6 +115,7 @@ class CollectorService:
             reload=self.reload_registry if self.admission is not None else None)
         self.should_exit = self.signals.should_exit
         self.started = asyncio.Event()
+        self.notifier = Notifier()  # systemd's READY=1, WATCHDOG=1, STATUS= (Type=notify)
 
     def _make_ops_page(self, loaded: LoadedConfig) -> None:
         from collector.fleet_status import StatusWatcher  # noqa: PLC0415  only when on
@@ -136,7 +138,9 @@ class CollectorService:
         """SIGHUP: read the registry again now, changed or not."""
         if self.admission is not None:
             log.info("SIGHUP: reloading the registry")
+            self.notifier.reloading()
             self.admission.live.refresh(force=True)
+            self.notifier.ready(self._status_line())
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """asyncio's own error lines (e.g. "socket.accept() out of system resource", once
@@ -174,9 +178,12 @@ class CollectorService:
             tasks.append(asyncio.create_task(self._registry_loop(), name="registry"))
         if problem is not None:
             tasks.append(asyncio.create_task(self._until_database(), name="database"))
+        # From the event loop: a loop that hangs stops it, and systemd restarts us.
+        tasks.append(asyncio.create_task(self.notifier.watchdog_loop(), name="watchdog"))
         log.info("collector running%s", f" ({self.writer.target} unreachable)"
                  if problem is not None else "")
         self.started.set()
+        self.notifier.ready(self._status_line(problem))
         try:
             await self._until_exit(tasks)
         finally:
@@ -216,6 +223,7 @@ class CollectorService:
             await asyncio.sleep(DATABASE_RETRY_S)
             if await self.writer.problem() is None:
                 log.warning("%s reachable again: writing and acking", self.writer.target)
+                self.notifier.status(self._status_line())
                 return
 
     async def _until_exit(self, tasks: list[asyncio.Task[None]]) -> None:
@@ -228,10 +236,18 @@ class CollectorService:
             if t is not waiter and t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
 
+    def _status_line(self, problem: str | None = None) -> str:
+        """systemd's STATUS= line."""
+        s = self.pipeline.stats
+        db = f"{self.writer.target} unreachable" if problem else f"writing {self.writer.target}"
+        return f"{db}; {s.readings} readings in {s.batches} batches, {s.writes} writes"
+
     async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        self.notifier.stopping("stopping: finishing in-flight writes and acks")
         # Stop taking new batches first; what the pipeline holds gets written and acked.
         for t in tasks:
-            if t.get_name() in ("mqtt-source", "health", "registry", "database", "status-watch"):
+            if t.get_name() in ("mqtt-source", "health", "registry", "database", "status-watch",
+                                "watchdog"):
                 t.cancel()
         if self.http is not None:
             await self.http.close()  # answers the requests whose writes are still in flight
@@ -257,6 +273,7 @@ class CollectorService:
         if self.status_watcher is not None:
             await self.status_watcher.close()
         await self.writer.close()
+        self.notifier.close()
 
     def health_point(self) -> Point:
         s = self.pipeline.stats

@@ -24,23 +24,22 @@ from typing import Any
 from cityedge import shipped
 from cityedge.lifecycle import ExitSignals
 from cityedge.logthrottle import LogThrottle
-from cityedge.uplink import Batch, Reading, SeqRanges, encode_batch
+from cityedge.sdnotify import Notifier
+from cityedge.uplink import Ack, Batch, Reading, SeqRanges, encode_batch
 from cityedge.uplink.payload import MAX_PAYLOAD_BYTES
-from cityedge.uplink.seal import derive_key
 from edge_agent.anchoring import TimeAnchoring
 from edge_agent.clock import Clock
-from edge_agent.config import AGENT_SENSOR, AgentConfig, effective_uplink, resolve
-from edge_agent.decoding import Profile, scan_profiles
+from edge_agent.config import AGENT_SENSOR, AgentConfig, resolve
 from edge_agent.display_file import DisplayOutput
 from edge_agent.displays import DisplayBoard
 from edge_agent.health import Health, LinkTiming
 from edge_agent.outbox import DeliveryWindow, Outbox, Resend, SendNew
 from edge_agent.outbox.space import OutboxError, StoreFailed
 from edge_agent.outbox.store import DropPolicy
+from edge_agent.reload import Reloader, make_transport, seal_key, sensor_profiles
 from edge_agent.serial_port import SensorPort
 from edge_agent.status import Tails
-from edge_agent.transports import MqttTransport, Transport
-from edge_agent.transports.http import HttpTransport
+from edge_agent.transports import Transport
 from edge_agent.watch import Watch
 
 log = logging.getLogger(__name__)
@@ -58,44 +57,28 @@ def _metrics(config: AgentConfig) -> Any:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, base_dir: Path, transport: Transport | None = None):
-        self.config = config
+    def __init__(self, config: AgentConfig, base_dir: Path, transport: Transport | None = None,
+                 config_path: Path | None = None):
+        self.config, self.base_dir = config, base_dir
         self.clock = Clock(config.clock_synced)
-        profiles_dir = (resolve(base_dir, config.profiles_dir) if config.profiles_dir
-                        else SHIPPED_PROFILES)
-        scan = scan_profiles(profiles_dir)
-        self.profiles: dict[str, Profile] = scan.profiles
-        self.profile_errors = scan.errors  # refused only if a sensor of this gateway uses one
-        for error in scan.errors:
+        self.profiles, self.profile_errors = sensor_profiles(
+            config, base_dir, SHIPPED_PROFILES)  # broken files refused only where used
+        for error in self.profile_errors:
             log.warning("profile error: %s", error)
-        for i, sensor in enumerate(config.sensors):
-            broken = scan.error_for(sensor.profile)
-            if broken is not None:
-                raise ValueError(f"sensors[{i}].profile: {sensor.profile!r} is broken: {broken}")
-            if sensor.profile not in self.profiles:
-                known = ", ".join(sorted(self.profiles))
-                raise ValueError(
-                    f"sensors[{i}].profile: {sensor.profile!r} not in {profiles_dir} ({known})")
         self.outbox_path = resolve(base_dir, config.outbox.path)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self.outbox: Outbox | None = None
-        u = effective_uplink(config, base_dir)  # the secret as credentials, TLS paths resolved
+        u = config.uplink
         self.window = DeliveryWindow(  # replaced once the outbox is open (serve)
             max_in_flight=u.max_in_flight, ack_timeout=u.ack_timeout, batch_size=u.batch_size
         )
         # Acks and displays must be sealed with it (cityedge/uplink/seal.py); None: insecure.
-        self.seal_key = (None if config.gateway.secret is None
-                         else derive_key(config.gateway.secret))
+        self.seal_key = seal_key(config)
         if self.seal_key is None:
             log.warning("gateway.secret is not set: acks and displays are taken unsealed,"
                         " from anyone who can publish to this gateway's topics")
-        self.transport: Transport = transport or (
-            HttpTransport(u.http, config.gateway.id, max_in_flight=u.max_in_flight,
-                          key=self.seal_key)
-            if u.kind == "http"
-            else MqttTransport(u.mqtt, config.gateway.id, max_in_flight=u.max_in_flight,
-                               key=self.seal_key)
-        )
+        self.transport: Transport = transport or make_transport(config, base_dir, self.seal_key)
+        self.transport_changed = asyncio.Event()  # the ack loop listens to the new one
         self.anchoring = TimeAnchoring(self.clock, self.io_call,
                                        hold_max_s=config.clock_hold_max)
         self.displays = DisplayBoard(config.gateway.id, key=self.seal_key,
@@ -111,9 +94,13 @@ class Agent:
             s.id: {"model": self.profiles[s.profile].model, **s.tags} for s in config.sensors
         }
         self.sensors_meta[AGENT_SENSOR] = {"model": "cityedge-agent"}
+        self.notifier = Notifier()  # systemd's READY=1, WATCHDOG=1, STATUS= (Type=notify)
+        self.reloader = Reloader(self, config_path) if config_path is not None else None
+        self.started = asyncio.Event()  # the outbox is open and the ports started
         self.signals = ExitSignals(
             stopping="storing what was read, waiting for acks, then exiting",
-            forced="unacked readings stay in the outbox")
+            forced="unacked readings stay in the outbox",
+            reload=self.reloader.request if self.reloader is not None else None)
         self.should_exit = self.signals.should_exit
         self._wake_sender = asyncio.Event()
         # Batch ids only correlate acks within a run; starting at random makes an
@@ -134,6 +121,7 @@ class Agent:
         self.delete_failures = 0  # acked readings the outbox could not delete (resent)
         self.started_at = time.monotonic()
         self.health = Health(self)
+        self.watch = Watch(self)
         self.link_timing = LinkTiming()
         self.metrics = _metrics(config)
 
@@ -294,7 +282,9 @@ class Agent:
         the seqs the delivery window confirms (outbox/window.py), and may answer a probe."""
         assert self.outbox is not None
         while True:
-            ack = await self.transport.next_ack()
+            ack = await self._next_ack()
+            if ack is None:
+                continue  # a reload replaced the transport: listen to the new one
             self.last_ack_at = time.time()
             if ack.epoch != self.outbox.epoch or ack.gateway != self.config.gateway.id:
                 self.acks_other_outbox += 1
@@ -314,6 +304,25 @@ class Agent:
                 except (sqlite3.Error, OSError) as exc:  # reading the hold back failed
                     log.error("cannot apply the time answer: %s", exc)
             self._wake_sender.set()
+
+    async def _next_ack(self) -> Ack | None:
+        """The transport's next ack, or None when a reload replaced the transport."""
+        get = asyncio.ensure_future(self.transport.next_ack())
+        swapped = asyncio.ensure_future(self.transport_changed.wait())
+        try:
+            await asyncio.wait((get, swapped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in (get, swapped):
+                f.cancel()  # a queue's get gives up its place without taking an ack
+        if get.done() and not get.cancelled():
+            return get.result()
+        self.transport_changed.clear()
+        return None
+
+    def status_line(self) -> str:
+        """systemd's STATUS= line."""
+        up = "uplink up" if self.transport.ready() else "uplink down"
+        return f"{len(self.ports)} sensors; {up}; {self.stored} stored, {self.acked} acked"
 
     async def _delete(self, seqs: SeqRanges) -> None:
         """Delete acked readings; if the outbox cannot (a full disk, a failing card), they
@@ -372,9 +381,13 @@ class Agent:
                 ("send", self._send_loop()),
                 ("ack", self._ack_loop()),
                 ("health", self._health_loop()),
-                ("watch", Watch(self).run()),
+                ("watch", self.watch.run()),
+                # From the event loop: a loop that hangs stops it, and systemd restarts us.
+                ("watchdog", self.notifier.watchdog_loop()),
             )
         ]
+        self.started.set()
+        self.notifier.ready(self.status_line())
         try:
             waiter = asyncio.create_task(self.should_exit.wait())
             done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -385,12 +398,15 @@ class Agent:
             await self.shutdown(tasks)
 
     async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        self.notifier.stopping("stopping: storing what was read, waiting for acks")
+        if self.reloader is not None:
+            await self.reloader.stop()  # a reload half applied would leave ports behind
         log.info("stopping: ports closed, storing what was read")
         for port in self.ports:
             port.close()
         # No new readings from here on (health included), so the outbox can drain.
         for t in tasks:
-            if t.get_name() in ("health", "sync", "watch"):
+            if t.get_name() in ("health", "sync", "watch", "watchdog"):
                 t.cancel()
         if self._store_tasks:
             await asyncio.gather(*self._store_tasks, return_exceptions=True)
@@ -415,5 +431,6 @@ class Agent:
         if self.outbox is not None:
             await self.io_call(self.outbox.close)
         self._io.shutdown(wait=True)
+        self.notifier.close()
         log.info("stopped")
 

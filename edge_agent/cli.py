@@ -70,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample-config", help="print the commented sample config (every key)")
     _flag(sample, "--systemd", "print the systemd unit instead (docs/install.md)",
           action="store_true")
-    sample.set_defaults(handler=lambda args: _print_sample("agent", args.systemd))
+    _flag(sample, "--site", "a commented config for one kind of site instead:"
+          f" {', '.join(shipped.SITE_SAMPLES)}", choices=shipped.SITE_SAMPLES, default=None)
+    sample.set_defaults(handler=lambda args: _print_sample("agent", args.systemd, args.site))
     for name, text in (("run", "read sensors and deliver readings"),
                        ("check", "validate the config, the profiles and ports it names"),
                        ("status", "ask the running agent: sensors, outbox, uplink, clock")):
@@ -104,8 +106,13 @@ def _doctor_command(args: argparse.Namespace) -> int:
     return doctor.run(args.config)
 
 
-def _print_sample(name: str, unit: bool) -> int:
-    path = shipped.systemd_unit(name) if unit else shipped.sample_config(name)
+def _print_sample(name: str, unit: bool, site: str | None = None) -> int:
+    try:  # a --site from the environment is not checked by argparse
+        path = (shipped.systemd_unit(name) if unit else shipped.site_sample(site) if site
+                else shipped.sample_config(name))
+    except ValueError as exc:
+        print(f"sample-config: {exc}", file=sys.stderr)
+        return 2
     sys.stdout.write(path.read_text(encoding="utf-8"))
     return 0
 
@@ -162,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         def agent_factory() -> Agent:
-            return Agent(config, base)
+            return Agent(config, base, config_path=Path(args.config).resolve())
 
         if args.command == "check":
             asyncio.run(_check(agent_factory))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -164,6 +165,38 @@ class DisplayConfig:
     path: str = f"{STATE_DIR}/display.json"
 
 
+# Permission bits of the status socket: the owner must read and write it; others get
+# nothing (what the agent reads would be anyone's on the gateway).
+STATUS_MODE_RE = re.compile(r"0?[0-7]{3}")
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    # The unix socket edge-agent status, tail and doctor ask (no network port).
+    # Default: agent.sock beside the outbox; the unit's /run/cityedge/agent.sock lets
+    # the state folder stay 0700.
+    socket: str | None = None
+    # The group that may ask (technicians without root: sudo usermod -aG cityedge NAME);
+    # default: the agent's own group. The agent must be a member (or root).
+    group: str | None = None
+    # Permission bits, octal: 0660 lets the group ask, 0600 only the agent's user.
+    # (YAML reads an unquoted 0660 as the octal number it is; "0660" works too.)
+    mode: str | int = "0660"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.mode, str) and not STATUS_MODE_RE.fullmatch(self.mode):
+            raise ValueError(f"mode: expected octal permission bits such as 0660, got"
+                             f" {self.mode!r}")
+        bits = self.bits
+        if bits & ~0o777 or bits & 0o600 != 0o600 or bits & 0o007 or bits & 0o111:
+            raise ValueError(f"mode: expected 0600, 0640 or 0660 (the agent reads and writes,"
+                             f" the group may, others may not), got {bits:04o}")
+
+    @property
+    def bits(self) -> int:
+        return int(self.mode, 8) if isinstance(self.mode, str) else self.mode
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
     """The agent's counters for Prometheus (edge_agent/metrics.py): a listener on
@@ -191,6 +224,7 @@ class AgentConfig:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
     profiles_dir: str | None = None
     # auto asks the kernel; true/false (YAML's yes/no too) override it.
     clock_synced: bool | Literal["auto"] = "auto"

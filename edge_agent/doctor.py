@@ -3,7 +3,8 @@
 It checks, in order: the config (every error at its line); each sensor's port
 (exists, is a device this user may read and write, and something answers: the
 running agent's last reading, or, with the agent stopped, which profile a probe
-finds); the uplink (DNS, TCP, TLS, the login); the disk (free space against the
+finds); the uplink (DNS, TCP, TLS, the login: MQTT's CONNECT, or over HTTP a probe
+batch the collector must ack, sealed for this gateway); the disk (free space against the
 outbox's limit, the time a write and fsync take on this card); the clock (NTP);
 the outbox (opens, integrity). With the agent running it asks the agent rather
 than touching its port. Exit code 0: nothing failed; 1: something did.
@@ -31,14 +32,14 @@ import serial
 from cityedge.mqtt import MqttClient, MqttOptions
 from cityedge.tls import client_context
 from cityedge.yamlconfig import ConfigError
-from edge_agent import site_check, status_cmd
+from edge_agent import doctor_http, site_check, status_cmd
 from edge_agent.agent import SHIPPED_PROFILES
 from edge_agent.clock import Clock
 from edge_agent.config import AgentConfig, MqttConfig, effective_uplink, load_config, resolve
 from edge_agent.decoding import scan_profiles
 from edge_agent.outbox.space import free_bytes
 from edge_agent.probe import probe
-from edge_agent.status import socket_path
+from edge_agent.status import status_socket
 
 # Seconds for one network step (DNS, TCP, TLS, the login).
 NET_TIMEOUT_S = 5.0
@@ -187,6 +188,8 @@ def check_uplink(config: AgentConfig, base: Path, live: dict[str, Any] | None) -
                            " firewall?")]
     if u.kind == "mqtt":
         out.append(_login(u.mqtt, config.gateway.id))
+    else:
+        out.append(Finding(area, *doctor_http.check_ack(config, base)))
     if live is not None:
         up = live["uplink"]
         out.append(ok(area, "the running agent is connected") if up["connected"] else
@@ -289,7 +292,7 @@ def diagnose(config_path: str) -> list[Finding]:
     outbox = resolve(base, config.outbox.path)
     live: dict[str, Any] | None = None
     try:
-        live = status_cmd.ask(socket_path(outbox))
+        live = status_cmd.ask(status_socket(config, base))
         found.append(ok("agent", f"running (pid {live.get('pid')}): its port and uplink"
                                  " state come from it"))
     except (OSError, ValueError):

@@ -132,6 +132,9 @@ class Health:
             "uptime_s": round(time.monotonic() - a.started_at, 1),
             "agent_version": package_version(),
             **a.link_timing.fields(),
+            **(a.reloader.health_fields() if a.reloader is not None else {}),
+            "notify_failures": a.notifier.failures,
+            **by_reason("status_socket_errors", a.watch.status_errors),
         }
         temp = cpu_temp_c()
         if temp is not None:

@@ -1,7 +1,9 @@
 """The running agent's live status, asked over a local unix socket (no network port).
 
-``edge-agent status`` connects to the socket beside the outbox (``agent.sock``
-in the outbox's folder; mode 0660, so the agent's group may ask too), sends
+``edge-agent status`` connects to the socket (``status.socket`` in the config;
+by default ``agent.sock`` in the outbox's folder; mode and group from
+``status.mode`` and ``status.group``, 0660 and the agent's own group by default,
+so technicians in that group may ask without root), sends
 ``status``, and the agent writes one JSON document and closes. ``edge-agent
 tail`` sends ``tail``: the agent then writes each reading it stores, one JSON
 line each, until the asker hangs up (``Tails``: a slow reader loses lines,
@@ -14,25 +16,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import logging
 import os
 import stat
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cityedge.uplink import Reading
+from edge_agent.config import resolve
 from edge_agent.uplink_watch import GRACE_S
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
+    from edge_agent.config import AgentConfig
     from edge_agent.watch import Watch
 
 log = logging.getLogger("edge_agent.agent")
 
 SOCKET_NAME = "agent.sock"
-SOCKET_MODE = 0o660
 # Seconds without a reading before a sensor counts as silent.
 SILENT_S = 120.0
 # Outbox fill, in percent of max_size_mb, from which the gateway is degraded.
@@ -73,7 +78,15 @@ class Tails:
 
 
 def socket_path(outbox: Path) -> Path:
+    """The default socket: beside the outbox."""
     return outbox.parent / SOCKET_NAME
+
+
+def status_socket(config: AgentConfig, base: Path) -> Path:
+    """Where the agent of this config answers (relative paths from the config's folder)."""
+    if config.status.socket is not None:
+        return resolve(base, config.status.socket)
+    return socket_path(resolve(base, config.outbox.path))
 
 
 def _age(then: float | None, now: float) -> float | None:
@@ -123,6 +136,7 @@ async def snapshot(agent: Agent, watch: Watch) -> dict[str, Any]:
         },
         "clock": {"synced": a.anchoring.synced_now, "anchor": a.anchoring.anchor_source,
                   "boot": a.clock.boot},
+        "config": a.reloader.status() if a.reloader is not None else None,
     }
 
 
@@ -145,6 +159,10 @@ def problems(status: dict[str, Any]) -> list[str]:
     if box["full_pct"] >= FULL_PCT:
         out.append(f"outbox {box['full_pct']:.0f}% full: the oldest readings are dropped"
                    " at 100%")
+    reload = status.get("config") or {}
+    if reload.get("last_error"):
+        out.append(f"config: the last reload was refused, the previous config runs:"
+                   f" {reload['last_error']} (edge-agent check --config {reload['path']})")
     if not clock["synced"]:
         out.append(f"clock not NTP-synchronised (anchor: {clock['anchor']}; timedatectl)")
     return out
@@ -155,7 +173,8 @@ class StatusServer:
 
     def __init__(self, agent: Agent, watch: Watch) -> None:
         self.agent, self.watch = agent, watch
-        self.path = socket_path(agent.outbox_path)
+        self.path = status_socket(agent.config, agent.base_dir)
+        self.errors: Counter[str] = Counter()  # gateway_health status_socket_errors_<reason>
         self._server: asyncio.AbstractServer | None = None
         self._tailing: set[asyncio.StreamWriter] = set()  # closed when the agent stops
 
@@ -164,10 +183,38 @@ class StatusServer:
             if stat.S_ISSOCK(self.path.lstat().st_mode):
                 self.path.unlink()  # left by a run that ended without closing it
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._server = await asyncio.start_unix_server(self._answer, path=str(self.path))
-            os.chmod(self.path, SOCKET_MODE)
         except OSError as exc:  # the agent runs on without it; status says not running
+            self.errors["unavailable"] += 1
             log.warning("status socket %s not available: %s", self.path, exc)
+            return
+        self._permit()
+
+    def _permit(self) -> None:
+        """The configured mode, then the group: who may ask besides the agent's user."""
+        s = self.agent.config.status
+        try:
+            os.chmod(self.path, s.bits)
+        except OSError as exc:
+            self.errors["mode"] += 1
+            log.error("status.mode: cannot set %04o on %s: %s", s.bits, self.path, exc)
+        if s.group is None:
+            return
+        try:
+            gid = grp.getgrnam(s.group).gr_gid
+        except KeyError:
+            self.errors["group"] += 1
+            log.error("status.group: no group %r on this machine (sudo groupadd --system %s);"
+                      " %s keeps the agent's own group", s.group, s.group, self.path)
+            return
+        try:
+            os.chown(self.path, -1, gid)
+        except OSError as exc:
+            self.errors["group"] += 1
+            log.error("status.group: cannot give %s to group %s (%s): the agent's user must be"
+                      " a member (usermod -aG %s), or SupplementaryGroups= in its unit",
+                      self.path, s.group, exc.strerror or exc, s.group)
 
     async def _answer(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:

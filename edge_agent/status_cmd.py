@@ -23,7 +23,7 @@ from rich.table import Table
 
 from edge_agent.config import AgentConfig, resolve
 from edge_agent.display_file import read_display_file
-from edge_agent.status import socket_path
+from edge_agent.status import status_socket
 
 HEALTHY, DEGRADED, DOWN = 0, 1, 2
 # Seconds to wait for the agent's answer.
@@ -76,11 +76,17 @@ def offline(path: Path) -> dict[str, Any]:
 def gather(config: AgentConfig, base: Path) -> tuple[int, dict[str, Any]]:
     """The exit code and what to show."""
     outbox = resolve(base, config.outbox.path)
-    sock = socket_path(outbox)
+    sock = status_socket(config, base)
     try:
         info = ask(sock)
         code = DEGRADED if info.get("problems") else HEALTHY
         info = {"running": True, "exit": code, "waiting": info["outbox"]["readings"], **info}
+    except PermissionError:
+        group = config.status.group or "the agent's group"
+        info = {"running": None, "exit": DOWN,
+                "problems": [f"not allowed to ask the agent on {sock}: join {group}"
+                             f" (sudo usermod -aG {config.status.group or 'cityedge'} $USER,"
+                             " then log in again) or use sudo"]}
     except (OSError, ValueError, KeyError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         info = {"running": False, "exit": DOWN,
@@ -118,10 +124,14 @@ def _age(seconds: float | None) -> str:
 def render(console: Console, gateway: str, info: dict[str, Any]) -> None:
     state = ("[bold green]healthy[/]", "[bold yellow]degraded[/]",
              "[bold red]not running[/]")[info["exit"]]
+    if info["running"] is None:  # a socket this user may not use
+        state = "[bold red]cannot ask the agent[/]"
     console.print(f"gateway {gateway}: {state}", highlight=False)
     for line in info.get("problems", []):
         console.print(f"  [red]![/] {line}", highlight=False)
-    if info["running"]:
+    if info["running"] is None:
+        pass
+    elif info["running"]:
         _live(console, info)
     else:
         table = Table(title="outbox (as stored)", show_header=False)
@@ -174,7 +184,7 @@ def _live(console: Console, info: dict[str, Any]) -> None:
 
 def tail(config: AgentConfig, base: Path, sensor: str | None, as_json: bool) -> int:
     """Each reading the running agent stores, as it stores it, until Ctrl-C."""
-    sock = socket_path(resolve(base, config.outbox.path))
+    sock = status_socket(config, base)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(str(sock))

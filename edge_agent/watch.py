@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from edge_agent.outbox.space import free_bytes
@@ -42,9 +43,14 @@ class Watch:
         self.uplink = UplinkWatch(uplink_target(agent), time.monotonic())
         self._failing_since: float | None = None  # wall clock of the first reading not stored
         self._reminded_at = 0.0
+        self.server: StatusServer | None = None
+
+    @property
+    def status_errors(self) -> Counter[str]:
+        return self.server.errors if self.server is not None else Counter()
 
     async def run(self) -> None:
-        server = StatusServer(self.agent, self)
+        server = self.server = StatusServer(self.agent, self)
         await server.start()
         try:
             while True:
@@ -63,6 +69,7 @@ class Watch:
         if line is not None:
             log.log(line.level, line.text)
         self._not_stored(now)
+        a.notifier.status(a.status_line())  # systemctl status shows it
 
     def _not_stored(self, now: float) -> None:
         a = self.agent

@@ -14,11 +14,13 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["SAMPLES", "profiles_dir", "rule_files", "rules_dir", "sample_config", "schemas_dir",
-           "systemd_unit"]
+__all__ = ["SAMPLES", "SITE_SAMPLES", "profiles_dir", "rule_files", "rules_dir", "sample_config",
+           "schemas_dir", "site_sample", "systemd_unit"]
 
 # Sample configs by the command they are for (configs/<name>.sample.yaml).
 SAMPLES = ("agent", "collector")
+# Commented agent configs for each kind of site (configs/agent.<site>.sample.yaml).
+SITE_SAMPLES = ("dust_pole", "bus_stop", "apartment")
 
 
 def _folder(*parts: str) -> Path:
@@ -60,3 +62,10 @@ def sample_config(name: str) -> Path:
     if name not in SAMPLES:
         raise ValueError(f"no sample config {name!r}; expected one of {', '.join(SAMPLES)}")
     return _folder("configs", f"{name}.sample.yaml")
+
+
+def site_sample(site: str) -> Path:
+    """The commented agent config for a kind of site (one of SITE_SAMPLES)."""
+    if site not in SITE_SAMPLES:
+        raise ValueError(f"no sample for site {site!r}; expected one of {', '.join(SITE_SAMPLES)}")
+    return _folder("configs", f"agent.{site}.sample.yaml")

@@ -127,6 +127,13 @@ GATEWAY_HEALTH_DOC = MeasurementDoc(GATEWAY_HEALTH, READING_TAGS, (
     _f("uptime_s", FLT, "s", "since the agent started"),
     _f("agent_version", STR, "", "the cityedge version the agent runs (also in its status"
        " message)"),
+    _f("config_reloads", INT, COUNT, "SIGHUP reloads applied, since start"),
+    _f("config_reloads_refused", INT, COUNT, "SIGHUP reloads refused (the running config kept)"),
+    _f("config_reloads_refused_<reason>", INT, COUNT, "the same by reason (invalid,"
+       " needs_restart, unreadable)", "when counted"),
+    _f("notify_failures", INT, COUNT, "notifications systemd did not get (NOTIFY_SOCKET)"),
+    _f("status_socket_errors_<reason>", INT, COUNT, "the status socket's mode or group not"
+       " set, or no socket (mode, group, unavailable)", "when counted"),
 ), "edge_agent/health.py, every health_interval", "the gateway's own state")
 
 SENSOR_HEALTH_DOC = MeasurementDoc(SENSOR_HEALTH, READING_TAGS, (

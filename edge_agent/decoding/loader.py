@@ -60,6 +60,10 @@ _TOP_KEYS = {
     "modbus": "a mapping: slave, reads, identity (optional)",
 }
 _REQUIRED = ("model", "vendor", "datasheet", "measurement", "serial")
+# What a serial port can be set to (pyserial's choices); the schema reads these too.
+BAUDRATES = (1, 4_000_000)
+BYTESIZES = (5, 8)
+STOPBITS = (1, 1.5, 2)
 _SERIAL_KEYS = {
     "baudrate": "bits per second, e.g. 9600",
     "bytesize": "data bits: 5, 6, 7 or 8",
@@ -155,11 +159,11 @@ def parse_profile(text: str, source: str = "<string>", model: str | None = None)
 def _serial(at: At) -> SerialSettings:
     keys = at.keys(_SERIAL_KEYS, required=_SERIAL_KEYS)
     stopbits = keys["stopbits"].number(_SERIAL_KEYS["stopbits"])
-    if stopbits not in (1, 1.5, 2):
+    if stopbits not in STOPBITS:
         raise keys["stopbits"].expected(_SERIAL_KEYS["stopbits"])
     return SerialSettings(
-        baudrate=keys["baudrate"].integer("a positive baud rate, e.g. 9600", 1, 4_000_000),
-        bytesize=keys["bytesize"].integer(_SERIAL_KEYS["bytesize"], 5, 8),
+        baudrate=keys["baudrate"].integer("a positive baud rate, e.g. 9600", *BAUDRATES),
+        bytesize=keys["bytesize"].integer(_SERIAL_KEYS["bytesize"], *BYTESIZES),
         parity=keys["parity"].choice({p: p for p in _PARITIES}),
         stopbits=stopbits,
     )

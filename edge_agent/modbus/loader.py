@@ -14,6 +14,8 @@ from edge_agent.decoding.profile import FieldSpec
 from edge_agent.decoding.vocabulary import VALUE_TYPES, ValueType
 from edge_agent.modbus.regmap import BIT_TABLES, TABLES, ModbusMap, ModbusRead, span
 
+# Modbus over Serial Line V1.02, 2.2: 1..247 are individual slave addresses.
+SLAVES = (1, 247)
 _MODBUS_KEYS = {
     "slave": "the default slave address 1..247 (sensors[].modbus_slave overrides it)",
     "reads": "a list of {table, address, count}: the requests sent each poll, in order",
@@ -78,7 +80,7 @@ def modbus_map(at: At) -> ModbusMap:
             equals = i["equals"].integer(f"a value {kind.name} holds", int(kind.min), int(kind.max))
             identity.append((table, address, kind, equals))
     return ModbusMap(
-        slave=keys["slave"].integer("a slave address 1..247", 1, 247),
+        slave=keys["slave"].integer("a slave address 1..247", *SLAVES),
         reads=tuple(reads),
         identity=tuple(identity),
     )

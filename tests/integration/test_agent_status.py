@@ -4,6 +4,7 @@ profile, last reading and counters; the outbox; the uplink; the clock. Exit 0 he
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import stat
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cityedge import shipped
 from edge_agent.decoding import load_profiles
@@ -162,3 +164,51 @@ def test_tail_streams_the_readings_the_agent_stores(tmp_path: Path, mosquitto: M
                            str(config)], capture_output=True, text=True, cwd=ROOT, timeout=30,
                           check=False)
     assert done.returncode == 2 and "tail: agent not running: no answer on" in done.stderr
+
+
+def _other_group() -> grp.struct_group:
+    """A group that is not this process's own: the technicians' group of the test."""
+    groups = [g for g in grp.getgrall() if g.gr_gid != os.getgid()]
+    return next((g for g in groups if g.gr_name == "dialout"), groups[0])
+
+
+def test_the_socket_goes_where_the_config_says_with_its_group_and_mode(
+        tmp_path: Path, device: SimulatedDevice) -> None:
+    """status.socket, status.group and status.mode: a technicians' group may ask, others may
+    not; an unknown group is one error line and the socket stays the agent's own."""
+    if os.geteuid() != 0 and _other_group().gr_gid not in os.getgroups():
+        pytest.fail("run as root or as a member of a second group to give the socket to it")
+    group = _other_group()
+    doc = yaml.safe_load(agent_yaml(tmp_path, device.path, 9).read_text())
+    sock = tmp_path / "run" / "agent.sock"
+    config = write_yaml(tmp_path / "agent.yaml", {
+        **doc, "status": {"socket": str(sock), "group": group.gr_name, "mode": 0o640}})
+    agent = Proc(["edge_agent.cli", "run", "--config", str(config)],
+                 tmp_path / "agent.log").start()
+    try:
+        wait_for(sock.exists, 15, "the status socket")
+        st = sock.stat()
+        assert stat.S_ISSOCK(st.st_mode)
+        assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o640, group.gr_gid)
+        _, info = answer(config)  # status finds it from the same config
+        assert info["running"] is True and info["gateway"] == "gw-status", info
+        assert not socket_path(tmp_path / "state" / "outbox.sqlite").exists()
+    finally:
+        assert agent.stop() == 0
+    assert not sock.exists()
+
+    write_yaml(config, {**doc, "status": {"socket": str(sock), "group": "no-such-group-ce",
+                                          "mode": "0600"}})
+    agent = Proc(["edge_agent.cli", "run", "--config", str(config)],
+                 tmp_path / "agent2.log").start()
+    try:
+        wait_for(sock.exists, 15, "the status socket")
+        wait_for(lambda: "status.group" in agent.output(), 10, "the group error")
+        errors = [line for line in agent.output().splitlines() if "status.group" in line]
+        assert len(errors) == 1 and " ERROR " in errors[0], errors
+        assert "no group 'no-such-group-ce' on this machine" in errors[0]
+        st = sock.stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o600, os.getegid())
+        assert answer(config)[1]["running"] is True
+    finally:
+        assert agent.stop() == 0

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cityedge import shipped
 from edge_agent.decoding import load_profiles
 from simulators.device import SimulatedDevice
+from simulators.services import InfluxDB, free_port
 from tests.helpers import ROOT, Proc, wait_for, write_yaml
 from tests.secure_fleet import SecureFleet
 
@@ -119,3 +121,68 @@ def test_each_broken_part_is_named_with_its_fix(
     assert code == 1
     assert lines[0].startswith(f"FAIL config: {tmp_path / 'agent.yaml'}:2: <top>: not valid"
                                " YAML: "), lines
+
+
+def _http_collector(tmp: Path, name: str, secure: SecureFleet, influx_url: str,
+                    port: int) -> Proc:
+    server = secure.server_tls()
+    cfg = write_yaml(tmp / f"{name}.yaml", {
+        "registry": str(secure.registry_path), "mqtt": None,
+        "writer": {"type": "influxdb_v1", "url": influx_url, "database": name},
+        "http": {"host": "127.0.0.1", "port": port, "write_timeout": 2,
+                 "tls": {"cert_file": server.cert_file, "key_file": server.key_file}},
+    })
+    collector = Proc(["collector.cli", "run", "--config", str(cfg)], tmp / f"{name}.log").start()
+    wait_for(lambda: "collector running" in collector.output(), 20, f"collector {name}")
+    return collector
+
+
+def test_the_http_uplink_is_checked_to_the_collectors_ack(
+        tmp_path: Path, secure: SecureFleet, influxdb: InfluxDB, unique_name: str,
+        device: SimulatedDevice) -> None:
+    """Over HTTP, doctor posts a probe batch as the gateway and wants the collector's sealed
+    ack: healthy; a wrong secret (refused credentials); a token the collector takes but a
+    secret that cannot verify its ack (no ack); nothing listening (unreachable). Each FAIL
+    says what to do."""
+    gw = "gw-doctor-http"
+    secret = secure.add_gateway(gw)
+    port = free_port()
+    collector = _http_collector(tmp_path, unique_name, secure, influxdb.url, port)
+
+    def http_config(url: str, **gateway: Any) -> Path:
+        doc = yaml.safe_load(config(tmp_path, gw, device.path, {}, secret).read_text())
+        doc["gateway"].update(gateway)
+        doc["uplink"] = {"kind": "http", "http": {"url": url, "tls": secure.tls}}
+        return write_yaml(tmp_path / "agent.yaml", doc)
+
+    def uplink(lines: list[str]) -> list[str]:
+        return [line for line in lines if "uplink:" in line or "fix:" in line]
+
+    url = f"https://127.0.0.1:{port}"
+    try:
+        code, lines = doctor(http_config(url))
+        assert code == 0, "\n".join(lines)
+        acked = [line for line in lines if "acked a probe batch" in line]
+        assert len(acked) == 1 and acked[0].startswith(f"ok   uplink: HTTP as {gw}: the"), lines
+        assert acked[0].endswith("ms (sealed with this gateway's key)")
+
+        code, lines = doctor(http_config(url, secret="not-the-registry-secret"))
+        assert code == 1
+        i = lines.index(f"FAIL uplink: HTTP as {gw}: credentials refused (401 unauthorized:"
+                        " wrong token)")
+        assert lines[i + 1].startswith("     fix: gateway.secret (or uplink.http.token) must"
+                                       " be the one edge-collector gateways add printed")
+
+        doc = yaml.safe_load(http_config(url, secret="not-the-registry-secret").read_text())
+        doc["uplink"]["http"]["token"] = secret  # the collector takes it; the seal is wrong
+        code, lines = doctor(write_yaml(tmp_path / "agent.yaml", doc))
+        assert code == 1
+        no_ack = [line for line in lines if "no ack this gateway can verify" in line]
+        assert len(no_ack) == 1 and no_ack[0].startswith(
+            f"FAIL uplink: HTTP as {gw}: the collector answered 200"), uplink(lines)
+    finally:
+        assert collector.stop() == 0
+
+    code, lines = doctor(http_config(url))  # nobody listens there now
+    assert code == 1
+    assert f"FAIL uplink: TCP 127.0.0.1:{port}: Connection refused" in lines, uplink(lines)

@@ -169,6 +169,10 @@ def test_installed_agent_decodes_and_checks_with_its_shipped_profiles(
     assert sample.returncode == 0 and "gateway:" in sample.stdout, sample.stderr
     unit = _run([agent, "sample-config", "--systemd"], elsewhere)
     assert unit.returncode == 0 and "StateDirectory=cityedge" in unit.stdout, unit.stderr
+    for site_kind, kind in (("dust_pole", "dust_zone"), ("bus_stop", "bus_stop"),
+                            ("apartment", "apartment")):
+        sample = _run([agent, "sample-config", "--site", site_kind], elsewhere)
+        assert sample.returncode == 0 and f"kind: {kind}" in sample.stdout, sample.stderr
     config = elsewhere / "agent.yaml"
     config.write_text(
         "gateway: {id: gw-wheel-01, site: {district: 강남구, site: 옥상, kind: dust_zone}}\n"
@@ -191,7 +195,8 @@ def test_installed_collector_checks_its_shipped_rule_sets(venv: Path, elsewhere:
     listed = _run([str(venv / "bin" / "python"), "-c", "from cityedge import shipped; print("
                    "' '.join(sorted(p.name for p in shipped.schemas_dir().glob('*.json'))))"],
                   elsewhere)
-    assert listed.stdout.split() == ["agent.schema.json", "collector.schema.json"], listed
+    assert listed.stdout.split() == ["agent.schema.json", "collector.schema.json",
+                                     "profile.schema.json", "rules.schema.json"], listed
 
 
 def test_installed_demo_delivers_every_reading(venv: Path, elsewhere: Path) -> None:

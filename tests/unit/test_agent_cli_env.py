@@ -33,6 +33,9 @@ def sample(action: argparse.Action) -> tuple[str, object]:
     """A value for the variable, and what the parsed flag must then be."""
     if isinstance(action, argparse._StoreTrueAction):
         return "yes", True
+    if action.choices:
+        first = next(iter(action.choices))
+        return str(first), first
     if action.type is int:
         return "7", 7
     if action.type is float:
@@ -52,7 +55,7 @@ def test_every_flag_is_covered() -> None:
     names = {a.option_strings[0] for _, a in flags()}
     assert {"--config", "--log-level", "--json", "--baud", "--listen", "--reply-timeout",
             "--slave", "--profiles-dir", "--profile", "--hex", "--file",
-            "--skipped", "--systemd", "--watch", "--sensor"} == names
+            "--skipped", "--systemd", "--site", "--watch", "--sensor"} == names
 
 
 @pytest.mark.parametrize(("command", "action"), flags(),

@@ -64,6 +64,10 @@ def test_the_unit_runs_the_service_as_a_package_would(name: str) -> None:
         assert one(service, key) == value, key
     assert one(unit["Install"], "WantedBy") == "multi-user.target"
     assert "network-online.target" in one(unit["Unit"], "Wants")
+    # READY=1 and WATCHDOG=1 come from the service itself (cityedge/sdnotify.py).
+    assert (one(service, "Type"), one(service, "NotifyAccess")) == ("notify", "main")
+    assert 10 <= int(one(service, "WatchdogSec")) <= 120
+    assert one(service, "ExecReload") == "/bin/kill -HUP $MAINPID"
 
 
 def test_the_agent_reaches_serial_ports_and_reads_the_clock_state() -> None:
@@ -72,6 +76,9 @@ def test_the_agent_reaches_serial_ports_and_reads_the_clock_state() -> None:
     assert one(service, "DevicePolicy") == "closed"
     assert set(service["DeviceAllow"]) >= {"char-ttyUSB rw", "char-ttyACM rw", "char-ttyAMA rw"}
     assert "PrivateDevices" not in service
+    # The status socket's folder: the technicians' group may reach it (status.group).
+    assert (one(service, "RuntimeDirectory"), one(service, "RuntimeDirectoryMode")) == (
+        "cityedge", "0750")
     # ProtectClock's filter refuses adjtimex(), which clock_synced: auto reads.
     assert "ProtectClock" not in service
 
