@@ -87,6 +87,8 @@ GATEWAY_HEALTH_DOC = MeasurementDoc(GATEWAY_HEALTH, READING_TAGS, (
     _f("resent_batches", INT, COUNT, "batches sent again after an ack timeout, since start"),
     _f("refused_sends", INT, COUNT, "batches the uplink would not even queue"),
     _f("split_batches", INT, COUNT, "batches cut to fit the collector's payload limit"),
+    _f("status_refused_connections", INT, COUNT, "status socket connections closed: over"
+       " the cap, a reader that stopped reading, a failed request"),
     _f("dropped_readings", INT, COUNT, "readings a full outbox dropped, since start"),
     _f("store_failed_readings", INT, COUNT, "read but not stored (disk full, failing card)"),
     _f("disk_free_mb", FLT, "MB", "free space where the outbox is"),
