@@ -216,7 +216,11 @@ COLLECTOR_HEALTH_DOC = MeasurementDoc(COLLECTOR_HEALTH, (
         ("pushes", "sensor.community pushes written and answered"),
         ("readings", "readings in those pushes (one per sensor)"),
         ("metadata_values", "metadata values (samples, signal, ...) not stored"),
-        ("auto_admitted", "pushes from devices the registry does not list"))),
+        ("auto_admitted", "pushes from devices the registry does not list"),
+        ("auto_devices", "devices auto_register admitted (at most max_auto_admitted)"),
+        ("lost", "pushes answered 429 or 503: the firmware never resends them"))),
+    _f("airrohr_lost_<reason>", INT, COUNT, "those lost pushes by reason (rate_limited,"
+       " write_timeout, busy, ...)", "with http.airrohr"),
     *(_f(f"influx_write_{name}", INT, COUNT, meaning, "with http.influx_write")
       for name, meaning in (
         ("writes", "line-protocol writes answered 204"),
