@@ -215,7 +215,8 @@ COLLECTOR_HEALTH_DOC = MeasurementDoc(COLLECTOR_HEALTH, (
     *(_f(f"airrohr_{name}", INT, COUNT, meaning, "with http.airrohr") for name, meaning in (
         ("pushes", "sensor.community pushes written and answered"),
         ("readings", "readings in those pushes (one per sensor)"),
-        ("metadata_values", "metadata values (samples, signal, ...) not stored"),
+        ("metadata_values", "metadata values (samples, signal, ...); interval and samples"
+                            " are kept as fw_interval_ms, fw_samples on the readings"),
         ("auto_admitted", "pushes from devices the registry does not list"),
         ("auto_devices", "devices auto_register admitted (at most max_auto_admitted)"),
         ("lost", "pushes answered 429 or 503: the firmware never resends them"))),
