@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from cityedge.uplink.payload import MAX_SENSORS_PER_BATCH
+from collector.ratelimit import BATCH_COST_BYTES, RateLimiter
 from collector.sources import lineproto_in as lp
 from tests.unit.test_http_source import run
 from tests.unit.test_influx_write_http import rig
@@ -99,4 +100,17 @@ def test_one_sensor_id_with_more_tag_sets_than_batches_is_413(tmp_path: Path) ->
             half = body[: body.index(b"\n", len(body) // 2) + 1]  # what Telegraf sends next
             status, _, _ = await r.post("/write", half, r.telegraf_v1(half), db="t")
             assert status == 204
+    run(main())
+
+
+def test_a_line_protocol_body_costs_three_times_its_bytes_at_the_rate_limit(
+        tmp_path: Path) -> None:
+    line = f"m,host=h f=1,{'g' * 60}=2 {T}\n".encode()
+    body = line * (BATCH_COST_BYTES // len(line))  # one token as JSON, three as lines
+
+    async def main() -> None:
+        async with rig(tmp_path, limiter=RateLimiter(0.001, 5, 100)) as r:
+            statuses = [(await r.post("/write", body, r.telegraf_v1(body), db="t"))[0]
+                        for _ in range(2)]
+            assert statuses == [204, 429]  # 3 of 5 tokens, then 3 more are not there
     run(main())
