@@ -124,6 +124,7 @@ class Health:
             "resent_batches": a.window.resent_batches,
             "refused_sends": a.refused_sends,
             "split_batches": a.split_batches,
+            "status_refused_connections": sum(a.tails.refused.values()),
             **a.display.health_fields(),
             **self._trust_fields(),
             "link_up": a.transport.ready(),

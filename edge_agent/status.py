@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cityedge.logthrottle import LogThrottle
 from cityedge.uplink import Reading
 from edge_agent.config import resolve
 from edge_agent.uplink_watch import GRACE_S
@@ -50,6 +51,11 @@ TAIL_QUEUE = 1000
 MAX_TAILS = 8
 # Seconds to wait for the asker's request line.
 REQUEST_TIMEOUT_S = 2.0
+# Connections at once (tails included); past it a connection is closed at once, counted:
+# each holds a descriptor of the agent's, which its own files need.
+MAX_CONNECTIONS = 16
+# Seconds a tail reader may leave a line unread before it is hung up on.
+DRAIN_TIMEOUT_S = 10.0
 
 
 def reading_line(r: Reading) -> dict[str, Any]:
@@ -65,6 +71,8 @@ class Tails:
         self.last: dict[str, Reading] = {}  # one per configured sensor
         self.queues: set[asyncio.Queue[Reading]] = set()
         self.dropped = 0  # readings a slow tail reader did not get
+        # Status connections refused by reason (too_many, stalled, bad_request).
+        self.refused: Counter[str] = Counter()
 
     def stored(self, readings: list[Reading]) -> None:
         decoded = [r for r in readings if r.measurement not in HEALTH_MEASUREMENTS]
@@ -177,6 +185,8 @@ class StatusServer:
         self.errors: Counter[str] = Counter()  # gateway_health status_socket_errors_<reason>
         self._server: asyncio.AbstractServer | None = None
         self._tailing: set[asyncio.StreamWriter] = set()  # closed when the agent stops
+        self._open = 0  # connections being answered
+        self._log = LogThrottle(log)
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -218,6 +228,14 @@ class StatusServer:
 
     async def _answer(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
+        refused = self.agent.tails.refused
+        if self._open >= MAX_CONNECTIONS:
+            refused["too_many"] += 1
+            self._log.note("too_many", f"status socket: more than {MAX_CONNECTIONS}"
+                           " connections, closing the newest", time.monotonic())
+            writer.close()
+            return
+        self._open += 1
         try:
             try:
                 request = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT_S)
@@ -229,12 +247,19 @@ class StatusServer:
             body = await snapshot(self.agent, self.watch)
             body["problems"] = problems(body)
             writer.write(json.dumps(body, ensure_ascii=False).encode())
-            await writer.drain()
+            await asyncio.wait_for(writer.drain(), DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            writer.transport.abort()  # close() would wait for the unread lines to go
+            refused["stalled"] += 1
+            self._log.note("stalled", "status socket: a reader stopped reading, hung up",
+                           time.monotonic())
         except (ConnectionError, OSError):
             pass  # the asker hung up
         except Exception as exc:  # one asker's trouble must not reach the agent
-            log.warning("status request failed: %s", exc)
+            refused["bad_request"] += 1
+            self._log.note("bad_request", f"status request failed: {exc}", time.monotonic())
         finally:
+            self._open -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -251,7 +276,7 @@ class StatusServer:
             while True:
                 r = await queue.get()
                 writer.write(json.dumps(reading_line(r), ensure_ascii=False).encode() + b"\n")
-                await writer.drain()
+                await asyncio.wait_for(writer.drain(), DRAIN_TIMEOUT_S)
         finally:
             tails.queues.discard(queue)
             self._tailing.discard(writer)

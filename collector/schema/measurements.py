@@ -87,6 +87,8 @@ GATEWAY_HEALTH_DOC = MeasurementDoc(GATEWAY_HEALTH, READING_TAGS, (
     _f("resent_batches", INT, COUNT, "batches sent again after an ack timeout, since start"),
     _f("refused_sends", INT, COUNT, "batches the uplink would not even queue"),
     _f("split_batches", INT, COUNT, "batches cut to fit the collector's payload limit"),
+    _f("status_refused_connections", INT, COUNT, "status socket connections closed: over"
+       " the cap, a reader that stopped reading, a failed request"),
     _f("dropped_readings", INT, COUNT, "readings a full outbox dropped, since start"),
     _f("store_failed_readings", INT, COUNT, "read but not stored (disk full, failing card)"),
     _f("disk_free_mb", FLT, "MB", "free space where the outbox is"),
@@ -222,8 +224,13 @@ COLLECTOR_HEALTH_DOC = MeasurementDoc(COLLECTOR_HEALTH, (
     *(_f(f"airrohr_{name}", INT, COUNT, meaning, "with http.airrohr") for name, meaning in (
         ("pushes", "sensor.community pushes written and answered"),
         ("readings", "readings in those pushes (one per sensor)"),
-        ("metadata_values", "metadata values (samples, signal, ...) not stored"),
-        ("auto_admitted", "pushes from devices the registry does not list"))),
+        ("metadata_values", "metadata values (samples, signal, ...); interval and samples"
+                            " are kept as fw_interval_ms, fw_samples on the readings"),
+        ("auto_admitted", "pushes from devices the registry does not list"),
+        ("auto_devices", "devices auto_register admitted (at most max_auto_admitted)"),
+        ("lost", "pushes answered 429 or 503: the firmware never resends them"))),
+    _f("airrohr_lost_<reason>", INT, COUNT, "those lost pushes by reason (rate_limited,"
+       " write_timeout, busy, ...)", "with http.airrohr"),
     *(_f(f"influx_write_{name}", INT, COUNT, meaning, "with http.influx_write")
       for name, meaning in (
         ("writes", "line-protocol writes answered 204"),

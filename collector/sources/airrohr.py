@@ -13,7 +13,9 @@ HTTP basic auth when a user and password are set. Values are strings; the
 prefix of a value type names the sensor (``SDS_``, ``PMS_``, ``SPS30_``,
 ``BME280_``, ``DNMS_noise_``...). The trailing ``samples``, ``min_micro``,
 ``max_micro``, ``interval`` and ``signal`` describe the device's loop and
-radio, not the air: they are counted and not stored.
+radio, not the air: they are counted, and ``interval`` (ms) and ``samples`` are
+kept as the fields ``fw_interval_ms`` and ``fw_samples`` of every reading of the
+push, so a gap in a series can be told from a longer interval.
 
 The push becomes one cityedge batch (cityedge/uplink/payload.py), one reading
 per sensor, mapped onto the measurements and fields of cityedge's own profiles
@@ -48,6 +50,9 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_VALUES = 256
 # Loop and radio statistics the firmware appends to every push: not readings.
 METADATA = frozenset({"samples", "min_micro", "max_micro", "interval", "signal"})
+# Those kept, as fields of every reading of the push: the device's sending interval
+# (ms) and its loop count, so a gap in a series shows against what was expected.
+KEPT_METADATA = {"interval": "fw_interval_ms", "samples": "fw_samples"}
 
 # Value-type prefix -> (sensor id, its model tag, measurement of its values).
 SENSORS: dict[str, tuple[str, str, str]] = {
@@ -172,6 +177,7 @@ def to_batch(body: bytes, gateway: str, now_ns: int) -> Push:
     models: dict[str, tuple[str, str]] = {}
     problems: list[tuple[str, str | None, str | None, str]] = []
     metadata = 0
+    kept: dict[str, int] = {}
     for entry in values:
         raw = json.dumps(entry, ensure_ascii=False)[:1024]
         value_type = entry.get("value_type") if isinstance(entry, dict) else None
@@ -180,6 +186,9 @@ def to_batch(body: bytes, gateway: str, now_ns: int) -> Push:
             continue
         if value_type in METADATA:
             metadata += 1
+            number = _number(entry.get("value"))
+            if value_type in KEPT_METADATA and number is not None and number.is_integer():
+                kept[KEPT_METADATA[value_type]] = int(number)
             continue
         sensor, suffix = _split(value_type)
         mapped = MAPPED.get(suffix) if sensor is not None else None
@@ -198,7 +207,7 @@ def to_batch(body: bytes, gateway: str, now_ns: int) -> Push:
         models[sid] = (model, measurement)
     epoch = epoch_of(gateway)
     readings = [{"seq": now_ns + i, "sensor": sid, "m": models[sid][1], "t": now_ns,
-                 "boot": BOOT, "mono": 0, "s": True, "f": f}
+                 "boot": BOOT, "mono": 0, "s": True, "f": {**f, **kept}}
                 for i, (sid, f) in enumerate(sorted(fields.items()))]
     batch = {"v": 1, "gateway": gateway, "epoch": epoch, "batch": now_ns // 1_000_000_000,
              "sent_ns": now_ns, "clock": {"synced": True, "boot": BOOT, "mono_ns": 0},

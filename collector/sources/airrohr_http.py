@@ -30,7 +30,9 @@ import binascii
 import dataclasses
 import hmac
 import json
+import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,7 @@ from aiohttp import web
 from cityedge.uplink.payload import tag_value_ok
 from collector.deadletter import dead_letter
 from collector.ingest import Accepted, Refused, ingest
+from collector.ratelimit import RateLimiter
 from collector.registry.model import SITE_KINDS
 from collector.sources import airrohr
 
@@ -75,10 +78,18 @@ class AirrohrConfig:
     require_password: bool = True
     # null: devices the registry does not list are refused (unknown_gateway).
     auto_register: AutoRegister | None = None
+    # Devices auto_register admits at most (past it: 403 auto_register_full), and their
+    # pushes a second all together (429 rate_limited): an unlisted id costs no password,
+    # so per-id limits do not bound them. 145 s between pushes: 1,000 devices ~7/s.
+    max_auto_admitted: int = 1000
+    auto_rate: float = 20.0
+    auto_burst: int = 100
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or "{" in self.path or "}" in self.path:
             raise ValueError(f"airrohr.path: expected '/name', got {self.path!r}")
+        if self.max_auto_admitted < 1 or self.auto_rate <= 0 or self.auto_burst < 1:
+            raise ValueError("airrohr: max_auto_admitted >= 1, auto_rate > 0, auto_burst >= 1")
 
 
 @dataclass
@@ -87,6 +98,12 @@ class AirrohrStats:
     readings: int = 0  # in those pushes (one per sensor)
     metadata_values: int = 0  # samples, min_micro, ... (not stored)
     auto_admitted: int = 0  # pushes from devices the registry does not list
+    auto_devices: int = 0  # distinct devices auto_register admitted (at most the cap)
+
+
+# Pushes answered 429/503 (the firmware never resends: each is lost), by reason.
+LOST_STATUSES = (429, 503)
+AUTO_KEY = "auto_register"
 
 
 def reply(status: int, reason: str, detail: str, **headers: str) -> web.Response:
@@ -111,6 +128,9 @@ class AirrohrRoute:
         self.source = source
         self.config = config
         self.stats = AirrohrStats()
+        self.lost: Counter[str] = Counter()
+        self._auto: set[str] = set()  # bounded by max_auto_admitted
+        self._auto_limit = RateLimiter(config.auto_rate, config.auto_burst, 1)
 
     def _deny(self, status: int, gateway: str, detail: str, reason: str) -> web.Response:
         self.source.intake.count(reason, f"refused airrohr push from {gateway}: {reason}: "
@@ -137,6 +157,9 @@ class AirrohrRoute:
             return self._insecure(request, gateway)
         refused = admission.refusal(gateway)
         if refused is not None and refused.reason == "unknown_gateway" and c.auto_register:
+            early = self._auto_admit(gateway)
+            if early is not None:
+                return early
             self.stats.auto_admitted += 1
             a = c.auto_register
             return {"district": a.district, "site": a.site, "site_kind": a.kind}
@@ -146,6 +169,24 @@ class AirrohrRoute:
         if c.require_password and (given is None or not admission.token_ok(gateway, given)):
             return self._deny(401, gateway, "missing or wrong password", "unauthorized")
         return admission.site_for(gateway)
+
+    def _auto_admit(self, gateway: str) -> web.Response | None:
+        """Room for one more unlisted device, and its push within the shared rate."""
+        c = self.config
+        if gateway not in self._auto and len(self._auto) >= c.max_auto_admitted:
+            return self._deny(403, gateway, f"{c.max_auto_admitted} unlisted devices admitted"
+                              " already: add it to the registry", "auto_register_full")
+        wait = self._auto_limit.take(AUTO_KEY, time.monotonic())
+        if wait:
+            self.source.stats.rate_limited += 1
+            self.source._count_refusal(gateway, "rate_limited", "unlisted devices over"
+                                       f" {c.auto_rate:g} pushes/s together")
+            return reply(429, "rate_limited", f"unlisted devices over {c.auto_rate:g}"
+                         " pushes/s", **{"Retry-After": str(math.ceil(wait))})
+        if gateway not in self._auto:
+            self._auto.add(gateway)
+            self.stats.auto_devices = len(self._auto)
+        return None
 
     async def _admit(self, request: web.Request) -> Admitted | web.Response:
         """Who sends (and where it stands), or why not: identity, closing, rate."""
@@ -181,6 +222,13 @@ class AirrohrRoute:
         return dataclasses.replace(result, dead_letters=result.dead_letters + dead), push.metadata
 
     async def handle(self, request: web.Request) -> web.Response:
+        response = await self._handle(request)
+        if response.status in LOST_STATUSES:
+            doc = json.loads(response.body) if isinstance(response.body, bytes) else {}
+            self.lost[str(doc.get("reason", response.status))] += 1
+        return response
+
+    async def _handle(self, request: web.Request) -> web.Response:
         src = self.source
         src.stats.requests += 1
         admitted = await self._admit(request)
@@ -202,5 +250,7 @@ class AirrohrRoute:
         return response
 
     def health(self) -> dict[str, Any]:
-        return {f"airrohr_{k}": v for k, v in vars(self.stats).items()}
+        lost = {f"airrohr_lost_{k}": v for k, v in sorted(self.lost.items())}
+        return {**{f"airrohr_{k}": v for k, v in vars(self.stats).items()},
+                "airrohr_lost": sum(self.lost.values()), **lost}
 

@@ -37,11 +37,13 @@ def test_values_map_onto_cityedge_measurements_and_fields() -> None:
                                        "dust_zone"})
     assert isinstance(result, Accepted) and result.dead_letters == ()
     got = {(p.measurement, p.tags["sensor"]): dict(p.fields) for p in result.points}
+    # The device's sending interval and loop count ride on every reading (gaps show).
+    kept = {"fw_interval_ms": 145000, "fw_samples": 5118}
     assert got == {
-        ("particulate", "sds011"): {"pm10_ugm3": 12.3, "pm2_5_ugm3": 7.1},
+        ("particulate", "sds011"): {"pm10_ugm3": 12.3, "pm2_5_ugm3": 7.1, **kept},
         ("climate", "bme280"): {"temperature_c": 21.37, "humidity_pct": 48.92,
-                                "pressure_hpa": 1007.1234},
-        ("noise", "dnms"): {"laeq_dba": 55.81, "lmin_dba": 48.2, "lmax_dba": 71.44},
+                                "pressure_hpa": 1007.1234, **kept},
+        ("noise", "dnms"): {"laeq_dba": 55.81, "lmin_dba": 48.2, "lmax_dba": 71.44, **kept},
     }
     for p in result.points:
         assert p.time_ns == NOW  # arrival: the firmware sends no time

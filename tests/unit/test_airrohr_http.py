@@ -97,10 +97,13 @@ def test_firmware_push_lands_with_the_registry_site_and_raises_the_same_alert(
             assert status == 200
             by = {p.measurement: p for p in r.writer.written}
             assert set(by) == {"particulate", "climate", "noise"}
-            assert dict(by["particulate"].fields) == {"pm10_ugm3": 163.4, "pm2_5_ugm3": 7.1}
+            assert dict(by["particulate"].fields) == {"pm10_ugm3": 163.4, "pm2_5_ugm3": 7.1,
+                                                      "fw_interval_ms": 145000,
+                                                      "fw_samples": 5118}
             assert by["climate"].fields["pressure_hpa"] == 1007.1234
             assert dict(by["noise"].fields) == {"laeq_dba": 55.81, "lmin_dba": 48.2,
-                                                "lmax_dba": 71.44}
+                                                "lmax_dba": 71.44, "fw_interval_ms": 145000,
+                                                "fw_samples": 5118}
             for p in by.values():
                 assert (p.tags["district"], p.tags["site"], p.tags["site_kind"],
                         p.tags["gateway"]) == ("강남구", "역삼역", "dust_zone", GW)

@@ -77,8 +77,10 @@ def test_telegraf_body_becomes_readings_through_ingest() -> None:
         ("system", {"host": "edge-1", "district": "강남구", "site": "s", "site_kind":
                     "bus_stop", "gateway": "gw-1"}, {"uptime": 86400, "load1": 0.11}, NOW),
     ]
-    # The identity: the line's number and a hash of the body, the same on a resend.
-    assert [p.identity.seq for p in result.points if p.identity] == [1, 2, 3]
+    # The identity: each line's own (series and time), the same on a resend.
+    assert [p.identity.seq for p in result.points if p.identity] == [
+        lp.seq_of("cpu", {"cpu": "cpu-total", "host": "edge-1"}, NOW),
+        lp.seq_of("mem", {"host": "edge-1"}, NOW), lp.seq_of("system", {"host": "edge-1"}, NOW)]
     assert lp.to_batch(TELEGRAF, "gw-1", "n", NOW + 5).epoch == lines.epoch
     # No sensor tag: one is made from the tag set (the same tags, the same sensor).
     assert result.points[1].tags["sensor"] == result.points[2].tags["sensor"]
@@ -98,13 +100,14 @@ def test_bad_lines_are_returned_with_their_number_the_rest_are_readings() -> Non
     assert [(b.number, b.reason, b.text) for b in lines.rejected] == [
         (4, "bad_line", "m,bad-key=x f=1 6"), (5, "bad_line", "m f=oops 7")]
     assert "tag key 'bad-key'" in lines.rejected[0].detail
-    assert [r["seq"] for r in json.loads(lines.payload)["readings"]] == [3, 6]
+    assert [r["t"] for r in json.loads(lines.payload)["readings"]] == [5, 8]
     # Lines the parser takes but the collector's validation does not: dead letters by ingest.
     lines = lp.to_batch(b"cityedge_collector f=1 5\nm time=1 6\nm f=1 7\n", "gw-1", "n", NOW)
     result = ingest(lines.payload, "gw-1")
     assert isinstance(result, Accepted) and len(result.points) == 1
-    assert sorted((d.fields["seq"], d.tags["reason"]) for d in result.dead_letters) == [
-        (1, "reserved_measurement"), (2, "bad_field_name")]
+    assert sorted((d.fields["seq"], d.tags["reason"]) for d in result.dead_letters) == sorted([
+        (lp.seq_of("cityedge_collector", {}, 5), "reserved_measurement"),
+        (lp.seq_of("m", {}, 6), "bad_field_name")])
 
 
 def test_whole_body_refusals() -> None:
@@ -117,3 +120,39 @@ def test_whole_body_refusals() -> None:
 def test_a_line_without_time_gets_the_arrival_time() -> None:
     lines = lp.to_batch(b"m f=1", "gw-1", "n", NOW)
     assert json.loads(lines.payload)["readings"][0]["t"] == NOW
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('m f="a"x 123', "'x 123' after the closing quote"),
+    ('m f="a"junk', "'junk' after the closing quote"),
+    ("m f=1 1_000", "invalid timestamp '1_000'"),
+    ("m f=1 +5", "invalid timestamp"),
+])
+def test_what_influxdb_refuses_is_refused_with_a_reason(line: str, message: str) -> None:
+    for parse in (lp.parse_line, lp.parse_fast):
+        with pytest.raises(lp.LineError, match=message):
+            parse(line, 1)
+
+
+@pytest.mark.parametrize("line", [
+    "m f=1", "m,a=b,c=d f=1i,g=-2.5,h=t 17", "m,a=b=c f=1 5", "m f=1  5", "m f=1 5 ",
+    "m,a=b  f=1", "m f=1,", "m ,f=1", "m,=b f=1", "m f=1=2", ",a=b f=1", "m f==1",
+    "m,a=b f=1 -5", "m f=1 12x", "m\tf=1",
+])
+def test_the_fast_path_agrees_with_the_careful_scanner(line: str) -> None:
+    def outcome(parse: object) -> object:
+        try:
+            return parse(line, 1)  # type: ignore[operator]
+        except lp.LineError as exc:
+            return str(exc)
+    assert outcome(lp.parse_fast) == outcome(lp.parse_line)
+
+
+def test_the_sensor_of_a_line_is_its_own() -> None:
+    alone = lp.to_batch(f"humid,sensor=s1 value=40 {NOW}\n".encode(), "gw-1", "n", NOW)
+    behind = lp.to_batch(f"temp,sensor=s1,unit=c value=1 {NOW}\nhumid,sensor=s1 value=40"
+                         f" {NOW}\n".encode(), "gw-1", "n", NOW)
+    sensors = [json.loads(p.payload)["sensors"] for p in behind.parts]
+    assert sensors == [{"s1": {"unit": "c"}}, {"s1": {}}]  # never overwritten: two batches
+    assert json.loads(alone.payload)["readings"][0]["seq"] == json.loads(
+        behind.parts[1].payload)["readings"][0]["seq"]
