@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from cityedge.uplink import Reading
 from edge_agent import status
+from edge_agent.config import StatusConfig
 from edge_agent.status import MAX_CONNECTIONS, StatusServer, Tails
 
 
 class Agent:  # what StatusServer and a tail read of the agent
     def __init__(self, tmp: Path) -> None:
         self.outbox_path = tmp / "outbox.sqlite"
+        self.base_dir = tmp
+        self.config = SimpleNamespace(status=StatusConfig(socket="agent.sock"))
         self.tails = Tails()
 
 
