@@ -25,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cityedge.backoff import Backoff, Uniform
+from cityedge.flowgate import FlowGate
 from cityedge.logthrottle import LogThrottle
 from cityedge.tls import TlsConfig, client_context
 
@@ -98,6 +99,9 @@ class MqttOptions:
     # PUBLISH"), so a huge message is never received and copied. None: no limit
     # announced (the broker's own, 256 MB by default for Mosquitto).
     max_packet_size: int | None = None
+    # With manual_ack: QoS 1 messages handed on and not acked yet before reading pauses
+    # (cityedge/flowgate.py; the broker may ignore our receive_maximum). None: no pause.
+    max_unanswered: int | None = None
 
 
 def _write_in_loop_thread(_c: paho.Client, _u: object, _sock: object) -> None:
@@ -130,6 +134,10 @@ class MqttClient:
         self._queue: asyncio.Queue[Message] = asyncio.Queue(options.incoming_queue)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Counted in the mqtt thread (received) and the asyncio one (answered), under a lock.
+        self.gate = FlowGate(options.max_unanswered) if options.max_unanswered else None
+        self._gate_lock = threading.Lock()
+        self._reopened = threading.Event()
         c = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=options.client_id,
@@ -168,6 +176,9 @@ class MqttClient:
         self._loop.call_soon_threadsafe(self._disconnected, str(rc))
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        if self.gate is not None and msg.qos > 0:
+            with self._gate_lock:
+                self.gate.received()
         m = Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid,
                     self.generation)
         self._loop.call_soon_threadsafe(self._deliver, m)
@@ -194,7 +205,7 @@ class MqttClient:
                 self._stop.wait(backoff.next(self._uniform))
                 continue
             while not self._stop.is_set():
-                rc = self._client.loop(timeout=0.2)
+                rc = self._paused_loop() if self._paused() else self._client.loop(timeout=0.2)
                 if self._client.is_connected():
                     backoff.reset()
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -206,6 +217,20 @@ class MqttClient:
             self._client.loop(timeout=0.2)
         except (OSError, ValueError):  # already gone; nothing left to tell the broker
             pass
+
+    def _paused(self) -> bool:
+        with self._gate_lock:
+            return self.gate is not None and self.gate.paused
+
+    def _paused_loop(self) -> MQTTErrorCode:
+        """Write (acks, PUBACKs) and keep the connection alive, but read nothing: TCP then
+        holds the broker back. Woken when an ack reopens the gate."""
+        rc = self._client.loop_write()
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            rc = self._client.loop_misc()
+        self._reopened.wait(0.05)
+        self._reopened.clear()
+        return rc
 
     def _no_delay(self) -> None:
         """Send small packets (acks, PUBACKs) at once: with Nagle's algorithm on both
@@ -277,6 +302,17 @@ class MqttClient:
         """Acknowledge a QoS 1 message (manual_ack mode) if its connection is still current."""
         if message.qos > 0 and message.generation == self.generation and self.connected.is_set():
             self._client.ack(message.mid, message.qos)
+        self.answered(message)
+
+    def answered(self, message: Message) -> None:
+        """``message`` needs nothing more from us (acked, or given up): it leaves the gate."""
+        if self.gate is None or message.qos == 0:
+            return
+        # Whichever connection it came on: a batch of an earlier one still holds memory
+        # until it is written, so it counts until then.
+        with self._gate_lock:
+            if self.gate.open > 0 and self.gate.answered():
+                self._reopened.set()
 
     async def close(self) -> None:
         self._stop.set()
