@@ -175,7 +175,11 @@ def run_collector(name: str, root: Path, tmp: Path, s: LocalServices, *,
     proc = spawn(argv, tmp / f"{db}.log", cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
     load: Load | None = None
     try:
-        time.sleep(2.0)
+        log = tmp / f"{db}.log"
+        deadline = time.monotonic() + 60
+        while "collector running" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # its subscription, before the first batch (none is kept for a group)
         load = Load(s.mosquitto.port, window)
         before = cpu_s(proc.pid)
         took = load.run(items)
