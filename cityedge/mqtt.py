@@ -35,6 +35,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cityedge.backoff import Backoff, Uniform
+from cityedge.flowgate import FlowGate
 from cityedge.logthrottle import LogThrottle
 from cityedge.tls import TlsConfig, client_context
 
@@ -117,6 +118,9 @@ class MqttOptions:
     # PUBLISH"), so a huge message is never received and copied. None: no limit
     # announced (the broker's own, 256 MB by default for Mosquitto).
     max_packet_size: int | None = None
+    # With manual_ack: QoS 1 messages handed on and not acked yet before reading pauses
+    # (cityedge/flowgate.py; the broker may ignore our receive_maximum). None: no pause.
+    max_unanswered: int | None = None
 
 
 def open_socket(host: str, port: int, tls: ssl.SSLContext | None,
@@ -199,13 +203,16 @@ class MqttClient:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        # Messages handed on and not answered yet; reading pauses at the limit.
+        self.gate = FlowGate(options.max_unanswered) if options.max_unanswered else None
         self._client = c
 
     # -- paho's socket on the loop -----------------------------------------
     def _socket_open(self, _c: paho.Client, _u: object, sock: SocketLike) -> None:
         self._fd = sock.fileno()
         self._closed.clear()
-        self._loop.add_reader(self._fd, self._readable)
+        if not self._paused():
+            self._loop.add_reader(self._fd, self._readable)
         self._misc = self._loop.call_later(MISC_INTERVAL_S, self._tick)
 
     def _socket_close(self, _c: paho.Client, _u: object, _sock: SocketLike) -> None:
@@ -227,12 +234,25 @@ class MqttClient:
         self._loop.remove_writer(self._fd)
 
     def _readable(self) -> None:
+        if self._fd < 0 or self._paused():
+            return
         self._guarded(self._client.loop_read)
+        if self._paused() and self._fd >= 0:
+            # Too many messages unanswered: read nothing more, so TCP holds the broker
+            # back, until ``answered`` reopens the gate. Writes and pings go on.
+            self._loop.remove_reader(self._fd)
+            return
+        self._read_pending()
+
+    def _read_pending(self) -> None:
         # TLS: a record read whole may hold more than paho took; those bytes wait in
         # the SSL object, not on the socket, so the loop would not call us again.
         sock = self._client.socket()
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             self._loop.call_soon(self._readable)
+
+    def _paused(self) -> bool:
+        return self.gate is not None and self.gate.paused
 
     def _writable(self) -> None:
         self._guarded(self._client.loop_write)
@@ -333,6 +353,8 @@ class MqttClient:
         self.connected.clear()
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        if self.gate is not None and msg.qos > 0:
+            self.gate.received()
         message = Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid,
                           self.generation)
         try:
@@ -374,6 +396,17 @@ class MqttClient:
         """Acknowledge a QoS 1 message (manual_ack mode) if its connection is still current."""
         if message.qos > 0 and message.generation == self.generation and self.connected.is_set():
             self._client.ack(message.mid, message.qos)
+        self.answered(message)
+
+    def answered(self, message: Message) -> None:
+        """``message`` needs nothing more from us (acked, or given up): it leaves the gate."""
+        if self.gate is None or message.qos == 0:
+            return
+        # Whichever connection it came on: a batch of an earlier one still holds memory
+        # until it is written, so it counts until then.
+        if self.gate.open > 0 and self.gate.answered() and self._fd >= 0:
+            self._loop.add_reader(self._fd, self._readable)  # reading resumes
+            self._read_pending()
 
     async def close(self) -> None:
         """Stop reconnecting; send what is queued and a DISCONNECT, then close the socket."""

@@ -24,11 +24,14 @@ class MqttSourceConfig:
     client_id: str = "cityedge-collector-1"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    keepalive: int = field(default=30, metadata={"min": 5})
+    # A hung collector leaves its share group 1.5 keepalives after it stopped (the broker
+    # drops it; measured by bench/shared_members_bench.py: 7.5 s at 5).
+    keepalive: int = field(default=5, metadata={"min": 5})
     topic_prefix: str = DEFAULT_PREFIX
     # Empty string: a plain subscription (one collector only).
     share_group: str = DEFAULT_SHARE_GROUP
-    # Unacked batches the broker may send us at once: bounds our memory.
+    # Unanswered batches at most (announced as MQTT 5 Receive Maximum, and enforced by
+    # pausing reading, as Mosquitto 2.0.11 does not honour it): bounds our memory.
     receive_maximum: int = field(default=200, metadata={"min": 1, "max": 65535})
     # TLS to the broker, verified against ca_file (cert_file/key_file: a client
     # certificate); null: plain TCP, for a broker on this host only.

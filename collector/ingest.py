@@ -80,20 +80,46 @@ class BadTime(ValueError):
 
 def reading_point(batch: Batch, reading: Reading,
                   site: Mapping[str, str] | None = None) -> Point:
-    time_ns, how = reading_time(reading.time_ns, reading.boot, reading.mono_ns, reading.synced,
-                                dict(batch.boots))
-    if not storable_time(time_ns):
-        raise BadTime(f"time {time_ns} ({how}) is outside what InfluxDB can store")
-    fields = dict(reading.fields)
-    tags = reading_tags(batch, reading.sensor, site)
-    if isinstance(fields.get(OUT_OF_RANGE_FIELD), str):  # outside the datasheet range: kept
-        tags[QUALITY_TAG] = OUT_OF_RANGE_FIELD
-    if how != "own":
-        # Taken under an unsynchronised clock: corrected from the boot's anchor,
-        # or kept as stamped and flagged (docs/delivery.md, "Time").
-        fields[f"time_{how}"] = True
-    # Identity beside the fields, written as fields, never tags (lineprotocol.Identity).
-    return Point(reading.measurement, tags, fields, time_ns, Identity(reading.seq, batch.epoch))
+    return _Points(batch, site).point(reading)
+
+
+class _Points:
+    """A batch's readings as points. Readings of one sensor share one tags mapping (two,
+    with the out-of-range one) and the batch's boots are read once, so the line protocol
+    encoder builds each series' prefix once per batch (lineprotocol.encode). Nothing
+    changes a point's tags after this: they are shared."""
+
+    __slots__ = ("batch", "boots", "site", "tags")
+
+    def __init__(self, batch: Batch, site: Mapping[str, str] | None) -> None:
+        self.batch = batch
+        self.site = site
+        self.boots = dict(batch.boots)
+        self.tags: dict[tuple[str, bool], dict[str, str]] = {}
+
+    def _tags(self, sensor: str, out_of_range: bool) -> dict[str, str]:
+        tags = self.tags.get((sensor, out_of_range))
+        if tags is None:
+            tags = reading_tags(self.batch, sensor, self.site)
+            if out_of_range:  # outside the datasheet range: kept
+                tags[QUALITY_TAG] = OUT_OF_RANGE_FIELD
+            self.tags[(sensor, out_of_range)] = tags
+        return tags
+
+    def point(self, reading: Reading) -> Point:
+        time_ns, how = reading_time(reading.time_ns, reading.boot, reading.mono_ns,
+                                    reading.synced, self.boots)
+        if not storable_time(time_ns):
+            raise BadTime(f"time {time_ns} ({how}) is outside what InfluxDB can store")
+        fields = reading.fields
+        tags = self._tags(reading.sensor, isinstance(fields.get(OUT_OF_RANGE_FIELD), str))
+        if how != "own":
+            # Taken under an unsynchronised clock: corrected from the boot's anchor,
+            # or kept as stamped and flagged (docs/delivery.md, "Time").
+            fields = {**fields, f"time_{how}": True}
+        # Identity beside the fields, written as fields, never tags (lineprotocol.Identity).
+        return Point(reading.measurement, tags, fields, time_ns,
+                     Identity(reading.seq, self.batch.epoch))
 
 
 def dead_letter_point(batch: Batch, rejected: RejectedReading) -> Point:
@@ -136,9 +162,10 @@ def ingest(payload: bytes, topic_gateway: str | None,
         return Refused(topic_gateway, exc.reason, exc.detail)
     points: list[Point] = []
     rejected = list(batch.rejected)
+    make = _Points(batch, site)
     for r in batch.readings:
         try:
-            points.append(reading_point(batch, r, site))
+            points.append(make.point(r))
         except BadTime as exc:
             rejected.append(RejectedReading(r.seq, f"bad_time: {exc}", encodable(reading_json(r))))
     seqs: SeqRanges = batch.all_seqs()

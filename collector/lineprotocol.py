@@ -80,21 +80,70 @@ def _no_trailing_backslash(what: str, text: str) -> None:
 
 def format_point(p: Point) -> str:
     """One line; tags sorted (InfluxDB's own advice for write speed), empty tag values left out."""
-    _no_trailing_backslash("measurement", p.measurement)
-    parts = [p.measurement.translate(_MEAS)]
-    for key in sorted(p.tags):
-        value = p.tags[key]
+    return _line(p, series_prefix(p.measurement, p.tags))
+
+
+def series_prefix(measurement: str, tags: Mapping[str, str]) -> str:
+    """A series' measurement and tag set as a line starts with them, escaped."""
+    _no_trailing_backslash("measurement", measurement)
+    parts = [measurement.translate(_MEAS)]
+    for key in sorted(tags):
+        value = tags[key]
         _no_trailing_backslash("tag value", value)
         if value:
             _no_trailing_backslash("tag key", key)
             parts.append(f"{key.translate(_KEY)}={value.translate(_KEY)}")
-    for key in p.fields:
+    return ",".join(parts)
+
+
+# Field keys as a line carries them, checked and escaped once: a fleet writes a few
+# hundred distinct keys (its profiles' fields); past this many the cache starts over.
+MAX_CACHED_KEYS = 4096
+_field_keys: dict[str, str] = {}
+
+
+def _field_key(key: str) -> str:
+    escaped = _field_keys.get(key)
+    if escaped is None:
         _no_trailing_backslash("field key", key)
-    fields = ",".join(f"{k.translate(_KEY)}={_field(v)}" for k, v in p.fields.items())
+        escaped = key.translate(_KEY)
+        if len(_field_keys) >= MAX_CACHED_KEYS:
+            _field_keys.clear()
+        _field_keys[key] = escaped
+    return escaped
+
+
+def _epoch(epoch: str) -> str:
+    # A batch's points share one epoch: quoted once for them all, as the keys are.
+    quoted = _epochs.get(epoch)
+    if quoted is None:
+        if len(_epochs) >= MAX_CACHED_KEYS:
+            _epochs.clear()
+        quoted = _epochs[epoch] = _field(epoch)
+    return quoted
+
+
+_epochs: dict[str, str] = {}
+
+
+def _line(p: Point, prefix: str) -> str:
+    # The common types by exact type first (a bool is not an int here); anything else,
+    # a subclass included, through _field, which decides as format_point always did.
+    out = []
+    for key, value in p.fields.items():
+        kind = type(value)
+        if kind is int:
+            text = f"{value}i"
+        elif kind is float:
+            text = repr(value)
+        else:
+            text = _field(value)
+        out.append(f"{_field_keys.get(key) or _field_key(key)}={text}")
     if p.identity is not None:
-        identity = f"seq={_field(p.identity.seq)},epoch={_field(p.identity.epoch)}"
-        fields = f"{fields},{identity}" if fields else identity
-    return f"{','.join(parts)} {fields} {p.time_ns}"
+        seq, epoch = p.identity.seq, p.identity.epoch
+        out.append(f"seq={seq}i,epoch={_epoch(epoch)}" if type(seq) is int
+                   else f"seq={_field(seq)},epoch={_epoch(epoch)}")
+    return f"{prefix} {','.join(out)} {p.time_ns}"
 
 
 def identity_of(p: Point) -> Identity | None:
@@ -120,9 +169,16 @@ def with_identity(p: Point) -> Point:
 def encode(points: list[Point]) -> bytes:
     """The lines, UTF-8; LineProtocolError names the first point that cannot be encoded."""
     lines = []
+    # A reading's points share their tags mapping per sensor and batch (ingest.py): its
+    # series prefix is built once for them all.
+    tags: Mapping[str, str] | None = None
+    measurement, prefix = "", ""
     for i, p in enumerate(points):
         try:
-            lines.append(format_point(p))
+            if p.tags is not tags or p.measurement != measurement:
+                prefix = series_prefix(p.measurement, p.tags)
+                tags, measurement = p.tags, p.measurement
+            lines.append(_line(p, prefix))
         except LineProtocolError as exc:
             exc.index = i
             raise

@@ -288,6 +288,11 @@ class CollectorService:
             # resend brings them back) and acks paho would not queue (the gateway resends).
             fields["mqtt_overflowed"] = self.mqtt.client.stats.overflowed
             fields["mqtt_acks_not_sent"] = self.mqtt.client.stats.publish_refused
+            if (gate := self.mqtt.client.gate) is not None:
+                # Times reading paused at the unanswered-batch limit (backpressure), and
+                # the most batches ever held unanswered.
+                fields["mqtt_read_pauses"] = gate.pauses
+                fields["mqtt_unanswered_peak"] = gate.peak
         if self.http is not None:
             refused += self.http.refused
             fields.update(by_reason("http_connections_refused", self.http.guard.counts))

@@ -294,7 +294,7 @@ class Agent:
             probe_sent = self.anchoring.probes.get(ack.batch_id)
             in_flight = probe_sent is not None
             if not in_flight:  # a probe hands out no seqs; any other ack goes to the window
-                result = self.window.acked(ack.batch_id, ack.seqs)
+                result = self.window.acked(ack.batch_id, ack.seqs, time.monotonic())
                 in_flight = result.in_flight
                 if result.confirmed:
                     await self._delete(result.confirmed)

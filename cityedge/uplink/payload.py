@@ -286,30 +286,24 @@ def _check_reading(raw: Any, sensors: Mapping[str, Any]) -> Reading:
     if not isinstance(sensor, str) or sensor not in sensors:
         raise PayloadError("unknown_sensor",
                            f"sensor {brief(sensor)} is not in the batch's sensors")
-    if not isinstance(measurement, str) or not NAME_RE.fullmatch(measurement):
+    if not isinstance(measurement, str) or not _name_ok(measurement):
         raise PayloadError("bad_measurement", f"measurement {brief(measurement)}")
     if reserved_measurement(measurement):
         raise PayloadError("reserved_measurement",
                            f"{measurement!r} is the collector's own measurement")
-    for key, ok, most in (("t", reading_time_ok(raw.get("t")), MAX_TIME_NS),
-                          ("mono", _int(raw.get("mono")) and 0 <= raw["mono"] <= MAX_INT64,
-                           MAX_INT64)):
-        if not ok:
-            raise PayloadError("bad_time",
-                               f"{key}={brief(raw.get(key))}: expected an int from 0 to {most}")
-    if not isinstance(raw.get("boot"), str):
-        raise PayloadError("bad_time", "boot: expected a string")
-    if not isinstance(raw.get("s", True), bool):
-        raise PayloadError("bad_time", "s: expected true or false")
+    _check_times(raw)
     if not isinstance(fields, dict) or not fields:
         raise PayloadError("no_fields", "f: expected a non-empty object")
     if len(fields) > MAX_FIELDS_PER_READING:
         raise PayloadError("too_many_fields",
                            f"{len(fields)} fields > {MAX_FIELDS_PER_READING}")
     for name, value in fields.items():
-        if not NAME_RE.fullmatch(name) or name in RESERVED_FIELDS:
+        if not _name_ok(name) or name in RESERVED_FIELDS:
             raise PayloadError("bad_field_name", f"field {brief(name)}")
-        _check_value(name, value)
+        kind = type(value)  # the common cases first; _check_value decides the rest
+        if not ((kind is int and -MAX_INT64 - 1 <= value <= MAX_INT64)
+                or (kind is float and math.isfinite(value))):
+            _check_value(name, value)
     return Reading(
         seq=raw["seq"],
         sensor=sensor,
@@ -320,6 +314,36 @@ def _check_reading(raw: Any, sensors: Mapping[str, Any]) -> Reading:
         fields=fields,
         synced=raw.get("s", True),
     )
+
+
+# Names that matched NAME_RE, so each is matched once: a fleet's measurements and field
+# keys are a few hundred; past this many the set starts over.
+MAX_CACHED_NAMES = 4096
+_good_names: set[str] = set()
+
+
+def _name_ok(name: str) -> bool:
+    if name in _good_names:
+        return True
+    if not NAME_RE.fullmatch(name):
+        return False
+    if len(_good_names) >= MAX_CACHED_NAMES:
+        _good_names.clear()
+    _good_names.add(name)
+    return True
+
+
+def _check_times(raw: dict[str, Any]) -> None:
+    t, mono = raw.get("t"), raw.get("mono")
+    if not (type(t) is int and 0 <= t <= MAX_TIME_NS):  # reading_time_ok, the int at once
+        raise PayloadError("bad_time", f"t={brief(t)}: expected an int from 0 to {MAX_TIME_NS}")
+    if not (_int(mono) and 0 <= mono <= MAX_INT64):
+        raise PayloadError("bad_time",
+                           f"mono={brief(mono)}: expected an int from 0 to {MAX_INT64}")
+    if not isinstance(raw.get("boot"), str):
+        raise PayloadError("bad_time", "boot: expected a string")
+    if not isinstance(raw.get("s", True), bool):
+        raise PayloadError("bad_time", "s: expected true or false")
 
 
 def _check_value(name: str, value: Any) -> None:

@@ -196,6 +196,9 @@ COLLECTOR_HEALTH_DOC = MeasurementDoc(COLLECTOR_HEALTH, (
        "HTTP source, when counted"),
     _f("mqtt_reconnects", INT, COUNT, "reconnects to the broker", "MQTT source"),
     _f("mqtt_overflowed", INT, COUNT, "batches past the incoming queue", "MQTT source"),
+    _f("mqtt_read_pauses", INT, COUNT, "times reading paused at receive_maximum unanswered"
+       " batches (backpressure)", "MQTT source"),
+    _f("mqtt_unanswered_peak", INT, COUNT, "most batches held unanswered at once", "MQTT source"),
     _f("mqtt_acks_not_sent", INT, COUNT, "acks paho would not queue", "MQTT source"),
     _f("unencodable_points", INT, COUNT, "points that could not be encoded"),
     _f("failed_writes", INT, COUNT, "writes given up"),

@@ -30,7 +30,7 @@ import logging
 import time
 
 from cityedge.logthrottle import DEFAULT_INTERVAL_S
-from cityedge.mqtt import Message, MqttClient, MqttOptions
+from cityedge.mqtt import DEFAULT_SESSION_EXPIRY_S, Message, MqttClient, MqttOptions
 from cityedge.uplink import Topics
 from cityedge.uplink.payload import MAX_PAYLOAD_BYTES
 from cityedge.uplink.seal import KeyRing
@@ -77,11 +77,25 @@ class MqttSource:
             username=c.username,
             password=c.password,
             manual_ack=True,
+            # A shared-subscription member on a clean session that ends with its connection:
+            # killed, it leaves the group at once; on a persistent one it kept its share of
+            # the batches for the session's 7 days (bench/shared_members_bench.py). Its
+            # unanswered batches are the gateways' to resend. A plain subscriber keeps its
+            # session, so batches wait for it while it restarts.
+            clean_start=bool(c.share_group),
+            session_expiry=0 if c.share_group else DEFAULT_SESSION_EXPIRY_S,
             receive_maximum=c.receive_maximum,
-            incoming_queue=c.receive_maximum + 10,
-            # Room for the acks of every batch in progress, and more: Mosquitto 2.0 was
-            # measured sending several times ReceiveMaximum unacked once acks flow, and an
-            # ack paho cannot queue is lost (the gateway then resends the whole batch).
+            # Mosquitto 2.0.11 ignores our Receive Maximum once messages queue for us (it
+            # was measured sending 1,800 unacked to a subscriber that announced 200), so we
+            # bound ourselves: at receive_maximum unanswered batches we stop reading the
+            # socket and TCP holds the broker back (cityedge/flowgate.py).
+            max_unanswered=c.receive_maximum,
+            # One read past the gate brings at most as many packets as paho has messages
+            # of its own in flight (max_queued_outgoing): the queue holds them all.
+            incoming_queue=c.receive_maximum
+            + (ACKS_QUEUED_PER_BATCH_IN_FLIGHT + 1) * c.receive_maximum + 10,
+            # Room for the acks of every batch in progress, and more: an ack paho cannot
+            # queue is lost (the gateway then resends the whole batch).
             max_queued_outgoing=ACKS_QUEUED_PER_BATCH_IN_FLIGHT * c.receive_maximum,
             subscriptions=[(self.topics.up_subscription(c.share_group or None), 1)],
             tls=c.tls,
@@ -123,7 +137,8 @@ class MqttSource:
         client, ack_topic, ack = self.client, self.topics.ack(result.gateway), result.ack
 
         def written(f: asyncio.Future[None]) -> None:
-            if f.cancelled():
+            if f.cancelled():  # shutting down: not PUBACKed, so the broker keeps it
+                client.answered(message)
                 return
             if f.exception() is not None:
                 self.refuse(message, "not_written", str(f.exception()))

@@ -29,6 +29,7 @@ from typing import Literal
 
 from cityedge.uplink import SeqRanges
 from cityedge.uplink.timing import MAX_INT64
+from edge_agent.outbox.pacing import Pacing
 
 # How many batches of unsent readings the live lane may trail by before the
 # rest is handed to the backlog lane: two keeps ordinary bursts in order.
@@ -90,21 +91,29 @@ class _Sent:
     seqs: SeqRanges
     deadline: float
     ids: tuple[int, ...]
+    # When it was sent; NaN for a resend, whose ack gives no round trip (pacing.py, Karn).
+    sent_at: float = float("nan")
 
 
 class DeliveryWindow:
-    """At most ``max_in_flight`` unacked batches; a batch unacked after ``ack_timeout`` is resent.
+    """At most ``max_in_flight`` unacked batches; a batch unacked after its timeout is resent.
+
+    With ``adaptive`` (the default) the window and the timeout follow the round trip
+    (pacing.py): ``max_in_flight`` is the largest window and ``ack_timeout`` the
+    timeout until the first ack. Without, both stay as configured.
 
     After a restart the window is empty: everything still in the outbox is
     backlog and is sent again. Resends are idempotent downstream.
     """
 
     def __init__(self, *, max_in_flight: int, ack_timeout: float, batch_size: int,
-                 durable_seq: int = 0) -> None:
+                 durable_seq: int = 0, adaptive: bool = True) -> None:
         if max_in_flight < 1 or batch_size < 1 or ack_timeout <= 0:
             raise ValueError("max_in_flight, batch_size and ack_timeout must be positive")
         self.max_in_flight = max_in_flight
         self.ack_timeout = ack_timeout
+        self.pacing = Pacing(max_window=max_in_flight, initial_rto=ack_timeout) if adaptive \
+            else None
         self.batch_size = batch_size
         self.live_cursor = durable_seq  # highest seq the live lane has handed out
         self._backlog: deque[list[int]] = deque([[0, durable_seq]] if durable_seq else [])
@@ -126,7 +135,7 @@ class DeliveryWindow:
 
     def plan(self, durable_seq: int) -> Plan | None:
         """What to send next, or None when the window is full or nothing is waiting."""
-        if len(self._flying) >= self.max_in_flight:
+        if len(self._flying) >= self.limit:
             return None
         if self._due:
             due = self._due.popleft()
@@ -147,7 +156,8 @@ class DeliveryWindow:
     def sent(self, batch_id: int, seqs: SeqRanges, now: float, plan: Plan) -> None:
         if seqs:
             before = plan.ids if isinstance(plan, Resend) else ()
-            batch = _Sent(seqs, now + self.ack_timeout, (batch_id, *before)[:MAX_BATCH_IDS])
+            batch = _Sent(seqs, now + self.timeout, (batch_id, *before)[:MAX_BATCH_IDS],
+                          float("nan") if before or isinstance(plan, Resend) else now)
             self._flying[batch_id] = batch
             for bid in batch.ids:
                 self._by_id[bid] = batch
@@ -164,7 +174,17 @@ class DeliveryWindow:
             if head[0] >= head[1]:
                 self._backlog.popleft()
 
-    def acked(self, batch_id: int, seqs: SeqRanges) -> AckResult:
+    @property
+    def limit(self) -> int:
+        """Batches that may be in flight now."""
+        return self.max_in_flight if self.pacing is None else self.pacing.limit
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a batch sent now waits for its ack before it is due again."""
+        return self.ack_timeout if self.pacing is None else self.pacing.rto
+
+    def acked(self, batch_id: int, seqs: SeqRanges, now: float | None = None) -> AckResult:
         """Apply an ack to the batch it names; returns what may be deleted (and nothing else).
 
         Only seqs handed out in that batch are confirmed: the intersection, in
@@ -180,6 +200,9 @@ class DeliveryWindow:
             self.acks_unknown_batch += 1
             return AckResult(SeqRanges(), known=False, in_flight=False)
         in_flight = self._flying.get(batch.ids[0]) is batch
+        if in_flight and self.pacing is not None and now is not None:
+            rtt = now - batch.sent_at  # NaN for a resend
+            self.pacing.on_ack(rtt if rtt >= 0 else None)
         confirmed = seqs.intersection(batch.seqs)
         ignored = len(seqs) - len(confirmed)
         self.ack_seqs_ignored = min(COUNTER_MAX, self.ack_seqs_ignored + ignored)
@@ -208,6 +231,8 @@ class DeliveryWindow:
         late = [bid for bid, f in self._flying.items() if f.deadline <= now]
         for bid in late:
             self._due.append(self._flying.pop(bid))
+            if self.pacing is not None:
+                self.pacing.on_timeout(now)
         self.resent_batches += len(late)
         return len(late)
 

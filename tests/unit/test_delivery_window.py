@@ -31,6 +31,7 @@ def window(
         ack_timeout=ack_timeout,
         batch_size=batch_size,
         durable_seq=durable_seq,
+        adaptive=False,  # these pin the bookkeeping at a fixed window and timeout
     )
 
 
