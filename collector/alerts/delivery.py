@@ -6,6 +6,8 @@ full jitter (from retry_min to retry_max), Throttled ones wait as told;
 DeliveryRejected events and events out of attempts are handed to ``on_give_up``
 (the runner dead-letters them to InfluxDB with the reason); a full queue
 drops its oldest event, counted, because the newest state matters most.
+An event whose fencing token is no longer the lease's (``fence`` says no:
+another collector leads now) is never sent, and counted as fenced.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class DeliveryStats:
     dropped_full: int = 0
     gave_up: int = 0
     rejected: int = 0
+    fenced: int = 0  # not sent: made under a lease token that is no longer ours
     last_error: str = ""
 
 
@@ -41,7 +44,8 @@ class Delivery:
     def __init__(self, name: str, notifier: Notifier, route: RouteConfig, *, queue_size: int,
                  max_attempts: int, retry_min: float, retry_max: float,
                  on_give_up: Callable[[str, AlertEvent, str, str], None],
-                 uniform: Uniform = random.uniform) -> None:
+                 uniform: Uniform = random.uniform,
+                 fence: Callable[[AlertEvent], bool] = lambda _: True) -> None:
         self.name, self.notifier, self.route = name, notifier, route
         self.queue: deque[AlertEvent] = deque()  # waiting; the one being sent is not in it
         self.inflight: AlertEvent | None = None
@@ -49,6 +53,7 @@ class Delivery:
         self.max_attempts = max_attempts
         self.retry_min, self.retry_max = retry_min, retry_max
         self.on_give_up = on_give_up
+        self.fence = fence  # may this event still be sent (its token is the lease's)?
         self.uniform = uniform  # the backoff's random source
         self.stats = DeliveryStats()
         self._wake = asyncio.Event()
@@ -81,6 +86,11 @@ class Delivery:
     async def _deliver(self, event: AlertEvent) -> None:
         backoff = Backoff(self.retry_min, self.retry_max, "full")
         for attempt in range(1, self.max_attempts + 1):
+            if not self.fence(event):
+                self.stats.fenced += 1
+                log.warning("%s: not sending %s: made under lease token %d, no longer ours",
+                            self.name, event.event_id, event.fencing_token)
+                return
             try:
                 await self.notifier.send(event)
             except DeliveryRejected as exc:
@@ -120,7 +130,8 @@ class Delivery:
         return out | {f"notify_{self.name}_delivered": s.delivered,
                       f"notify_{self.name}_retries": s.retries,
                       f"notify_{self.name}_dropped": s.dropped_full + s.gave_up + s.rejected,
-                      f"notify_{self.name}_queued": len(self.queue)}
+                      f"notify_{self.name}_queued": len(self.queue),
+                      f"notify_{self.name}_fenced": s.fenced}
 
     async def drain(self, timeout: float) -> bool:
         """Wait until the queue is empty; False if it was not within timeout."""

@@ -6,8 +6,8 @@ clock tick loop, the notifiers' queues and retries (delivery.py), the
 ``alerts`` points handed back to the collector's writer (point_queue.py), the
 state files (store.py) and the command spool of ``edge-collector alerts
 ack|silence`` (commands.py). With a lease, only its holder evaluates and
-notifies (leadership.py); the counters reach the collector's health point
-(health.py).
+notifies (leadership.py), and what it writes and notifies carries the lease's
+fencing token; the counters reach the collector's health point (health.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from cityedge.uplink.seal import KeyRing
 from cityedge.uplink.topics import DEFAULT_PREFIX
@@ -59,7 +60,7 @@ class AlertRunner:
         self.points = PointQueue(write_points, self.stats)
         self._save_lock = asyncio.Lock()  # one save at a time, in order
         self.leadership = Leadership(
-            lease if lease is not None else make_lease(self.config, self.store, holder, mqtt),
+            lease if lease is not None else make_lease(self.config, self.store, holder),
             self.store, loaded.rules, self.stats, install=self._install, save=self.save,
             save_lock=self._save_lock, led=self._save_now)
         self.lease = self.leadership.lease
@@ -67,7 +68,7 @@ class AlertRunner:
         self.deliveries = [
             Delivery(name, notifier, route, queue_size=c.queue_size, max_attempts=c.max_attempts,
                      retry_min=c.retry_min, retry_max=c.retry_max,
-                     on_give_up=self.points.dead_letter)
+                     on_give_up=self.points.dead_letter, fence=self.leadership.fence)
             for name, route, notifier in loaded.notifiers]
         self.feed_source = (MqttFeed(mqtt, self, status=c.status, observe_uplinks=c.observe_uplinks,
                                      clock=clock) if mqtt is not None and (c.status or
@@ -122,13 +123,13 @@ class AlertRunner:
                 t.cancel()
         if await self.leadership.stop():
             await self.save()
-        # Released before the queues drain: a standby takes over at once, and what
-        # we queued while we held the lease is still ours to deliver.
-        await self.leadership.release()
+        # Drained before the lease is released: what we queued carries our fencing
+        # token, which is stale once a standby takes over.
         drained = await asyncio.gather(*(d.drain(timeout) for d in self.deliveries))
         if not all(drained):
             log.warning("alerts: notifications still queued at shutdown: %s",
                         {d.name: len(d.queue) for d in self.deliveries if d.queue})
+        await self.leadership.release()
         await self.points.flush()
         for t in self._tasks:
             t.cancel()
@@ -166,7 +167,9 @@ class AlertRunner:
 
     # -- internals --------------------------------------------------------------------
     def _dispatch(self, events: list[AlertEvent]) -> None:
-        for event in events:
+        token = self.leadership.token
+        for made in events:
+            event = replace(made, fencing_token=token) if token else made
             self.stats.events += 1
             self.points.put([alert_point(event)])
             self._dirty_since = self._dirty_since or time.monotonic()

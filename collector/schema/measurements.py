@@ -220,10 +220,10 @@ COLLECTOR_HEALTH_DOC = MeasurementDoc(COLLECTOR_HEALTH, (
         ("writes", "line-protocol writes answered 204"),
         ("partial_writes", "writes answered 400 after the good lines were written"),
         ("lines", "lines written"))),
-    _f("lease_<counter>", INT, COUNT, "the MQTT lease's counters (bad_messages, probes, lapses,"
-       " ...)", "with alerts, lease: mqtt"),
-    _f("notify_<notifier>_<counter>", INT, COUNT, "delivered, retries, dropped, queued and the"
-       " notifier's own (sent, failed, acked, ...)", _NOTIFY),
+    _f("lease_<counter>", INT, COUNT, "the etcd lease's counters (grants, campaigns, elected,"
+       " lapses, states_fenced, ...)", "with alerts, lease: etcd"),
+    _f("notify_<notifier>_<counter>", INT, COUNT, "delivered, retries, dropped, queued, fenced"
+       " and the notifier's own (sent, failed, acked, ...)", _NOTIFY),
 ), "collector/service.py, every health_interval", "the collector's own counters, since start")
 
 DEADLETTER_DOC = MeasurementDoc(DEADLETTER_MEASUREMENT, (
@@ -252,6 +252,8 @@ ALERTS_DOC = MeasurementDoc(ALERTS_MEASUREMENT, (
     _f("late", BOOL, "", "made from late readings"),
     _f("repeat", BOOL, "", "a repeated notification"),
     _f("silenced", BOOL, "", "under a silence"),
+    _f("fencing_token", INT, "", "the leader's fencing token (etcd's revision of its leader key)",
+       "with lease: etcd"),
 ), "collector/alerts/points.py, at every transition", "alert transitions")
 
 CODE_MEASUREMENTS: tuple[MeasurementDoc, ...] = (
