@@ -7,7 +7,10 @@ DeliveryRejected events and events out of attempts are handed to ``on_give_up``
 (the runner dead-letters them to InfluxDB with the reason); a full queue
 drops its oldest event, counted, because the newest state matters most.
 An event whose fencing token is no longer the lease's (``fence`` says no:
-another collector leads now) is never sent, and counted as fenced.
+another collector leads now) is never sent, and counted as fenced. Every
+other end of an event (sent, rejected, given up, dropped from a full queue)
+is reported to ``on_done``: with ``lease: etcd`` it settles the event's
+entry in the outbox (write_ahead.py).
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ class Delivery:
                  max_attempts: int, retry_min: float, retry_max: float,
                  on_give_up: Callable[[str, AlertEvent, str, str], None],
                  uniform: Uniform = random.uniform,
-                 fence: Callable[[AlertEvent], bool] = lambda _: True) -> None:
+                 fence: Callable[[AlertEvent], bool] = lambda _: True,
+                 on_done: Callable[[str, AlertEvent], None] = lambda _n, _e: None) -> None:
         self.name, self.notifier, self.route = name, notifier, route
         self.queue: deque[AlertEvent] = deque()  # waiting; the one being sent is not in it
         self.inflight: AlertEvent | None = None
@@ -54,6 +58,7 @@ class Delivery:
         self.retry_min, self.retry_max = retry_min, retry_max
         self.on_give_up = on_give_up
         self.fence = fence  # may this event still be sent (its token is the lease's)?
+        self.on_done = on_done  # this event's delivery is over (not called when fenced)
         self.uniform = uniform  # the backoff's random source
         self.stats = DeliveryStats()
         self._wake = asyncio.Event()
@@ -66,6 +71,7 @@ class Delivery:
             self.stats.dropped_full += 1
             log.warning("%s: queue full (%d), dropped %s %s", self.name, self.queue_size,
                         dropped.rule, dropped.event_id)
+            self.on_done(self.name, dropped)
         self.queue.append(event)
         self._idle.clear()
         self._wake.set()
@@ -79,18 +85,20 @@ class Delivery:
                 continue
             self.inflight = self.queue.popleft()
             try:
-                await self._deliver(self.inflight)
+                if await self._deliver(self.inflight):
+                    self.on_done(self.name, self.inflight)
             finally:
                 self.inflight = None
 
-    async def _deliver(self, event: AlertEvent) -> None:
+    async def _deliver(self, event: AlertEvent) -> bool:
+        """Send with retries; False if fenced (another leader has it), True at any other end."""
         backoff = Backoff(self.retry_min, self.retry_max, "full")
         for attempt in range(1, self.max_attempts + 1):
             if not self.fence(event):
                 self.stats.fenced += 1
                 log.warning("%s: not sending %s: made under lease token %d, no longer ours",
                             self.name, event.event_id, event.fencing_token)
-                return
+                return False
             try:
                 await self.notifier.send(event)
             except DeliveryRejected as exc:
@@ -99,7 +107,7 @@ class Delivery:
                 log.error("%s rejected %s: %s", self.name, event.event_id,
                           self.stats.last_error)
                 self.on_give_up(self.name, event, "notify_rejected", self.stats.last_error)
-                return
+                return True
             except Throttled as exc:
                 wait = exc.retry_after
                 self.stats.last_error = redact_text(str(exc))
@@ -112,7 +120,7 @@ class Delivery:
                 self.stats.last_error = redact_text(repr(exc))
             else:
                 self.stats.delivered += 1
-                return
+                return True
             if attempt < self.max_attempts:
                 self.stats.retries += 1
                 await asyncio.sleep(wait)
@@ -120,6 +128,7 @@ class Delivery:
         reason = f"gave up after {self.max_attempts} attempts: {self.stats.last_error}"
         log.error("%s: %s for %s", self.name, reason, event.event_id)
         self.on_give_up(self.name, event, "notify_gave_up", reason)
+        return True
 
     def health_fields(self) -> dict[str, int]:
         """This route's counters for the collector's health point (cityedge_collector):

@@ -6,7 +6,9 @@ election for its next request, POSTs it to etcd's HTTP/JSON gateway
 (aiohttp, no client library: four endpoints), and feeds the answer back with
 the time the request was sent. A request that fails moves on to the next
 configured endpoint. ``publish_state`` writes the open alerts for the next
-leader, fenced by the leader key's create revision (our token).
+leader, and ``write_ahead`` the state with the outbox of transitions pending
+delivery (write_ahead.py), both fenced by the leader key's create revision
+(our token).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class EtcdLease:
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._states: list[tuple[Header, bytes]] = []
+        self._outbox: bytes | None = None
         self._was_held = False
         self._decided = asyncio.Event()
 
@@ -129,6 +132,20 @@ class EtcdLease:
     def handed_over(self) -> list[tuple[Header, bytes]]:
         """The state etcd held when we won (read in the winning transaction), if any."""
         return list(self._states)
+
+    def handed_over_outbox(self) -> bytes | None:
+        """The outbox etcd held when we won (read in the winning transaction), if any."""
+        return self._outbox
+
+    async def write_ahead(self, token: int, state: bytes | None, outbox: bytes) -> bool:
+        """Put the outbox (and the state) while etcd has our key: True if put, False if the
+        key is not ours; raises the wire's, aiohttp's or a timeout's error on no answer."""
+        doc = await self._post(wire.TXN, wire.write_ahead_body(self.keys, token, state, outbox))
+        if not wire.put_fenced(doc):
+            return False
+        if state is not None:
+            self.stats.states_published += 1
+        return True
 
     async def publish_state(self, payload: bytes, version: Version) -> bool:
         """Write our alert state for the next leader, only while etcd has our key."""
@@ -233,6 +250,7 @@ class EtcdLease:
             answer = wire.campaigned(doc)
             if answer.won:
                 self._states = self._read_state(answer.state)
+                self._outbox = answer.outbox
             e.on_campaigned(won=answer.won, create_revision=answer.create_revision,
                             holder=answer.holder, sent=sent)
             self._decided.set()

@@ -13,6 +13,8 @@ Keys, under the configured prefix (``alerts.etcd.prefix``):
 - ``{prefix}/state``: the open alerts handed to the next leader
   (handover.py's format), written only while ``{prefix}/leader`` has the
   writer's create revision.
+- ``{prefix}/outbox``: the transitions written ahead and not yet delivered
+  (outbox.py's format), written in the same fenced transaction as the state.
 
 Any answer either parses or raises EtcdWireError, never anything else.
 """
@@ -58,6 +60,10 @@ class Keys:
     def state(self) -> str:
         return f"{self.prefix}/state"
 
+    @property
+    def outbox(self) -> str:
+        return f"{self.prefix}/outbox"
+
 
 def grant_body(ttl: int) -> dict[str, Any]:
     return {"TTL": ttl}
@@ -69,14 +75,15 @@ def lease_body(lease: int) -> dict[str, Any]:
 
 def campaign_body(keys: Keys, lease: int, holder: str) -> dict[str, Any]:
     """Create the leader key unless it exists; read it back (its create revision) and the
-    handed-over state in the same transaction, or read who holds it."""
+    handed-over state and outbox in the same transaction, or read who holds it."""
     leader = b64(keys.leader)
     return {"compare": [{"key": leader, "target": "CREATE", "result": "EQUAL",
                          "create_revision": "0"}],
             "success": [{"request_put": {"key": leader, "value": b64(holder),
                                          "lease": str(lease)}},
                         {"request_range": {"key": leader}},
-                        {"request_range": {"key": b64(keys.state)}}],
+                        {"request_range": {"key": b64(keys.state)}},
+                        {"request_range": {"key": b64(keys.outbox)}}],
             "failure": [{"request_range": {"key": leader}}]}
 
 
@@ -85,6 +92,18 @@ def fenced_put_body(keys: Keys, token: int, value: bytes) -> dict[str, Any]:
     return {"compare": [{"key": b64(keys.leader), "target": "CREATE", "result": "EQUAL",
                          "create_revision": str(token)}],
             "success": [{"request_put": {"key": b64(keys.state), "value": b64(value)}}]}
+
+
+def write_ahead_body(keys: Keys, token: int, state: bytes | None,
+                     outbox: bytes) -> dict[str, Any]:
+    """Put the outbox, and the state with it if given, only while the leader key has our
+    create revision: the state and the transitions pending delivery land together or not."""
+    puts = [] if state is None else [{"request_put": {"key": b64(keys.state),
+                                                      "value": b64(state)}}]
+    puts.append({"request_put": {"key": b64(keys.outbox), "value": b64(outbox)}})
+    return {"compare": [{"key": b64(keys.leader), "target": "CREATE", "result": "EQUAL",
+                         "create_revision": str(token)}],
+            "success": puts}
 
 
 def parse(status: int, text: str) -> dict[str, Any]:
@@ -132,6 +151,7 @@ class Campaigned:
     create_revision: int  # the leader key's, whoever holds it (0: nobody)
     holder: str
     state: bytes | None  # the handed-over state, read when we won
+    outbox: bytes | None = None  # the transitions pending delivery, read when we won
 
 
 def _kv(response: Any, kind: str) -> dict[str, Any] | None:
@@ -155,13 +175,14 @@ def _value(kv: dict[str, Any] | None) -> bytes:
 def campaigned(doc: dict[str, Any]) -> Campaigned:
     responses = doc.get("responses") or []
     won = doc.get("succeeded") is True
-    if not isinstance(responses, list) or len(responses) != (3 if won else 1):
+    if not isinstance(responses, list) or len(responses) != (4 if won else 1):
         raise EtcdWireError("a campaign answer with the wrong number of responses")
     leader = _kv(responses[1 if won else 0], "response_range")
     revision = _int(leader, "create_revision") if leader is not None else 0
     holder = _value(leader).decode("utf-8", "replace")
     state = _value(_kv(responses[2], "response_range")) or None if won else None
-    return Campaigned(won, revision, holder, state)
+    outbox = _value(_kv(responses[3], "response_range")) or None if won else None
+    return Campaigned(won, revision, holder, state, outbox)
 
 
 def put_fenced(doc: dict[str, Any]) -> bool:

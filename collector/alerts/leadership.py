@@ -186,6 +186,15 @@ class Leadership:
         self._saves += 1
         return Version(term[0], term[1], self._saves)
 
+    def handover_version(self) -> Version | None:
+        """The version of a state handed over now (by the outbox's writer), while we lead
+        with a term; None otherwise. Counts with the saves: a higher n is a later dump."""
+        term = self._term
+        if term is None or not self.leading:
+            return None
+        self._saves += 1
+        return Version(term[0], term[1], self._saves)
+
     async def hand_over(self, alerts: dict[str, Any], version: Version) -> None:
         assert self.lease is not None
         try:

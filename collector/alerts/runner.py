@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from cityedge.uplink.seal import KeyRing
 from cityedge.uplink.topics import DEFAULT_PREFIX
@@ -26,7 +27,9 @@ from collector.alerts.commands import apply_commands
 from collector.alerts.config import LoadedAlerts
 from collector.alerts.delivery import Delivery
 from collector.alerts.engine import Engine
+from collector.alerts.etcd_lease import EtcdLease
 from collector.alerts.events import AlertEvent, Status
+from collector.alerts.handover import Version
 from collector.alerts.health import RunnerStats, health_fields
 from collector.alerts.leadership import Leadership, make_lease
 from collector.alerts.lease import Lease
@@ -35,6 +38,7 @@ from collector.alerts.point_queue import PointQueue, WritePoints
 from collector.alerts.points import alert_point
 from collector.alerts.snapshot import dump_alerts, dump_stats_text
 from collector.alerts.store import StateStore
+from collector.alerts.write_ahead import WriteAhead
 from collector.lineprotocol import Point
 from collector.notifiers import NotifierContext
 
@@ -68,8 +72,14 @@ class AlertRunner:
         self.deliveries = [
             Delivery(name, notifier, route, queue_size=c.queue_size, max_attempts=c.max_attempts,
                      retry_min=c.retry_min, retry_max=c.retry_max,
-                     on_give_up=self.points.dead_letter, fence=self.leadership.fence)
+                     on_give_up=self.points.dead_letter, fence=self.leadership.fence,
+                     on_done=self._delivered)
             for name, route, notifier in loaded.notifiers]
+        # With etcd, every transition is written ahead before a notifier sees it.
+        self.write_ahead = (WriteAhead(self.lease, {d.name: d for d in self.deliveries},
+                                       state=self._handover_state,
+                                       dead_letter=self.points.dead_letter)
+                            if isinstance(self.lease, EtcdLease) else None)
         self.feed_source = (MqttFeed(mqtt, self, status=c.status, observe_uplinks=c.observe_uplinks,
                                      clock=clock) if mqtt is not None and (c.status or
                                                                           c.observe_uplinks)
@@ -94,6 +104,9 @@ class AlertRunner:
             await d.notifier.start(context)
             self._tasks.append(asyncio.create_task(d.run(), name=f"notify-{d.name}"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="alerts-tick"))
+        if self.write_ahead is not None:
+            self._tasks.append(asyncio.create_task(self.write_ahead.run(),
+                                                   name="alerts-write-ahead"))
         self._tasks.append(asyncio.create_task(self.points.run(), name="alerts-points"))
         if self.feed_source is not None:
             await self.feed_source.start()
@@ -109,7 +122,24 @@ class AlertRunner:
                  len(self.engine.open))
 
     def _save_now(self) -> None:
+        """We lead now: save at the next tick, deliver what the last leader left pending."""
         self._dirty_since = 0.0  # the tick loop saves at its next tick
+        if self.write_ahead is not None:
+            self.write_ahead.taken_over()
+
+    def _delivered(self, notifier: str, event: AlertEvent) -> None:
+        if self.write_ahead is not None:
+            self.write_ahead.settle(notifier, event)
+
+    def _handover_state(self) -> tuple[dict[str, Any], Version] | None:
+        """The open alerts to write ahead with the outbox, and their version (None: we
+        do not lead with a term)."""
+        version = self.leadership.handover_version()
+        if version is None:
+            return None
+        alerts = dump_alerts(self.engine)
+        alerts["handover"] = version.as_dict()
+        return alerts, version
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop ticking, save state, release the lease, give queued notifications up to
@@ -129,6 +159,9 @@ class AlertRunner:
         if not all(drained):
             log.warning("alerts: notifications still queued at shutdown: %s",
                         {d.name: len(d.queue) for d in self.deliveries if d.queue})
+        if self.write_ahead is not None and not await self.write_ahead.flush(timeout):
+            log.warning("alerts: delivered notifications not yet marked in etcd at shutdown; "
+                        "the next leader sends them again (same event ids)")
         await self.leadership.release()
         await self.points.flush()
         for t in self._tasks:
@@ -176,7 +209,11 @@ class AlertRunner:
             if not event.notify or event.silenced:
                 continue
             for d in self.deliveries:
-                if d.route.accepts(event):
+                if not d.route.accepts(event):
+                    continue
+                if self.write_ahead is not None:
+                    self.write_ahead.offer(d, event)  # to d once it is in etcd
+                else:
                     d.offer(event)
 
     async def save(self, *, with_stats: bool = True) -> None:
@@ -206,7 +243,10 @@ class AlertRunner:
             await asyncio.to_thread(self.store.save, alerts, stats)
             self.stats.saves += 1
             if version is not None and leading and self.leadership.check():
-                await self.leadership.hand_over(alerts, version)
+                if self.write_ahead is not None:
+                    self.write_ahead.state_due()  # written in order with the outbox
+                else:
+                    await self.leadership.hand_over(alerts, version)
 
     async def _tick_loop(self) -> None:
         while True:
@@ -227,6 +267,8 @@ class AlertRunner:
         """Counters for the collector's health point (cityedge_collector)."""
         fields = health_fields(self.stats, len(self.engine.open), self.leader, self.deliveries,
                                self.lease)
+        if self.write_ahead is not None:
+            fields |= self.write_ahead.health_fields()
         return fields | {"alert_readings_too_old": self.engine.clock.too_old}
 
     def describe(self) -> str:

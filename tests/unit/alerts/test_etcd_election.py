@@ -200,19 +200,29 @@ def test_never_two_leaders_and_the_token_grows(n: int, seed: int,
 KEYS = wire.Keys("p")
 
 
-def test_the_campaign_reads_the_new_key_and_the_state_or_who_holds_it() -> None:
+def test_the_campaign_reads_the_new_key_the_state_and_the_outbox_or_who_holds_it() -> None:
     body = wire.campaign_body(KEYS, 5, "c-a")
     assert body["compare"][0]["create_revision"] == "0"
     assert body["success"][0]["request_put"]["lease"] == "5"
     won = {"succeeded": True, "responses": [
         {"response_put": {}},
         {"response_range": {"kvs": [{"create_revision": "42", "value": wire.b64("c-a")}]}},
-        {"response_range": {"kvs": [{"value": wire.b64(b"state")}]}}]}
-    assert wire.campaigned(won) == wire.Campaigned(True, 42, "c-a", b"state")
+        {"response_range": {"kvs": [{"value": wire.b64(b"state")}]}},
+        {"response_range": {"kvs": [{"value": wire.b64(b"outbox")}]}}]}
+    assert wire.campaigned(won) == wire.Campaigned(True, 42, "c-a", b"state", b"outbox")
     lost = {"responses": [{"response_range": {"kvs": [{"create_revision": "40",
                                                        "value": wire.b64("c-b")}]}}]}
     assert wire.campaigned(lost) == wire.Campaigned(False, 40, "c-b", None)
     assert wire.fenced_put_body(KEYS, 42, b"x")["compare"][0]["create_revision"] == "42"
+
+
+def test_the_write_ahead_puts_the_state_and_the_outbox_in_one_fenced_transaction() -> None:
+    body = wire.write_ahead_body(KEYS, 42, b"s", b"o")
+    assert body["compare"][0]["create_revision"] == "42"
+    assert [op["request_put"]["key"] for op in body["success"]] == [wire.b64("p/state"),
+                                                                    wire.b64("p/outbox")]
+    marks = wire.write_ahead_body(KEYS, 42, None, b"o")  # settling only: the outbox alone
+    assert [op["request_put"]["value"] for op in marks["success"]] == [wire.b64(b"o")]
 
 
 def test_answers_say_what_went_wrong() -> None:
