@@ -209,7 +209,10 @@ class EtcdElection:
 
     def on_lease_unknown(self, sent: float) -> None:
         """etcd refused a request naming our lease: it has expired or was revoked."""
+        refused = self._pending
         self._answer(None)
+        if isinstance(refused, Revoke):
+            self._revoke = None  # already gone: nothing left to give up (else asked forever)
         self._kept_at = max(self._kept_at, sent)
         if self.phase in (Phase.STANDBY, Phase.LEADER):
             self.stats.leases_lost += 1

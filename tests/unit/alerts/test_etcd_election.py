@@ -83,6 +83,18 @@ def test_a_paused_leader_wakes_not_leading() -> None:
     assert e.next_request(60.0) == Revoke(100)
 
 
+def test_a_paused_leader_whose_lease_expired_in_etcd_campaigns_again() -> None:
+    """Woken past its lease, it revokes the old one; etcd no longer knows it (expired): that
+    revoke is done with, and a new grant and campaign follow (not the revoke forever)."""
+    e = EtcdElection("a", TTL)
+    elected(e, 0.0)
+    assert e.next_request(60.0) == Revoke(100)
+    e.on_lease_unknown(60.0)
+    assert e.next_request(60.0) == Grant(TTL)
+    e.on_granted(101, TTL, 60.0)
+    assert e.next_request(60.0) == Campaign(101)
+
+
 def test_etcd_forgetting_the_lease_ends_the_lead_at_once() -> None:
     e = EtcdElection("a", TTL)
     elected(e, 0.0)
