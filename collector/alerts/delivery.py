@@ -31,6 +31,9 @@ from collector.notifiers import Notifier
 
 log = logging.getLogger(__name__)
 
+# How often an event waiting to be retried checks that it may still be sent.
+FENCE_CHECK_S = 0.5
+
 
 @dataclass
 class DeliveryStats:
@@ -123,12 +126,21 @@ class Delivery:
                 return True
             if attempt < self.max_attempts:
                 self.stats.retries += 1
-                await asyncio.sleep(wait)
+                await self._wait(wait, event)
         self.stats.gave_up += 1
         reason = f"gave up after {self.max_attempts} attempts: {self.stats.last_error}"
         log.error("%s: %s for %s", self.name, reason, event.event_id)
         self.on_give_up(self.name, event, "notify_gave_up", reason)
         return True
+
+    async def _wait(self, wait: float, event: AlertEvent) -> None:
+        """Wait before the next attempt, but stop as soon as the fence says no: a deposed
+        leader's event waiting out a long Retry-After must not hold up the queue of the
+        term we may lead next."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        while (left := until - loop.time()) > 0 and self.fence(event):
+            await asyncio.sleep(min(left, FENCE_CHECK_S))
 
     def health_fields(self) -> dict[str, int]:
         """This route's counters for the collector's health point (cityedge_collector):

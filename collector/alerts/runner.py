@@ -78,7 +78,8 @@ class AlertRunner:
         # With etcd, every transition is written ahead before a notifier sees it.
         self.write_ahead = (WriteAhead(self.lease, {d.name: d for d in self.deliveries},
                                        state=self._handover_state,
-                                       dead_letter=self.points.dead_letter)
+                                       dead_letter=self.points.dead_letter,
+                                       rewrite=lambda e: self.points.put([alert_point(e)]))
                             if isinstance(self.lease, EtcdLease) else None)
         self.feed_source = (MqttFeed(mqtt, self, status=c.status, observe_uplinks=c.observe_uplinks,
                                      clock=clock) if mqtt is not None and (c.status or

@@ -14,7 +14,8 @@ itself. A write with no answer is taken again while we lead.
 
 On a takeover the outbox read in the winning transaction is delivered again,
 with the same event ids and our token (docs/alerts.md says what a receiver
-sees in the one window left).
+sees in the one window left), and their ``alerts`` points are written again
+as the old leader made them (same time and tags: InfluxDB keeps one).
 """
 
 from __future__ import annotations
@@ -49,11 +50,13 @@ StateDump = Callable[[], tuple[dict[str, Any], Version] | None]
 class WriteAhead:
     def __init__(self, lease: EtcdLease, deliveries: Mapping[str, Delivery], *,
                  state: StateDump,
-                 dead_letter: Callable[[str, AlertEvent, str, str], None]) -> None:
+                 dead_letter: Callable[[str, AlertEvent, str, str], None],
+                 rewrite: Callable[[AlertEvent], None] = lambda _: None) -> None:
         self.lease = lease
         self.deliveries = deliveries
         self.state = state  # the alert state to hand over and its version; None: not leading
         self.dead_letter = dead_letter
+        self.rewrite = rewrite  # its `alerts` point again (a dead leader's may be lost)
         self.core = Outbox()
         self.unreadable = 0  # outboxes read at a takeover that do not decode
         self._wake = asyncio.Event()
@@ -97,6 +100,8 @@ class WriteAhead:
             log.warning("alerts: %d notifications pending delivery from the last leader: %s",
                         len(restored), " ".join(f"{e.event.event_id}@{e.notifier}"
                                                 for e in restored))
+        for event_id in {e.event.event_id: None for e in restored}:
+            self.rewrite(next(e.event for e in restored if e.event.event_id == event_id))
         for entry in restored:
             delivery = self.deliveries.get(entry.notifier)
             if delivery is None:

@@ -222,6 +222,9 @@ COLLECTOR_HEALTH_DOC = MeasurementDoc(COLLECTOR_HEALTH, (
         ("lines", "lines written"))),
     _f("lease_<counter>", INT, COUNT, "the etcd lease's counters (grants, campaigns, elected,"
        " lapses, states_fenced, ...)", "with alerts, lease: etcd"),
+    _f("alert_outbox_<counter>", INT, COUNT, "notifications written ahead to etcd: pending,"
+       " written, settled, refused_full, fenced, write_errors, restored, unreadable",
+       "with alerts, lease: etcd"),
     _f("notify_<notifier>_<counter>", INT, COUNT, "delivered, retries, dropped, queued, fenced"
        " and the notifier's own (sent, failed, acked, ...)", _NOTIFY),
 ), "collector/service.py, every health_interval", "the collector's own counters, since start")

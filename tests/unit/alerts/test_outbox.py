@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector.alerts.events import AlertEvent
+from collector.alerts.handover import MAX_STATE_BYTES
 from collector.alerts.outbox import (
     MAX_OUTBOX_BYTES,
     MAX_OUTBOX_JSON_BYTES,
@@ -97,7 +98,6 @@ def test_a_full_outbox_refuses_the_next_transition_and_counts_it() -> None:
 
 
 def test_the_bounds_fit_one_etcd_request_with_the_state() -> None:
-    from collector.alerts.handover import MAX_STATE_BYTES
     assert (MAX_STATE_BYTES + MAX_OUTBOX_BYTES) * 4 / 3 + 10_000 < 1.5 * 2**20
     full = Outbox(limit=MAX_PENDING)
     n = 0
