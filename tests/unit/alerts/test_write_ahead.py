@@ -58,7 +58,7 @@ def setup(etcd: Etcd) -> tuple[WriteAhead, Delivery, list[Any]]:
     dead: list[Any] = []
     hook = Delivery("hook", Quiet(), RouteConfig(), queue_size=10, max_attempts=1,  # type: ignore[arg-type]
                     retry_min=1, retry_max=1, on_give_up=lambda *a: dead.append(a))
-    state = ({"groups": []}, Version(7, "c-a", 1))
+    state: tuple[dict[str, Any], Version] = ({"groups": []}, Version(7, "c-a", 1))
     wa = WriteAhead(etcd, {"hook": hook}, state=lambda: state,  # type: ignore[arg-type]
                     dead_letter=lambda *a: dead.append(a))
     return wa, hook, dead
