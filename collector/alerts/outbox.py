@@ -147,10 +147,6 @@ class Outbox:
         """Is there anything to write (and no write in flight)?"""
         return self._inflight is None and bool(self._staged or self._settled or self._state_due)
 
-    def urgent(self) -> bool:
-        """Does the next write hold transitions (or the state)? Settles alone may wait."""
-        return bool(self._staged or self._state_due)
-
     def take(self) -> Write | None:
         if not self.due():
             return None

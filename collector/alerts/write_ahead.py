@@ -6,8 +6,11 @@ takes the next write from the outbox, dumps the alert state in the same step
 (nothing runs in between, so the state holds exactly the transitions staged
 so far), and puts both into etcd in one transaction fenced by our leader key
 (EtcdLease.write_ahead). Only when etcd said yes do the transitions go to
-their notifiers' queues. A notifier's outcome settles its entry; settles are
-written in batches (MARK_DELAY_S), fenced the same way. A write etcd refuses
+their notifiers' queues. A notifier's outcome settles its entry, written as
+soon as the writer is free, fenced the same way: settles made while a write
+is in flight go together in the next one (batched under load, one etcd
+round trip after the notifier's answer when idle, which keeps the window
+for a repeat after a crash as short as it can be). A write etcd refuses
 (another leader's key, or ours gone) drops everything staged: we never send
 it, and the next leader, whose restored state lacks it, finds the transition
 itself. A write with no answer is taken again while we lead.
@@ -37,8 +40,6 @@ from collector.alerts.outbox import FULL, Outbox, OutboxError, Write, decode, en
 
 log = logging.getLogger(__name__)
 
-# How long settles wait to be written together (transitions never wait).
-MARK_DELAY_S = 0.2
 # How soon a write etcd did not answer is tried again (while we lead).
 RETRY_S = 0.2
 WIRE_ERRORS = (wire.EtcdWireError, wire.LeaseNotFound, aiohttp.ClientError, TimeoutError,
@@ -141,8 +142,6 @@ class WriteAhead:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if not self.core.urgent():
-                await asyncio.sleep(MARK_DELAY_S)  # gather settles into one write
             write = self.core.take()
             if write is not None and not await self._write(write):
                 await asyncio.sleep(RETRY_S)
