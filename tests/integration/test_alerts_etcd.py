@@ -331,6 +331,5 @@ def check_exactly_once(run: Run, second: str, third: str,
     middle = transitions[1][0]  # never received before its sender paused: once, by third
     assert [w for w, b in run.receiver.posts
             if f"{b['alert_id']}:{b['seq']}" == middle] == [third]
-    assert [w for w, _ in run.receiver.posts].count(second) >= 4  # R1, R3, F4 and F1 or F3
     tokens = [b["fencing_token"] for _, b in run.receiver.posts]
     assert tokens == sorted(tokens), tokens  # every later sender leads with a later token
