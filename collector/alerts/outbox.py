@@ -48,6 +48,10 @@ MAX_PENDING = 500
 MAX_OUTBOX_JSON_BYTES = 159_000
 MAX_OUTBOX_BYTES = 160_000
 FULL = "outbox_full"
+# The entry of a transition's ``alerts`` point, settled once the collector's writer took it:
+# a successor writes the points of a dead leader that were not yet in InfluxDB. Not a
+# notifier's name (those are letters, digits, - and _).
+POINTS = "(points)"
 
 Key = tuple[str, str]  # (event id, notifier name)
 
@@ -138,8 +142,9 @@ class Outbox:
         self._state_due = True
 
     def settle(self, notifier: str, event_id: str) -> None:
+        """The notifier is done with it; also before it was written (a point can be)."""
         key = (event_id, notifier)
-        if key in self._durable and key not in self._settled:
+        if (key in self._durable or key in self._staged) and key not in self._settled:
             self._settled.add(key)
             self.stats.settled += 1
 
@@ -150,10 +155,11 @@ class Outbox:
     def take(self) -> Write | None:
         if not self.due():
             return None
-        kept = [e for k, e in self._durable.items() if k not in self._settled]
+        settled = frozenset(self._settled)
+        kept = [e for k, e in self._durable.items() if k not in settled]
         released = tuple(self._staged.values())
-        write = Write(tuple(kept) + released, released, frozenset(self._settled),
-                      bool(released) or self._state_due)
+        new = [e for e in released if e.key not in settled]
+        write = Write(tuple(kept + new), released, settled, bool(released) or self._state_due)
         self._state_due = False
         self._inflight = write
         return write
@@ -166,7 +172,7 @@ class Outbox:
         for e in write.released:
             self._staged.pop(e.key, None)
         self._settled -= write.settled
-        self._settled &= self._durable.keys()
+        self._settled &= self._durable.keys() | self._staged.keys()
         self._sizes = {k: s for k, s in self._sizes.items()
                        if k in self._durable or k in self._staged}
         self.stats.writes += 1

@@ -79,7 +79,8 @@ class AlertRunner:
         self.write_ahead = (WriteAhead(self.lease, {d.name: d for d in self.deliveries},
                                        state=self._handover_state,
                                        dead_letter=self.points.dead_letter,
-                                       rewrite=lambda e: self.points.put([alert_point(e)]))
+                                       rewrite=lambda e, done: self.points.put(
+                                           [alert_point(e)], done))
                             if isinstance(self.lease, EtcdLease) else None)
         self.feed_source = (MqttFeed(mqtt, self, status=c.status, observe_uplinks=c.observe_uplinks,
                                      clock=clock) if mqtt is not None and (c.status or
@@ -205,7 +206,7 @@ class AlertRunner:
         for made in events:
             event = replace(made, fencing_token=token) if token else made
             self.stats.events += 1
-            self.points.put([alert_point(event)])
+            self._put_point(event)
             self._dirty_since = self._dirty_since or time.monotonic()
             if not event.notify or event.silenced:
                 continue
@@ -216,6 +217,17 @@ class AlertRunner:
                     self.write_ahead.offer(d, event)  # to d once it is in etcd
                 else:
                     d.offer(event)
+
+    def _put_point(self, event: AlertEvent) -> None:
+        """Its ``alerts`` point; with etcd, one that is notified is pending in the outbox
+        until the writer took it (a successor writes it again: the same time and tags)."""
+        wa = self.write_ahead
+        if (wa is not None and event.notify and not event.silenced
+                and any(d.route.accepts(event) for d in self.deliveries)
+                and wa.offer_point(event)):
+            self.points.put([alert_point(event)], lambda: wa.point_written(event))
+        else:
+            self.points.put([alert_point(event)])
 
     async def save(self, *, with_stats: bool = True) -> None:
         """Write the lifecycle file, and the bulk statistics file if with_stats.

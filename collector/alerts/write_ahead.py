@@ -36,7 +36,16 @@ from collector.alerts.delivery import Delivery
 from collector.alerts.etcd_lease import EtcdLease
 from collector.alerts.events import AlertEvent
 from collector.alerts.handover import MAX_STATE_BYTES, HandoverError, Version, encode_state
-from collector.alerts.outbox import FULL, Outbox, OutboxError, Write, decode, encode, restamped
+from collector.alerts.outbox import (
+    FULL,
+    POINTS,
+    Outbox,
+    OutboxError,
+    Write,
+    decode,
+    encode,
+    restamped,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +61,13 @@ class WriteAhead:
     def __init__(self, lease: EtcdLease, deliveries: Mapping[str, Delivery], *,
                  state: StateDump,
                  dead_letter: Callable[[str, AlertEvent, str, str], None],
-                 rewrite: Callable[[AlertEvent], None] = lambda _: None) -> None:
+                 rewrite: Callable[[AlertEvent, Callable[[], None]], None] = lambda _e, _d: None,
+                 ) -> None:
         self.lease = lease
         self.deliveries = deliveries
         self.state = state  # the alert state to hand over and its version; None: not leading
         self.dead_letter = dead_letter
-        self.rewrite = rewrite  # its `alerts` point again (a dead leader's may be lost)
+        self.rewrite = rewrite  # its `alerts` point again, then the callback once written
         self.core = Outbox()
         self.unreadable = 0  # outboxes read at a takeover that do not decode
         self._wake = asyncio.Event()
@@ -74,6 +84,14 @@ class WriteAhead:
                     self.core.pending, event.event_id, delivery.name)
         self.dead_letter(delivery.name, event, FULL,
                          f"{self.core.pending} notifications pending delivery")
+
+    def offer_point(self, event: AlertEvent) -> bool:
+        """The transition's ``alerts`` point is on its way to InfluxDB: pending until
+        ``point_written``, so a successor writes it again if we die first. False if full."""
+        return self.core.stage(POINTS, event)
+
+    def point_written(self, event: AlertEvent) -> None:
+        self.settle(POINTS, event)
 
     def state_due(self) -> None:
         """A save: hand the state over too (through the same writer, in order)."""
@@ -102,8 +120,11 @@ class WriteAhead:
                         len(restored), " ".join(f"{e.event.event_id}@{e.notifier}"
                                                 for e in restored))
         for event_id in {e.event.event_id: None for e in restored}:
-            self.rewrite(next(e.event for e in restored if e.event.event_id == event_id))
+            event = next(e.event for e in restored if e.event.event_id == event_id)
+            self.rewrite(event, lambda e=event: self.point_written(e))  # type: ignore[misc]
         for entry in restored:
+            if entry.notifier == POINTS:
+                continue
             delivery = self.deliveries.get(entry.notifier)
             if delivery is None:
                 log.warning("alerts: pending %s for notifier %s, which is not configured; "
@@ -167,7 +188,8 @@ class WriteAhead:
             self._fenced(write, f"etcd refused our token {token}")
             return True
         for entry in self.core.written(write):
-            self.deliveries[entry.notifier].offer(entry.event)
+            if entry.notifier != POINTS:  # the point went to the writer at once
+                self.deliveries[entry.notifier].offer(entry.event)
         return True
 
     async def _encoded(self, alerts: dict[str, Any], version: Version) -> bytes | None:

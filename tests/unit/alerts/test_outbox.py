@@ -17,6 +17,7 @@ from collector.alerts.outbox import (
     MAX_OUTBOX_BYTES,
     MAX_OUTBOX_JSON_BYTES,
     MAX_PENDING,
+    POINTS,
     Entry,
     Outbox,
     OutboxError,
@@ -147,3 +148,22 @@ def test_a_bad_value_raises_the_outboxs_error(payload: bytes) -> None:
 def test_any_value_decodes_or_raises_the_outboxs_own_error(payload: bytes) -> None:
     with contextlib.suppress(OutboxError):
         decode(payload)
+
+
+def test_an_entry_settled_before_its_write_is_released_but_not_kept() -> None:
+    """A transition's point can reach InfluxDB before etcd answered the write ahead."""
+    box = Outbox()
+    box.stage(POINTS, event(1))
+    box.stage("hook", event(1))
+    box.settle(POINTS, "a1:1")  # before the write is even taken
+    write = box.take()
+    assert write is not None and [e.key for e in write.entries] == [("a1:1", "hook")]
+    box.written(write)
+    box.stage("hook", event(2))
+    box.settle("hook", "a1:2")  # staged, settled while the next write is in flight
+    second = box.take()
+    assert second is not None
+    box.settle("hook", "a1:1")
+    box.written(second)
+    third = box.take()
+    assert third is not None and third.entries == ()
