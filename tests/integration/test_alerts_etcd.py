@@ -121,7 +121,7 @@ class Gateway:
 
 def outbox_in_etcd(etcd: Etcd, name: str) -> list[tuple[str, str]]:
     """The outbox in etcd (read through etcd's gateway, as etcdctl get would): the (event id,
-    state) of each transition pending delivery."""
+    state) of each entry pending (a notifier's, or the point's)."""
     key = base64.b64encode(f"cityedge-test/{name}/outbox".encode()).decode()
     request = urllib.request.Request(f"{etcd.url}/v3/kv/range",
                                      data=json.dumps({"key": key}).encode(), method="POST")
@@ -267,7 +267,7 @@ async def paused_in_the_middle(run: Run, second: str, third: str) -> tuple[str, 
     await until(lambda: receiver.refused >= 1
                 and any(s == "firing" for _, s in outbox_in_etcd(run.etcd, run.name)),
                 "the firing written ahead and refused by the endpoint")
-    [(fired, _)] = [p for p in outbox_in_etcd(run.etcd, run.name) if p[1] == "firing"]
+    [fired] = {i for i, s in outbox_in_etcd(run.etcd, run.name) if s == "firing"}
     paused = procs[second].proc
     assert paused is not None
     paused.send_signal(signal.SIGSTOP)
