@@ -12,7 +12,7 @@ from collector.alerts.config import RouteConfig
 from collector.alerts.delivery import Delivery
 from collector.alerts.events import AlertEvent
 from collector.alerts.handover import Version, decode_header
-from collector.alerts.outbox import Entry, decode, encode
+from collector.alerts.outbox import POINTS, Entry, decode, encode
 from collector.alerts.write_ahead import WriteAhead
 
 
@@ -117,4 +117,19 @@ def test_a_full_outbox_dead_letters_the_transition_with_its_reason() -> None:
         wa.offer(hook, event(2))
         assert [(a[0], a[1].event_id, a[2]) for a in dead] == [("hook", "a1:2", "outbox_full")]
         assert wa.health_fields()["alert_outbox_refused_full"] == 1
+    asyncio.run(run())
+
+
+def test_a_restored_points_entry_is_settled_once_the_point_is_written_again() -> None:
+    async def run() -> None:
+        etcd = Etcd(token=9, leader=9, handed=encode([Entry(POINTS, event(2, token=7))]))
+        wa, _, _ = setup(etcd)
+        rewritten: list[Any] = []
+        wa.rewrite = lambda e, done: rewritten.append((e, done))
+        wa.taken_over()
+        [(point, done)] = rewritten
+        assert point.fencing_token == 7  # as the old leader made it
+        done()
+        await written(wa)
+        assert decode(etcd.writes[-1][1]) == ()
     asyncio.run(run())
