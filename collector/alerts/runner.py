@@ -161,6 +161,8 @@ class AlertRunner:
         if not all(drained):
             log.warning("alerts: notifications still queued at shutdown: %s",
                         {d.name: len(d.queue) for d in self.deliveries if d.queue})
+        if self.write_ahead is not None:
+            await self.points.flush()  # its points settle their entries in the outbox too
         if self.write_ahead is not None and not await self.write_ahead.flush(timeout):
             log.warning("alerts: delivered notifications not yet marked in etcd at shutdown; "
                         "the next leader sends them again (same event ids)")
