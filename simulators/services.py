@@ -1,7 +1,8 @@
-"""Real Mosquitto and InfluxDB 1.x, started on free loopback ports in their own temp dirs.
+"""Real Mosquitto, InfluxDB 1.x and etcd, started on free loopback ports in their own temp dirs.
 
 Used by the demo and by the test suite: both need the real services, started
-and stopped by process id, leaving nothing behind.
+and stopped by process id, leaving nothing behind. etcd carries the alert
+lease of collectors on several hosts (docs/alerts.md, "Several collectors").
 """
 
 from __future__ import annotations
@@ -279,6 +280,41 @@ class InfluxDB(Service):
 
     def query(self, q: str, db: str | None = None, *, post: bool = False) -> dict[str, Any]:
         return influx_query(self.url, q, db, post=post)
+
+
+class Etcd(Service):
+    """A one-member etcd (Debian's etcd-server, 3.4) on loopback, its data in the workdir.
+
+    Clients use its HTTP/JSON gateway (``/v3/...``) on ``url``. The peer port is
+    loopback too: one member, no cluster to join.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        super().__init__("etcd", port or free_port(), workdir)
+        self.binary = _require("etcd", "etcd-server")
+        self.peer_port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> Etcd:
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        self._spawn([self.binary, "--name", "cityedge", "--data-dir", str(self.workdir / "data"),
+                     "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+                     "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                     "--initial-cluster", f"cityedge={peer}", "--log-level", "warn",
+                     # Old revisions of the handed-over state are dropped hourly.
+                     "--auto-compaction-retention", "1"])
+        self._wait_ready(self._healthy, timeout)
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=0.5) as resp:
+                return bool(json.loads(resp.read()).get("health") == "true")
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
 
 
 class LocalServices:

@@ -1,4 +1,4 @@
-"""Real services for the suite: one InfluxDB and two Mosquittos per session, on free ports.
+"""Real services for the suite: one InfluxDB, two Mosquittos and an etcd per session, on free ports.
 
 ``secure_broker`` is the one the integration tests run on: TLS, the gateway
 registry and the password and ACL files generated from it (tests/secure_fleet.py);
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from simulators.secure import SecureSetup
-from simulators.services import InfluxDB, Mosquitto, ServiceError, find_binary
+from simulators.services import Etcd, InfluxDB, Mosquitto, ServiceError, find_binary
 from tests.secure_fleet import SecureFleet
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -103,6 +103,21 @@ def influxdb(services_dir: Path) -> Iterator[InfluxDB]:
         pytest.fail(f"influxd did not start: {exc}", pytrace=False)
     yield db
     db.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd(services_dir: Path) -> Iterator[Etcd]:
+    """etcd for the alert lease of collectors on several hosts (``lease: etcd``)."""
+    _need("etcd", "etcd-server")
+    workdir = services_dir / "etcd"
+    workdir.mkdir()
+    server = Etcd(workdir)
+    try:
+        server.start()
+    except ServiceError as exc:
+        pytest.fail(f"etcd did not start: {exc}", pytrace=False)
+    yield server
+    server.stop()
 
 
 @pytest.fixture

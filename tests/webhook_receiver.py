@@ -14,12 +14,16 @@ from collector.notifiers.webhook import verify
 class WebhookReceiver:
     """Records every POST to ``{url}`` or ``{url}/{who}`` (``who``: which collector sent it,
     "" for the plain URL). With a ``secret``, a POST whose signature does not verify is
-    refused (401) and counted instead."""
+    refused (401) and counted instead. While ``refuse`` is set, every POST is answered with
+    that status and counted in ``refused``, not recorded (an endpoint that is down)."""
 
     def __init__(self, secret: str | None = None) -> None:
         self.secret = secret
         self.posts: list[tuple[str, dict[str, Any]]] = []  # (who, body)
         self.bad_signatures = 0
+        self.refuse: int | None = None  # answer every POST with this status, not recorded
+        self.retry_after: int | None = None  # and this Retry-After, if set
+        self.refused = 0
         self._runner: web.AppRunner | None = None
 
     @property
@@ -38,6 +42,10 @@ class WebhookReceiver:
                 int(time.time())):
             self.bad_signatures += 1
             return web.Response(status=401)
+        if self.refuse is not None:
+            self.refused += 1
+            headers = {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+            return web.Response(status=self.refuse, headers=headers)
         self.posts.append((request.match_info.get("who", ""), json.loads(payload)))
         return web.Response(status=204)
 

@@ -5,16 +5,11 @@
 ``{prefix}/{gateway}/status``  gateway health: retained ``online``, last will ``offline``
 ``{prefix}/{gateway}/down``    collector -> gateway, commands and alert displays
 ``{prefix}/{gateway}/down_ack`` gateway -> collector, a terminal's ack of a display
-``{prefix}/collectors/alerts/lease/{collector}``  collectors among themselves: a candidacy to
-    evaluate alerts (retained JSON; the collector's last will empties it)
-``{prefix}/collectors/alerts/state``  the evaluating collector's open alerts for the next one
-    (retained, QoS 1; a JSON header line, then zlib JSON)
 
 Collectors subscribe to uplinks through an MQTT 5 shared subscription so that
 several of them split the load and each batch reaches exactly one. The
-``collectors/`` topics have four and five levels under the prefix, so no
-gateway topic (two levels) and no gateway subscription can match them;
-docs/alerts.md ("Several collectors") describes the lease.
+alert lease of several collectors is not on the broker but in etcd
+(docs/alerts.md, "Several collectors").
 """
 
 from __future__ import annotations
@@ -67,23 +62,6 @@ class Topics:
 
     def status_subscription(self) -> str:
         return f"{self.prefix}/+/status"
-
-    def alert_lease(self, collector: str) -> str:
-        if not collector or any(c in collector for c in "/+#"):
-            raise ValueError(f"{collector!r} cannot be a topic level (empty, or has / + #)")
-        return f"{self.prefix}/collectors/alerts/lease/{collector}"
-
-    def alert_lease_subscription(self) -> str:
-        return f"{self.prefix}/collectors/alerts/lease/+"
-
-    def alert_state(self) -> str:
-        return f"{self.prefix}/collectors/alerts/state"
-
-    def alert_lease_holder(self, topic: str) -> str | None:
-        """The collector in ``{prefix}/collectors/alerts/lease/{collector}``, else None."""
-        head = self.alert_lease_subscription()[:-1]
-        rest = topic[len(head):] if topic.startswith(head) else ""
-        return rest if rest and "/" not in rest else None
 
     def gateway_grants(self, gateway: str) -> Grants:
         """A gateway speaks only for itself: its own uplink, status and display acks out,

@@ -19,7 +19,7 @@ from collector.notifiers import Notifier, build
 
 NotifiedState = Literal["firing", "resolved", "acknowledged", "flapping"]
 # Who evaluates when several collectors run (docs/alerts.md, "Several collectors").
-LeaseKind = Literal["none", "file", "mqtt"]
+LeaseKind = Literal["none", "file", "etcd"]
 # Before the choice there was ``lease: true|false``; both still read as they did.
 LEGACY_LEASE: dict[bool, LeaseKind] = {False: "none", True: "file"}
 
@@ -51,6 +51,23 @@ ROUTE_KEYS = frozenset(f.name for f in fields(RouteConfig))
 
 
 @dataclass(frozen=True)
+class EtcdConfig:
+    """Where ``lease: etcd`` takes the lease (etcd_lease.py); docs/alerts.md lists the keys.
+
+    endpoints: etcd's client URLs (its HTTP/JSON gateway), tried in turn.
+    prefix: the keys' prefix, the same on every collector of one deployment.
+    ttl: the lease's seconds; a killed leader is replaced after about this long
+        (etcd raises a smaller one to its minimum, 2 s with its default timing).
+    timeout: seconds one request to etcd may take.
+    """
+
+    endpoints: list[str] = field(default_factory=lambda: ["http://127.0.0.1:2379"])
+    prefix: str = "cityedge/alerts"
+    ttl: int = field(default=5, metadata={"min": 1, "max": 300})
+    timeout: float = field(default=2.0, metadata={"min": 0.1, "max": 60.0})
+
+
+@dataclass(frozen=True)
 class AlertsConfig:
     rules: list[str]
     enabled: bool = True
@@ -58,6 +75,7 @@ class AlertsConfig:
     tick_interval: float = field(default=1.0, metadata={"min": 0.05, "max": 60.0})
     save_interval: float = field(default=300.0, metadata={"min": 1.0})
     lease: LeaseKind | bool = "none"
+    etcd: EtcdConfig = field(default_factory=EtcdConfig)
     status: bool = True
     observe_uplinks: bool = False
     queue_size: int = field(default=1000, metadata={"min": 1})

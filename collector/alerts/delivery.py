@@ -6,6 +6,11 @@ full jitter (from retry_min to retry_max), Throttled ones wait as told;
 DeliveryRejected events and events out of attempts are handed to ``on_give_up``
 (the runner dead-letters them to InfluxDB with the reason); a full queue
 drops its oldest event, counted, because the newest state matters most.
+An event whose fencing token is no longer the lease's (``fence`` says no:
+another collector leads now) is never sent, and counted as fenced. Every
+other end of an event (sent, rejected, given up, dropped from a full queue)
+is reported to ``on_done``: with ``lease: etcd`` it settles the event's
+entry in the outbox (write_ahead.py).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from collector.notifiers import Notifier
 
 log = logging.getLogger(__name__)
 
+# How often an event waiting to be retried checks that it may still be sent.
+FENCE_CHECK_S = 0.5
+
 
 @dataclass
 class DeliveryStats:
@@ -34,6 +42,7 @@ class DeliveryStats:
     dropped_full: int = 0
     gave_up: int = 0
     rejected: int = 0
+    fenced: int = 0  # not sent: made under a lease token that is no longer ours
     last_error: str = ""
 
 
@@ -41,7 +50,9 @@ class Delivery:
     def __init__(self, name: str, notifier: Notifier, route: RouteConfig, *, queue_size: int,
                  max_attempts: int, retry_min: float, retry_max: float,
                  on_give_up: Callable[[str, AlertEvent, str, str], None],
-                 uniform: Uniform = random.uniform) -> None:
+                 uniform: Uniform = random.uniform,
+                 fence: Callable[[AlertEvent], bool] = lambda _: True,
+                 on_done: Callable[[str, AlertEvent], None] = lambda _n, _e: None) -> None:
         self.name, self.notifier, self.route = name, notifier, route
         self.queue: deque[AlertEvent] = deque()  # waiting; the one being sent is not in it
         self.inflight: AlertEvent | None = None
@@ -49,6 +60,8 @@ class Delivery:
         self.max_attempts = max_attempts
         self.retry_min, self.retry_max = retry_min, retry_max
         self.on_give_up = on_give_up
+        self.fence = fence  # may this event still be sent (its token is the lease's)?
+        self.on_done = on_done  # this event's delivery is over (not called when fenced)
         self.uniform = uniform  # the backoff's random source
         self.stats = DeliveryStats()
         self._wake = asyncio.Event()
@@ -61,6 +74,7 @@ class Delivery:
             self.stats.dropped_full += 1
             log.warning("%s: queue full (%d), dropped %s %s", self.name, self.queue_size,
                         dropped.rule, dropped.event_id)
+            self.on_done(self.name, dropped)
         self.queue.append(event)
         self._idle.clear()
         self._wake.set()
@@ -74,13 +88,20 @@ class Delivery:
                 continue
             self.inflight = self.queue.popleft()
             try:
-                await self._deliver(self.inflight)
+                if await self._deliver(self.inflight):
+                    self.on_done(self.name, self.inflight)
             finally:
                 self.inflight = None
 
-    async def _deliver(self, event: AlertEvent) -> None:
+    async def _deliver(self, event: AlertEvent) -> bool:
+        """Send with retries; False if fenced (another leader has it), True at any other end."""
         backoff = Backoff(self.retry_min, self.retry_max, "full")
         for attempt in range(1, self.max_attempts + 1):
+            if not self.fence(event):
+                self.stats.fenced += 1
+                log.warning("%s: not sending %s: made under lease token %d, no longer ours",
+                            self.name, event.event_id, event.fencing_token)
+                return False
             try:
                 await self.notifier.send(event)
             except DeliveryRejected as exc:
@@ -89,7 +110,7 @@ class Delivery:
                 log.error("%s rejected %s: %s", self.name, event.event_id,
                           self.stats.last_error)
                 self.on_give_up(self.name, event, "notify_rejected", self.stats.last_error)
-                return
+                return True
             except Throttled as exc:
                 wait = exc.retry_after
                 self.stats.last_error = redact_text(str(exc))
@@ -102,14 +123,25 @@ class Delivery:
                 self.stats.last_error = redact_text(repr(exc))
             else:
                 self.stats.delivered += 1
-                return
+                return True
             if attempt < self.max_attempts:
                 self.stats.retries += 1
-                await asyncio.sleep(wait)
+                await self._wait(wait, event)
         self.stats.gave_up += 1
         reason = f"gave up after {self.max_attempts} attempts: {self.stats.last_error}"
         log.error("%s: %s for %s", self.name, reason, event.event_id)
         self.on_give_up(self.name, event, "notify_gave_up", reason)
+        return True
+
+    async def _wait(self, wait: float, event: AlertEvent) -> None:
+        """Wait before the next attempt, but stop as soon as the fence says no: a deposed
+        leader's event waiting out a long Retry-After must not hold up the queue of the
+        term we may lead next."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        await asyncio.sleep(min(max(wait, 0.0), FENCE_CHECK_S))  # yields even when 0
+        while (left := until - loop.time()) > 0 and self.fence(event):
+            await asyncio.sleep(min(left, FENCE_CHECK_S))
 
     def health_fields(self) -> dict[str, int]:
         """This route's counters for the collector's health point (cityedge_collector):
@@ -120,7 +152,8 @@ class Delivery:
         return out | {f"notify_{self.name}_delivered": s.delivered,
                       f"notify_{self.name}_retries": s.retries,
                       f"notify_{self.name}_dropped": s.dropped_full + s.gave_up + s.rejected,
-                      f"notify_{self.name}_queued": len(self.queue)}
+                      f"notify_{self.name}_queued": len(self.queue),
+                      f"notify_{self.name}_fenced": s.fenced}
 
     async def drain(self, timeout: float) -> bool:
         """Wait until the queue is empty; False if it was not within timeout."""

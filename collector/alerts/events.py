@@ -47,6 +47,8 @@ class AlertEvent:
     repeat: a reminder for an alert still firing after `repeat`.
     silenced: a matching silence (edge-collector alerts silence) was active.
     members: how many sensors (or gateways) of the group meet the condition.
+    fencing_token: the lease's token (``lease: etcd``) of the leader that made it;
+        0 without one. Receivers may refuse a token lower than one they have seen.
     """
 
     alert_id: str
@@ -66,13 +68,14 @@ class AlertEvent:
     silenced: bool = False
     members: int = 0
     display: str = ""
+    fencing_token: int = 0
 
     @property
     def event_id(self) -> str:
         return f"{self.alert_id}:{self.seq}"
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        doc: dict[str, object] = {
             "time": iso(self.time_ns),
             "time_ns": self.time_ns,
             "rule": self.rule,
@@ -91,6 +94,9 @@ class AlertEvent:
             "silenced": self.silenced,
             "members": self.members,
         }
+        if self.fencing_token:
+            doc["fencing_token"] = self.fencing_token
+        return doc
 
 
 @dataclass(frozen=True, slots=True)

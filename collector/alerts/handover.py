@@ -1,42 +1,42 @@
-"""The lead evaluator's open alerts, handed to the next leader in one retained message.
+"""The lead evaluator's open alerts, handed to the next leader through etcd.
 
-With ``lease: mqtt`` the leader publishes what ``dump_alerts`` gives (open
+With ``lease: etcd`` the leader writes what ``dump_alerts`` gives (open
 alerts, the members holding them, flap history, silences, the gateway
-directory: the content of ``alerts.json``) retained, QoS 1, on
-``{prefix}/collectors/alerts/state`` each time it saves ``alerts.json``. The
-payload is one line of JSON, the header, readable with ``mosquitto_sub``:
+directory: the content of ``alerts.json``) to ``{prefix}/state`` each time it
+saves ``alerts.json``, in a transaction that succeeds only while the leader
+key still has the leader's create revision (etcd_wire.py): a deposed
+leader's save never replaces the next one's. The value is one line of JSON,
+the header, readable with ``etcdctl get``:
 
-    {"format": 1, "holder": "c-a", "rank": ..., "n": 12, "saved_ns": ..., "open_alerts": 3}
+    {"format": 1, "holder": "c-a", "rank": 42, "n": 12, "saved_ns": ..., "open_alerts": 3}
 
 then a newline and the alerts as zlib-compressed JSON. The header's version
 (rank, holder, n) orders saves across hosts without comparing their clocks:
-``rank`` is the leader's candidacy rank (collector/alerts/election.py), which
-grows from one leader to the next, and ``n`` counts that process's saves. The
-same version is kept in ``alerts.json``, so a new leader can tell whether its
-own files or the broker's message are newer. Window statistics are not
-handed over (tens of megabytes for a city); a takeover from the broker's
-message starts them empty and they refill.
+``rank`` is the leader's fencing token (the leader key's create revision),
+which grows from one leader to the next, and ``n`` counts that process's
+saves. The same version is kept in ``alerts.json``, so a new leader can tell
+whether its own files or etcd's state are newer. Window statistics are not
+handed over (tens of megabytes for a city); a takeover from etcd's state
+starts them empty and they refill.
 
-A header is only a claim: a standby keeps the few newest messages (``keep``),
-and a takeover restores the newest one that decodes and restores, else its
-own files. The body is inflated to a bounded size (``MAX_STATE_JSON_BYTES``).
+A header is only a claim: a takeover restores the state only if it decodes
+and restores, else its own files. The body is inflated to a bounded size
+(``MAX_STATE_JSON_BYTES``).
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from collector.alerts.errors import AlertError
 
 FORMAT = 1
-# Under 1 MB, EMQX's default for both mqtt.max_packet_size (a bigger packet
-# gets the client disconnected) and retainer.max_payload_size (a bigger
-# message is passed on but not retained), leaving room for the topic and the
-# packet's own header. Mosquitto, HiveMQ and VerneMQ allow far more by default.
+# etcd refuses a request over --max-request-bytes (1.5 MiB by default), and the
+# gateway's JSON carries the value in base64 (4/3 of its size): 960,000 bytes
+# are 1.28 MB of base64, leaving room for the transaction around it.
 MAX_STATE_BYTES = 960_000
 # The alerts' JSON, before compression: the most a state message may inflate to.
 # The bench fleet with every sensor in alarm (10,000 sensors, 6,244 open
@@ -45,9 +45,6 @@ MAX_STATE_BYTES = 960_000
 # (a zlib bomb) took 6 s and 1.6 GB to read. A leader hands over no more.
 MAX_STATE_JSON_BYTES = 16 * 2**20
 COMPRESS_LEVEL = 6
-# State messages a standby keeps for a takeover, newest first: the newest may
-# not decode or restore (a bug, a forged header), and an older one still can.
-KEEP_STATES = 3
 
 
 class HandoverError(AlertError):
@@ -135,22 +132,8 @@ def decode_alerts(payload: bytes) -> dict[str, Any]:
     return alerts
 
 
-def keep(states: Sequence[tuple[Header, bytes]], header: Header,
-         payload: bytes) -> list[tuple[Header, bytes]]:
-    """The states to keep once this one has come: the KEEP_STATES newest, newest first.
-
-    By version, not by arrival: a deposed leader's late save, retained after the
-    newer one, does not displace it. Whether a state decodes and restores is
-    known only at a takeover, which tries them newest first.
-    """
-    if any(h.version == header.version for h, _ in states):
-        return list(states)  # the same save again
-    return sorted([*states, (header, payload)], key=lambda s: s[0].version,
-                  reverse=True)[:KEEP_STATES]
-
-
 def remote_is_newer(remote: Version | None, local: Version | None) -> bool:
-    """Take the broker's state over the local files? Equal means the same save: keep local."""
+    """Take etcd's state over the local files? Equal means the same save: keep local."""
     if remote is None:
         return False
     return local is None or remote > local

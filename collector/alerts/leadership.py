@@ -1,12 +1,13 @@
 """Who evaluates: the runner's lease, taking it over (restoring the newest state), stepping down.
 
-With a lease (``lease: file`` or ``lease: mqtt``, lease.py) only the holder
+With a lease (``lease: file`` or ``lease: etcd``, lease.py) only the holder
 evaluates and notifies; the others stand by and take over when it goes. The
-lease is checked before every evaluation (``check``), so a holder that lost
-it (a partition, say) stops at once; on taking over, the newest state is
-restored: our own files, or one handed over through the broker (takeover.py,
-off the event loop). Nothing is evaluated until that state is in: readings
-fed meanwhile are counted as standby points, as before the takeover.
+lease is checked before every evaluation (``check``), and the fencing token
+before every notification (``fence``), so a holder that lost it (a partition,
+a pause) stops at once; on taking over, the newest state is restored: our
+own files, or one handed over through etcd (takeover.py, off the event
+loop). Nothing is evaluated until that state is in: readings fed meanwhile
+are counted as standby points, as before the takeover.
 
 ``Leadership`` holds that state and the versions of what a holder saves; the
 runner (runner.py) asks it whether to evaluate, and it calls back into the
@@ -24,29 +25,29 @@ from typing import Any
 from collector.alerts.config import AlertsConfig
 from collector.alerts.engine import Engine
 from collector.alerts.errors import UsageError
+from collector.alerts.etcd_lease import EtcdLease
+from collector.alerts.events import AlertEvent
 from collector.alerts.handover import HandoverError, Version, encode_state
 from collector.alerts.health import RunnerStats
 from collector.alerts.lease import FileLease, Lease
-from collector.alerts.mqtt_feed import BrokerConfig
-from collector.alerts.mqtt_lease import MqttLease
 from collector.alerts.rules import RuleSet
 from collector.alerts.store import StateStore
-from collector.alerts.takeover import local_state, local_version, newest_state, restored_or_empty
+from collector.alerts.takeover import local_state, newest_state, restored_or_empty
 
 log = logging.getLogger("collector.alerts.runner")  # its records, as before the split
 
 
-def make_lease(config: AlertsConfig, store: StateStore, holder: str,
-               mqtt: BrokerConfig | None) -> Lease | None:
+def make_lease(config: AlertsConfig, store: StateStore, holder: str) -> Lease | None:
     """The lease the alerts section asks for (``lease:``), or None for a single collector."""
     kind = config.lease_kind
     if kind == "file":
         return FileLease(store.dir / "alerts.lease", holder)
-    if kind == "mqtt":
-        if mqtt is None:
-            raise UsageError("alerts: lease: mqtt needs the collector's mqtt section "
-                             "(the collectors' broker carries the lease)")
-        return MqttLease(mqtt, holder)
+    if kind == "etcd":
+        bad = [u for u in config.etcd.endpoints if not u.startswith(("http://", "https://"))]
+        if not config.etcd.endpoints or bad:
+            raise UsageError("alerts: etcd.endpoints needs one or more http:// or https:// "
+                             f"URLs of etcd's client port, got {config.etcd.endpoints!r}")
+        return EtcdLease(config.etcd, holder)
     return None
 
 
@@ -84,9 +85,6 @@ class Leadership:
         if self.lease is None:
             self.restore_local()
             return
-        local = local_version(self.store)
-        if local is not None:
-            self.lease.note_rank(local.rank)  # stand above our own files, whatever the clock
         await self.lease.start()
         self.check()
         if self._restoring is not None:
@@ -121,6 +119,19 @@ class Leadership:
             self.stepdown_save = True  # our latest, for our files (not handed over)
             log.warning("alerts: lost the lease; standing by (%s)", self.lease.describe())
         return held and self.leading
+
+    def fence(self, event: AlertEvent) -> bool:
+        """May this event be notified now? Only with the token it was made under, while the
+        lease is still ours: a deposed (or paused and woken) leader's events never go out."""
+        if self.lease is None or self.lease.term is None:
+            return True  # no lease, or one without terms (file): nothing to fence
+        return self.lease is not None and self.lease.token == event.fencing_token
+
+    @property
+    def token(self) -> int:
+        """The token to stamp on what we write and notify now (0: a lease without one)."""
+        token = self.lease.token if self.lease is not None else None
+        return token or 0
 
     def _lease_changed(self) -> None:
         self.check()  # take over (or step down) now, not at the next reading or tick
@@ -175,6 +186,15 @@ class Leadership:
         self._saves += 1
         return Version(term[0], term[1], self._saves)
 
+    def handover_version(self) -> Version | None:
+        """The version of a state handed over now (by the outbox's writer), while we lead
+        with a term; None otherwise. Counts with the saves: a higher n is a later dump."""
+        term = self._term
+        if term is None or not self.leading:
+            return None
+        self._saves += 1
+        return Version(term[0], term[1], self._saves)
+
     async def hand_over(self, alerts: dict[str, Any], version: Version) -> None:
         assert self.lease is not None
         try:
@@ -182,7 +202,7 @@ class Leadership:
         except HandoverError as exc:
             log.warning("alerts: %s; not handed over (a takeover restores an older one)", exc)
             return
-        self.lease.publish_state(payload, version)  # only if we still hold it
+        await self.lease.publish_state(payload, version)  # only if etcd still has our key
 
     async def stop(self) -> bool:
         """The last check (step down if we lost it), then neither check nor take the lease

@@ -1,4 +1,4 @@
-"""Who evaluates alerts when several collectors run: ``lease: file`` or ``lease: mqtt``.
+"""Who evaluates alerts when several collectors run: ``lease: file`` or ``lease: etcd``.
 
 Only the holder of the lease evaluates and notifies; the others stand by and
 take over when it goes (docs/alerts.md, "Several collectors"). ``Lease`` is
@@ -9,9 +9,10 @@ what the runner needs from either kind:
   takes over on its next attempt without any timeout guesswork. It
   coordinates processes on one host (or on a shared file system whose locks
   work), which share the state files too, so nothing is handed over.
-- ``MqttLease`` (collector/alerts/mqtt_lease.py, deciding in election.py):
-  candidacies on the collectors' broker, for collectors on several hosts; the
-  leader's open alerts go through the broker to the next one (handover.py).
+- ``EtcdLease`` (collector/alerts/etcd_lease.py, deciding in etcd_election.py):
+  etcd's election recipe, for collectors on several hosts; the leader key's
+  create revision is a fencing token on everything the leader writes or
+  notifies, and its open alerts go through etcd to the next one (handover.py).
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ class Lease(Protocol):
 
     @property
     def term(self) -> tuple[int, str] | None:
-        """(rank, holder) for the versions of handed-over state; None: nothing handed over."""
+        """(token, holder) for the versions of handed-over state; None: nothing handed over."""
         ...
 
-    def note_rank(self, rank: int) -> None:
-        """A rank from our own files: a term we stand for later must rank above it."""
+    @property
+    def token(self) -> int | None:
+        """The fencing token while we hold the lease; None: held without one (file), or not."""
         ...
 
     async def start(self) -> None: ...
@@ -55,10 +57,10 @@ class Lease(Protocol):
         ...
 
     def handed_over(self) -> Sequence[tuple[Header, bytes]]:
-        """Alert state messages from the broker, newest first (none for a file lease)."""
+        """Alert state handed over by the last leader, newest first (none for a file lease)."""
         ...
 
-    def publish_state(self, payload: bytes, version: Version) -> bool: ...
+    async def publish_state(self, payload: bytes, version: Version) -> bool: ...
 
     async def close(self) -> None:
         """Release the lease (a standby takes over) and let go of any connection."""
@@ -79,6 +81,10 @@ class FileLease:
     @property
     def term(self) -> tuple[int, str] | None:
         return None  # the processes share one state_dir: nothing to hand over
+
+    @property
+    def token(self) -> int | None:
+        return None  # the kernel's lock needs no fence: a paused holder keeps it
 
     def try_acquire(self) -> bool:
         """Take the lease if free; never blocks. True if we hold it now."""
@@ -109,9 +115,6 @@ class FileLease:
             return ""
 
     # -- the Lease interface -------------------------------------------------------------
-    def note_rank(self, rank: int) -> None:
-        return None  # no terms: the processes share their files
-
     async def start(self) -> None:
         self.try_acquire()
 
@@ -127,7 +130,7 @@ class FileLease:
     def handed_over(self) -> Sequence[tuple[Header, bytes]]:
         return ()
 
-    def publish_state(self, payload: bytes, version: Version) -> bool:
+    async def publish_state(self, payload: bytes, version: Version) -> bool:
         return False
 
     async def close(self) -> None:

@@ -34,13 +34,15 @@ class PointQueue:
     def __init__(self, write_points: WritePoints | None, stats: RunnerStats) -> None:
         self.write_points = write_points
         self.stats = stats
-        self._points: deque[Point] = deque()
+        self._points: deque[tuple[Point, Callable[[], None] | None]] = deque()
         self._ready = asyncio.Event()
 
-    def put(self, points: list[Point]) -> None:
+    def put(self, points: list[Point], written: Callable[[], None] | None = None) -> None:
+        """Queue points; ``written`` is called once the writer took the last of them."""
         if self.write_points is None:
             return
-        self._points.extend(points)
+        self._points.extend((p, written if i == len(points) - 1 else None)
+                            for i, p in enumerate(points))
         while len(self._points) > MAX_PENDING_POINTS:
             self._points.popleft()
             self.stats.points_dropped += 1
@@ -62,7 +64,8 @@ class PointQueue:
         self._ready.clear()
         if not self._points or self.write_points is None:
             return
-        batch = list(self._points)
+        queued = list(self._points)
+        batch = [p for p, _ in queued]
         try:
             await self.write_points(batch)
         except Exception as exc:  # kept and retried with the next batch
@@ -73,3 +76,6 @@ class PointQueue:
             return
         for _ in batch:
             self._points.popleft()
+        for _, written in queued:
+            if written is not None:
+                written()

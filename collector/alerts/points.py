@@ -1,9 +1,10 @@
 """Alert events as InfluxDB points (measurement ``alerts``), for the collector's writer.
 
 Tags: rule, severity, state and the alert's scope tags (district, site, ...),
-so the data team can GROUP BY them; fields: value, message, alert_id and the
-event's flags. The point's time is the event time, so a replayed or re-sent
-event overwrites itself like a reading does.
+so the data team can GROUP BY them; fields: value, message, alert_id, the
+event's flags, and ``fencing_token`` (the leader's, with ``lease: etcd``).
+The point's time is the event time, so a replayed or re-sent event
+overwrites itself like a reading does.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def alert_point(event: AlertEvent) -> Point:
         "repeat": event.repeat,
         "silenced": event.silenced,
     }
+    if event.fencing_token:
+        fields["fencing_token"] = event.fencing_token
     if math.isfinite(event.value):  # InfluxDB refuses NaN and infinities
         fields["value"] = float(event.value)
     return Point(ALERTS_MEASUREMENT, tags, fields, event.time_ns)

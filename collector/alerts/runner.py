@@ -6,8 +6,8 @@ clock tick loop, the notifiers' queues and retries (delivery.py), the
 ``alerts`` points handed back to the collector's writer (point_queue.py), the
 state files (store.py) and the command spool of ``edge-collector alerts
 ack|silence`` (commands.py). With a lease, only its holder evaluates and
-notifies (leadership.py); the counters reach the collector's health point
-(health.py).
+notifies (leadership.py), and what it writes and notifies carries the lease's
+fencing token; the counters reach the collector's health point (health.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 from cityedge.uplink.seal import KeyRing
 from cityedge.uplink.topics import DEFAULT_PREFIX
@@ -25,7 +27,9 @@ from collector.alerts.commands import apply_commands
 from collector.alerts.config import LoadedAlerts
 from collector.alerts.delivery import Delivery
 from collector.alerts.engine import Engine
+from collector.alerts.etcd_lease import EtcdLease
 from collector.alerts.events import AlertEvent, Status
+from collector.alerts.handover import Version
 from collector.alerts.health import RunnerStats, health_fields
 from collector.alerts.leadership import Leadership, make_lease
 from collector.alerts.lease import Lease
@@ -34,6 +38,7 @@ from collector.alerts.point_queue import PointQueue, WritePoints
 from collector.alerts.points import alert_point
 from collector.alerts.snapshot import dump_alerts, dump_stats_text
 from collector.alerts.store import StateStore
+from collector.alerts.write_ahead import WriteAhead
 from collector.lineprotocol import Point
 from collector.notifiers import NotifierContext
 
@@ -59,7 +64,7 @@ class AlertRunner:
         self.points = PointQueue(write_points, self.stats)
         self._save_lock = asyncio.Lock()  # one save at a time, in order
         self.leadership = Leadership(
-            lease if lease is not None else make_lease(self.config, self.store, holder, mqtt),
+            lease if lease is not None else make_lease(self.config, self.store, holder),
             self.store, loaded.rules, self.stats, install=self._install, save=self.save,
             save_lock=self._save_lock, led=self._save_now)
         self.lease = self.leadership.lease
@@ -67,8 +72,16 @@ class AlertRunner:
         self.deliveries = [
             Delivery(name, notifier, route, queue_size=c.queue_size, max_attempts=c.max_attempts,
                      retry_min=c.retry_min, retry_max=c.retry_max,
-                     on_give_up=self.points.dead_letter)
+                     on_give_up=self.points.dead_letter, fence=self.leadership.fence,
+                     on_done=self._delivered)
             for name, route, notifier in loaded.notifiers]
+        # With etcd, every transition is written ahead before a notifier sees it.
+        self.write_ahead = (WriteAhead(self.lease, {d.name: d for d in self.deliveries},
+                                       state=self._handover_state,
+                                       dead_letter=self.points.dead_letter,
+                                       rewrite=lambda e, done: self.points.put(
+                                           [alert_point(e)], done))
+                            if isinstance(self.lease, EtcdLease) else None)
         self.feed_source = (MqttFeed(mqtt, self, status=c.status, observe_uplinks=c.observe_uplinks,
                                      clock=clock) if mqtt is not None and (c.status or
                                                                           c.observe_uplinks)
@@ -93,6 +106,9 @@ class AlertRunner:
             await d.notifier.start(context)
             self._tasks.append(asyncio.create_task(d.run(), name=f"notify-{d.name}"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="alerts-tick"))
+        if self.write_ahead is not None:
+            self._tasks.append(asyncio.create_task(self.write_ahead.run(),
+                                                   name="alerts-write-ahead"))
         self._tasks.append(asyncio.create_task(self.points.run(), name="alerts-points"))
         if self.feed_source is not None:
             await self.feed_source.start()
@@ -108,7 +124,24 @@ class AlertRunner:
                  len(self.engine.open))
 
     def _save_now(self) -> None:
+        """We lead now: save at the next tick, deliver what the last leader left pending."""
         self._dirty_since = 0.0  # the tick loop saves at its next tick
+        if self.write_ahead is not None:
+            self.write_ahead.taken_over()
+
+    def _delivered(self, notifier: str, event: AlertEvent) -> None:
+        if self.write_ahead is not None:
+            self.write_ahead.settle(notifier, event)
+
+    def _handover_state(self) -> tuple[dict[str, Any], Version] | None:
+        """The open alerts to write ahead with the outbox, and their version (None: we
+        do not lead with a term)."""
+        version = self.leadership.handover_version()
+        if version is None:
+            return None
+        alerts = dump_alerts(self.engine)
+        alerts["handover"] = version.as_dict()
+        return alerts, version
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop ticking, save state, release the lease, give queued notifications up to
@@ -122,13 +155,18 @@ class AlertRunner:
                 t.cancel()
         if await self.leadership.stop():
             await self.save()
-        # Released before the queues drain: a standby takes over at once, and what
-        # we queued while we held the lease is still ours to deliver.
-        await self.leadership.release()
+        # Drained before the lease is released: what we queued carries our fencing
+        # token, which is stale once a standby takes over.
         drained = await asyncio.gather(*(d.drain(timeout) for d in self.deliveries))
         if not all(drained):
             log.warning("alerts: notifications still queued at shutdown: %s",
                         {d.name: len(d.queue) for d in self.deliveries if d.queue})
+        if self.write_ahead is not None:
+            await self.points.flush()  # its points settle their entries in the outbox too
+        if self.write_ahead is not None and not await self.write_ahead.flush(timeout):
+            log.warning("alerts: delivered notifications not yet marked in etcd at shutdown; "
+                        "the next leader sends them again (same event ids)")
+        await self.leadership.release()
         await self.points.flush()
         for t in self._tasks:
             t.cancel()
@@ -166,15 +204,32 @@ class AlertRunner:
 
     # -- internals --------------------------------------------------------------------
     def _dispatch(self, events: list[AlertEvent]) -> None:
-        for event in events:
+        token = self.leadership.token
+        for made in events:
+            event = replace(made, fencing_token=token) if token else made
             self.stats.events += 1
-            self.points.put([alert_point(event)])
+            self._put_point(event)
             self._dirty_since = self._dirty_since or time.monotonic()
             if not event.notify or event.silenced:
                 continue
             for d in self.deliveries:
-                if d.route.accepts(event):
+                if not d.route.accepts(event):
+                    continue
+                if self.write_ahead is not None:
+                    self.write_ahead.offer(d, event)  # to d once it is in etcd
+                else:
                     d.offer(event)
+
+    def _put_point(self, event: AlertEvent) -> None:
+        """Its ``alerts`` point; with etcd, one that is notified is pending in the outbox
+        until the writer took it (a successor writes it again: the same time and tags)."""
+        wa = self.write_ahead
+        if (wa is not None and event.notify and not event.silenced
+                and any(d.route.accepts(event) for d in self.deliveries)
+                and wa.offer_point(event)):
+            self.points.put([alert_point(event)], lambda: wa.point_written(event))
+        else:
+            self.points.put([alert_point(event)])
 
     async def save(self, *, with_stats: bool = True) -> None:
         """Write the lifecycle file, and the bulk statistics file if with_stats.
@@ -203,7 +258,10 @@ class AlertRunner:
             await asyncio.to_thread(self.store.save, alerts, stats)
             self.stats.saves += 1
             if version is not None and leading and self.leadership.check():
-                await self.leadership.hand_over(alerts, version)
+                if self.write_ahead is not None:
+                    self.write_ahead.state_due()  # written in order with the outbox
+                else:
+                    await self.leadership.hand_over(alerts, version)
 
     async def _tick_loop(self) -> None:
         while True:
@@ -224,6 +282,8 @@ class AlertRunner:
         """Counters for the collector's health point (cityedge_collector)."""
         fields = health_fields(self.stats, len(self.engine.open), self.leader, self.deliveries,
                                self.lease)
+        if self.write_ahead is not None:
+            fields |= self.write_ahead.health_fields()
         return fields | {"alert_readings_too_old": self.engine.clock.too_old}
 
     def describe(self) -> str:

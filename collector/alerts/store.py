@@ -65,7 +65,7 @@ class StateStore:
     def save(self, alerts: dict[str, Any], stats: str | None = None) -> None:
         """Write the lifecycle file, and the statistics (JSON text, snapshot.py) if given."""
         meta = {"version": alerts["version"], "now": alerts["now"], "saved_ns": time.time_ns()}
-        if "handover" in alerts:  # the save's version with lease: mqtt (handover.py)
+        if "handover" in alerts:  # the save's version with lease: etcd (handover.py)
             meta["handover"] = alerts["handover"]
         doc = {
             "meta": _table([meta]),

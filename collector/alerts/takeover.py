@@ -1,11 +1,11 @@
 """Taking over the alert lease: the newest saved state, restored off the event loop.
 
-A collector that takes over with ``lease: mqtt`` restores the newest state it
-can use: the state messages its lease kept from the broker, newest first
-(handover.py), each while it is newer than the collector's own files and
-only if it decodes and restores; else its own files. The statistics file
-(tens of megabytes for a city) is read only when the files win: a state
-from the broker starts the windows empty.
+A collector that takes over with ``lease: etcd`` restores the newest state it
+can use: the state its lease read from etcd in the transaction that made it
+leader (handover.py), if it is newer than the collector's own files and
+decodes and restores; else its own files. The statistics file (tens of
+megabytes for a city) is read only when the files win: a state from etcd
+starts the windows empty.
 
 Reading, inflating, parsing and filling the new engine run in worker
 threads, so the lease's own tasks, the notifiers and the collector's writes
@@ -67,15 +67,6 @@ def local_state(store: StateStore) -> tuple[dict[str, Any] | None, dict[str, Any
     return _read(store.load_alerts), _read(store.load_stats)
 
 
-def local_version(store: StateStore) -> Version | None:
-    """The version of the state in our alerts.json, if it has one (``lease: mqtt``)."""
-    try:
-        alerts = store.load_alerts()
-    except UsageError:
-        return None  # reported when (if) it is restored
-    return Version.from_dict(alerts.get("handover")) if alerts else None
-
-
 async def newest_state(rules: RuleSet, store: StateStore,
                        handed_over: Sequence[tuple[Header, bytes]]) -> tuple[Engine, str]:
     """A new engine holding the newest usable state, and where that state came from."""
@@ -92,7 +83,7 @@ async def newest_state(rules: RuleSet, store: StateStore,
             log.error("alerts: the handed-over state (%s's save %d) is unusable: %s",
                       v.holder, v.n, exc)
             continue
-        return engine, f"the broker ({v.holder}'s save {v.n}, {header.open_alerts} open)"
+        return engine, f"etcd ({v.holder}'s save {v.n}, {header.open_alerts} open)"
     stats = await asyncio.to_thread(_read, store.load_stats)
     engine = await asyncio.to_thread(restored_or_empty, rules, alerts, stats)
     return engine, str(store.dir)

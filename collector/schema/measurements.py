@@ -244,10 +244,13 @@ COLLECTOR_HEALTH_DOC = MeasurementDoc(COLLECTOR_HEALTH, (
     _f("ops_page_refresh_errors", INT, COUNT, "those that failed", "with ops_page"),
     _f("status_ignored_<reason>", INT, COUNT, "gateway status messages left out (bad_status,"
        " bad_gateway_id, foreign_topic, forgotten)", "with ops_page, when counted"),
-    _f("lease_<counter>", INT, COUNT, "the MQTT lease's counters (bad_messages, probes, lapses,"
-       " ...)", "with alerts, lease: mqtt"),
-    _f("notify_<notifier>_<counter>", INT, COUNT, "delivered, retries, dropped, queued and the"
-       " notifier's own (sent, failed, acked, ...)", _NOTIFY),
+    _f("lease_<counter>", INT, COUNT, "the etcd lease's counters (grants, campaigns, elected,"
+       " lapses, states_fenced, ...)", "with alerts, lease: etcd"),
+    _f("alert_outbox_<counter>", INT, COUNT, "notifications written ahead to etcd: pending,"
+       " written, settled, refused_full, fenced, write_errors, restored, unreadable",
+       "with alerts, lease: etcd"),
+    _f("notify_<notifier>_<counter>", INT, COUNT, "delivered, retries, dropped, queued, fenced"
+       " and the notifier's own (sent, failed, acked, ...)", _NOTIFY),
 ), "collector/service.py, every health_interval", "the collector's own counters, since start")
 
 DEADLETTER_DOC = MeasurementDoc(DEADLETTER_MEASUREMENT, (
@@ -276,6 +279,8 @@ ALERTS_DOC = MeasurementDoc(ALERTS_MEASUREMENT, (
     _f("late", BOOL, "", "made from late readings"),
     _f("repeat", BOOL, "", "a repeated notification"),
     _f("silenced", BOOL, "", "under a silence"),
+    _f("fencing_token", INT, "", "the leader's fencing token (etcd's revision of its leader key)",
+       "with lease: etcd"),
 ), "collector/alerts/points.py, at every transition", "alert transitions")
 
 CODE_MEASUREMENTS: tuple[MeasurementDoc, ...] = (
