@@ -65,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
         " With --mqtt, the demo cannot write that broker's files: give the operator's"
         " registry and secrets (--registry, --secrets), or --insecure.")
     d.add_argument("--duration", type=float, default=None,
-                   help="seconds to run, then stop devices and let agents deliver"
-                        " (default: until Ctrl-C)")
+                   help="seconds the devices run (counted from their start), then stop"
+                        " them and let agents deliver (default: until Ctrl-C)")
     d.add_argument("--mqtt", type=_host_port, default=None, metavar="HOST:PORT",
                    help="use this broker (its gateways' listener) instead of starting one;"
                         " needs --registry and --secrets, or --insecure")

@@ -104,6 +104,9 @@ class Demo:
         self.log_starts: dict[Path, int] = {}  # log -> its size when this run's process started
         self.devices: dict[tuple[str, str], SimulatedDevice] = {}
         self.started = time.monotonic()
+        # --duration counts from here: the devices' start, not the services' and agents'
+        # (seconds on a loaded machine), so a short run emits what its length says.
+        self.devices_started = self.started
         # Only this run's readings count (a reused --workdir or --influx holds older ones).
         self.since_ns = time.time_ns()
         self.first_landed_s: float | None = None
@@ -195,6 +198,7 @@ class Demo:
             self._wait_ports_open(root)
             for device in self.devices.values():
                 device.start()
+            self.devices_started = time.monotonic()
             self.episode.start()
             self._print_queries(influx)
             self._live()
@@ -274,7 +278,8 @@ class Demo:
                           for n, p in self.procs.items())
         first = (f"first reading landed after {self.first_landed_s:.1f} s"
                  if self.first_landed_s else "waiting for the first reading")
-        left = (f", {max(0.0, self.options.duration - elapsed):.0f} s left"
+        running = time.monotonic() - self.devices_started
+        left = (f", {max(0.0, self.options.duration - running):.0f} s left"
                 if self.options.duration else ", Ctrl-C to stop")
         secured = "" if self.trust is None else f"\n{self.trust.summary}"
         return Panel(f"{elapsed:.0f} s{left}; {first}\nprocesses: {procs}{secured}",
@@ -286,7 +291,7 @@ class Demo:
                 landed = self.landed()
                 live.update(Group(self._table(landed), self._alerts(), self._status(landed)))
                 if (self.options.duration
-                        and time.monotonic() - self.started >= self.options.duration):
+                        and time.monotonic() - self.devices_started >= self.options.duration):
                     break
                 self.stop_requested.wait(1.0)
 
