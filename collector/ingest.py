@@ -26,7 +26,7 @@ from cityedge.uplink.payload import ID_RE, RejectedReading, reading_json, readin
 from cityedge.uplink.text import brief, encodable
 from cityedge.uplink.timing import MAX_TIME_NS, reading_time, storable_time
 from collector.deadletter import dead_letter
-from collector.lineprotocol import Identity, Point
+from collector.lineprotocol import Identity, Point, Source
 
 SITE_TAGS = {"district": "district", "site": "site", "kind": "site_kind"}
 
@@ -79,7 +79,7 @@ class BadTime(ValueError):
 
 
 def reading_point(batch: Batch, reading: Reading,
-                  site: Mapping[str, str] | None = None) -> Point:
+                  site: Mapping[str, str] | None = None, source: Source = "uplink") -> Point:
     time_ns, how = reading_time(reading.time_ns, reading.boot, reading.mono_ns, reading.synced,
                                 dict(batch.boots))
     if not storable_time(time_ns):
@@ -93,7 +93,8 @@ def reading_point(batch: Batch, reading: Reading,
         # or kept as stamped and flagged (docs/delivery.md, "Time").
         fields[f"time_{how}"] = True
     # Identity beside the fields, written as fields, never tags (lineprotocol.Identity).
-    return Point(reading.measurement, tags, fields, time_ns, Identity(reading.seq, batch.epoch))
+    return Point(reading.measurement, tags, fields, time_ns, Identity(reading.seq, batch.epoch),
+                 source)
 
 
 def dead_letter_point(batch: Batch, rejected: RejectedReading) -> Point:
@@ -122,7 +123,7 @@ def dead_letter_point(batch: Batch, rejected: RejectedReading) -> Point:
 
 
 def ingest(payload: bytes, topic_gateway: str | None,
-           site: Mapping[str, str] | None = None) -> Accepted | Refused:
+           site: Mapping[str, str] | None = None, source: Source = "uplink") -> Accepted | Refused:
     """Never raises: a payload is accepted (every reading a point or a dead letter) or
     refused as a whole with a reason. ``site``, the registry's site tags by tag name
     (SITE_TAGS), goes on every point instead of the payload's; ``site_overridden``
@@ -138,7 +139,7 @@ def ingest(payload: bytes, topic_gateway: str | None,
     rejected = list(batch.rejected)
     for r in batch.readings:
         try:
-            points.append(reading_point(batch, r, site))
+            points.append(reading_point(batch, r, site, source))
         except BadTime as exc:
             rejected.append(RejectedReading(r.seq, f"bad_time: {exc}", encodable(reading_json(r))))
     seqs: SeqRanges = batch.all_seqs()

@@ -26,7 +26,7 @@ from collector.alerts.config import LoadedAlerts
 from collector.alerts.delivery import Delivery
 from collector.alerts.engine import Engine
 from collector.alerts.events import AlertEvent, Status
-from collector.alerts.health import RunnerStats, health_fields
+from collector.alerts.health import RunnerStats, engine_fields, health_fields
 from collector.alerts.leadership import Leadership, make_lease
 from collector.alerts.lease import Lease
 from collector.alerts.mqtt_feed import BrokerConfig, MqttFeed
@@ -53,7 +53,8 @@ class AlertRunner:
         self.config = loaded.config
         self.clock = clock
         self.topic_prefix = mqtt.topic_prefix if mqtt is not None else topic_prefix
-        self.engine = Engine(loaded.rules)
+        self.limits = loaded.config.limits
+        self.engine = Engine(loaded.rules, self.limits)
         self.store = StateStore(loaded.state_dir)
         self.stats = RunnerStats()
         self.points = PointQueue(write_points, self.stats)
@@ -103,6 +104,7 @@ class AlertRunner:
         return self.engine.gateways(match)  # the engine is replaced on a lease takeover
 
     def _install(self, engine: Engine) -> None:
+        engine.set_limits(self.limits)
         self.engine = engine
         log.info("alerts: evaluating %d rules, %d open alerts", len(self.loaded.rules),
                  len(self.engine.open))
@@ -224,7 +226,7 @@ class AlertRunner:
         """Counters for the collector's health point (cityedge_collector)."""
         fields = health_fields(self.stats, len(self.engine.open), self.leader, self.deliveries,
                                self.lease)
-        return fields | {"alert_readings_too_old": self.engine.clock.too_old}
+        return fields | engine_fields(self.engine)
 
     def describe(self) -> str:
         return json.dumps({"rules": len(self.loaded.rules), "notifiers":

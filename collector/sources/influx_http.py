@@ -195,7 +195,7 @@ class InfluxWriteRoute:
             return influx_error(v2, status, str(exc))
         admission = src.intake.admission
         site = admission.site_for(gateway) if admission is not None else None
-        result = ingest(lines.payload, gateway, site)
+        result = ingest(lines.payload, gateway, site, "line_protocol")
         if isinstance(result, Refused):  # the parser makes batches ingest takes: a backstop
             return self._bad(v2, result.reason, result.detail, gateway)
         accepted = self._with_dead_letters(result, lines, gateway, now_ns)
