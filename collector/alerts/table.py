@@ -24,8 +24,9 @@ from collector.alerts.evaluate import OK, Member
 
 Key = tuple[str, ...]
 
-# Members per rule (and per rule's late track): ~1-7 KB each with the shipped rules.
-MAX_MEMBERS = 100_000
+# Members per rule (and per rule's late track): ~1-7 KB each with the shipped rules; a
+# city of 3,300 gateways has some 15,000 sensors.
+MAX_MEMBERS = 50_000
 # Gateways in the directory (location tags for downlinks and offline alerts).
 MAX_GATEWAYS = 100_000
 # Members looked at, least recently seen first, for one that may be forgotten.
