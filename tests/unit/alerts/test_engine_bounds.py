@@ -14,6 +14,7 @@ import pytest
 
 from collector.alerts import Engine, load_rules
 from collector.alerts.clock import ClockHours
+from collector.alerts.errors import RuleError
 from collector.alerts.replay import ReadingsError, read_csv
 from collector.alerts.table import EngineLimits
 from tests.alerts_helpers import rules_from_text
@@ -167,3 +168,11 @@ def test_a_readings_file_says_the_source_per_row() -> None:
     assert [p.source for _, p in items] == ["uplink", "line_protocol"]  # type: ignore[union-attr]
     with pytest.raises(ReadingsError, match="source"):
         list(read_csv("time,measurement,source,v\n0,m,mqtt,1\n", SEOUL))
+
+
+@pytest.mark.parametrize(("sources", "says"), [
+    ("[mqtt]", "expected one of 'uplink', 'line_protocol', 'airrohr'"),
+    ("[]", "expected at least one")])
+def test_a_rule_file_names_known_sources(sources: str, says: str) -> None:
+    with pytest.raises(RuleError, match=says):
+        rules_from_text(f"rules:\n  - {{name: s, kind: silence, after: 1m, sources: {sources}}}\n")
