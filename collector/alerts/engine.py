@@ -236,13 +236,9 @@ class Engine:
         rule = self.rules.rules[ri]
         groups = self.late_groups[ri] if late else self.groups[ri]
 
-        def forget(old: Member) -> None:
-            # Its group goes too once nothing of it is left to remember.
+        def forget(old: Member) -> None:  # its group goes too when nothing of it is left
             gkey = rule.group_key(old.tags)
-            g = groups.get(gkey)
-            if (g is not None and g.state in QUIET and not g.n_pending and not g.n_held
-                    and (rule.flap is None or not g.holds
-                         or g.holds[-1] <= self.now - rule.flap.window_ns)):
+            if (g := groups.get(gkey)) is not None and g.forgettable(self.now):
                 del groups[gkey]
 
         table = self.late_members[ri] if late else self.members[ri]

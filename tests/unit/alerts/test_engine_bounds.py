@@ -176,3 +176,13 @@ def test_a_readings_file_says_the_source_per_row() -> None:
 def test_a_rule_file_names_known_sources(sources: str, says: str) -> None:
     with pytest.raises(RuleError, match=says):
         rules_from_text(f"rules:\n  - {{name: s, kind: silence, after: 1m, sources: {sources}}}\n")
+
+
+def test_a_forgotten_member_takes_its_resolved_group_along() -> None:
+    engine = Engine(rules_from_text(PM_RULE), EngineLimits(max_members=1))
+    t0 = at("03-04 10:00")
+    events = feed(engine, [R(t0, {"v": 200.0}, sensor="x"), R(t0 + M, {"v": 10.0}, sensor="x")])
+    assert [e.state for e in events] == ["firing", "resolved"]
+    assert list(engine.groups[0]) == [("gw-1", "x")]
+    feed(engine, [R(t0 + 2 * M, {"v": 10.0}, sensor="y")])
+    assert list(engine.members[0]) == [("gw-1", "y")] and engine.groups[0] == {}
