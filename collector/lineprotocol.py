@@ -48,8 +48,9 @@ class Point:
     time_ns: int
     # A reading's point: its identity, written after ``fields`` (format_point).
     identity: Identity | None = None
-    # Which way it came in (SOURCES); for the alert engine only, never written.
-    source: Source = field(default="uplink", compare=False)
+    # Which way it came in (SOURCES); for the alert engine only, never written (nor in
+    # the repr a quarantined point keeps).
+    source: Source = field(default="uplink", compare=False, repr=False)
 
     def line(self) -> str:
         return format_point(self)
