@@ -26,7 +26,7 @@ from cityedge.uplink.payload import ID_RE, RejectedReading, reading_json, readin
 from cityedge.uplink.text import brief, encodable
 from cityedge.uplink.timing import MAX_TIME_NS, reading_time, storable_time
 from collector.deadletter import dead_letter
-from collector.lineprotocol import Identity, Point
+from collector.lineprotocol import Identity, Point, Source
 
 SITE_TAGS = {"district": "district", "site": "site", "kind": "site_kind"}
 
@@ -79,8 +79,8 @@ class BadTime(ValueError):
 
 
 def reading_point(batch: Batch, reading: Reading,
-                  site: Mapping[str, str] | None = None) -> Point:
-    return _Points(batch, site).point(reading)
+                  site: Mapping[str, str] | None = None, source: Source = "uplink") -> Point:
+    return _Points(batch, site, source).point(reading)
 
 
 class _Points:
@@ -89,10 +89,12 @@ class _Points:
     encoder builds each series' prefix once per batch (lineprotocol.encode). Nothing
     changes a point's tags after this: they are shared."""
 
-    __slots__ = ("batch", "boots", "site", "tags")
+    __slots__ = ("batch", "boots", "site", "source", "tags")
 
-    def __init__(self, batch: Batch, site: Mapping[str, str] | None) -> None:
+    def __init__(self, batch: Batch, site: Mapping[str, str] | None,
+                 source: Source = "uplink") -> None:
         self.batch = batch
+        self.source = source
         self.site = site
         self.boots = dict(batch.boots)
         self.tags: dict[tuple[str, bool], dict[str, str]] = {}
@@ -119,7 +121,7 @@ class _Points:
             fields = {**fields, f"time_{how}": True}
         # Identity beside the fields, written as fields, never tags (lineprotocol.Identity).
         return Point(reading.measurement, tags, fields, time_ns,
-                     Identity(reading.seq, self.batch.epoch))
+                     Identity(reading.seq, self.batch.epoch), self.source)
 
 
 def dead_letter_point(batch: Batch, rejected: RejectedReading) -> Point:
@@ -148,7 +150,7 @@ def dead_letter_point(batch: Batch, rejected: RejectedReading) -> Point:
 
 
 def ingest(payload: bytes, topic_gateway: str | None,
-           site: Mapping[str, str] | None = None) -> Accepted | Refused:
+           site: Mapping[str, str] | None = None, source: Source = "uplink") -> Accepted | Refused:
     """Never raises: a payload is accepted (every reading a point or a dead letter) or
     refused as a whole with a reason. ``site``, the registry's site tags by tag name
     (SITE_TAGS), goes on every point instead of the payload's; ``site_overridden``
@@ -162,7 +164,7 @@ def ingest(payload: bytes, topic_gateway: str | None,
         return Refused(topic_gateway, exc.reason, exc.detail)
     points: list[Point] = []
     rejected = list(batch.rejected)
-    make = _Points(batch, site)
+    make = _Points(batch, site, source)
     for r in batch.readings:
         try:
             points.append(make.point(r))

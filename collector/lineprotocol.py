@@ -9,7 +9,8 @@ escape double quote and backslash.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from cityedge.uplink import FieldValue
 from cityedge.uplink.text import (
@@ -17,6 +18,11 @@ from cityedge.uplink.text import (
     safe_tag,  # noqa: F401 (callers take it from here)
 )
 
+# Which way a reading came in (Point.source; alert rules can filter on it): a cityedge
+# uplink batch from an edge agent (MQTT or HTTP), an InfluxDB line-protocol write, or
+# a sensor.community (airrohr) push. Not written to InfluxDB.
+Source = Literal["uplink", "line_protocol", "airrohr"]
+SOURCES: tuple[Source, ...] = ("uplink", "line_protocol", "airrohr")
 # The identity fields a reading's point carries (Identity), written after its own.
 IDENTITY_FIELDS = ("seq", "epoch")
 
@@ -42,6 +48,9 @@ class Point:
     time_ns: int
     # A reading's point: its identity, written after ``fields`` (format_point).
     identity: Identity | None = None
+    # Which way it came in (SOURCES); for the alert engine only, never written (nor in
+    # the repr a quarantined point keeps).
+    source: Source = field(default="uplink", compare=False, repr=False)
 
     def line(self) -> str:
         return format_point(self)
@@ -163,7 +172,7 @@ def with_identity(p: Point) -> Point:
     if identity is None or p.identity is not None:
         return p
     own = {k: v for k, v in p.fields.items() if k not in IDENTITY_FIELDS}
-    return Point(p.measurement, p.tags, own, p.time_ns, identity)
+    return Point(p.measurement, p.tags, own, p.time_ns, identity, p.source)
 
 
 def encode(points: list[Point]) -> bytes:

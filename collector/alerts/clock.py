@@ -108,9 +108,17 @@ class ClockHours:
         self.base_status, self.base_run = OK, 0  # ...is this
 
     def add(self, spec: ClockSpec, time_ns: int, value: float, late: bool) -> int | None:
-        """Add a reading to its period; None when the period is older than the kept ones."""
+        """Add a reading to its period; None when the period is older than the kept ones.
+
+        Kept means after the base and less than ``keep`` periods before the last
+        judged one: older periods are out of the rule's backfill however long
+        ago the base moved (a first reading, a data gap), so a replay walks at
+        most ``keep`` periods and a series keeps at most ``keep`` judged ones.
+        """
         k = spec.index(time_ns)
         if self.base_k is not None and k <= self.base_k:
+            return None
+        if self.done is not None and k <= self.done - spec.keep:
             return None
         bit = 1 << spec.slot_of(time_ns)
         ks = self.ks
@@ -180,6 +188,7 @@ class ClockHours:
         status, run, changes = self._walk(spec, step, start, self.base_status, self.base_run,
                                           through=self.done)
         old, self.status, self.run = self.status, status, run
+        self._trim(spec, step)
         if status == old:
             return None
         last = changes[-1] if changes else Change(spec.end(self.done), status, 0.0)

@@ -12,19 +12,19 @@ on readings that arrived late (backfilled).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from collector.alerts.clock import Change, Step
 from collector.alerts.evaluate import Member, clock_step, round_half_up
 from collector.alerts.rules import RuleSet
 
+Members = Sequence[Mapping[tuple[str, ...], Member]]  # per rule: series key -> member
 Move = Callable[[int, Member, Change], None]  # (rule index, member, change)
 NEVER = 1 << 62
 
 
 class ClockRules:
-    def __init__(self, rules: RuleSet, members: list[dict[tuple[str, ...], Member]],
-                 move: Move) -> None:
+    def __init__(self, rules: RuleSet, members: Members, move: Move) -> None:
         self.rules = rules.rules
         self.members = members
         self.move = move

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from cityedge import yamlconfig
 from collector.alerts.events import AlertEvent
 from collector.alerts.rules import RuleSet, load_rules
+from collector.alerts.table import MAX_FUTURE_NS, MAX_GATEWAYS, MAX_MEMBERS, EngineLimits
 from collector.notifiers import Notifier, build
 
 NotifiedState = Literal["firing", "resolved", "acknowledged", "flapping"]
@@ -83,6 +84,15 @@ class AlertsConfig:
     retry_min: float = field(default=1.0, metadata={"min": 0.01})
     retry_max: float = field(default=300.0, metadata={"min": 0.01})
     notifiers: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "log"}])
+    # The engine's bounds (docs/alerts.md, "Bounds").
+    max_future_skew: float = field(default=MAX_FUTURE_NS / 1e9, metadata={"min": 0.0})
+    max_members: int = field(default=MAX_MEMBERS, metadata={"min": 1})
+    max_gateways: int = field(default=MAX_GATEWAYS, metadata={"min": 1})
+
+    @property
+    def limits(self) -> EngineLimits:
+        return EngineLimits(max_members=self.max_members, max_gateways=self.max_gateways,
+                            max_future_ns=int(self.max_future_skew * 1e9))
 
     @property
     def lease_kind(self) -> LeaseKind:

@@ -5,7 +5,9 @@ only notion of "now" and comes from the caller (the runner's loop, or the
 replay's event times). A reading is judged live when it is in order for its
 series and less than the rule's ``late_after`` behind ``now``; otherwise it
 only feeds statistics (and, for ``late: report`` rules, a separate late track
-whose events are marked late). Readings are deduplicated by
+whose events are marked late). A reading stamped more than ``max_future_ns``
+ahead of ``now`` is counted as ``future`` and goes to no rule. Readings are
+deduplicated by
 (gateway, epoch, seq) before anything else, so a resend counts once.
 """
 
@@ -24,6 +26,7 @@ from collector.alerts.events import Ack, AlertEvent, Silence, Status, alert_id, 
 from collector.alerts.group import Group
 from collector.alerts.lifecycle import ACKABLE, QUIET, REPEATS_IN, Input, State, step
 from collector.alerts.rules import RuleSet
+from collector.alerts.table import Directory, EngineLimits, MemberTable, TableCounts
 from collector.alerts.windows import Dedupe
 from collector.lineprotocol import Identity
 
@@ -45,6 +48,8 @@ class PointLike(Protocol):
     def time_ns(self) -> int: ...
     @property
     def identity(self) -> Identity | None: ...
+    @property
+    def source(self) -> str: ...
 
 
 def _flagged(fields: Mapping[str, Any], name: str) -> bool:
@@ -67,19 +72,20 @@ class _Safe(dict[str, Any]):
 
 
 class Engine:
-    def __init__(self, rules: RuleSet) -> None:
+    def __init__(self, rules: RuleSet, limits: EngineLimits | None = None) -> None:
         self.rules = rules
         self.now = 0
+        self.limits = limits = limits or EngineLimits()
         self.dedupe = Dedupe()
         n = len(rules.rules)
-        self.members: list[dict[tuple[str, ...], Member]] = [{} for _ in range(n)]
-        self.late_members: list[dict[tuple[str, ...], Member]] = [{} for _ in range(n)]
+        self.tables = TableCounts()  # members forgotten or refused (table.py)
+        self.members = [MemberTable(limits.max_members, self.tables) for _ in range(n)]
+        self.late_members = [MemberTable(limits.max_members, self.tables) for _ in range(n)]
         self.groups: list[dict[tuple[str, ...], Group]] = [{} for _ in range(n)]
         self.late_groups: list[dict[tuple[str, ...], Group]] = [{} for _ in range(n)]
         self.open: dict[Group, None] = {}  # groups not in a quiet state (ordered set)
         self.by_id: dict[str, Group] = {}
-        self.directory: dict[str, dict[str, str]] = {}
-        self._where: dict[str, tuple[str | None, ...]] = {}  # the directory's entries, as tuples
+        self.directory = Directory(limits.max_gateways, self.tables)
         self.silences: dict[str, Silence] = {}
         self.index = {r.name: i for i, r in enumerate(rules.rules)}
         self._timed = [i for i, r in enumerate(rules.rules) if r.kind in ("silence", "offline")]
@@ -88,9 +94,16 @@ class Engine:
         self._timed_due = 0
         self.clock = ClockRules(rules, self.members, self._clock_move)
         self._backfill = False  # events being made are re-judgements of late readings
-        self._routes: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[int, ...]] = {}
-        self.counts = {"readings": 0, "duplicates": 0, "late": 0, "events": 0}
+        self._routes: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[int, ...]] = {}
+        self.counts = {"readings": 0, "duplicates": 0, "late": 0, "future": 0, "events": 0}
         self._out: list[AlertEvent] = []
+
+    def set_limits(self, limits: EngineLimits) -> None:
+        """New bounds (for an engine restored from saved state); tables shrink as they fill."""
+        self.limits = limits
+        for table in (*self.members, *self.late_members):
+            table.cap = limits.max_members
+        self.directory.cap = limits.max_gateways
 
     # -- inputs --------------------------------------------------------------
     def advance(self, now_ns: int) -> None:
@@ -158,8 +171,14 @@ class Engine:
             self._reading(p)
         return self._take()
 
-    def _admit(self, tags: Mapping[str, str], identity: Identity | None) -> bool:
-        """False for a resend; learns where each gateway stands (for downlinks and offline)."""
+    def _admit(self, tags: Mapping[str, str], identity: Identity | None, t: int) -> bool:
+        """False for a resend or a reading from the future; learns where each gateway
+        stands (for downlinks and offline)."""
+        if self.now and t > self.now + self.limits.max_future_ns:
+            # Stored by the collector, but no rule takes it: as live it would move the
+            # series' last time and its clock periods ahead of every real reading.
+            self.counts["future"] += 1
+            return False
         gw = tags.get("gateway")
         if not gw:
             return True
@@ -168,18 +187,16 @@ class Engine:
             self.counts["duplicates"] += 1
             return False
         where = (tags.get("district"), tags.get("site"), tags.get("site_kind"))
-        if self._where.get(gw) != where:
-            self._where[gw] = where
-            self.directory[gw] = {k: tags[k] for k in LOCATION_TAGS if tags.get(k)}
+        self.directory.learn(gw, where, {k: tags[k] for k in LOCATION_TAGS if tags.get(k)})
         return True
 
     def _reading(self, p: PointLike) -> None:
         tags, t, fields = p.tags, p.time_ns, p.fields
-        if not self._admit(tags, p.identity):
+        if not self._admit(tags, p.identity, t):
             return
         self.counts["readings"] += 1
         gw = tags.get("gateway")
-        route = self._route(p.measurement, tags)
+        route = self._route(p.measurement, tags, p.source)
         if not route:
             return
         series: Any = ((gw, tags["sensor"]) if gw and "sensor" in tags
@@ -195,10 +212,12 @@ class Engine:
             key = rule.group_key(tags) if rule.pooled else series
             if rule.pooled and "" in key:
                 continue  # e.g. a dead letter has no sensor: it cannot fall silent as one
-            m = self.members[ri].get(key)
+            m = self.members[ri].seen(key)
             if m is None:
                 own_tags = own_tags or dict(tags)
-                m = self.members[ri][key] = Member(rule, key, own_tags)
+                m = self._member(ri, key, own_tags, late=False)
+                if m is None:
+                    continue  # refused: the rule's table is full of busy members
             live = t >= m.last_t and self.now - t < rule.late_after_ns
             if m.clock is not None:
                 self.clock.reading(ri, m, t, v, live)
@@ -210,6 +229,20 @@ class Engine:
                     self._late(ri, key, own_tags or dict(tags), t, v)
         if late_seen:
             self.counts["late"] += 1
+
+    def _member(self, ri: int, key: tuple[str, ...], tags: dict[str, str], *,
+                late: bool) -> Member | None:
+        """A new member, if the rule's table has room or can make it (table.py)."""
+        rule = self.rules.rules[ri]
+        groups = self.late_groups[ri] if late else self.groups[ri]
+
+        def forget(old: Member) -> None:  # its group goes too when nothing of it is left
+            gkey = rule.group_key(old.tags)
+            if (g := groups.get(gkey)) is not None and g.forgettable(self.now):
+                del groups[gkey]
+
+        table = self.late_members[ri] if late else self.members[ri]
+        return table.admit(key, lambda: Member(rule, key, tags), forget)
 
     def _series(self, ri: int, m: Member, t: int, v: float, live: bool) -> None:
         """A reading for a rule on rolling statistics: absorbed, and judged when live."""
@@ -224,15 +257,16 @@ class Engine:
             if verdict is not None:
                 self._apply(ri, m, t, verdict, late=False)
 
-    def _route(self, measurement: str, tags: Mapping[str, str]) -> tuple[int, ...]:
-        """Indexes of the rules a reading of this measurement and tag set goes to (cached)."""
-        route_key = (measurement, tuple(tags.items()))
+    def _route(self, measurement: str, tags: Mapping[str, str], source: str) -> tuple[int, ...]:
+        """Indexes of the rules a reading of this measurement, tag set and source goes to
+        (cached)."""
+        route_key = (source, measurement, tuple(tags.items()))
         route = self._routes.get(route_key)
         if route is None:
             if len(self._routes) >= MAX_ROUTES:
                 self._routes.clear()
             route = tuple(i for i, r in enumerate(self.rules.rules)
-                          if r.kind != "offline" and r.matches(measurement, tags))
+                          if r.kind != "offline" and r.matches(measurement, tags, source))
             self._routes[route_key] = route
         return route
 
@@ -240,9 +274,9 @@ class Engine:
         """A late reading under a ``late: report`` rule: judged on the rule's late track."""
         rule = self.rules.rules[ri]
         ops = KINDS[rule.kind]
-        lm = self.late_members[ri].get(key)
+        lm = self.late_members[ri].seen(key) or self._member(ri, key, tags, late=True)
         if lm is None:
-            lm = self.late_members[ri][key] = Member(rule, key, tags)
+            return
         ops.absorb(rule, lm, t, v)
         if t < lm.last_t:
             return
@@ -262,9 +296,9 @@ class Engine:
             if not rule.matches("", tags):
                 continue
             key = (s.gateway,)
-            m = self.members[ri].get(key)
+            m = self.members[ri].seen(key) or self._member(ri, key, tags, late=False)
             if m is None:
-                m = self.members[ri][key] = Member(rule, key, tags)
+                continue
             m.tags = tags
             if s.online:
                 m.down_since = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from collector.alerts.lifecycle import Input, State
+from collector.alerts.lifecycle import QUIET, Input, State
 from collector.alerts.rules import Rule
 
 
@@ -35,5 +35,11 @@ class Group:
         self.last_arrival = 0  # engine time the last late reading for it arrived
         self.last_t = 0  # event time of that reading
         self.holds: deque[int] = deque()
+
+    def forgettable(self, now: int) -> bool:
+        """Quiet, no member holds it up, no flap history that still counts: nothing to keep."""
+        flap = self.rule.flap
+        return (self.state in QUIET and not self.n_pending and not self.n_held
+                and (flap is None or not self.holds or self.holds[-1] <= now - flap.window_ns))
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from collector.alerts.delivery import Delivery
+from collector.alerts.engine import Engine
 from collector.alerts.lease import Lease
 
 
@@ -23,6 +24,15 @@ class RunnerStats:
     saves: int = 0  # state saves (alerts.json, and the statistics when due)
     takeovers: int = 0  # times we took the lease over
     stepdowns: int = 0  # times we lost it
+
+
+def engine_fields(engine: Engine) -> dict[str, int]:
+    """What the engine refused or forgot to stay bounded (docs/alerts.md, "Bounds")."""
+    t = engine.tables
+    return {"alert_readings_too_old": engine.clock.too_old,
+            "alert_readings_future": engine.counts["future"],
+            "alert_members_evicted": t.evicted, "alert_members_refused": t.refused,
+            "alert_gateways_forgotten": t.gateways_forgotten}
 
 
 def health_fields(stats: RunnerStats, open_alerts: int, leader: bool,

@@ -7,7 +7,9 @@ reading whose time is behind the clock by a rule's ``late_after`` is late.
 
 CSV: a header row; ``time`` (RFC 3339, or integer ns) and ``measurement`` are
 required; district, site, site_kind, gateway, sensor and model (plus any
-``--tag``) are tags; other non-empty cells are fields (numbers, true/false).
+``--tag``) are tags; ``source`` (uplink, line_protocol, airrohr; uplink when
+empty) is the way the reading came in, for rules with ``sources``; other
+non-empty cells are fields (numbers, true/false).
 A row with measurement ``_status`` and a field ``state`` (online/offline) is
 a gateway status message. Line protocol: one point per line with a timestamp.
 """
@@ -24,7 +26,7 @@ from cityedge.uplink import FieldValue
 from collector.alerts.engine import Engine
 from collector.alerts.errors import UsageError
 from collector.alerts.events import AlertEvent, Status
-from collector.lineprotocol import Point, with_identity
+from collector.lineprotocol import SOURCES, Point, with_identity
 
 KNOWN_TAGS = frozenset({"district", "site", "site_kind", "gateway", "sensor", "model"})
 STATUS_MEASUREMENT = "_status"
@@ -74,8 +76,12 @@ def read_csv(text: str, zone: ZoneInfo, extra_tags: Iterable[str] = ()) -> Itera
         except ValueError as exc:
             raise ReadingsError(f"line {line}: time: {exc}") from None
         tags = {k: v for k, v in row.items() if k in tag_names and v}
-        fields = {k: _value(v) for k, v in row.items()
-                  if k not in tag_names and k not in ("time", "measurement", "arrival") and v}
+        fields = {k: _value(v) for k, v in row.items() if k not in tag_names
+                  and k not in ("time", "measurement", "arrival", "source") and v}
+        source = row.get("source") or "uplink"
+        if source not in SOURCES:
+            raise ReadingsError(f"line {line}: source: {source!r} is not one of"
+                                f" {', '.join(SOURCES)}")
         if row["measurement"] == STATUS_MEASUREMENT:
             if fields.get("state") not in ("online", "offline") or "gateway" not in tags:
                 raise ReadingsError(f"line {line}: a _status row needs gateway and "
@@ -85,7 +91,8 @@ def read_csv(text: str, zone: ZoneInfo, extra_tags: Iterable[str] = ()) -> Itera
         if not fields:
             raise ReadingsError(f"line {line}: no field values")
         # Exported readings carry their identity as fields: it goes beside the point.
-        yield arrival, with_identity(Point(row["measurement"], tags, fields, t))
+        yield arrival, with_identity(Point(row["measurement"], tags, fields, t,
+                                           source=source))
 
 
 def _split(text: str, sep: str, *, quotes: bool = False) -> list[str]:

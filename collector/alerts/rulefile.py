@@ -20,6 +20,7 @@ from cityedge import yamlconfig
 from collector.alerts.errors import RuleError
 from collector.alerts.schedule import DAYS, load_zone, parse_hours
 from collector.alerts.units import parse_duration
+from collector.lineprotocol import Source
 
 Limit = float | dict[str, float]
 TagMatch = dict[str, str | list[str]]
@@ -158,6 +159,9 @@ class RuleSpec:
     exclude: TagMatch = dfield(default_factory=dict)
     group_by: str | list[str] = "sensor"
     late: Literal["ignore", "report"] = "ignore"
+    # Which ways in the rule takes readings from (collector.lineprotocol.SOURCES); all
+    # when left out. Out of the repr like out_of_range: other rules keep their fingerprint.
+    sources: list[Source] | None = dfield(default=None, repr=False)
     # A value outside its sensor's datasheet range (the reading's out_of_range
     # field names it) is evaluated like any other, or skipped. Left out of the
     # repr so that rules which keep the default keep their fingerprint (rules.py).
@@ -250,6 +254,8 @@ class RuleSpec:
         for key in (*self.match, *self.exclude):
             if key in RESERVED_TAGS:
                 raise ValueError(f"match: {key!r} is not a reading tag")
+        if self.sources is not None and not self.sources:
+            raise ValueError("sources: expected at least one (or leave it out for all)")
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,7 @@ class Rule:
         self.excluded_measurements = frozenset() if m_out is None else _match({"m": m_out})[0][1]
         self.match = _match(match)
         self.exclude = _match(exclude)
+        self.sources = None if spec.sources is None else frozenset(spec.sources)
         groups = [spec.group_by] if isinstance(spec.group_by, str) else list(spec.group_by)
         if len(groups) == 1 and groups[0] in GROUPS:
             self.identity, self.scope_tags = GROUPS[groups[0]]
@@ -107,6 +108,8 @@ class Rule:
         text = repr((spec, file.timezone, sorted(file.schedules.items()), d))
         if self.skip_out_of_range:  # only then: saved state of every other rule stays valid
             text += " out_of_range=skip"
+        if self.sources is not None:
+            text += f" sources={sorted(self.sources)}"
         self.fingerprint = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
     def _limits(self, spec: RuleSpec, schedules: Schedules) -> None:
@@ -156,7 +159,9 @@ class Rule:
                                min_count=spec.mean.min_count or 1, keep=keep)
         self.mean_step = self.mean_n = 0  # no rolling window
 
-    def matches(self, measurement: str, tags: Mapping[str, str]) -> bool:
+    def matches(self, measurement: str, tags: Mapping[str, str], source: str = "uplink") -> bool:
+        if self.sources is not None and source not in self.sources:
+            return False
         if self.measurements is not None and measurement not in self.measurements:
             return False
         if measurement in self.excluded_measurements:

@@ -30,7 +30,7 @@ from collector.alerts.engine import Engine
 from collector.alerts.etcd_lease import EtcdLease
 from collector.alerts.events import AlertEvent, Status
 from collector.alerts.handover import Version
-from collector.alerts.health import RunnerStats, health_fields
+from collector.alerts.health import RunnerStats, engine_fields, health_fields
 from collector.alerts.leadership import Leadership, make_lease
 from collector.alerts.lease import Lease
 from collector.alerts.mqtt_feed import BrokerConfig, MqttFeed
@@ -58,7 +58,8 @@ class AlertRunner:
         self.config = loaded.config
         self.clock = clock
         self.topic_prefix = mqtt.topic_prefix if mqtt is not None else topic_prefix
-        self.engine = Engine(loaded.rules)
+        self.limits = loaded.config.limits
+        self.engine = Engine(loaded.rules, self.limits)
         self.store = StateStore(loaded.state_dir)
         self.stats = RunnerStats()
         self.points = PointQueue(write_points, self.stats)
@@ -119,6 +120,7 @@ class AlertRunner:
         return self.engine.gateways(match)  # the engine is replaced on a lease takeover
 
     def _install(self, engine: Engine) -> None:
+        engine.set_limits(self.limits)
         self.engine = engine
         log.info("alerts: evaluating %d rules, %d open alerts", len(self.loaded.rules),
                  len(self.engine.open))
@@ -284,7 +286,7 @@ class AlertRunner:
                                self.lease)
         if self.write_ahead is not None:
             fields |= self.write_ahead.health_fields()
-        return fields | {"alert_readings_too_old": self.engine.clock.too_old}
+        return fields | engine_fields(self.engine)
 
     def describe(self) -> str:
         return json.dumps({"rules": len(self.loaded.rules), "notifiers":

@@ -223,6 +223,13 @@ COLLECTOR_HEALTH_DOC = MeasurementDoc(COLLECTOR_HEALTH, (
         ("alert_points_dropped", "alert points not written (queue full)"),
         ("alert_readings_too_old", "readings older than a clock-hour rule's backfill,"
                                    " stored but not judged"),
+        ("alert_readings_future", "readings stamped more than max_future_skew ahead,"
+                                  " stored but not judged"),
+        ("alert_members_evicted", "quiet series forgotten by a rule to make room"
+                                  " (max_members)"),
+        ("alert_members_refused", "new series a rule did not watch: its table was full of"
+                                  " busy members"),
+        ("alert_gateways_forgotten", "gateways dropped from the directory (max_gateways)"),
         ("alert_point_write_errors", "alert point writes that failed"))),
     *(_f(f"airrohr_{name}", INT, COUNT, meaning, "with http.airrohr") for name, meaning in (
         ("pushes", "sensor.community pushes written and answered"),

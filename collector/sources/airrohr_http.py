@@ -211,7 +211,7 @@ class AirrohrRoute:
             push = airrohr.to_batch(body, gateway, time.time_ns())
         except airrohr.AirrohrError as exc:
             return self.source._refuse(gateway, exc.reason, exc.detail)
-        result = ingest(push.payload, gateway, site)
+        result = ingest(push.payload, gateway, site, "airrohr")
         if isinstance(result, Refused):  # the mapping makes batches ingest takes: a backstop
             return self.source._refuse(gateway, result.reason, result.detail)
         detail = f"airrohr {push.software_version}".strip()

@@ -81,7 +81,7 @@ def _parse_and_ingest(body: bytes, gateway: str, precision: str, now_ns: int,
         lines = lp.to_batch(body, gateway, precision, now_ns)
     except lp.LineError as exc:
         return exc
-    return lines, [ingest(part.payload, gateway, site) for part in lines.parts]
+    return lines, [ingest(part.payload, gateway, site, "line_protocol") for part in lines.parts]
 
 
 async def _now(fn: Callable[..., _T], *args: Any) -> _T:

@@ -104,6 +104,7 @@ def test_firmware_push_lands_with_the_registry_site_and_raises_the_same_alert(
             assert dict(by["noise"].fields) == {"laeq_dba": 55.81, "lmin_dba": 48.2,
                                                 "lmax_dba": 71.44, "fw_interval_ms": 145000,
                                                 "fw_samples": 5118}
+            assert {p.source for p in by.values()} == {"airrohr"}  # for rules' `sources`
             for p in by.values():
                 assert (p.tags["district"], p.tags["site"], p.tags["site_kind"],
                         p.tags["gateway"]) == ("강남구", "역삼역", "dust_zone", GW)

@@ -146,6 +146,8 @@ def test_telegraf_v1_write_basic_auth_gzip_and_u_p(tmp_path: Path) -> None:
             assert status == 204
             assert [(p.measurement, p.tags["host"], p.tags["gateway"]) for p in
                     r.writer.written] == [("cpu", "edge-1", "gw-1"), ("mem", "edge-1", "gw-1")]
+            # Alert rules can tell them from an agent's readings (rule key `sources`).
+            assert {p.source for p in r.writer.written} == {"line_protocol"}
             status, _, _ = await r.post("/write", b"disk,host=edge-1 used=1i 1750000000\n",
                                         db="telegraf", precision="s", u="gw-1", p=r.secret)
             assert status == 204 and r.writer.written[-1].time_ns == T

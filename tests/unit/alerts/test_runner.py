@@ -139,6 +139,28 @@ def test_events_are_routed_notified_and_written(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_the_engine_bounds_are_settings_and_their_counts_reach_the_health_point(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        runner = AlertRunner(setup(tmp_path, "  - {type: log}\n",
+                                   "max_future_skew: 60\nmax_members: 2\nmax_gateways: 1\n"),
+                             write_points=Written())
+        await runner.start()
+        t = at("03-04 10:00")
+        assert runner.engine.limits.max_future_ns == 60 * 10**9
+        runner.feed(points(R(t + 2 * M, {"v": 1.0})), t)  # two minutes ahead: not judged
+        runner.feed(points(*(R(t + n, {"v": 1.0}, sensor=f"s{n}", gateway=f"gw-{n}")
+                             for n in range(3))), t)
+        await runner.close()
+        fields = runner.health_fields()
+        assert {k: fields[k] for k in ("alert_readings_future", "alert_members_evicted",
+                                       "alert_members_refused", "alert_gateways_forgotten")} == {
+            "alert_readings_future": 1, "alert_members_evicted": 1,
+            "alert_members_refused": 0, "alert_gateways_forgotten": 2}
+
+    run(scenario())
+
+
 def test_retries_throttling_and_dead_letters(tmp_path: Path) -> None:
     async def scenario() -> None:
         written = Written()
