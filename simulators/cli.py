@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from cityedge import shipped
 from cityedge.version import version_text
+from simulators.city_fleet import cli as city_fleet
 from simulators.fleet import DEMO_FLEET
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--unplug-for", type=float, default=3.0, metavar="S",
                         help="seconds a device stays unplugged (default 3)")
     dev.add_argument("--log", type=Path, default=None, help="JSON line per good reading emitted")
+    city_fleet.add_parser(sub)
     return p
 
 
@@ -147,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                                     None if args.episode_at < 0 else args.episode_at,
                                     args.episode_length, args.insecure,
                                     _operator(args.parser, args)))
+    if args.command == "fleet":
+        return city_fleet.run(args)
     from edge_agent.decoding import scan_profiles
     from simulators.device import Faults, SimulatedDevice
 
