@@ -63,25 +63,30 @@ KIND_SENSORS: dict[str, tuple[SensorPlan, ...]] = {
 }
 
 
+CITY = {"apartment": APARTMENTS, "bus_stop": BUS_STOPS, "dust_zone": DUST_GATEWAYS}
+
+
 def city(scale: float = 1.0) -> list[SitePlan]:
-    """The city's gateways, or ``scale`` of each kind (at least one of each), interleaved so
-    that any prefix of the list keeps the mix."""
-    counts = {"apartment": APARTMENTS, "bus_stop": BUS_STOPS, "dust_zone": DUST_GATEWAYS}
-    by_kind = {kind: [_site(kind, i) for i in range(max(1, round(n * scale)))]
-               for kind, n in counts.items()}
-    total = sum(len(v) for v in by_kind.values())
-    # Interleave by share: each kind's k-th gateway sits at (k + 0.5) / count of the list.
-    keyed = [((k + 0.5) / len(sites), kind, site) for kind, sites in by_kind.items()
-             for k, site in enumerate(sites)]
-    out = [site for _, _, site in sorted(keyed, key=lambda t: (t[0], t[1]))]
-    assert len(out) == total
-    return out
+    """The city's gateways, or ``scale`` of each kind (at least one of each)."""
+    return _mixed({kind: max(1, round(n * scale)) for kind, n in CITY.items()})
 
 
 def first(n: int) -> list[SitePlan]:
-    """``n`` gateways with the city's mix (the first ``n`` of the interleaved city)."""
-    scale = max(1.0, n / (APARTMENTS + BUS_STOPS + DUST_GATEWAYS))
-    return city(scale)[:n]
+    """``n`` gateways (``n`` >= 3) in the city's proportions, at least one of each kind."""
+    total = sum(CITY.values())
+    counts = {kind: max(1, n * c // total) for kind, c in CITY.items()}
+    while sum(counts.values()) < n:  # the remainder to the kinds furthest below their share
+        kind = max(CITY, key=lambda k: n * CITY[k] / total - counts[k])
+        counts[kind] += 1
+    return _mixed(counts)
+
+
+def _mixed(counts: dict[str, int]) -> list[SitePlan]:
+    """Interleaved by share (each kind's k-th gateway at (k + 0.5) / its count), so any
+    stretch of the list keeps the mix."""
+    keyed = [((k + 0.5) / n, kind, _site(kind, k)) for kind, n in counts.items()
+             for k in range(n)]
+    return [site for _, _, site in sorted(keyed, key=lambda t: (t[0], t[1]))]
 
 
 def _site(kind: str, i: int) -> SitePlan:
