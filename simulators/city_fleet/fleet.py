@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import statistics
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -81,12 +80,14 @@ class FleetOptions:
     username: Callable[[str], str | None] = lambda _gw: None
     password: Callable[[str], str | None] = lambda _gw: None
     start_ns: int | None = None  # the sensors' first readings (default: now)
+    rate: float = 1.0  # readings this many times as often as the city's sites take them
 
 
 @dataclass
 class FleetReport:
     gateways: int
     wall_s: float
+    connect_s: float  # of wall_s, until every gateway had tried its first connection
     cpu_s: float
     readings: int
     acked: int
@@ -100,6 +101,8 @@ class FleetReport:
     restarts: int
     ack_p50_ms: float
     ack_p99_ms: float
+    age_p50_ms: float  # reading taken -> acked (queryable by then)
+    age_p99_ms: float
     per_gateway: dict[str, int] = field(default_factory=dict)  # readings taken, by gateway
 
     @property
@@ -139,7 +142,7 @@ class Fleet:
         self.gateways = [SimGateway(plan, values_for, start_ns=start, seed=options.seed * 100_003
                                     + i, batch_size=options.batch_size,
                                     max_in_flight=options.max_in_flight,
-                                    ack_timeout=options.ack_timeout)
+                                    ack_timeout=options.ack_timeout, rate=options.rate)
                          for i, plan in enumerate(options.sites)]
         self.links: dict[str, Link] = {}
         self.offline_until: dict[str, float] = {}
@@ -149,6 +152,7 @@ class Fleet:
         self._rng = random.Random(options.seed)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._connect_s = 0.0
 
     # -- connections ------------------------------------------------------------
     async def _connect(self, gw: SimGateway) -> None:
@@ -196,7 +200,7 @@ class Fleet:
             link.publish(up, payload)
 
     def _on_ack(self, gw: SimGateway, payload: bytes) -> None:
-        if gw.on_ack(payload, time.monotonic()):
+        if gw.on_ack(payload, time.monotonic(), time.time_ns()):
             self._pump(gw)
 
     async def _ticks(self) -> None:
@@ -251,6 +255,7 @@ class Fleet:
 
         await asyncio.gather(*(connect(gw) for gw in self.gateways))
         started = time.monotonic()
+        self._connect_s = started - wall0
         ticks = asyncio.create_task(self._ticks())
         faults = [asyncio.create_task(self._fault(f, started)) for f in self.o.faults]
         try:
@@ -273,16 +278,22 @@ class Fleet:
 
     def _report(self, wall: float, cpu: float) -> FleetReport:
         lat = sorted(x for gw in self.gateways for x in gw.stats.latencies_ms)
+        ages = sorted(x for gw in self.gateways for x in gw.stats.ages_ms)
         s = [gw.stats for gw in self.gateways]
         return FleetReport(
-            gateways=len(self.gateways), wall_s=wall, cpu_s=cpu,
+            gateways=len(self.gateways), wall_s=wall, connect_s=self._connect_s, cpu_s=cpu,
             readings=sum(x.readings for x in s), acked=sum(x.acked for x in s),
             dropped=sum(x.dropped for x in s), unacked=sum(gw.depth for gw in self.gateways),
             batches_sent=sum(x.batches_sent for x in s),
             resent_batches=sum(x.resent_batches for x in s),
             bad_acks=sum(x.bad_acks for x in s), reconnects=self.reconnects,
             connect_failures=self.connect_failures, restarts=sum(x.restarts for x in s),
-            ack_p50_ms=statistics.median(lat) if lat else 0.0,
-            ack_p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0,
+            ack_p50_ms=_pct(lat, 0.5), ack_p99_ms=_pct(lat, 0.99),
+            age_p50_ms=_pct(ages, 0.5), age_p99_ms=_pct(ages, 0.99),
             per_gateway={gw.id: gw.stats.readings for gw in self.gateways},
         )
+
+
+def _pct(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of a sorted list (0 when empty)."""
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else 0.0

@@ -62,7 +62,10 @@ class GatewayStats:
     resent_batches: int = 0
     bad_acks: int = 0  # undecodable, or for another outbox
     restarts: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)  # publish -> ack, per batch
+    # reading taken -> its ack, per reading: the ack leaves the collector after InfluxDB
+    # accepted the write, so the reading was queryable by then (an upper bound).
+    ages_ms: list[float] = field(default_factory=list)
 
 
 class SimGateway:
@@ -71,7 +74,9 @@ class SimGateway:
     def __init__(self, plan: SitePlan, values_for: Callable[[str, int], tuple[str, str, Values]],
                  *, start_ns: int, seed: int, batch_size: int = BATCH_SIZE,
                  max_in_flight: int = MAX_IN_FLIGHT, ack_timeout: float = ACK_TIMEOUT_S,
-                 max_readings: int = MAX_OUTBOX_READINGS, epoch: str | None = None) -> None:
+                 max_readings: int = MAX_OUTBOX_READINGS, epoch: str | None = None,
+                 rate: float = 1.0) -> None:
+        """``rate``: readings come this many times as often as the site plan says."""
         self.plan = plan
         self.id = plan.gateway
         rng = random.Random(seed)
@@ -81,7 +86,7 @@ class SimGateway:
         self.sensors: list[SimSensor] = []
         for k, s in enumerate(plan.sensors):
             model, measurement, values = values_for(s.profile, seed * 16 + k)
-            interval = int(s.interval * 1e9)
+            interval = int(s.interval * 1e9 / rate)
             # Sensors started at some moment within their interval, not all at once.
             self.sensors.append(SimSensor(s.id, model, measurement, interval, values,
                                           start_ns + rng.randrange(interval)))
@@ -111,6 +116,7 @@ class SimGateway:
         for r in readings:
             self.seq = max(self.seq, r.seq)
             self.outbox[r.seq] = r
+            self.stats.readings += 1
         self.durable_seq = self.seq
         self.window = self._new_window()
 
@@ -205,9 +211,9 @@ class SimGateway:
                      sensors={k: v for k, v in self.meta.items() if k in used},
                      readings=tuple(rows))
 
-    def on_ack(self, payload: bytes, now_s: float) -> int:
+    def on_ack(self, payload: bytes, now_s: float, wall_ns: int | None = None) -> int:
         """Apply an ack (unsealed: the fleet runs without a registry); returns readings
-        deleted."""
+        deleted. With ``wall_ns``, each deleted reading's age is noted (``ages_ms``)."""
         try:
             ack: Ack = decode_ack(payload)
         except PayloadError:
@@ -224,10 +230,16 @@ class SimGateway:
                 del lat[: MAX_LATENCIES // 2]
             lat.append((now_s - sent) * 1000.0)
         deleted = 0
+        ages = self.stats.ages_ms
         for lo, hi in result.confirmed.ranges:
             for seq in range(lo, hi + 1):
-                if self.outbox.pop(seq, None) is not None:
+                r = self.outbox.pop(seq, None)
+                if r is not None:
                     deleted += 1
+                    if wall_ns is not None:
+                        if len(ages) >= MAX_LATENCIES:
+                            del ages[: MAX_LATENCIES // 2]
+                        ages.append((wall_ns + self.clock_skew_ns - r.time_ns) / 1e6)
         self.stats.acked += deleted
         if len(self._sent_at) > 4 * MAX_LATENCIES:  # ids of batches resent under new ids
             for bid in list(self._sent_at)[: 2 * MAX_LATENCIES]:

@@ -24,6 +24,7 @@ commit window (1 s, the agent's default).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 APARTMENTS = 2145
@@ -101,6 +102,6 @@ def _site(kind: str, i: int) -> SitePlan:
     return SitePlan(gateway, district, site, kind, KIND_SENSORS[kind])
 
 
-def load(sites: list[SitePlan]) -> float:
+def load(sites: Sequence[SitePlan]) -> float:
     """Readings per second these gateways take together."""
     return sum(s.readings_per_s for s in sites)
