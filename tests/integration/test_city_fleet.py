@@ -10,6 +10,8 @@ MQTT to the suite's anonymous broker; its collectors run ``insecure: true``.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from simulators.city_fleet.fleet import profile_values
 from simulators.city_fleet.gateway import SimGateway
 from simulators.city_fleet.sites import KIND_SENSORS, SitePlan
 from simulators.services import InfluxDB, Mosquitto
-from tests.helpers import Proc, rows, wait_for, write_yaml
+from tests.helpers import ROOT, Proc, rows, wait_for, write_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +137,20 @@ def test_fifty_gateways_through_an_outage_land_every_reading_exactly_once(
             top[r["gateway"]] = max(top.get(r["gateway"], 0), int(r["max"]))
     assert landed == report.per_gateway
     assert top == report.per_gateway
+
+
+def test_the_city_bench_runs_and_checks_every_reading(tmp_path: Path) -> None:
+    """bench/city.py --quick: every phase runs and every acked reading is found once."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "city.py"), "--quick",
+                           "--city-seconds", "4"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=400, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = done.stdout
+    for figure in ("raw InfluxDB ingest, 1 writer", "Mosquitto, city batches",
+                   "the city: landed and acked readings/s", "5x the city's readings: publish",
+                   "saturation:", "3 collector(s), shared subscription",
+                   "edge agent, 20 PMS5003"):
+        assert f"| {figure}" in table, figure
+    checks = [line for line in table.splitlines() if "exactly once" in line
+              or "shared subscription" in line or "drain time" in line]
+    assert len(checks) == 6 and all("ok" in line for line in checks), checks
