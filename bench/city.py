@@ -175,7 +175,7 @@ def main() -> int:
     raise_file_limit()
     started = time.monotonic()
     r: dict[str, Any] = {"load_before": os.getloadavg()}
-    with tempfile.TemporaryDirectory(prefix="cityedge-city-", dir=ROOT) as d, \
+    with tempfile.TemporaryDirectory(prefix="cityedge-city-") as d, \
             LocalServices(Path(d) / "s") as s:
         tmp = Path(d)
         phase = _progress(started)
@@ -259,6 +259,9 @@ def print_table(r: dict[str, Any], took: float) -> None:
             (f"{label}: collector RSS / peak (MiB)", f"{c['rss']:.0f} / {c['hwm']:.0f}", "", ""),
             (f"{label}: fleet CPU, share of a core per 1,000 gateways",
              f"{rep.core_share_per_1000:.1%}", "", ""),
+            (f"{label}: fleet's commit-window slices late, p50 / p99 (ms)",
+             f"{rep.tick_late_p50_ms:.0f} / {rep.tick_late_p99_ms:.0f}", "",
+             "fleet kept up" if rep.tick_late_p99_ms < 100 else "fleet short of CPU"),
             (f"{label}: resent batches; exactly once", f"{rep.resent_batches:,}", "",
              c["check"]),
         ]

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import cache
@@ -51,6 +52,8 @@ PING_EVERY_S = 30.0
 RECONNECT_S = 1.0  # first reconnect delay (jittered up to twice this)
 # Connections opened at once: Mosquitto's listen backlog and our own CPU.
 CONNECT_CONCURRENCY = 100
+# Slice lateness samples kept for the report (the newest; 1,000 s of slices).
+MAX_TICKS_KEPT = 10_000
 
 FaultKind = Literal["outage", "restart", "skew"]
 
@@ -103,6 +106,10 @@ class FleetReport:
     ack_p99_ms: float
     age_p50_ms: float  # reading taken -> acked (queryable by then)
     age_p99_ms: float
+    # How late the commit-window slices ran: a fleet short of CPU ticks late, and its
+    # gateways then send fewer, larger batches than real ones would.
+    tick_late_p50_ms: float
+    tick_late_p99_ms: float
     per_gateway: dict[str, int] = field(default_factory=dict)  # readings taken, by gateway
 
     @property
@@ -153,6 +160,7 @@ class Fleet:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._connect_s = 0.0
+        self._late: deque[float] = deque(maxlen=MAX_TICKS_KEPT)
 
     # -- connections ------------------------------------------------------------
     async def _connect(self, gw: SimGateway) -> None:
@@ -212,6 +220,7 @@ class Fleet:
         while True:
             next_at += slice_s
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            self._late.append((time.monotonic() - next_at) * 1000.0)
             wall, mono = time.time_ns(), time.monotonic_ns()
             for gw in self.gateways[k * n // SLICES:(k + 1) * n // SLICES]:
                 if self.sensing:
@@ -279,6 +288,7 @@ class Fleet:
     def _report(self, wall: float, cpu: float) -> FleetReport:
         lat = sorted(x for gw in self.gateways for x in gw.stats.latencies_ms)
         ages = sorted(x for gw in self.gateways for x in gw.stats.ages_ms)
+        late = sorted(self._late)
         s = [gw.stats for gw in self.gateways]
         return FleetReport(
             gateways=len(self.gateways), wall_s=wall, connect_s=self._connect_s, cpu_s=cpu,
@@ -290,6 +300,7 @@ class Fleet:
             connect_failures=self.connect_failures, restarts=sum(x.restarts for x in s),
             ack_p50_ms=_pct(lat, 0.5), ack_p99_ms=_pct(lat, 0.99),
             age_p50_ms=_pct(ages, 0.5), age_p99_ms=_pct(ages, 0.99),
+            tick_late_p50_ms=_pct(late, 0.5), tick_late_p99_ms=_pct(late, 0.99),
             per_gateway={gw.id: gw.stats.readings for gw in self.gateways},
         )
 
