@@ -208,7 +208,7 @@ class Fleet:
             link.publish(up, payload)
 
     def _on_ack(self, gw: SimGateway, payload: bytes) -> None:
-        if gw.on_ack(payload, time.monotonic(), time.time_ns()):
+        if gw.on_ack(payload, time.monotonic(), time.monotonic_ns()):
             self._pump(gw)
 
     async def _ticks(self) -> None:

@@ -211,9 +211,11 @@ class SimGateway:
                      sensors={k: v for k, v in self.meta.items() if k in used},
                      readings=tuple(rows))
 
-    def on_ack(self, payload: bytes, now_s: float, wall_ns: int | None = None) -> int:
+    def on_ack(self, payload: bytes, now_s: float, mono_ns: int | None = None) -> int:
         """Apply an ack (unsealed: the fleet runs without a registry); returns readings
-        deleted. With ``wall_ns``, each deleted reading's age is noted (``ages_ms``)."""
+        deleted. With ``mono_ns`` (the clock ``take_readings`` got), each deleted reading's
+        age is noted (``ages_ms``): by the monotonic clock, so a skewed wall clock does not
+        count."""
         try:
             ack: Ack = decode_ack(payload)
         except PayloadError:
@@ -236,10 +238,10 @@ class SimGateway:
                 r = self.outbox.pop(seq, None)
                 if r is not None:
                     deleted += 1
-                    if wall_ns is not None:
+                    if mono_ns is not None:
                         if len(ages) >= MAX_LATENCIES:
                             del ages[: MAX_LATENCIES // 2]
-                        ages.append((wall_ns + self.clock_skew_ns - r.time_ns) / 1e6)
+                        ages.append((mono_ns - r.mono_ns) / 1e6)
         self.stats.acked += deleted
         if len(self._sent_at) > 4 * MAX_LATENCIES:  # ids of batches resent under new ids
             for bid in list(self._sent_at)[: 2 * MAX_LATENCIES]:

@@ -90,3 +90,16 @@ def test_a_restart_keeps_the_outbox_and_a_full_outbox_drops_the_oldest_counted()
     assert gw.depth == 5 and gw.stats.restarts == 1
     batch = decode_batch(gw.take_batches(0.0, T0, 0)[0])
     assert len(batch.readings) == 5
+
+
+def test_a_skewed_clock_stamps_readings_and_batches_unsynchronised_and_ages_ignore_it() -> None:
+    gw = gateway()
+    gw.clock_skew_ns = 3600 * S
+    gw.take_readings(T0 + 10 * S, 10 * S)
+    gw.commit()
+    batch = decode_batch(gw.take_batches(0.0, T0 + 10 * S, 10 * S)[0])
+    assert not batch.clock_synced and batch.sent_ns == T0 + 3610 * S
+    assert all(not r.synced and r.time_ns > T0 + 3600 * S for r in batch.readings)
+    ack = Ack(gw.id, gw.epoch, batch.batch_id, batch.all_seqs())
+    gw.on_ack(encode_ack(ack), 0.1, 11 * S)
+    assert gw.stats.ages_ms and max(gw.stats.ages_ms) <= 11_000
