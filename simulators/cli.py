@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from cityedge import shipped
 from cityedge.version import version_text
+from simulators.city_fleet import cli as city_fleet
 from simulators.fleet import DEMO_FLEET
 
 if TYPE_CHECKING:
@@ -140,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--unplug-for", type=float, default=3.0, metavar="S",
                         help="seconds a device stays unplugged (default 3)")
     dev.add_argument("--log", type=Path, default=None, help="JSON line per good reading emitted")
+    city_fleet.add_parser(sub)
     return p
 
 
@@ -154,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                                     args.episode_length, args.insecure,
                                     _operator(args.parser, args), args.influx_api, args.org,
                                     os.environ.get("CITYEDGE_INFLUX_TOKEN")))
+    if args.command == "fleet":
+        return city_fleet.run(args)
     from edge_agent.decoding import scan_profiles
     from simulators.device import Faults, SimulatedDevice
 
