@@ -17,9 +17,7 @@ from collections import Counter as CountOf
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
@@ -28,6 +26,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from cityedge.metrics_listener import MetricsListener
 from collector.config import MetricsConfig
 from collector.lineprotocol import Point
 from collector.writers.base import Writer
@@ -174,7 +173,7 @@ class Metrics:
         self.write_errors = Counter(f"{PREFIX}_influxdb_write_errors", "InfluxDB writes that"
                                     " failed, by kind", ["kind"], registry=self.registry)
         self.registry.register(HealthCollector(fields, notifiers, self.last_seen, self.written))
-        self._runner: web.AppRunner | None = None
+        self._listener = MetricsListener(self.registry, config.host, config.port, config.path)
 
     def landed(self, points: Sequence[Point]) -> None:
         now = time.time()
@@ -191,16 +190,8 @@ class Metrics:
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
-    async def _handle(self, _: web.Request) -> web.Response:
-        return web.Response(body=self.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get(self.config.path, self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.config.host, self.config.port).start()
+        await self._listener.start()
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._listener.close()

@@ -17,12 +17,12 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from cityedge.atomic import atomic_write
+from cityedge.metrics_listener import MetricsListener
 from cityedge.uplink import Reading
 from edge_agent.config import MetricsConfig
 
@@ -136,7 +136,7 @@ class AgentMetrics:
         self.families = HealthFamilies(gateway)
         self.registry.register(self.families)
         self.textfile_failures = 0
-        self._runner: web.AppRunner | None = None
+        self._listener: MetricsListener | None = None
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -152,18 +152,12 @@ class AgentMetrics:
                 self.textfile_failures += 1
                 self.families.textfile_failures = self.textfile_failures
 
-    async def _handle(self, _: web.Request) -> web.Response:
-        return web.Response(body=self.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     async def start(self) -> None:
-        if self.config.port is None:
-            return
-        app = web.Application(client_max_size=1024)
-        app.router.add_get(self.config.path, self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.config.host, self.config.port).start()
+        if self.config.port is not None:
+            self._listener = MetricsListener(self.registry, self.config.host, self.config.port,
+                                             self.config.path)
+            await self._listener.start()
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._listener is not None:
+            await self._listener.close()
