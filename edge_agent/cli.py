@@ -146,6 +146,8 @@ def _load(path: str, ports: bool = False) -> AgentConfig:
         where = (resolve(Path(path).resolve().parent, raw) if isinstance(raw, str)
                  else SHIPPED_PROFILES)
         errors += site_check.profile_errors(doc, where)
+        if config is not None:
+            errors += site_check.sensor_errors(doc, config, where)
         if ports:
             errors += site_check.missing_ports(doc)
     if errors or config is None:

@@ -84,6 +84,26 @@ _PARITY = {"none": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "odd": serial
            "mark": serial.PARITY_MARK, "space": serial.PARITY_SPACE}
 
 
+def sensor_plan(config: SensorConfig, profile: Profile) -> tuple[StreamDecoder, Poller]:
+    """The decoder and polling schedule a sensor's config asks of its profile. Raises
+    PollConfigError, its message starting with the key at fault, if the profile cannot
+    do that; ``edge-agent check`` calls it too, so it reports what ``run`` would refuse."""
+    slave = getattr(config, "modbus_slave", None)
+    if slave is not None and profile.protocol != "modbus_rtu":
+        raise PollConfigError(f"modbus_slave: {profile.model} is not a Modbus profile")
+    decoder = make_decoder(profile, slave=slave)
+    return decoder, poller_for(config, profile, decoder)
+
+
+def poller_for(config: SensorConfig, profile: Profile, decoder: StreamDecoder) -> Poller:
+    return Poller(
+        profile, decoder,
+        mode=getattr(config, "mode", None), interval=getattr(config, "poll_interval", None),
+        params=getattr(config, "params", None), warmup_s=getattr(config, "warmup_s", None),
+        warmup_readings=getattr(config, "warmup_readings", None),
+    )
+
+
 class SensorPort:
     """Owns the port, the decoder, the poller and the per-sensor counters."""
 
@@ -100,14 +120,8 @@ class SensorPort:
         self.on_readings = on_readings
         self._counts: Counter[str] = Counter()  # what the port itself does
         self._decoded_before: Counter[str] = Counter()  # decoders replaced by a reopen
-        slave = getattr(config, "modbus_slave", None)
-        if slave is not None and profile.protocol != "modbus_rtu":
-            raise PollConfigError(
-                f"sensor {config.id}: modbus_slave: {profile.model} is not a Modbus profile"
-            )
         try:
-            self._decoder: StreamDecoder = make_decoder(profile, slave=slave)
-            self._poller = self._make_poller(self._decoder)
+            self._decoder, self._poller = sensor_plan(config, profile)
         except PollConfigError as exc:
             raise PollConfigError(f"sensor {config.id}: {exc}") from None
         self._serial: serial.Serial | None = None
@@ -119,13 +133,7 @@ class SensorPort:
         self._last_heard = 0.0
 
     def _make_poller(self, decoder: StreamDecoder) -> Poller:
-        c = self.config
-        return Poller(
-            self.profile, decoder,
-            mode=getattr(c, "mode", None), interval=getattr(c, "poll_interval", None),
-            params=getattr(c, "params", None), warmup_s=getattr(c, "warmup_s", None),
-            warmup_readings=getattr(c, "warmup_readings", None),
-        )
+        return poller_for(self.config, self.profile, decoder)
 
     @property
     def counters(self) -> Counter[str]:

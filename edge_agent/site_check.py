@@ -9,12 +9,16 @@ refuses an unknown profile the same way; a missing port does not stop ``run``
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from cityedge import yamlconfig
 from cityedge.yamlconfig import ConfigError, Located
+from edge_agent.config import AgentConfig
+
+KEY = re.compile(r"[a-z_]+(?:\.[A-Za-z0-9_]+)?")
 
 
 def locate(path: Path | str) -> Located | None:
@@ -78,4 +82,32 @@ def missing_ports(doc: Located) -> list[ConfigError]:
                                     " machine (is the sensor plugged in? ls /dev/serial/by-id/)"))
         elif os.path.isdir(port):
             errors.append(doc.error(("sensors", i, "port"), f"{port} is a folder, not a port"))
+    return errors
+
+
+def sensor_errors(doc: Located, config: AgentConfig, where: Path) -> list[ConfigError]:
+    """What each sensor asks of its profile that the profile cannot do (a mode it has not,
+    a poll_interval of 0, a parameter out of range): what ``run`` would refuse, found for
+    every sensor at once and placed at the key's line."""
+    from edge_agent.decoding import scan_profiles  # noqa: PLC0415  (only check needs them)
+    from edge_agent.polling import PollConfigError  # noqa: PLC0415
+    from edge_agent.serial_port import sensor_plan  # noqa: PLC0415
+
+    try:
+        profiles = scan_profiles(where).profiles
+    except OSError:
+        return []  # profile_errors says why
+    errors = []
+    for i, sensor in enumerate(config.sensors):
+        profile = profiles.get(sensor.profile)
+        if profile is None:
+            continue  # unknown or broken: profile_errors names it
+        try:
+            sensor_plan(sensor, profile)
+        except PollConfigError as exc:
+            key, sep, why = str(exc).partition(": ")
+            if sep and KEY.fullmatch(key):
+                errors.append(doc.error(("sensors", i, *key.split(".")), why))
+            else:
+                errors.append(doc.error(("sensors", i), str(exc)))
     return errors

@@ -112,3 +112,24 @@ def test_one_error_is_itself_and_several_keep_file_order() -> None:
     assert both.errors == (second, first)
     assert (both.line, both.path) == (2, ("y",))
     assert str(both) == "a.yaml:2: y: bad y\na.yaml:7: x: bad x"
+
+
+def test_what_a_profile_cannot_do_is_reported_for_every_sensor_at_its_key(
+        tmp_path: Path, port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mode the model has not, a poll_interval of 0 or a parameter out of range stopped
+    ``run`` at the first sensor, with no line; ``check`` names each sensor's at its key."""
+    code, err = _check(tmp_path, SITE + (
+        "sensors:\n"
+        f"  - id: a\n    port: {port}\n    profile: pms5003\n    mode: polled\n"
+        f"  - id: b\n    port: {port}\n    profile: sds011\n    mode: passive\n"
+        "    poll_interval: 0\n"
+        f"  - id: c\n    port: {port}\n    profile: pms5003\n    modbus_slave: 3\n"), capsys)
+    config = tmp_path / "agent.yaml"
+    assert code == 2
+    assert err.splitlines() == [
+        f"config error: {config}:6: sensors[0].mode: 'polled' is not a mode of pms5003"
+        " (active, passive)",
+        f"config error: {config}:11: sensors[1].poll_interval: expected seconds > 0, got 0.0",
+        f"config error: {config}:15: sensors[2].modbus_slave: pms5003 is not a Modbus profile",
+        "3 errors",
+    ]
