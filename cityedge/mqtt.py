@@ -365,6 +365,9 @@ class MqttClient:
             self._log.note("overflowed", f"incoming queue full ({self._queue.maxsize});"
                            f" message on {message.topic} left unacked"
                            f" ({self.stats.overflowed} so far)", time.monotonic())
+            # Not held here, so not counted as held: a count that never came back down
+            # would keep reading paused for good once enough of these had happened.
+            self.answered(message)
 
     # -- the caller's side ----------------------------------------------------
     def start(self) -> None:
